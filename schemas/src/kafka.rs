@@ -1,0 +1,264 @@
+//! Kafka connection settings shared by every role, the embedded in-process cluster, and topic
+//! creation for both.
+//!
+//! Every role takes the same `--brokers` and `--kafka-option` flags. Without `--brokers`,
+//! `zcdp up` starts librdkafka's mock cluster in-process: a real Kafka protocol endpoint any
+//! client can connect to, but memory-only and bounded (see [`EmbeddedCluster`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::topics::{CATALOGUE, TopicSpec};
+
+/// Connection flags shared by every role.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KafkaArgs {
+    /// Bootstrap servers of a real Kafka cluster (host:port,…). Without it `zcdp up` runs an
+    /// embedded, in-memory cluster.
+    #[arg(long, env = "ZCDP_BROKERS")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka client properties as key=value, repeatable or comma-separated, e.g.
+    /// security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=zcdp.
+    #[arg(long = "kafka-option", env = "ZCDP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
+    /// Partitions of every co-partitioned topic when zcdp creates them.
+    #[arg(long, env = "ZCDP_PARTITIONS", default_value_t = crate::topics::DEFAULT_PARTITIONS)]
+    pub partitions: i32,
+    /// Replication factor when zcdp creates topics on a real cluster.
+    #[arg(long, env = "ZCDP_REPLICATION_FACTOR", default_value_t = 3)]
+    pub replication_factor: i32,
+}
+
+/// Where the cluster is and how to talk to it; cheap to clone, shared by every role in a process.
+#[derive(Clone)]
+pub struct Kafka {
+    pub bootstrap: String,
+    options: Vec<(String, String)>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    embedded: Option<Arc<EmbeddedCluster>>,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("bootstrap", &self.bootstrap)
+            .field("embedded", &self.embedded.is_some())
+            .finish()
+    }
+}
+
+impl Kafka {
+    /// Connects to the real cluster named by `--brokers`.
+    pub fn external(args: &KafkaArgs) -> anyhow::Result<Kafka> {
+        let Some(brokers) = args.brokers.clone() else {
+            bail!("--brokers (or ZCDP_BROKERS) is required for this role; `zcdp up` runs an embedded cluster instead");
+        };
+        Self::with_bootstrap(brokers, args, None)
+    }
+
+    /// The cluster of `--brokers`, or a new embedded one when it is not given.
+    pub fn from_args_or_embedded(args: &KafkaArgs, embedded_brokers: i32) -> anyhow::Result<Kafka> {
+        match &args.brokers {
+            Some(_) => Self::external(args),
+            None => {
+                let cluster = Arc::new(EmbeddedCluster::start(embedded_brokers)?);
+                Self::with_bootstrap(cluster.bootstrap(), args, Some(cluster))
+            }
+        }
+    }
+
+    /// Settings for an already running embedded cluster (tests share one across roles).
+    pub fn embedded(cluster: Arc<EmbeddedCluster>, partitions: i32) -> Kafka {
+        Kafka {
+            bootstrap: cluster.bootstrap(),
+            options: Vec::new(),
+            partitions,
+            replication_factor: 1,
+            embedded: Some(cluster),
+        }
+    }
+
+    fn with_bootstrap(bootstrap: String, args: &KafkaArgs, embedded: Option<Arc<EmbeddedCluster>>) -> anyhow::Result<Kafka> {
+        let mut options = Vec::new();
+        for kv in &args.kafka_options {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--kafka-option {kv:?} is not key=value"))?;
+            options.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if args.partitions < 1 {
+            bail!("--partitions must be at least 1, got {}", args.partitions);
+        }
+        let replication_factor = if embedded.is_some() { 1 } else { args.replication_factor };
+        Ok(Kafka { bootstrap, options, partitions: args.partitions, replication_factor, embedded })
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// The embedded cluster, for fault injection in tests.
+    pub fn embedded_cluster(&self) -> Option<&Arc<EmbeddedCluster>> {
+        self.embedded.as_ref()
+    }
+
+    /// A client config with the bootstrap servers and the operator's extra properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.options {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+
+    /// Creates the topics of the catalogue that do not exist yet, and checks that the ones that
+    /// do have the partition count the co-partitioning needs.
+    pub async fn ensure_catalogue(&self) -> anyhow::Result<()> {
+        let topics: Vec<(&str, &TopicSpec)> = CATALOGUE.iter().map(|s| (s.name, s)).collect();
+        let mut created = Vec::new();
+        match &self.embedded {
+            Some(cluster) => {
+                for (name, _) in &topics {
+                    cluster.create_topic(name, self.partitions)?;
+                    created.push(name.to_string());
+                }
+            }
+            None => {
+                let admin: AdminClient<DefaultClientContext> =
+                    self.client_config().create().context("creating the Kafka admin client")?;
+                let retention: Vec<Option<String>> =
+                    topics.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
+                let new: Vec<NewTopic> = topics
+                    .iter()
+                    .zip(&retention)
+                    .map(|((name, spec), retention)| {
+                        let mut t = NewTopic::new(name, self.partitions, TopicReplication::Fixed(self.replication_factor))
+                            .set("cleanup.policy", spec.cleanup.as_config());
+                        if let Some(r) = retention {
+                            t = t.set("retention.ms", r);
+                        }
+                        t
+                    })
+                    .collect();
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let results = admin.create_topics(new.iter(), &opts).await.context("CreateTopics")?;
+                for r in results {
+                    match r {
+                        Ok(name) => created.push(name),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => bail!("creating topic {name}: {code}"),
+                    }
+                }
+            }
+        }
+        tracing::info!(count = created.len(), "topics created");
+        let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
+        self.wait_for_topics(&names, Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
+    /// Creates one topic (the runtime's changelogs) unless it exists.
+    pub async fn ensure_topic(&self, name: &str, partitions: i32, compacted: bool) -> anyhow::Result<()> {
+        match &self.embedded {
+            Some(cluster) => cluster.create_topic(name, partitions)?,
+            None => {
+                let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+                let t = NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication_factor))
+                    .set("cleanup.policy", if compacted { "compact" } else { "delete" });
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                for r in admin.create_topics([&t], &opts).await? {
+                    match r {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => bail!("creating topic {name}: {code}"),
+                    }
+                }
+            }
+        }
+        self.wait_for_topics(&[name], Duration::from_secs(30)).await
+    }
+
+    /// Partition counts of the named topics as the cluster reports them (None: missing).
+    pub async fn partition_counts(&self, names: &[&str]) -> anyhow::Result<Vec<Option<i32>>> {
+        let cfg = self.client_config();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = cfg.create()?;
+            let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+            Ok(names
+                .iter()
+                .map(|n| {
+                    md.topics()
+                        .iter()
+                        .find(|t| t.name() == n && t.error().is_none())
+                        .map(|t| t.partitions().len() as i32)
+                })
+                .collect())
+        })
+        .await?
+    }
+
+    async fn wait_for_topics(&self, names: &[&str], within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let counts = self.partition_counts(names).await;
+            match counts {
+                Ok(c) if c.iter().all(Option::is_some) => return Ok(()),
+                Ok(c) if tokio::time::Instant::now() >= deadline => {
+                    let missing: Vec<&&str> = names.iter().zip(&c).filter(|(_, c)| c.is_none()).map(|(n, _)| n).collect();
+                    bail!("topics not visible after {within:?}: {missing:?}");
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context("fetching metadata")),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+/// librdkafka's in-process mock cluster.
+///
+/// It speaks the Kafka protocol on loopback ports, so any Kafka client can read its topics
+/// while the process runs. It keeps everything in memory: nothing survives a restart, and
+/// each partition keeps at most about 5 MB or 100,000 message sets (`rdkafka_mock.c`), the
+/// oldest dropped first.
+pub struct EmbeddedCluster {
+    mock: MockCluster<'static, DefaultProducerContext>,
+}
+
+// SAFETY: the mock-cluster calls we make (`rd_kafka_mock_*`) hand their work to the mock
+// cluster's own thread as ops and wait for the reply; librdkafka documents them as callable from
+// any thread. The handle is never mutated from Rust after creation.
+unsafe impl Send for EmbeddedCluster {}
+unsafe impl Sync for EmbeddedCluster {}
+
+impl EmbeddedCluster {
+    pub fn start(brokers: i32) -> anyhow::Result<EmbeddedCluster> {
+        let mock = MockCluster::new(brokers).context("starting the embedded Kafka cluster")?;
+        Ok(EmbeddedCluster { mock })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.mock.bootstrap_servers()
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        self.mock
+            .create_topic(name, partitions, 1)
+            .with_context(|| format!("creating topic {name} on the embedded cluster"))
+    }
+
+    /// The mock cluster itself, for fault injection (brokers down, request errors, leaders).
+    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.mock
+    }
+}

@@ -1,0 +1,188 @@
+//! The schema registry zcdp carries with it: every released version of every value schema, with
+//! a fixed id. The ids are part of the contract (they are in the first bytes of every record), so
+//! they are written here, never computed: the same in every process, after every restart.
+//!
+//! Released versions are immutable. Each carries the SHA-256 of its canonical form; the tests
+//! fail when a released file changes, and when a new version cannot read every older one
+//! (Confluent's BACKWARD_TRANSITIVE). To change a schema, add `v<N+1>.avsc` and a row here.
+
+use std::sync::LazyLock;
+
+use apache_avro::Schema;
+use sha2::{Digest, Sha256};
+
+use crate::topics::Topic;
+
+/// One released schema version.
+pub struct SchemaVersion {
+    pub id: u32,
+    pub topic: Topic,
+    pub version: u32,
+    /// The `.avsc` text as released.
+    pub source: &'static str,
+    /// SHA-256 (hex) of the schema's JSON with sorted keys and no whitespace (defaults and docs
+    /// included, which the parsing canonical form would drop); guards against in-place edits.
+    pub fingerprint: &'static str,
+    pub schema: Schema,
+}
+
+impl SchemaVersion {
+    pub fn subject(&self) -> String {
+        self.topic.value_subject()
+    }
+    /// The schema as a compact JSON string, the way a Confluent registry returns it.
+    pub fn schema_json(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(self.source).expect("valid JSON");
+        v.to_string()
+    }
+    pub fn content_fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(self.schema_json().as_bytes()))
+    }
+}
+
+struct Row {
+    id: u32,
+    topic: Topic,
+    version: u32,
+    source: &'static str,
+    fingerprint: &'static str,
+}
+
+/// Ids are never reused. Append only.
+const ROWS: &[Row] = &[
+    Row { id: 1, topic: Topic::Views, version: 1, source: include_str!("../avro/zmp.views.v1/v1.avsc"),
+        fingerprint: "f01bcdcad3b882b8df8d9c5e8939e7193d25419db59ca2c230318514491dbd10" },
+    Row { id: 2, topic: Topic::Carts, version: 1, source: include_str!("../avro/zmp.carts.v1/v1.avsc"),
+        fingerprint: "547fea39df02eada99a5282808f69c5830719c59a461e27a23b858fc1e1e173d" },
+    Row { id: 3, topic: Topic::Orders, version: 1, source: include_str!("../avro/zmp.orders.v1/v1.avsc"),
+        fingerprint: "b191e9cdf6f759e75bcdfe9e39b461bb01b8980c7eccc498b233c5e8f30bc0ee" },
+    Row { id: 4, topic: Topic::Identities, version: 1, source: include_str!("../avro/zmp.identities.v1/v1.avsc"),
+        fingerprint: "56c77cb8b85ec407146c047878925876faf23e8ddc5080b4a3b8bfef6c6777f4" },
+    Row { id: 5, topic: Topic::Engagement, version: 1, source: include_str!("../avro/zmp.engagement.v1/v1.avsc"),
+        fingerprint: "a8dc088bab4206a5d0a85b1c8c15f6b48e7fcb4818a3442b1348b0d1e0f41dd2" },
+    Row { id: 6, topic: Topic::DeadLetter, version: 1, source: include_str!("../avro/zmp.deadletter.v1/v1.avsc"),
+        fingerprint: "943709625bdaac95485244cef68587b89407baecbac656fe0b1fc1024614a1f3" },
+];
+
+pub struct Registry {
+    versions: Vec<SchemaVersion>,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let versions = ROWS
+        .iter()
+        .map(|r| SchemaVersion {
+            id: r.id,
+            topic: r.topic,
+            version: r.version,
+            source: r.source,
+            fingerprint: r.fingerprint,
+            schema: Schema::parse_str(r.source).unwrap_or_else(|e| {
+                panic!("schema {} v{} does not parse: {e}", r.topic, r.version)
+            }),
+        })
+        .collect();
+    Registry { versions }
+});
+
+/// The registry of this build.
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+impl Registry {
+    pub fn all(&self) -> &[SchemaVersion] {
+        &self.versions
+    }
+    pub fn by_id(&self, id: u32) -> Option<&SchemaVersion> {
+        self.versions.iter().find(|v| v.id == id)
+    }
+    /// The newest version for a topic's values: what writers use.
+    pub fn latest(&self, topic: Topic) -> Option<&SchemaVersion> {
+        self.versions.iter().filter(|v| v.topic == topic).max_by_key(|v| v.version)
+    }
+    pub fn versions_of(&self, topic: Topic) -> impl Iterator<Item = &SchemaVersion> {
+        self.versions.iter().filter(move |v| v.topic == topic)
+    }
+    /// Subjects in catalogue order.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut topics: Vec<Topic> = self.versions.iter().map(|v| v.topic).collect();
+        topics.sort();
+        topics.dedup();
+        topics.into_iter().map(Topic::value_subject).collect()
+    }
+    pub fn topic_of_subject(&self, subject: &str) -> Option<Topic> {
+        let topic = subject.strip_suffix("-value")?;
+        let topic = Topic::from_name(topic)?;
+        self.latest(topic).map(|_| topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::schema_compatibility::SchemaCompatibility;
+
+    #[test]
+    fn ids_are_unique_and_versions_contiguous() {
+        let reg = registry();
+        let mut ids: Vec<u32> = reg.all().iter().map(|v| v.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), reg.all().len(), "a schema id is used twice");
+        for spec in crate::topics::CATALOGUE {
+            let mut versions: Vec<u32> = reg.versions_of(spec.topic).map(|v| v.version).collect();
+            versions.sort();
+            assert!(versions.iter().copied().eq(1..=versions.len() as u32), "{}: versions {versions:?}", spec.name);
+        }
+    }
+
+    /// A released schema is immutable: editing one in place would make every record already
+    /// written under its id unreadable. Add a new version instead.
+    #[test]
+    fn released_schemas_are_unchanged() {
+        for v in registry().all() {
+            assert_eq!(
+                v.content_fingerprint(),
+                v.fingerprint,
+                "{} v{} (id {}) changed after release; add v{}.avsc with a new id instead",
+                v.subject(),
+                v.version,
+                v.id,
+                v.version + 1
+            );
+        }
+    }
+
+    /// BACKWARD_TRANSITIVE: the newest schema of a subject reads data written with every older
+    /// one, so a consumer upgraded first never fails on old records.
+    #[test]
+    fn newest_schema_reads_every_older_version() {
+        let reg = registry();
+        for spec in crate::topics::CATALOGUE {
+            let Some(latest) = reg.latest(spec.topic) else { continue };
+            for old in reg.versions_of(spec.topic) {
+                if let Err(e) = SchemaCompatibility::can_read(&old.schema, &latest.schema) {
+                    panic!("{} v{} cannot read v{}: {e}", latest.subject(), latest.version, old.version);
+                }
+            }
+        }
+    }
+
+    /// The checker itself must catch a breaking change, or the test above proves nothing.
+    #[test]
+    fn compatibility_check_catches_a_breaking_change() {
+        let old = &registry().latest(Topic::Views).unwrap().schema;
+        // A new required field without a default cannot be filled in from old records.
+        let mut json: serde_json::Value =
+            serde_json::from_str(registry().latest(Topic::Views).unwrap().source).unwrap();
+        json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "tenant", "type": "string"}));
+        let broken = Schema::parse_str(&json.to_string()).unwrap();
+        assert!(SchemaCompatibility::can_read(old, &broken).is_err());
+        // With a default it is fine.
+        json["fields"].as_array_mut().unwrap().pop();
+        json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "tenant", "type": "string", "default": ""}));
+        let fine = Schema::parse_str(&json.to_string()).unwrap();
+        assert!(SchemaCompatibility::can_read(old, &fine).is_ok());
+    }
+}

@@ -1,0 +1,145 @@
+//! The topic catalogue: every topic zcdp reads or writes, with its key, cleanup policy and value
+//! schema. `zcdp topics create` and `zcdp up` create exactly this list; the processors refuse to
+//! start when the co-partitioned topics disagree on their partition count.
+
+use std::fmt;
+
+/// Partition count used when the operator gives none. Every co-partitioned topic uses the same.
+pub const DEFAULT_PARTITIONS: i32 = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Views,
+    Carts,
+    Orders,
+    Identities,
+    Engagement,
+    DeadLetter,
+    Sessions,
+    Interests,
+    CartTriggers,
+    Profiles,
+    Audiences,
+    Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Records expire after the retention time.
+    Delete,
+    /// Only the latest record per key is kept: a table.
+    Compact,
+}
+
+impl Cleanup {
+    pub fn as_config(self) -> &'static str {
+        match self {
+            Cleanup::Delete => "delete",
+            Cleanup::Compact => "compact",
+        }
+    }
+}
+
+/// What a topic's record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The user key (Zalo id, or anonymous id when none is known), UTF-8. Co-partitioned.
+    User,
+    /// The app id, UTF-8.
+    App,
+    /// `segment/user key`, UTF-8.
+    SegmentUser,
+}
+
+pub struct TopicSpec {
+    pub topic: Topic,
+    pub name: &'static str,
+    pub key: KeyKind,
+    pub cleanup: Cleanup,
+    /// Input topics: what the Mini App sends; the rest are written by zcdp.
+    pub input: bool,
+    /// Retention in ms when it differs from the cluster's default.
+    pub retention_ms: Option<i64>,
+    pub doc: &'static str,
+}
+
+const THIRTY_DAYS_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The catalogue, in the order the README lists it.
+pub const CATALOGUE: &[TopicSpec] = &[
+    TopicSpec { topic: Topic::Views, name: "zmp.views.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: true, retention_ms: None,
+        doc: "page/screen views, product views (with dwell time), clicks, searches, shares" },
+    TopicSpec { topic: Topic::Carts, name: "zmp.carts.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: true, retention_ms: None,
+        doc: "items added/removed/updated, cart viewed, checkout started" },
+    TopicSpec { topic: Topic::Orders, name: "zmp.orders.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: true, retention_ms: None,
+        doc: "orders placed, paid, status changed, cancelled, refunded; items and value in VND" },
+    TopicSpec { topic: Topic::Identities, name: "zmp.identities.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: true, retention_ms: None,
+        doc: "identify (consented traits, verified phone), consent per purpose, OA follow/unfollow and interactions" },
+    TopicSpec { topic: Topic::Engagement, name: "zmp.engagement.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: true, retention_ms: None,
+        doc: "mini-games, vouchers, points earned/redeemed, reviews, referrals" },
+    TopicSpec { topic: Topic::DeadLetter, name: "zmp.deadletter.v1", key: KeyKind::App, cleanup: Cleanup::Delete, input: false, retention_ms: Some(THIRTY_DAYS_MS),
+        doc: "every rejected input with its raw bytes, the reason and the source" },
+    TopicSpec { topic: Topic::Sessions, name: "zmp.sessions.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: false, retention_ms: None,
+        doc: "closed sessions with their summary" },
+    TopicSpec { topic: Topic::Interests, name: "zmp.interests.v1", key: KeyKind::User, cleanup: Cleanup::Compact, input: false, retention_ms: None,
+        doc: "top-N products and categories per user, time-decayed" },
+    TopicSpec { topic: Topic::CartTriggers, name: "zmp.cart-triggers.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: false, retention_ms: None,
+        doc: "abandoned-cart triggers, one per cart version" },
+    TopicSpec { topic: Topic::Profiles, name: "zmp.profiles.v1", key: KeyKind::User, cleanup: Cleanup::Compact, input: false, retention_ms: None,
+        doc: "customer profiles with RFM, lifecycle and consent" },
+    TopicSpec { topic: Topic::Audiences, name: "zmp.audiences.v1", key: KeyKind::SegmentUser, cleanup: Cleanup::Compact, input: false, retention_ms: None,
+        doc: "segment entries and exits" },
+    TopicSpec { topic: Topic::Messages, name: "zmp.messages.v1", key: KeyKind::User, cleanup: Cleanup::Delete, input: false, retention_ms: None,
+        doc: "every send, suppression, deferral and delivery, with reason and cost" },
+];
+
+impl Topic {
+    pub fn spec(self) -> &'static TopicSpec {
+        CATALOGUE.iter().find(|s| s.topic == self).expect("every topic is in the catalogue")
+    }
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+    /// The Confluent subject of the value schema (TopicNameStrategy).
+    pub fn value_subject(self) -> String {
+        format!("{}-value", self.name())
+    }
+    pub fn from_name(name: &str) -> Option<Topic> {
+        CATALOGUE.iter().find(|s| s.name == name).map(|s| s.topic)
+    }
+    /// The five topics the Mini App's events are written to.
+    pub fn inputs() -> impl Iterator<Item = Topic> {
+        CATALOGUE.iter().filter(|s| s.input).map(|s| s.topic)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        for spec in CATALOGUE {
+            assert_eq!(Topic::from_name(spec.name), Some(spec.topic));
+            assert_eq!(spec.topic.spec().name, spec.name);
+        }
+        let mut names: Vec<_> = CATALOGUE.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len());
+    }
+
+    #[test]
+    fn input_topics_are_keyed_by_user() {
+        for t in Topic::inputs() {
+            assert_eq!(t.spec().key, KeyKind::User, "{t} must be co-partitioned by user");
+        }
+        assert_eq!(Topic::inputs().count(), 5);
+    }
+}
