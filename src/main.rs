@@ -1,1 +1,113 @@
-fn main() {}
+//! `zcdp`: one command line over every role of the pipeline. `zcdp up` runs them all in one
+//! process on an embedded Kafka cluster; with `--brokers` each role runs alone against a real
+//! cluster, as many members as the operator wants.
+
+mod bench;
+mod server;
+mod shoppers;
+mod shutdown;
+mod simulate;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+use ingest::IngestArgs;
+use schemas::kafka::KafkaArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "zcdp", version, about = "Customer-data pipeline for Zalo Mini Apps", long_about = None)]
+struct Cli {
+    /// Log filter, e.g. info, debug, zcdp=debug,rdkafka=warn.
+    #[arg(long, env = "ZCDP_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every role in one process: the embedded Kafka cluster (or --brokers), the gateway, and
+    /// with --demo, simulated shoppers.
+    Up(up::UpArgs),
+    /// The ingest gateway alone, against a real cluster.
+    Ingest(IngestRoleArgs),
+    /// The topic catalogue: list it, or create it on a real cluster.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Post realistic Mini App traffic to a gateway.
+    Simulate(simulate::SimulateArgs),
+    /// Measure throughput against the raw rdkafka baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct IngestRoleArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    ingest: IngestArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The HTTP listener's flags, shared by every role that serves.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "ZCDP_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated; * for any.
+    #[arg(long = "cors-origins", env = "ZCDP_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicsAction {
+    /// Print the catalogue: name, key, cleanup policy.
+    List,
+    /// Create the catalogue's topics on the cluster of --brokers (existing ones are left alone).
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
+            Command::Topics { action: TopicsAction::List } => {
+                for s in schemas::CATALOGUE {
+                    println!("{:<24} key={:<12} cleanup={:<8} {}", s.name, format!("{:?}", s.key).to_lowercase(), s.cleanup.as_config(), s.doc);
+                }
+                Ok(())
+            }
+            Command::Topics { action: TopicsAction::Create { kafka } } => {
+                let kafka = schemas::kafka::Kafka::external(&kafka)?;
+                kafka.ensure_catalogue().await?;
+                println!("created or verified {} topics on {}", schemas::CATALOGUE.len(), kafka.bootstrap);
+                Ok(())
+            }
+            Command::Simulate(args) => {
+                let shutdown = shutdown::Shutdown::default();
+                shutdown.on_signals();
+                let tally = simulate::run(&args, shutdown).await?;
+                println!("sent {} events: {} visits, {} carts, {} orders, {} abandoned", tally.events, tally.visits, tally.carts, tally.orders, tally.abandoned);
+                Ok(())
+            }
+            Command::Bench { which } => bench::run(which).await,
+        }
+    })
+}

@@ -1,1 +1,136 @@
-//! placeholder
+//! The ingest gateway: Mini Apps POST events with a write key; the gateway checks them, corrects
+//! their time, and writes each to its topic, answering only once Kafka has them.
+//!
+//! - `validate`: the HTTP contract, as pure functions;
+//! - `consent`: who agreed to what, read from `zmp.identities.v1`;
+//! - `writer`: the Kafka producer and the bounded wait for acknowledgements;
+//! - `http`: the endpoints; `schema_api`: the Confluent-compatible schema reads.
+
+pub mod auth;
+pub mod consent;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod schema_api;
+pub mod validate;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::task::JoinHandle;
+
+use schemas::duration::parse_duration;
+use schemas::kafka::Kafka;
+
+use crate::auth::WriteKeys;
+use crate::consent::ConsentView;
+use crate::ratelimit::RateLimiter;
+use crate::writer::EventWriter;
+
+/// The gateway's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Write keys as app_id:key, comma-separated. Each key lets a Mini App post for its app.
+    #[arg(long = "write-keys", env = "ZCDP_WRITE_KEYS", value_delimiter = ',', default_value = "demo:demo-key")]
+    pub write_keys: Vec<String>,
+    /// Events a second each app may send (token bucket); 0 for no limit.
+    #[arg(long = "rate-limit", env = "ZCDP_RATE_LIMIT", default_value_t = 5000)]
+    pub rate_limit: u32,
+    /// Events an app may send at once above its rate.
+    #[arg(long = "rate-burst", env = "ZCDP_RATE_BURST", default_value_t = 20000)]
+    pub rate_burst: u32,
+    /// How long a request waits for Kafka's acknowledgement before answering 503.
+    #[arg(long = "ack-timeout", env = "ZCDP_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+    /// How long the producer waits to fill a batch (librdkafka linger.ms).
+    #[arg(long = "linger", env = "ZCDP_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    pub linger: Duration,
+}
+
+impl Default for IngestArgs {
+    fn default() -> Self {
+        IngestArgs {
+            write_keys: vec!["demo:demo-key".into()],
+            rate_limit: 5000,
+            rate_burst: 20000,
+            ack_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+pub struct Gateway {
+    keys: WriteKeys,
+    limiter: RateLimiter,
+    rate: u32,
+    writer: Arc<EventWriter>,
+    consent: Arc<ConsentView>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Connects to Kafka and starts the consent view and the liveness probe.
+    pub async fn start(kafka: &Kafka, args: &IngestArgs) -> anyhow::Result<Arc<Gateway>> {
+        let keys = WriteKeys::parse(&args.write_keys)?;
+        let writer = EventWriter::new(kafka, args.linger, args.ack_timeout)?;
+        if !writer.probe().await {
+            tracing::warn!(bootstrap = %kafka.bootstrap, "Kafka does not answer yet; the gateway answers 503 until it does");
+        }
+        let consent = Arc::new(ConsentView::default());
+        let mut tasks = Vec::new();
+        {
+            let consent = consent.clone();
+            let kafka = kafka.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = consent.follow(kafka).await {
+                    tracing::error!(error = format!("{e:#}"), "consent view stopped; identify events with traits or phone will be refused unless consent is in the same batch");
+                }
+            }));
+        }
+        {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    writer.probe().await;
+                    metrics::METRICS.producer_queue.set(i64::from(writer.in_flight()));
+                }
+            }));
+        }
+        Ok(Arc::new(Gateway {
+            keys,
+            limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
+            rate: args.rate_limit,
+            writer,
+            consent,
+            tasks,
+        }))
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        http::router(self.clone())
+    }
+
+    pub fn apps(&self) -> Vec<String> {
+        self.keys.apps().map(str::to_string).collect()
+    }
+
+    /// Whether Kafka answers and the consent view has caught up.
+    pub fn ready(&self) -> bool {
+        self.writer.reachable() && self.consent.caught_up()
+    }
+
+    /// Stops the background work and sends what the producer still holds. Call after the HTTP
+    /// server has stopped taking requests.
+    pub fn shutdown(&self, within: Duration) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.writer.flush(within) {
+            tracing::warn!(error = %e, in_flight = self.writer.in_flight(), "producer not flushed");
+        }
+    }
+}

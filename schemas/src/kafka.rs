@@ -122,6 +122,18 @@ impl Kafka {
         cfg
     }
 
+    /// A producer config every zcdp writer uses: nothing acknowledged before every in-sync
+    /// replica has it, no duplicates from producer retries, and the Java client's partitioner
+    /// so that records keyed by user land on the same partition number whichever client wrote
+    /// them (co-partitioning across topics depends on it).
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut cfg = self.client_config();
+        cfg.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random");
+        cfg
+    }
+
     /// Creates the topics of the catalogue that do not exist yet, and checks that the ones that
     /// do have the partition count the co-partitioning needs.
     pub async fn ensure_catalogue(&self) -> anyhow::Result<()> {

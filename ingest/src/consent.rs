@@ -1,0 +1,178 @@
+//! The gateway's view of who consented to what, so `identify` can be refused when the user has
+//! not agreed to the purpose its data needs.
+//!
+//! Every gateway reads `zmp.identities.v1` from the start and keeps the latest decision per
+//! (app, user, purpose); a decision it accepted itself is applied as soon as Kafka acknowledged
+//! it. A consent sent through another gateway counts once that gateway's write has been read here,
+//! usually within milliseconds; a consent in the same batch always counts.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use schemas::event::{IdentityEvent, IdentityType};
+use schemas::kafka::Kafka;
+use schemas::topics::Topic;
+
+use crate::metrics::METRICS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Decision {
+    granted: bool,
+    at: i64,
+}
+
+type UserConsents = HashMap<String, Decision>;
+
+#[derive(Default)]
+pub struct ConsentView {
+    users: RwLock<HashMap<(String, String), UserConsents>>,
+    caught_up: AtomicBool,
+}
+
+impl ConsentView {
+    /// Applies a consent decision; an older one than what is known changes nothing.
+    pub fn apply(&self, event: &IdentityEvent) {
+        if event.kind != IdentityType::ConsentChanged {
+            return;
+        }
+        let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { return };
+        let decision = Decision { granted, at: event.corrected_time };
+        let mut users = self.users.write().expect("consent lock");
+        // Record under every id the event names, so a consent given while anonymous still
+        // counts once the user logs in with the same device id.
+        let ids = [event.user.zalo_id.as_ref(), event.user.anonymous_id.as_ref()];
+        for id in ids.into_iter().flatten() {
+            let entry = users.entry((event.app_id.clone(), id.clone())).or_default();
+            match entry.get(purpose) {
+                Some(known) if known.at > decision.at => {}
+                _ => {
+                    entry.insert(purpose.clone(), decision);
+                }
+            }
+        }
+        METRICS.consent_users.set(users.len() as i64);
+    }
+
+    /// Whether any of `ids` of the user has granted `purpose` and not revoked it since.
+    pub fn granted(&self, app: &str, ids: &[&str], purpose: &str) -> bool {
+        let users = self.users.read().expect("consent lock");
+        let latest = ids
+            .iter()
+            .filter_map(|id| users.get(&(app.to_string(), id.to_string())))
+            .filter_map(|c| c.get(purpose))
+            .max_by_key(|d| d.at);
+        latest.is_some_and(|d| d.granted)
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Reads the identities topic from the beginning, forever. Marks the view caught up once it
+    /// has read everything that was in the topic when it started.
+    pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
+        let topic = Topic::Identities.name();
+        let consumer: StreamConsumer = kafka
+            .client_config()
+            .set("group.id", format!("zcdp-ingest-consent-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("creating the consent-view consumer")?;
+        let c2 = consumer_metadata(&consumer, topic).await?;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, _) in &c2 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        // What "caught up" means: every partition read up to its end as of now.
+        let mut remaining: HashMap<i32, i64> = c2.into_iter().filter(|(_, high)| *high > 0).collect();
+        if remaining.is_empty() {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        loop {
+            let msg = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+                Err(_) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consent view: consume error");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            if let Some(payload) = msg.payload() {
+                match schemas::codec::decode::<IdentityEvent>(payload) {
+                    Ok(ev) => self.apply(&ev),
+                    Err(e) => tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped"),
+                }
+            }
+            if !remaining.is_empty() {
+                if remaining.get(&msg.partition()).is_some_and(|high| msg.offset() + 1 >= *high) {
+                    remaining.remove(&msg.partition());
+                }
+                if remaining.is_empty() {
+                    tracing::info!("consent view caught up");
+                    self.caught_up.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+/// Partitions of `topic` with their high watermarks.
+async fn consumer_metadata(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading metadata of {topic}"))?;
+    let t = md.topics().first().with_context(|| format!("{topic} missing from metadata"))?;
+    let mut out = Vec::new();
+    for p in t.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .with_context(|| format!("reading watermarks of {topic}/{}", p.id()))?;
+        // An empty or fully-expired partition has nothing to wait for.
+        out.push((p.id(), if high > low { high } else { 0 }));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::event::*;
+
+    fn consent(user: &str, purpose: &str, granted: bool, at: i64) -> IdentityEvent {
+        let InputEvent::Identity(mut e) = schemas::testing::sample_events()
+            .into_iter()
+            .find(|e| e.type_name() == "consent_changed")
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        e.user = User { key: user.into(), zalo_id: Some(user.into()), anonymous_id: None, oa_user_id: None };
+        e.properties.purpose = Some(purpose.into());
+        e.properties.granted = Some(granted);
+        e.corrected_time = at;
+        e
+    }
+
+    #[test]
+    fn latest_decision_wins_whatever_the_arrival_order() {
+        let v = ConsentView::default();
+        v.apply(&consent("u1", "phone", true, 10));
+        assert!(v.granted("demo", &["u1"], "phone"));
+        assert!(!v.granted("demo", &["u1"], "profile"));
+        assert!(!v.granted("other-app", &["u1"], "phone"));
+        v.apply(&consent("u1", "phone", false, 20));
+        assert!(!v.granted("demo", &["u1"], "phone"));
+        // A late-arriving older grant does not undo the revoke.
+        v.apply(&consent("u1", "phone", true, 15));
+        assert!(!v.granted("demo", &["u1"], "phone"));
+    }
+}

@@ -1,0 +1,435 @@
+//! The HTTP endpoints Mini Apps post to. A 200 means every accepted event is acknowledged by
+//! Kafka and every rejected one is in the dead-letter topic; anything less is a 503 the client
+//! retries (event ids make the retry harmless).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use schemas::event::{DeadLetter, IdentityType, InputEvent};
+use schemas::topics::Topic;
+
+use crate::Gateway;
+use crate::metrics::METRICS;
+use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event, parse_timestamp};
+use crate::writer::{Pending, WriteError, now_ms};
+
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// How much of an unparseable body the dead-letter record keeps.
+const MAX_DEADLETTER_RAW: usize = 4096;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/batch", post(batch))
+        .route("/v1/events", post(single))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(crate::schema_api::router())
+        // A little over the batch limit so the handler, not the framework, answers 413 with a
+        // reason for bodies just above it.
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES + 64 * 1024))
+        .with_state(gw)
+}
+
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+    fn retry(mut self, after: Duration) -> ApiError {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+fn unavailable(e: &WriteError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kafka_unavailable",
+        format!("{e}; nothing in this request is acknowledged: send it again (event ids make the retry safe)"),
+    )
+    .retry(Duration::from_secs(2))
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    sent_at: Option<Value>,
+    #[serde(borrow)]
+    events: Option<Vec<&'a RawValue>>,
+}
+
+async fn batch(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let start = Instant::now();
+    let resp = match handle_batch(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    observe("batch", &resp, start);
+    resp
+}
+
+async fn single(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let start = Instant::now();
+    let resp = match handle_single(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    observe("events", &resp, start);
+    resp
+}
+
+fn observe(endpoint: &str, resp: &Response, start: Instant) {
+    METRICS.requests.with_label_values(&[endpoint, resp.status().as_str()]).inc();
+    METRICS.request_seconds.with_label_values(&[endpoint]).observe(start.elapsed().as_secs_f64());
+}
+
+/// Checks the key, the body's presence and size, and Kafka's reachability: what every ingest
+/// request needs before its events are looked at.
+fn admit<'g>(gw: &'g Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: usize, what: &str) -> Result<(&'g str, Bytes), ApiError> {
+    let app = gw.keys.app_for(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown write key: send Authorization: Bearer <write key> (or X-Write-Key)",
+        )
+    })?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(what, limit)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {e}"))
+        }
+    })?;
+    if body.len() > limit {
+        return Err(too_large(what, limit));
+    }
+    if !gw.writer.reachable() {
+        return Err(unavailable(&WriteError::Unreachable));
+    }
+    Ok((app, body))
+}
+
+fn too_large(what: &str, limit: usize) -> ApiError {
+    METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("{what} is larger than {} KB; split it", limit / 1024),
+    )
+}
+
+async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
+    let received_at = now_ms();
+    let parsed: BatchBody<'_> = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, format!("body is not a JSON batch: {e}")).await),
+    };
+    let Some(events) = parsed.events else {
+        return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body has no \"events\" array".into()).await);
+    };
+    if events.len() > MAX_BATCH_EVENTS {
+        METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("the batch has {} events; the limit is {MAX_BATCH_EVENTS}", events.len()),
+        ));
+    }
+    if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.get().len() > MAX_EVENT_BYTES) {
+        METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_too_large",
+            format!("event {i} is {} bytes; the limit is 32 KB an event", e.get().len()),
+        ));
+    }
+    let sent_at = match &parsed.sent_at {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
+    };
+    gw.limiter.take(app, events.len()).map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("app {app} is over its rate of {} events a second; retry after the delay", gw.rate),
+        )
+        .retry(wait)
+    })?;
+    let receipt = Receipt { app_id: app, received_at, sent_at };
+    let raws: Vec<&str> = events.iter().map(|e| e.get()).collect();
+    let outcome = ingest(gw, &receipt, &raws, "http:/v1/batch").await?;
+    Ok((StatusCode::OK, Json(outcome.body())).into_response())
+}
+
+async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
+    let received_at = now_ms();
+    let raw = match std::str::from_utf8(&body).ok().filter(|s| serde_json::from_str::<&RawValue>(s).is_ok()) {
+        Some(s) => s,
+        None => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, "body is not a JSON event".into()).await),
+    };
+    gw.limiter.take(app, 1).map_err(|wait| {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("app {app} is over its rate of {} events a second", gw.rate)).retry(wait)
+    })?;
+    let receipt = Receipt { app_id: app, received_at, sent_at: None };
+    let outcome = ingest(gw, &receipt, &[raw], "http:/v1/events").await?;
+    let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    Ok((status, Json(outcome.body())).into_response())
+}
+
+/// A body that is not JSON of the right shape: 400, and a dead-letter record of its start so an
+/// operator can see what a broken SDK sends. Long digit runs are masked: they may be phones.
+async fn unparseable(gw: &Gateway, app: &str, source: &str, body: &[u8], received_at: i64, reason: String) -> ApiError {
+    METRICS.rejected.with_label_values(&[RejectCode::InvalidJson.as_str()]).inc();
+    let head = &body[..body.len().min(MAX_DEADLETTER_RAW)];
+    let letter = DeadLetter {
+        received_at,
+        source: source.into(),
+        app_id: Some(app.into()),
+        event_id: None,
+        event_type: None,
+        index: None,
+        reason_code: RejectCode::InvalidJson.as_str().into(),
+        reason: reason.clone(),
+        raw: mask_digit_runs(head),
+    };
+    let waited: Result<(), String> = async {
+        let bytes = schemas::codec::encode(&letter).map_err(|e| e.to_string())?;
+        let mut pending = Pending::default();
+        gw.writer.send(&mut pending, Topic::DeadLetter.name(), app.as_bytes(), &bytes, received_at).map_err(|e| e.to_string())?;
+        gw.writer.wait(pending).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = waited {
+        tracing::warn!(app, error = %e, "could not dead-letter an unparseable body");
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", reason)
+}
+
+fn mask_digit_runs(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if run >= 9 {
+            out.extend_from_slice(b"[digits]");
+            i += run;
+        } else if run > 0 {
+            out.extend_from_slice(&bytes[i..i + run]);
+            i += run;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+struct Outcome {
+    accepted: usize,
+    rejected: Vec<(usize, Option<String>, Rejection)>,
+}
+
+impl Outcome {
+    fn body(&self) -> Value {
+        let rejected: Vec<Value> = self
+            .rejected
+            .iter()
+            .map(|(i, id, r)| json!({"index": i, "event_id": id, "code": r.code.as_str(), "reason": r.message}))
+            .collect();
+        json!({"accepted": self.accepted, "rejected": rejected})
+    }
+}
+
+/// Validates, checks consent, writes accepted events to their topics and rejected ones to the
+/// dead-letter topic, and waits until Kafka has all of them.
+async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str) -> Result<Outcome, ApiError> {
+    let mut results: Vec<Result<ParsedEvent, Rejection>> = raws.iter().map(|raw| parse_event(raw, receipt)).collect();
+
+    // Duplicated ids inside one batch: the first one counts.
+    let mut seen = HashSet::with_capacity(results.len());
+    for r in results.iter_mut() {
+        if let Ok(p) = r
+            && !seen.insert(p.event.event_id().to_string())
+        {
+            *r = Err(Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"));
+        }
+    }
+
+    // Consent decisions in this batch count for the identify events beside them.
+    let mut batch_consent: HashMap<(String, String), (bool, i64)> = HashMap::new();
+    for p in results.iter().flatten() {
+        if let InputEvent::Identity(e) = &p.event
+            && e.kind == IdentityType::ConsentChanged
+            && let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted)
+        {
+            for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
+                let slot = batch_consent.entry((id.clone(), purpose.clone())).or_insert((granted, e.corrected_time));
+                if e.corrected_time >= slot.1 {
+                    *slot = (granted, e.corrected_time);
+                }
+            }
+        }
+    }
+    for r in results.iter_mut() {
+        let Ok(p) = r else { continue };
+        let user = p.event.user();
+        let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
+        for purpose in &p.needs_consent {
+            let in_batch = ids.iter().filter_map(|id| batch_consent.get(&(id.to_string(), purpose.to_string()))).max_by_key(|d| d.1);
+            let ok = match in_batch {
+                Some(&(granted, _)) => granted,
+                None => gw.consent.granted(receipt.app_id, &ids, purpose),
+            };
+            if !ok {
+                *r = Err(Rejection::new(
+                    RejectCode::NoConsent,
+                    format!("the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"),
+                ));
+                break;
+            }
+        }
+    }
+
+    let mut pending = Pending::default();
+    let mut buf = Vec::with_capacity(512);
+    let mut accepted_by_topic: HashMap<Topic, u64> = HashMap::new();
+    let mut consents = Vec::new();
+    let mut outcome = Outcome { accepted: 0, rejected: Vec::new() };
+    for (i, r) in results.into_iter().enumerate() {
+        buf.clear();
+        match r {
+            Ok(p) => {
+                schemas::codec::encode_input_into(&p.event, &mut buf)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
+                let topic = p.event.topic();
+                gw.writer
+                    .send(&mut pending, topic.name(), p.event.user().key.as_bytes(), &buf, receipt.received_at)
+                    .map_err(|e| unavailable(&e))?;
+                *accepted_by_topic.entry(topic).or_default() += 1;
+                outcome.accepted += 1;
+                if let InputEvent::Identity(e) = p.event
+                    && e.kind == IdentityType::ConsentChanged
+                {
+                    consents.push(e);
+                }
+            }
+            Err(rejection) => {
+                let letter = dead_letter(receipt, source, i, raws[i], &rejection);
+                schemas::codec::encode_into(&letter, &mut buf)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
+                gw.writer
+                    .send(&mut pending, Topic::DeadLetter.name(), receipt.app_id.as_bytes(), &buf, receipt.received_at)
+                    .map_err(|e| unavailable(&e))?;
+                outcome.rejected.push((i, letter.event_id, rejection));
+            }
+        }
+    }
+    let waited = gw.writer.wait(pending).await.map_err(|e| {
+        tracing::warn!(app = receipt.app_id, events = raws.len(), error = %e, "batch not acknowledged");
+        unavailable(&e)
+    })?;
+    METRICS.produce_seconds.observe(waited.as_secs_f64());
+    for c in &consents {
+        gw.consent.apply(c);
+    }
+    for (topic, n) in accepted_by_topic {
+        METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
+    }
+    for (_, _, r) in &outcome.rejected {
+        METRICS.rejected.with_label_values(&[r.code.as_str()]).inc();
+    }
+    tracing::debug!(app = receipt.app_id, accepted = outcome.accepted, rejected = outcome.rejected.len(), "batch stored");
+    Ok(outcome)
+}
+
+/// The dead-letter record of one rejected event. The phone and traits are replaced: a rejected
+/// event must not keep personal data the user has not agreed to.
+fn dead_letter(receipt: &Receipt<'_>, source: &str, index: usize, raw: &str, r: &Rejection) -> DeadLetter {
+    let mut value: Option<Value> = serde_json::from_str(raw).ok();
+    let field = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+    let event_id = field(&value, "event_id");
+    let event_type = field(&value, "type");
+    let raw_bytes = match value.as_mut().and_then(|v| v.get_mut("properties")).and_then(Value::as_object_mut) {
+        Some(props) if props.contains_key("phone") || props.contains_key("traits") => {
+            for k in ["phone", "traits"] {
+                if let Some(v) = props.get_mut(k) {
+                    *v = Value::String("[redacted]".into());
+                }
+            }
+            value.as_ref().map(|v| v.to_string().into_bytes()).unwrap_or_default()
+        }
+        _ => raw.as_bytes().to_vec(),
+    };
+    DeadLetter {
+        received_at: receipt.received_at,
+        source: source.into(),
+        app_id: Some(receipt.app_id.into()),
+        event_id,
+        event_type,
+        index: Some(index as i64),
+        reason_code: r.code.as_str().into(),
+        reason: r.message.clone(),
+        raw: raw_bytes,
+    }
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let kafka = gw.writer.reachable();
+    let consent = gw.consent.caught_up();
+    let status = if kafka && consent { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": kafka && consent, "kafka": kafka, "consent_view": consent}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_digit_runs_are_masked() {
+        assert_eq!(mask_digit_runs(b"{\"phone\":\"0987654321\",\"n\":12}"), b"{\"phone\":\"[digits]\",\"n\":12}".to_vec());
+    }
+
+    #[test]
+    fn rejected_identify_keeps_no_phone_or_traits() {
+        let raw = r#"{"event_id":"x","type":"identify","properties":{"phone":"0987654321","traits":{"name":"Lan"}}}"#;
+        let r = Receipt { app_id: "demo", received_at: 1, sent_at: None };
+        let d = dead_letter(&r, "t", 0, raw, &Rejection::new(RejectCode::NoConsent, "no"));
+        let text = String::from_utf8(d.raw).unwrap();
+        assert!(!text.contains("0987654321") && !text.contains("Lan"), "{text}");
+        assert_eq!(d.event_id.as_deref(), Some("x"));
+        assert_eq!(d.event_type.as_deref(), Some("identify"));
+    }
+}

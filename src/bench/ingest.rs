@@ -1,0 +1,210 @@
+//! `zcdp bench ingest`: the same shopper events through the gateway over loopback HTTP, and
+//! straight into a bare rdkafka producer (already encoded), on the same cluster in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use ingest::validate::{Receipt, parse_event};
+use ingest::{Gateway, IngestArgs};
+use schemas::kafka::{Kafka, KafkaArgs};
+
+use super::quantile;
+use crate::server;
+use crate::shoppers::Shoppers;
+use crate::shutdown::Shutdown;
+
+#[derive(clap::Args, Debug)]
+pub struct IngestBenchArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Events in each run.
+    #[arg(long, env = "ZCDP_BENCH_EVENTS", default_value_t = 200_000)]
+    events: usize,
+    /// Events a request.
+    #[arg(long, env = "ZCDP_BENCH_BATCH", default_value_t = 200)]
+    batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, env = "ZCDP_BENCH_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+    /// Producer linger for both paths.
+    #[arg(long, env = "ZCDP_BENCH_LINGER", default_value = "2ms", value_parser = schemas::duration::parse_duration)]
+    linger: Duration,
+}
+
+struct Row {
+    path: &'static str,
+    events: usize,
+    secs: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+}
+
+pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
+    let kafka = Kafka::from_args_or_embedded(&args.kafka, 1)?;
+    kafka.ensure_catalogue().await?;
+    eprintln!("bench ingest: {} events in batches of {}, {} requests in flight, cluster {}", args.events, args.batch, args.concurrency, kafka.bootstrap);
+
+    // The traffic, generated once: HTTP bodies for the gateway, encoded records for the baseline.
+    let mut shoppers = Shoppers::new(42, 20_000, 200);
+    let now = Utc::now();
+    let bodies: Vec<Bytes> = (0..args.events.div_ceil(args.batch))
+        .map(|i| {
+            let n = args.batch.min(args.events - i * args.batch);
+            Bytes::from(serde_json::to_vec(&shoppers.batch(n, now)).expect("json"))
+        })
+        .collect();
+    let records = encode_like_the_gateway(&bodies)?;
+
+    let bare = bare_producer(&kafka, &records, args.linger).await?;
+
+    let ingest_args = IngestArgs { rate_limit: 0, linger: args.linger, ..IngestArgs::default() };
+    let gateway = Gateway::start(&kafka, &ingest_args).await?;
+    let shutdown = Shutdown::default();
+    let (listener, addr) = server::bind("127.0.0.1:0").await?;
+    let http = tokio::spawn(server::serve(listener, gateway.router(), shutdown.clone()));
+    let url = format!("http://{addr}/v1/batch");
+    wait_ready(&addr.to_string()).await?;
+
+    let full = drive(&url, &bodies, args.concurrency, None, "gateway POST /v1/batch").await?;
+    let half_rate = bare.rate() / 2.0;
+    let paced_bodies = &bodies[..bodies.len().min(((half_rate * 10.0) as usize / args.batch).max(20))];
+    let paced = drive(&url, paced_bodies, args.concurrency, Some(half_rate), "gateway at half the bare rate").await?;
+
+    shutdown.trigger();
+    http.await??;
+    gateway.shutdown(Duration::from_secs(10));
+
+    println!();
+    println!("| path | events | seconds | events/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in [&bare, &full, &paced] {
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        println!("| {} | {} | {:.2} | {:.0} | {} | {} |", r.path, r.events, r.secs, r.rate(), ms(r.p50_ms), ms(r.p99_ms));
+    }
+    println!();
+    let ratio = full.rate() / bare.rate();
+    println!("gateway / bare producer: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
+    let p99 = paced.p99_ms.unwrap_or(f64::NAN);
+    println!("batch p99 at half the bare rate ({half_rate:.0} events/s): {p99:.1} ms (target < 50 ms: {})", if p99 < 50.0 { "met" } else { "NOT met" });
+    Ok(())
+}
+
+/// (topic, key, payload, timestamp) for every event, encoded exactly as the gateway would.
+fn encode_like_the_gateway(bodies: &[Bytes]) -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
+    let receipt = Receipt { app_id: "demo", received_at: ingest::writer::now_ms(), sent_at: None };
+    let mut out = Vec::new();
+    for body in bodies {
+        let v: serde_json::Value = serde_json::from_slice(body)?;
+        for e in v["events"].as_array().context("events")? {
+            let parsed = parse_event(&e.to_string(), &receipt).map_err(|r| anyhow::anyhow!("generated event rejected: {}", r.message))?;
+            let mut buf = Vec::new();
+            schemas::codec::encode_input_into(&parsed.event, &mut buf)?;
+            out.push((parsed.event.topic().name(), parsed.event.user().key.clone(), buf));
+        }
+    }
+    Ok(out)
+}
+
+async fn bare_producer(kafka: &Kafka, records: &[(&'static str, String, Vec<u8>)], linger: Duration) -> anyhow::Result<Row> {
+    let producer: FutureProducer = kafka
+        .producer_config()
+        .set("linger.ms", linger.as_millis().to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.type", "lz4")
+        .create()?;
+    let start = Instant::now();
+    let mut futures = Vec::with_capacity(records.len());
+    for (topic, key, payload) in records {
+        let f = producer
+            .send_result(FutureRecord::to(topic).key(key.as_bytes()).payload(payload))
+            .map_err(|(e, _)| e)?;
+        futures.push(f);
+    }
+    for r in join_all(futures).await {
+        r.map_err(|_| anyhow::anyhow!("delivery canceled"))?.map_err(|(e, _)| e)?;
+    }
+    Ok(Row { path: "bare rdkafka producer (same records)", events: records.len(), secs: start.elapsed().as_secs_f64(), p50_ms: None, p99_ms: None })
+}
+
+async fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "gateway not ready after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends every body, `concurrency` at a time; with `rate`, starts them on a schedule (events/s)
+/// instead of as fast as possible.
+async fn drive(url: &str, bodies: &[Bytes], concurrency: usize, rate: Option<f64>, path: &'static str) -> anyhow::Result<Row> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let events_per_body: Vec<usize> = bodies
+        .iter()
+        .map(|b| serde_json::from_slice::<serde_json::Value>(b).map(|v| v["events"].as_array().map_or(0, Vec::len)).unwrap_or(0))
+        .collect();
+    let total_events: usize = events_per_body.iter().sum();
+    let bodies: Arc<Vec<Bytes>> = Arc::new(bodies.to_vec());
+    let start = Instant::now();
+    let offsets: Arc<Vec<f64>> = Arc::new(
+        events_per_body
+            .iter()
+            .scan(0usize, |acc, n| {
+                let at = *acc;
+                *acc += n;
+                Some(rate.map_or(0.0, |r| at as f64 / r))
+            })
+            .collect(),
+    );
+    let workers = (0..concurrency).map(|_| {
+        let (client, next, bodies, offsets, url) = (client.clone(), next.clone(), bodies.clone(), offsets.clone(), url.to_string());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let due = start + Duration::from_secs_f64(offsets[i]);
+                tokio::time::sleep_until(due.into()).await;
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth("demo-key")
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = resp.status();
+                resp.bytes().await?;
+                anyhow::ensure!(status.is_success(), "gateway answered {status}");
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        })
+    });
+    let mut latencies = Vec::new();
+    for w in join_all(workers).await {
+        latencies.extend(w??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(Row { path, events: total_events, secs, p50_ms: Some(quantile(&latencies, 0.5)), p99_ms: Some(quantile(&latencies, 0.99)) })
+}

@@ -1,0 +1,103 @@
+//! `zcdp up` (every role in one process) and the single-role runners that share its pieces.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use ingest::{Gateway, IngestArgs};
+use schemas::kafka::{Kafka, KafkaArgs};
+
+use crate::HttpArgs;
+use crate::server;
+use crate::shutdown::Shutdown;
+use crate::simulate::{self, SimulateArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Send simulated shopper traffic through the HTTP API.
+    #[arg(long, env = "ZCDP_DEMO")]
+    pub demo: bool,
+    /// Events a second of the --demo traffic.
+    #[arg(long = "demo-rate", env = "ZCDP_DEMO_RATE", default_value_t = 50)]
+    pub demo_rate: u32,
+    /// Brokers of the embedded cluster (ignored with --brokers).
+    #[arg(long = "embedded-brokers", env = "ZCDP_EMBEDDED_BROKERS", default_value_t = 1)]
+    pub embedded_brokers: i32,
+}
+
+/// Prints a line to stdout at once: start-up lines are read by people and by scripts.
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let kafka = Kafka::from_args_or_embedded(&args.kafka, args.embedded_brokers)?;
+    if kafka.is_embedded() {
+        say("zcdp: starting an embedded Kafka cluster. It is EPHEMERAL: everything is kept in memory and lost when zcdp stops, \
+             and each partition keeps only about 5 MB or 100,000 message sets (older records are dropped). Use --brokers for a real cluster.".into());
+    }
+    say(format!("zcdp: Kafka bootstrap: {}", kafka.bootstrap));
+    kafka.ensure_catalogue().await?;
+
+    let gateway = Gateway::start(&kafka, &args.ingest).await?;
+    let (listener, addr) = server::bind(&args.http.http).await?;
+    let app = server::with_ops(gateway.router(), &args.http.cors_origins);
+    let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
+    say(format!("zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /metrics, /readyz, /schemas/ids/{{id}})"));
+    for key in &args.ingest.write_keys {
+        if let Some((app, key)) = key.split_once(':') {
+            say(format!("zcdp: write key for app {app}: {key}"));
+        }
+    }
+
+    let demo = args.demo.then(|| {
+        say(format!("zcdp: demo traffic: {} events a second of simulated shoppers", args.demo_rate));
+        let sim = SimulateArgs {
+            target: format!("http://{addr}"),
+            rate: args.demo_rate,
+            write_key: args.ingest.write_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()).unwrap_or_default(),
+            users: 500,
+            events: None,
+            seed: rand::random(),
+        };
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { simulate::run(&sim, shutdown).await })
+    });
+    say("zcdp: running; Ctrl-C to stop".into());
+
+    shutdown.wait().await;
+    say("zcdp: shutting down: finishing requests, flushing Kafka".into());
+    if let Some(demo) = demo {
+        match demo.await {
+            Ok(Ok(t)) => say(format!("zcdp: demo sent {} events ({} carts, {} orders, {} abandoned)", t.events, t.carts, t.orders, t.abandoned)),
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "demo traffic stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "demo traffic task failed"),
+        }
+    }
+    http.await??;
+    gateway.shutdown(Duration::from_secs(10));
+    say("zcdp: stopped".into());
+    Ok(())
+}
+
+/// `zcdp ingest`: the gateway alone, on a real cluster.
+pub async fn run_ingest(kafka: KafkaArgs, ingest: IngestArgs, http: HttpArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let kafka = Kafka::external(&kafka)?;
+    let gateway = Gateway::start(&kafka, &ingest).await?;
+    let (listener, addr) = server::bind(&http.http).await?;
+    tracing::info!(%addr, bootstrap = %kafka.bootstrap, "gateway listening");
+    server::serve(listener, server::with_ops(gateway.router(), &http.cors_origins), shutdown).await?;
+    gateway.shutdown(Duration::from_secs(10));
+    Ok(())
+}
