@@ -116,3 +116,66 @@ pub fn sample_events() -> Vec<InputEvent> {
     }
     out
 }
+
+/// Reads every record of `topic` from its start up to its end as of the call. Blocking: call it
+/// from `spawn_blocking` in async tests.
+pub fn read_to_end(
+    kafka: &crate::kafka::Kafka,
+    topic: &str,
+    within: std::time::Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::collections::HashMap;
+
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("zcdp-test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), within)?;
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, within)?;
+        if high > low {
+            remaining.insert(p, high);
+        }
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{topic}: not read to its end within {within:?}; left: {remaining:?}");
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+                    remaining.remove(&m.partition());
+                }
+                out.push(m.detach());
+            }
+            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`: how tests wait for a condition
+/// instead of sleeping.
+pub async fn eventually<T, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

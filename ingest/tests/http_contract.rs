@@ -1,0 +1,360 @@
+//! The HTTP contract of docs/http-api.md, checked against a live gateway on the embedded Kafka
+//! cluster: what a Mini App developer sees, and what lands in the topics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use ingest::{Gateway, IngestArgs};
+use schemas::event::{DeadLetter, EVENT_TYPES, ViewEvent};
+use schemas::kafka::{EmbeddedCluster, Kafka};
+use schemas::testing::{eventually, read_to_end};
+use schemas::topics::Topic;
+
+struct Harness {
+    kafka: Kafka,
+    cluster: Arc<EmbeddedCluster>,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(args: IngestArgs) -> Harness {
+        let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+        let kafka = Kafka::embedded(cluster.clone(), 3);
+        kafka.ensure_catalogue().await.unwrap();
+        let gw = Gateway::start(&kafka, &args).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, gw.router()).await });
+        let h = Harness { kafka, cluster, base, client: reqwest::Client::new() };
+        h.wait_ready(true).await;
+        h
+    }
+
+    async fn wait_ready(&self, ready: bool) {
+        eventually(Duration::from_secs(20), if ready { "gateway ready" } else { "gateway not ready" }, || async {
+            let r = self.client.get(format!("{}/readyz", self.base)).send().await.ok()?;
+            (r.status().is_success() == ready).then_some(())
+        })
+        .await
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    async fn batch(&self, events: Vec<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let body = json!({"sent_at": chrono::Utc::now().to_rfc3339(), "events": events});
+        self.post("/v1/batch", Some("demo-key"), body.to_string()).await
+    }
+
+    async fn read(&self, topic: Topic) -> Vec<rdkafka::message::OwnedMessage> {
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || read_to_end(&kafka, topic.name(), Duration::from_secs(20)).unwrap()).await.unwrap()
+    }
+
+    /// Event ids stored in the input topics, by topic.
+    async fn stored_ids(&self) -> HashMap<String, Topic> {
+        let mut out = HashMap::new();
+        for topic in Topic::inputs() {
+            for m in self.read(topic).await {
+                let e = schemas::codec::decode_input(topic, m.payload().unwrap()).unwrap();
+                out.insert(e.event_id().to_string(), topic);
+            }
+        }
+        out
+    }
+}
+
+fn uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn view(user: &str) -> Value {
+    json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": user}, "context": {"screen": "/home"}})
+}
+
+/// The ```json blocks under "## Event types" in docs/http-api.md.
+fn documented_examples() -> Vec<Value> {
+    let doc = include_str!("../../docs/http-api.md");
+    let section = &doc[doc.find("## Event types").unwrap()..doc.find("## Reading the topics").unwrap()];
+    section
+        .split("```json")
+        .skip(1)
+        .map(|block| serde_json::from_str(&block[..block.find("```").unwrap()]).expect("example is JSON"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_example_is_accepted_and_lands_in_its_topic() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let examples = documented_examples();
+    let documented: HashSet<&str> = examples.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for (name, _) in EVENT_TYPES {
+        assert!(documented.contains(name), "docs/http-api.md has no example of {name}");
+    }
+    let (status, _, body) = h.batch(examples.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rejected"], json!([]), "{body}");
+    assert_eq!(body["accepted"], json!(examples.len()));
+
+    let stored = h.stored_ids().await;
+    for e in &examples {
+        let expected = EVENT_TYPES.iter().find(|(n, _)| *n == e["type"]).unwrap().1;
+        assert_eq!(stored.get(e["event_id"].as_str().unwrap()), Some(&expected), "{}", e["type"]);
+    }
+}
+
+/// What a downstream subscriber does: take the schema id from the record, fetch the schema
+/// from the gateway's registry API, decode generically. The fields are the posted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_decode_with_the_schema_served_by_id() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let id = uid();
+    let event = json!({"event_id": id, "type": "product_viewed", "event_time": "2026-11-23T09:30:00+07:00",
+        "user": {"zalo_id": "5012345678901234567", "anonymous_id": "dev-1"},
+        "context": {"screen": "/product/cf-suada", "utm_source": "zalo_oa"},
+        "properties": {"product_id": "cf-suada", "category": "coffee", "price": 35000, "dwell_ms": 8200, "color": "đen"}});
+    let (status, _, body) = h.post("/v1/events", Some("demo-key"), event.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let msgs = h.read(Topic::Views).await;
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0];
+    assert_eq!(m.key(), Some("5012345678901234567".as_bytes()), "keyed by the user");
+    let bytes = m.payload().unwrap();
+    assert_eq!(bytes[0], 0, "Confluent magic byte");
+    let schema_id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+
+    let served: Value = h.client.get(format!("{}/schemas/ids/{schema_id}", h.base)).send().await.unwrap().json().await.unwrap();
+    let schema = apache_avro::Schema::parse_str(served["schema"].as_str().unwrap()).unwrap();
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build().unwrap().read_value(&mut &bytes[5..]).unwrap();
+    let json: Value = serde_json::to_value(&apache_avro::from_value::<ViewEvent>(&value).unwrap()).unwrap();
+    assert_eq!(json["event_id"], json!(id));
+    assert_eq!(json["type"], json!("product_viewed"));
+    assert_eq!(json["user"]["zalo_id"], json!("5012345678901234567"));
+    assert_eq!(json["user"]["anonymous_id"], json!("dev-1"));
+    assert_eq!(json["context"]["utm_source"], json!("zalo_oa"));
+    assert_eq!(json["properties"]["product_id"], json!("cf-suada"));
+    assert_eq!(json["properties"]["price"], json!(35000));
+    assert_eq!(json["properties"]["dwell_ms"], json!(8200));
+    assert_eq!(json["properties"]["custom"]["color"], json!("đen"));
+    assert_eq!(json["event_time"], json!(chrono::DateTime::parse_from_rfc3339("2026-11-23T09:30:00+07:00").unwrap().timestamp_millis()));
+
+    // The other registry reads a stock client may make.
+    let subjects: Value = h.client.get(format!("{}/subjects", h.base)).send().await.unwrap().json().await.unwrap();
+    assert!(subjects.as_array().unwrap().contains(&json!("zmp.views.v1-value")));
+    let latest: Value = h.client.get(format!("{}/subjects/zmp.views.v1-value/versions/latest", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(latest["id"], json!(schema_id));
+    let missing = h.client.get(format!("{}/schemas/ids/9999", h.base)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_a_reason() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let one_batch = json!({"events": [view("u1")]}).to_string();
+
+    let (s, _, b) = h.post("/v1/batch", None, one_batch.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b["message"].as_str().unwrap().contains("write key"), "{b}");
+    let (s, _, _) = h.post("/v1/batch", Some("wrong-key"), one_batch.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let r = h.client.post(format!("{}/v1/batch", h.base)).header("x-write-key", "demo-key").body(one_batch.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "X-Write-Key works too");
+
+    let (s, _, b) = h.post("/v1/batch", Some("demo-key"), "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"], json!("invalid_json"));
+    let (s, _, b) = h.post("/v1/batch", Some("demo-key"), r#"{"sent_at": "2026-11-23T00:00:00Z"}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["message"].as_str().unwrap().contains("events"), "{b}");
+    let (s, _, b) = h.post("/v1/events", Some("demo-key"), "[]").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    let many: Vec<Value> = (0..1001).map(|_| view("u1")).collect();
+    let (s, _, b) = h.batch(many).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(b["message"].as_str().unwrap().contains("1000"), "{b}");
+
+    let big: Vec<Value> = (0..800).map(|_| json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "u1"}, "properties": {"pad": "x".repeat(700)}})).collect();
+    let (s, _, b) = h.batch(big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "a body over 500 KB: {b}");
+
+    let huge = json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "u1"}, "properties": {"pad": "x".repeat(33 * 1024)}});
+    let (s, _, _) = h.post("/v1/events", Some("demo-key"), huge.to_string()).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, _, b) = h.batch(vec![view("u1"), huge]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(b["message"].as_str().unwrap().contains("event 1"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_the_answer_is_429_with_retry_after() {
+    let h = Harness::start(IngestArgs { rate_limit: 10, rate_burst: 20, ..IngestArgs::default() }).await;
+    let (s, _, _) = h.batch((0..20).map(|_| view("u1")).collect()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, headers, b) = h.batch((0..10).map(|_| view("u1")).collect()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&after), "Retry-After {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_events_are_explained_and_dead_lettered() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let dup = uid();
+    let events = vec![
+        view("good-user"),                                                                                             // 0 ok
+        json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "undefined"}}),                             // 1
+        json!({"type": "page_viewed", "user": {"zalo_id": "u2"}}),                                                       // 2
+        json!({"event_id": uid(), "type": "page_teleported", "user": {"zalo_id": "u2"}}),                                // 3
+        json!({"event_id": uid(), "type": "product_viewed", "user": {"zalo_id": "u2"}, "properties": {"product_id": "p", "price": 35000.5}}), // 4
+        json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": "u3"}, "properties": {"phone": "0987654321", "traits": {"name": "Lan"}}}), // 5
+        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}),                                 // 6 ok
+        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}),                                 // 7
+        json!({"event_id": uid(), "type": "page_viewed", "user": {"oa_user_id": "oa1"}}),                                // 8
+    ];
+    let (s, _, body) = h.batch(events.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], json!(2));
+    let codes: HashMap<u64, String> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(!r["reason"].as_str().unwrap().is_empty());
+            (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let expect = [(1, "placeholder_id"), (2, "missing_field"), (3, "unknown_type"), (4, "invalid_value"), (5, "no_consent"), (7, "duplicate_event_id"), (8, "no_user_id")];
+    assert_eq!(codes, expect.iter().map(|(i, c)| (*i as u64, c.to_string())).collect());
+
+    let letters: Vec<DeadLetter> = h.read(Topic::DeadLetter).await.iter().map(|m| schemas::codec::decode(m.payload().unwrap()).unwrap()).collect();
+    assert_eq!(letters.len(), expect.len());
+    for (i, code) in expect {
+        let l = letters.iter().find(|l| l.index == Some(i)).unwrap_or_else(|| panic!("no dead letter for event {i}"));
+        assert_eq!(l.reason_code, code);
+        assert_eq!(l.app_id.as_deref(), Some("demo"));
+        assert_eq!(l.source, "http:/v1/batch");
+        let raw = String::from_utf8(l.raw.clone()).unwrap();
+        if i == 5 {
+            assert!(!raw.contains("0987654321") && !raw.contains("Lan"), "personal data kept without consent: {raw}");
+        } else {
+            assert_eq!(serde_json::from_str::<Value>(&raw).unwrap(), events[i as usize], "raw bytes kept");
+        }
+    }
+    let stored = h.stored_ids().await;
+    assert_eq!(stored.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_is_stored_only_with_consent() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let consent = |user: &str, purpose: &str, granted: bool| {
+        json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": user}, "properties": {"purpose": purpose, "granted": granted}})
+    };
+    let identify = |user: &str| json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": user}, "properties": {"traits": {"name": "Minh"}, "phone": "+84 912 345 678"}});
+
+    // Consent in the same batch, even after the identify.
+    let (_, _, b) = h.batch(vec![identify("a"), consent("a", "profile", true), consent("a", "phone", true)]).await;
+    assert_eq!(b["accepted"], json!(3), "{b}");
+    // Only one of the two purposes: refused.
+    let (_, _, b) = h.batch(vec![consent("b", "profile", true), identify("b")]).await;
+    assert_eq!(b["rejected"][0]["code"], json!("no_consent"), "{b}");
+    assert!(b["rejected"][0]["reason"].as_str().unwrap().contains("phone"));
+    // Consent from an earlier request counts.
+    let (_, _, b) = h.batch(vec![consent("c", "profile", true), consent("c", "phone", true)]).await;
+    assert_eq!(b["accepted"], json!(2));
+    let (_, _, b) = h.batch(vec![identify("c")]).await;
+    assert_eq!(b["accepted"], json!(1), "{b}");
+    // Revoked: refused again.
+    let (_, _, b) = h.batch(vec![consent("c", "phone", false)]).await;
+    assert_eq!(b["accepted"], json!(1));
+    let (_, _, b) = h.batch(vec![identify("c")]).await;
+    assert_eq!(b["rejected"][0]["code"], json!("no_consent"), "{b}");
+
+    // The stored phone is normalised.
+    let phones: Vec<String> = h
+        .read(Topic::Identities)
+        .await
+        .iter()
+        .filter_map(|m| schemas::codec::decode::<schemas::event::IdentityEvent>(m.payload().unwrap()).ok()?.properties.phone)
+        .collect();
+    assert_eq!(phones, vec!["84912345678".to_string(), "84912345678".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_is_corrected_by_the_device_clock_error() {
+    let h = Harness::start(IngestArgs::default()).await;
+    // The device clock runs an hour behind; the event happened 2 s before the send.
+    let device_now = chrono::Utc::now() - chrono::Duration::hours(1);
+    let event_time = device_now - chrono::Duration::seconds(2);
+    let body = json!({"sent_at": device_now.to_rfc3339(), "events": [{"event_id": uid(), "type": "page_viewed", "event_time": event_time.to_rfc3339(), "user": {"zalo_id": "u"}}]});
+    let before = chrono::Utc::now().timestamp_millis();
+    let (s, _, _) = h.post("/v1/batch", Some("demo-key"), body.to_string()).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(s, StatusCode::OK);
+    let e: ViewEvent = schemas::codec::decode(h.read(Topic::Views).await[0].payload().unwrap()).unwrap();
+    assert!(e.corrected_time >= before - 2000 && e.corrected_time <= after - 2000, "corrected {} not in [{}, {}]", e.corrected_time, before - 2000, after - 2000);
+    assert_eq!(e.event_time, event_time.timestamp_millis());
+    assert!(e.clock_skew_ms >= 3_600_000);
+}
+
+/// Every broker down: requests get 503 with Retry-After in bounded time, readiness drops, and
+/// once the cluster is back, every event that ever got a 200 is in its topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_broker_down_requests_fail_fast_and_nothing_acknowledged_is_lost() {
+    let args = IngestArgs { ack_timeout: Duration::from_secs(2), ..IngestArgs::default() };
+    let h = Harness::start(args).await;
+    let mut acknowledged: Vec<String> = Vec::new();
+    let send = |events: Vec<Value>| {
+        let ids: Vec<String> = events.iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect();
+        (events, ids)
+    };
+    let (events, ids) = send((0..50).map(|i| view(&format!("user-{i}"))).collect());
+    let (s, _, _) = h.batch(events).await;
+    assert_eq!(s, StatusCode::OK);
+    acknowledged.extend(ids);
+
+    h.cluster.mock().broker_down(-1).unwrap();
+    let (events, ids) = send((0..50).map(|i| view(&format!("user-{i}"))).collect());
+    let start = Instant::now();
+    let (s, headers, body) = h.batch(events.clone()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(start.elapsed() < Duration::from_secs(5), "503 took {:?}", start.elapsed());
+    h.wait_ready(false).await;
+    let start = Instant::now();
+    let (s, _, _) = h.batch(vec![view("u")]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(start.elapsed() < Duration::from_secs(1), "once Kafka is known down, 503 is immediate");
+
+    h.cluster.mock().broker_up(-1).unwrap();
+    h.wait_ready(true).await;
+    // The client retries the refused batch, as the contract says.
+    eventually(Duration::from_secs(30), "the retried batch to be accepted", || async {
+        let (s, _, _) = h.batch(events.clone()).await;
+        (s == StatusCode::OK).then_some(())
+    })
+    .await;
+    acknowledged.extend(ids);
+
+    let stored = h.stored_ids().await;
+    for id in &acknowledged {
+        assert!(stored.contains_key(id), "event {id} got a 200 but is not in Kafka");
+    }
+}
