@@ -31,6 +31,8 @@ enum Command {
     Up(up::UpArgs),
     /// The ingest gateway alone, against a real cluster.
     Ingest(IngestRoleArgs),
+    /// One processor member (sessions, interests, abandoned carts) of the consumer group.
+    Process(ProcessRoleArgs),
     /// The topic catalogue: list it, or create it on a real cluster.
     Topics {
         #[command(subcommand)]
@@ -53,6 +55,14 @@ struct IngestRoleArgs {
     ingest: IngestArgs,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProcessRoleArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    process: processors::ProcessArgs,
 }
 
 /// The HTTP listener's flags, shared by every role that serves.
@@ -89,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
+            Command::Process(args) => up::run_process(args.kafka, args.process).await,
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {
                     println!("{:<24} key={:<12} cleanup={:<8} {}", s.name, format!("{:?}", s.key).to_lowercase(), s.cleanup.as_config(), s.doc);

@@ -1,9 +1,12 @@
 //! `zcdp up` (every role in one process) and the single-role runners that share its pieces.
 
 use std::io::Write as _;
+
+use anyhow::Context as _;
 use std::time::Duration;
 
 use ingest::{Gateway, IngestArgs};
+use processors::{Member, ProcessArgs};
 use schemas::kafka::{Kafka, KafkaArgs};
 
 use crate::HttpArgs;
@@ -19,6 +22,8 @@ pub struct UpArgs {
     pub ingest: IngestArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Send simulated shopper traffic through the HTTP API.
     #[arg(long, env = "ZCDP_DEMO")]
     pub demo: bool,
@@ -47,6 +52,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     say(format!("zcdp: Kafka bootstrap: {}", kafka.bootstrap));
     kafka.ensure_catalogue().await?;
+
+    if kafka.is_embedded() {
+        // The embedded cluster starts empty: state from an earlier run would refer to offsets
+        // that no longer exist.
+        let dir = args.process.data_dir.join(&args.process.application_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+    }
+    let member = Member::start(&kafka, &args.process, None).await?;
+    say(format!("zcdp: processors running (sessions, interests, abandoned carts); state in {}", args.process.data_dir.display()));
+    let watch = watch_member(&member, shutdown.clone());
 
     let gateway = Gateway::start(&kafka, &args.ingest).await?;
     let (listener, addr) = server::bind(&args.http.http).await?;
@@ -85,8 +102,39 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     http.await??;
     gateway.shutdown(Duration::from_secs(10));
+    watch.abort();
+    let failed = member.finished();
+    tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed { "the processors failed" } else { "stopping the processors" })?;
     say("zcdp: stopped".into());
     Ok(())
+}
+
+/// Trips shutdown if the member's thread ends on its own (an error it cannot get past).
+fn watch_member(member: &Member, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    let ended = member.ended_flag();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if ended.load(std::sync::atomic::Ordering::Acquire) {
+                tracing::error!("the processors stopped; shutting down");
+                shutdown.trigger();
+                return;
+            }
+        }
+    })
+}
+
+/// `zcdp process`: one processor member of the consumer group, on a real cluster.
+pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let kafka = Kafka::external(&kafka)?;
+    let member = Member::start(&kafka, &process, None).await?;
+    tracing::info!(member = %member.name, bootstrap = %kafka.bootstrap, "processor member running");
+    let watch = watch_member(&member, shutdown.clone());
+    shutdown.wait().await;
+    watch.abort();
+    tokio::task::spawn_blocking(move || member.stop()).await?
 }
 
 /// `zcdp ingest`: the gateway alone, on a real cluster.

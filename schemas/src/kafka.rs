@@ -180,14 +180,22 @@ impl Kafka {
         Ok(())
     }
 
-    /// Creates one topic (the runtime's changelogs) unless it exists.
-    pub async fn ensure_topic(&self, name: &str, partitions: i32, compacted: bool) -> anyhow::Result<()> {
+    /// Creates a changelog topic unless it exists: compacted, so it keeps the latest value of
+    /// every key; with `retention_ms`, old records also expire (`compact,delete`). Records stay
+    /// uncompacted for an hour, so a restore never sees a key's committed value replaced by one
+    /// from a commit that did not finish.
+    pub async fn ensure_changelog(&self, name: &str, partitions: i32, retention_ms: Option<i64>) -> anyhow::Result<()> {
         match &self.embedded {
             Some(cluster) => cluster.create_topic(name, partitions)?,
             None => {
                 let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-                let t = NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication_factor))
-                    .set("cleanup.policy", if compacted { "compact" } else { "delete" });
+                let retention = retention_ms.map(|ms| ms.to_string());
+                let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication_factor))
+                    .set("cleanup.policy", if retention.is_some() { "compact,delete" } else { "compact" })
+                    .set("min.compaction.lag.ms", "3600000");
+                if let Some(r) = &retention {
+                    t = t.set("retention.ms", r);
+                }
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for r in admin.create_topics([&t], &opts).await? {
                     match r {
@@ -263,10 +271,13 @@ impl EmbeddedCluster {
         self.mock.bootstrap_servers()
     }
 
+    /// Creates a topic; one that exists already is left as it is.
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        self.mock
-            .create_topic(name, partitions, 1)
-            .with_context(|| format!("creating topic {name} on the embedded cluster"))
+        match self.mock.create_topic(name, partitions, 1) {
+            Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::MockCluster(RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("creating topic {name} on the embedded cluster")),
+        }
     }
 
     /// The mock cluster itself, for fault injection (brokers down, request errors, leaders).

@@ -4,6 +4,7 @@
 //! Roles talk to each other only through topics; everything two roles must agree on lives here.
 
 pub mod codec;
+pub mod derived;
 pub mod duration;
 pub mod event;
 pub mod kafka;

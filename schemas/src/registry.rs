@@ -62,6 +62,12 @@ const ROWS: &[Row] = &[
         fingerprint: "a8dc088bab4206a5d0a85b1c8c15f6b48e7fcb4818a3442b1348b0d1e0f41dd2" },
     Row { id: 6, topic: Topic::DeadLetter, version: 1, source: include_str!("../avro/zmp.deadletter.v1/v1.avsc"),
         fingerprint: "943709625bdaac95485244cef68587b89407baecbac656fe0b1fc1024614a1f3" },
+    Row { id: 7, topic: Topic::Sessions, version: 1, source: include_str!("../avro/zmp.sessions.v1/v1.avsc"),
+        fingerprint: "d35b5b3d0714bc12e491bd3669a55c3e3e03c67d9001374d2acd833b3b7a4ea6" },
+    Row { id: 8, topic: Topic::Interests, version: 1, source: include_str!("../avro/zmp.interests.v1/v1.avsc"),
+        fingerprint: "3fe1987a7b53d58d1622b79c05bce99ab7b0b16b5c6eaa423999c58f828da1c2" },
+    Row { id: 9, topic: Topic::CartTriggers, version: 1, source: include_str!("../avro/zmp.cart-triggers.v1/v1.avsc"),
+        fingerprint: "6f13357594157ea6b90b0dffdd81728d679b1bc27a3d2ec4c1ec7cde18cf9f5c" },
 ];
 
 pub struct Registry {

@@ -1,0 +1,209 @@
+//! Checkpoints and restore.
+//!
+//! At every commit a task writes, in this order: its outputs and its store changes (to each
+//! store's changelog), waits for Kafka to acknowledge them, then writes a checkpoint to the
+//! checkpoint changelog: the input offsets the state reflects, and where each store's changelog
+//! ends. Only then does it write the same checkpoint, with the changes, to RocksDB in one batch,
+//! and commit the input offsets.
+//!
+//! So the last checkpoint in Kafka always describes a complete state: replaying each store's
+//! changelog up to the checkpoint's end gives it exactly. Changelog records after that end belong
+//! to a commit that never finished (the member died mid-way); restore reads their keys and the
+//! next commit overwrites each with its true value (or a tombstone), so they never leak into a
+//! later checkpoint's range.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use schemas::kafka::Kafka;
+
+use crate::metrics::METRICS;
+use crate::store::{Change, TaskDb};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Commits of this task so far, by any member.
+    pub epoch: u64,
+    /// A random id of the commit that wrote this checkpoint.
+    pub attempt: String,
+    /// Input topic → the next offset to process.
+    pub inputs: BTreeMap<String, i64>,
+    /// Store → the offset after its last committed changelog record.
+    pub ends: BTreeMap<String, i64>,
+}
+
+impl Checkpoint {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("checkpoint serialises")
+    }
+    pub fn from_bytes(b: &[u8]) -> anyhow::Result<Checkpoint> {
+        serde_json::from_slice(b).context("corrupt checkpoint")
+    }
+}
+
+pub fn changelog_topic(app: &str, store: &str) -> String {
+    format!("zcdp.{app}.{store}.changelog")
+}
+
+pub fn checkpoint_topic(app: &str) -> String {
+    format!("zcdp.{app}.checkpoints.changelog")
+}
+
+/// The key of every checkpoint record: compaction keeps only the latest.
+pub const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// A task's state, ready to run.
+pub struct Restored {
+    pub db: TaskDb,
+    pub checkpoint: Checkpoint,
+    /// Keys written by a commit that never finished: the next commit must rewrite them.
+    pub compensation: Vec<Change>,
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+fn reader(kafka: &Kafka) -> anyhow::Result<BaseConsumer> {
+    Ok(kafka
+        .client_config()
+        .set("group.id", "zcdp-restore")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.min.messages", "200000")
+        .create()?)
+}
+
+/// The latest checkpoint of a task in Kafka, if it ever committed.
+fn latest_checkpoint(consumer: &BaseConsumer, topic: &str, task: i32) -> anyhow::Result<Option<Checkpoint>> {
+    let (low, high) = consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, task, Offset::Offset(high - 1))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut latest = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some(p) = m.payload() {
+                    latest = Some(Checkpoint::from_bytes(p)?);
+                }
+                if m.offset() >= high - 1 {
+                    return Ok(latest);
+                }
+            }
+            Some(Err(e)) => bail!("reading {topic}/{task}: {e}"),
+            None => {}
+        }
+    }
+    bail!("could not read the checkpoint of task {task} from {topic} within 30 s")
+}
+
+/// Replays `[from, to)` of a changelog partition into the store, and returns the keys of records
+/// at `to` and beyond (up to the end as of now): leftovers of an unfinished commit.
+fn replay(consumer: &BaseConsumer, db: &TaskDb, store: &'static str, topic: &str, task: i32, from: i64, to: i64, cancel: &AtomicBool, remaining: &prometheus::IntGauge) -> anyhow::Result<(u64, BTreeSet<Vec<u8>>)> {
+    let (low, high) = consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
+    let start = from.max(low);
+    let mut leftovers = BTreeSet::new();
+    if start >= high {
+        return Ok((0, leftovers));
+    }
+    remaining.add(to.saturating_sub(start).max(0));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, task, Offset::Offset(start))?;
+    consumer.assign(&tpl)?;
+    let mut batch: Vec<Change> = Vec::with_capacity(10_000);
+    let mut applied = 0u64;
+    let mut idle_since = Instant::now();
+    loop {
+        if cancel.load(Ordering::Acquire) {
+            bail!("restore of task {task} cancelled");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                let key = m.key().unwrap_or_default().to_vec();
+                if m.offset() < to {
+                    batch.push(Change { store, key, value: m.payload().map(<[u8]>::to_vec) });
+                    applied += 1;
+                    if batch.len() >= 10_000 {
+                        db.write(&batch, None, false)?;
+                        remaining.sub(batch.len() as i64);
+                        METRICS.restore_records.inc_by(batch.len() as u64);
+                        batch.clear();
+                    }
+                } else {
+                    leftovers.insert(key);
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(e)) => bail!("reading {topic}/{task}: {e}"),
+            None if idle_since.elapsed() > Duration::from_secs(30) => bail!("{topic}/{task}: no records for 30 s while restoring (high watermark {high})"),
+            None => {}
+        }
+    }
+    db.write(&batch, None, false)?;
+    remaining.sub(batch.len() as i64);
+    METRICS.restore_records.inc_by(batch.len() as u64);
+    Ok((applied, leftovers))
+}
+
+/// Brings a task's local store to its latest checkpoint in Kafka. Runs on its own thread, off
+/// the poll loop; the task's inputs stay paused meanwhile.
+pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'static str], cancel: &AtomicBool) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let consumer = reader(kafka)?;
+    let remote = latest_checkpoint(&consumer, &checkpoint_topic(app), task)?;
+    let mut db = TaskDb::open(dir, stores)?;
+    let local = db.checkpoint()?.map(|b| Checkpoint::from_bytes(&b)).transpose()?;
+
+    // Decide what the local store is worth.
+    let keep_local = match (&local, &remote) {
+        (Some(l), Some(r)) => l.attempt == r.attempt || l.epoch < r.epoch,
+        (Some(_), None) => false, // a store from another cluster (or a wiped one): start over
+        (None, _) => true,        // empty
+    };
+    if !keep_local {
+        tracing::warn!(task, dir = %dir.display(), "local state does not match the checkpoint in Kafka; rebuilding it from the changelogs");
+        drop(db);
+        TaskDb::destroy(dir)?;
+        db = TaskDb::open(dir, stores)?;
+    }
+    let local = if keep_local { local } else { None };
+    let remaining = METRICS.restore_remaining.with_label_values(&[&task.to_string()]);
+    remaining.set(0);
+
+    let mut records = 0;
+    let mut compensation = Vec::new();
+    for &store in stores {
+        let topic = changelog_topic(app, store);
+        let from = local.as_ref().and_then(|l| l.ends.get(store).copied()).unwrap_or(0);
+        let to = remote.as_ref().and_then(|r| r.ends.get(store).copied()).unwrap_or(0);
+        let up_to_date = local.is_some() && local.as_ref().map(|l| &l.attempt) == remote.as_ref().map(|r| &r.attempt);
+        let (n, leftovers) = replay(&consumer, &db, store, &topic, task, if up_to_date { to } else { from }, to, cancel, &remaining)?;
+        records += n;
+        for key in leftovers {
+            let value = db.get(store, &key)?;
+            compensation.push(Change { store, key, value });
+        }
+    }
+    let checkpoint = remote.unwrap_or_default();
+    db.write(&[], Some(&checkpoint.to_bytes()), true)?;
+    db.flush_all(stores)?;
+    remaining.set(0);
+    if !compensation.is_empty() {
+        tracing::info!(task, keys = compensation.len(), "changelog records of an unfinished commit will be overwritten");
+    }
+    Ok(Restored { db, checkpoint, compensation, records, elapsed: started.elapsed() })
+}

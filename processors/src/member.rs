@@ -1,0 +1,576 @@
+//! A consumer-group member: subscribes to the co-partitioned inputs with the range assignor (so
+//! partition p of every input comes to the same member), runs the tasks it is given, and commits
+//! them every `--commit-interval`, on revoke and on shutdown.
+//!
+//! One thread polls and processes. The rebalance callbacks stay short: an assignment only pauses
+//! the new partitions and notes them; the tasks restore on their own threads while the member
+//! keeps processing its other tasks, and resume when their state is complete. A revoke commits
+//! the tasks (flush, checkpoint, offsets) before their partitions go to another member.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use schemas::event::DeadLetter;
+use schemas::kafka::Kafka;
+use schemas::topics::Topic;
+
+use crate::carts::Carts;
+use crate::checkpoint::{CHECKPOINT_KEY, Restored, changelog_topic, checkpoint_topic, restore};
+use crate::config::ProcessArgs;
+use crate::interests::Interests;
+use crate::metrics::METRICS;
+use crate::output::OutputProducer;
+use crate::processor::Processor;
+use crate::sessions::Sessions;
+use crate::store::{STORE_DEDUP, STORE_TIMERS};
+use crate::task::{INPUTS, Lag, Task, input_index};
+
+/// Buffered records per input partition above which the partition is paused.
+const BUFFER_HIGH: usize = 5_000;
+const BUFFER_LOW: usize = 1_000;
+
+/// What happened to a task on a member; tests use it to check that no task ever runs on two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEvent {
+    Started,
+    Stopped,
+}
+
+pub type TaskObserver = Arc<dyn Fn(&str, i32, TaskEvent) + Send + Sync>;
+
+/// The processors every task runs, in timer-kind order.
+pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
+    vec![
+        Box::new(Sessions::new(args.session_gap.as_millis() as i64)),
+        Box::new(Interests::new(args.interest_half_life.as_millis() as i64, args.interest_top_n)),
+        Box::new(Carts::new(args.cart_timeout.as_millis() as i64)),
+    ]
+}
+
+/// Every store of a task: the processors', then the runtime's.
+pub fn all_stores(args: &ProcessArgs) -> Vec<&'static str> {
+    let mut stores: Vec<&'static str> = build_processors(args).iter().map(|p| p.store()).collect();
+    stores.push(STORE_DEDUP);
+    stores.push(STORE_TIMERS);
+    stores
+}
+
+struct Restoring {
+    cancel: Arc<AtomicBool>,
+    done: mpsc::Receiver<anyhow::Result<Restored>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Engine {
+    kafka: Kafka,
+    args: ProcessArgs,
+    name: String,
+    stores: Vec<&'static str>,
+    producer: Arc<OutputProducer>,
+    tasks: BTreeMap<i32, Task>,
+    restoring: HashMap<i32, Restoring>,
+    /// Assignment handed over by the callback, for the loop to act on.
+    new_assignment: Option<BTreeSet<i32>>,
+    flow_paused: BTreeSet<(usize, i32)>,
+    last_commit: Instant,
+    fatal: Option<anyhow::Error>,
+    observer: Option<TaskObserver>,
+}
+
+struct MemberContext {
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut e = self.engine.lock().expect("engine lock");
+            if let Err(err) = e.revoke_all(consumer) {
+                tracing::error!(error = format!("{err:#}"), "commit on revoke failed");
+                e.fatal.get_or_insert(err);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Nothing is read from a new partition until its task has restored.
+            if let Err(err) = consumer.pause(tpl) {
+                tracing::error!(error = %err, "pausing newly assigned partitions");
+            }
+            let tasks: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut e = self.engine.lock().expect("engine lock");
+            tracing::info!(member = %e.name, tasks = ?tasks, "assigned");
+            e.new_assignment = Some(tasks);
+        }
+    }
+}
+
+/// Cached high watermarks of a task's input partitions, read once per loop turn.
+struct Highs([Option<i64>; 5]);
+
+impl Lag for Highs {
+    fn caught_up(&self, input: usize, next_fetch: i64) -> bool {
+        match self.0[input] {
+            Some(high) => next_fetch >= high || high == 0,
+            None => false,
+        }
+    }
+}
+
+/// The high watermark librdkafka last saw for a partition, without a network round trip.
+fn cached_high(consumer: &BaseConsumer<MemberContext>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic string outlives the
+    // call; librdkafka only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka_sys::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
+    };
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+impl Engine {
+    fn task_dir(&self, task: i32) -> PathBuf {
+        self.args.data_dir.join(&self.args.application_id).join(format!("task-{task}"))
+    }
+
+    fn notify(&self, task: i32, ev: TaskEvent) {
+        if let Some(o) = &self.observer {
+            o(&self.name, task, ev);
+        }
+    }
+
+    /// Commits the given running tasks: outputs and changelogs acknowledged, then checkpoints,
+    /// then local state, then offsets.
+    fn commit(&mut self, consumer: &BaseConsumer<MemberContext>, ids: &[i32], mode: CommitMode) -> anyhow::Result<()> {
+        if let Some(e) = &self.fatal {
+            bail!("not committing after an earlier failure: {e:#}");
+        }
+        let started = Instant::now();
+        let app = self.args.application_id.clone();
+        let mut prepared = Vec::new();
+        for id in ids {
+            let Some(task) = self.tasks.get_mut(id) else { continue };
+            if !task.dirty() {
+                continue;
+            }
+            let p = task.prepare_commit()?;
+            send_outputs(&self.producer, task)?;
+            for c in &p.changes {
+                self.producer.send(&changelog_topic(&app, c.store), Some(*id), &c.key, c.value.as_deref())?;
+            }
+            prepared.push((*id, p));
+        }
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        self.producer.flush(Duration::from_secs(60)).context("flushing outputs and changelogs")?;
+        let mut checkpoints = Vec::new();
+        for (id, _) in &prepared {
+            let task = &self.tasks[id];
+            let ends: BTreeMap<String, i64> = self
+                .stores
+                .iter()
+                .map(|s| {
+                    let previous = task.checkpoint().ends.get(*s).copied().unwrap_or(0);
+                    let written = self.producer.acked_end(&changelog_topic(&app, s), *id).unwrap_or(0);
+                    (s.to_string(), previous.max(written))
+                })
+                .collect();
+            let cp = task.next_checkpoint(ends);
+            self.producer.send(&checkpoint_topic(&app), Some(*id), CHECKPOINT_KEY, Some(&cp.to_bytes()))?;
+            checkpoints.push(cp);
+        }
+        self.producer.flush(Duration::from_secs(60)).context("flushing checkpoints")?;
+        let mut tpl = TopicPartitionList::new();
+        for ((id, p), cp) in prepared.into_iter().zip(checkpoints) {
+            let task = self.tasks.get_mut(&id).expect("prepared task");
+            task.finish_commit(p, cp)?;
+            for (topic, offset) in task.committable() {
+                tpl.add_partition_offset(topic.name(), id, Offset::Offset(offset))?;
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode).context("committing input offsets")?;
+        }
+        METRICS.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Commits and closes every task (a revoke takes them all with the range assignor).
+    fn revoke_all(&mut self, consumer: &BaseConsumer<MemberContext>) -> anyhow::Result<()> {
+        let ids: Vec<i32> = self.tasks.keys().copied().collect();
+        let result = self.commit(consumer, &ids, CommitMode::Sync);
+        for id in ids {
+            self.tasks.remove(&id);
+            self.notify(id, TaskEvent::Stopped);
+        }
+        for r in self.restoring.values() {
+            r.cancel.store(true, Ordering::Release);
+        }
+        for (_, mut r) in self.restoring.drain() {
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.flow_paused.clear();
+        result
+    }
+
+    /// Starts restoring newly assigned tasks, each on its own thread.
+    fn start_restores(&mut self, tasks: BTreeSet<i32>) {
+        for id in tasks {
+            if self.tasks.contains_key(&id) || self.restoring.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel();
+            let cancel = Arc::new(AtomicBool::new(false));
+            let (kafka, app, dir, stores, c) = (self.kafka.clone(), self.args.application_id.clone(), self.task_dir(id), self.stores.clone(), cancel.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("restore-{id}"))
+                .spawn(move || {
+                    let _ = tx.send(restore(&kafka, &app, id, &dir, &stores, &c));
+                })
+                .expect("spawn restore thread");
+            self.restoring.insert(id, Restoring { cancel, done: rx, thread: Some(thread) });
+        }
+    }
+
+    /// Turns finished restores into running tasks and resumes their inputs.
+    fn finish_restores(&mut self, consumer: &BaseConsumer<MemberContext>) -> anyhow::Result<()> {
+        let mut finished = Vec::new();
+        for (id, r) in &self.restoring {
+            if let Ok(res) = r.done.try_recv() {
+                finished.push((*id, res));
+            }
+        }
+        for (id, res) in finished {
+            let mut r = self.restoring.remove(&id).expect("restoring");
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+            let restored = res.with_context(|| format!("restoring task {id}"))?;
+            tracing::info!(member = %self.name, task = id, records = restored.records, secs = restored.elapsed.as_secs_f64(), "task restored");
+            let task = Task::new(id, restored, build_processors(&self.args), self.args.state_cache)?;
+            let mut tpl = TopicPartitionList::new();
+            for (i, t) in INPUTS.iter().enumerate() {
+                let next = task.resume_offsets()[i];
+                let offset = if next >= 0 { Offset::Offset(next) } else { Offset::Beginning };
+                consumer.seek(t.name(), id, offset, Duration::from_secs(10)).with_context(|| format!("seeking {t}/{id}"))?;
+                tpl.add_partition(t.name(), id);
+            }
+            consumer.resume(&tpl)?;
+            self.tasks.insert(id, task);
+            self.notify(id, TaskEvent::Started);
+        }
+        METRICS.tasks.with_label_values(&["running"]).set(self.tasks.len() as i64);
+        METRICS.tasks.with_label_values(&["restoring"]).set(self.restoring.len() as i64);
+        Ok(())
+    }
+
+    fn highs(consumer: &BaseConsumer<MemberContext>, task: i32) -> Highs {
+        let mut h = [None; 5];
+        for (i, t) in INPUTS.iter().enumerate() {
+            h[i] = cached_high(consumer, t.name(), task);
+        }
+        Highs(h)
+    }
+
+    /// One turn of the loop, after a poll.
+    fn turn(&mut self, consumer: &BaseConsumer<MemberContext>, polled: Vec<Polled>) -> anyhow::Result<bool> {
+        if let Some(tasks) = self.new_assignment.take() {
+            self.start_restores(tasks);
+        }
+        self.finish_restores(consumer)?;
+        for p in polled {
+            match p {
+                Polled::Event { input, partition, offset, event } => {
+                    if let Some(task) = self.tasks.get_mut(&partition) {
+                        task.accept(input, offset, event);
+                    }
+                }
+                Polled::Broken { topic, partition, offset, raw, error } => {
+                    METRICS.undecodable.inc();
+                    tracing::warn!(%topic, partition, offset, error, "undecodable input record sent to the dead-letter topic");
+                    let letter = DeadLetter {
+                        received_at: now_ms(),
+                        source: format!("processor:{topic}/{partition}@{offset}"),
+                        app_id: None,
+                        event_id: None,
+                        event_type: None,
+                        index: None,
+                        reason_code: "undecodable".into(),
+                        reason: error,
+                        raw,
+                    };
+                    self.producer.send(Topic::DeadLetter.name(), None, b"processor", Some(&schemas::codec::encode(&letter)?))?;
+                }
+            }
+        }
+        let mut worked = false;
+        let now = now_ms();
+        for (id, task) in self.tasks.iter_mut() {
+            let highs = Self::highs(consumer, *id);
+            let n = task.process(&highs, 20_000, self.args.max_task_idle)?;
+            let fired = task.punctuate(&highs, self.args.timer_grace, now)?;
+            worked |= n > 0 || fired > 0;
+            send_outputs(&self.producer, task)?;
+        }
+        self.flow_control(consumer)?;
+        if self.last_commit.elapsed() >= self.args.commit_interval {
+            let ids: Vec<i32> = self.tasks.keys().copied().collect();
+            self.commit(consumer, &ids, CommitMode::Async)?;
+            self.last_commit = Instant::now();
+            self.report(consumer);
+        }
+        Ok(worked || self.tasks.values().any(Task::has_work))
+    }
+
+    /// Pauses inputs whose buffer is full, resumes them once drained.
+    fn flow_control(&mut self, consumer: &BaseConsumer<MemberContext>) -> anyhow::Result<()> {
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (id, task) in &self.tasks {
+            for (i, t) in INPUTS.iter().enumerate() {
+                let n = task.buffered(i);
+                let paused = self.flow_paused.contains(&(i, *id));
+                if !paused && n >= BUFFER_HIGH {
+                    pause.add_partition(t.name(), *id);
+                    self.flow_paused.insert((i, *id));
+                } else if paused && n <= BUFFER_LOW {
+                    resume.add_partition(t.name(), *id);
+                    self.flow_paused.remove(&(i, *id));
+                }
+            }
+        }
+        if pause.count() > 0 {
+            consumer.pause(&pause)?;
+        }
+        if resume.count() > 0 {
+            consumer.resume(&resume)?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, consumer: &BaseConsumer<MemberContext>) {
+        for (id, task) in &self.tasks {
+            let highs = Self::highs(consumer, *id);
+            for (i, t) in INPUTS.iter().enumerate() {
+                if let Some(h) = highs.0[i] {
+                    let next = task.next_fetch(i).max(0);
+                    METRICS.lag.with_label_values(&[t.name(), &id.to_string()]).set((h - next).max(0));
+                }
+            }
+            METRICS.timers_pending.with_label_values(&[&id.to_string()]).set(task.pending_timers() as i64);
+            for s in &self.stores {
+                METRICS.store_keys.with_label_values(&[*s, id.to_string().as_str()]).set(task.db().estimate_keys(s) as i64);
+            }
+        }
+    }
+}
+
+fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
+    for o in task.outputs.drain(..) {
+        producer.send(o.topic.name(), None, o.key.as_bytes(), Some(&o.payload))?;
+        METRICS.outputs.with_label_values(&[o.topic.name()]).inc();
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+enum Polled {
+    Event { input: usize, partition: i32, offset: i64, event: schemas::event::InputEvent },
+    Broken { topic: String, partition: i32, offset: i64, raw: Vec<u8>, error: String },
+}
+
+fn decode(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Polled> {
+    let input = input_index(m.topic())?;
+    let raw = m.payload().unwrap_or_default();
+    Some(match schemas::codec::decode_input(INPUTS[input], raw) {
+        Ok(event) => Polled::Event { input, partition: m.partition(), offset: m.offset(), event },
+        Err(e) => Polled::Broken { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset(), raw: raw.to_vec(), error: e.to_string() },
+    })
+}
+
+/// A running member; stop it with [`Member::stop`].
+pub struct Member {
+    stop: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    pub name: String,
+}
+
+impl Member {
+    /// Checks the topics, creates the changelogs, joins the group and starts processing.
+    pub async fn start(kafka: &Kafka, args: &ProcessArgs, observer: Option<TaskObserver>) -> anyhow::Result<Member> {
+        let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
+        let counts = kafka.partition_counts(&inputs).await?;
+        let mut distinct: Vec<i32> = Vec::new();
+        for (name, c) in inputs.iter().zip(&counts) {
+            match c {
+                None => bail!("input topic {name} does not exist; create the catalogue with `zcdp topics create`"),
+                Some(n) if !distinct.contains(n) => distinct.push(*n),
+                Some(_) => {}
+            }
+        }
+        if distinct.len() != 1 {
+            let list: Vec<String> = inputs.iter().zip(&counts).map(|(n, c)| format!("{n}={}", c.unwrap_or(0))).collect();
+            bail!(
+                "the input topics have different partition counts ({}); they must be co-partitioned (same count, keyed by user) for a task to see all of a user's events. Recreate them, or add partitions so all counts match",
+                list.join(", ")
+            );
+        }
+        let partitions = distinct[0];
+        let stores = all_stores(args);
+        for s in &stores {
+            let topic = changelog_topic(&args.application_id, s);
+            let retention = (*s == STORE_DEDUP).then_some(3 * 24 * 3600 * 1000);
+            kafka.ensure_changelog(&topic, partitions, retention).await?;
+        }
+        kafka.ensure_changelog(&checkpoint_topic(&args.application_id), partitions, None).await?;
+        // A changelog with another partition count than the inputs cannot hold one partition per task.
+        let mut names: Vec<String> = stores.iter().map(|s| changelog_topic(&args.application_id, s)).collect();
+        names.push(checkpoint_topic(&args.application_id));
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
+            if c != Some(partitions) {
+                bail!("changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required", c.unwrap_or(0));
+            }
+        }
+
+        let name = args.instance_id.clone().unwrap_or_else(|| format!("member-{}", &uuid::Uuid::new_v4().to_string()[..8]));
+        let producer = Arc::new(OutputProducer::new(kafka)?);
+        let engine = Arc::new(Mutex::new(Engine {
+            kafka: kafka.clone(),
+            args: args.clone(),
+            name: name.clone(),
+            stores,
+            producer,
+            tasks: BTreeMap::new(),
+            restoring: HashMap::new(),
+            new_assignment: None,
+            flow_paused: BTreeSet::new(),
+            last_commit: Instant::now(),
+            fatal: None,
+            observer,
+        }));
+        let mut cfg = kafka.client_config();
+        cfg.set("group.id", format!("zcdp-{}", args.application_id))
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", args.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (args.session_timeout.as_millis() / 10).max(100).to_string())
+            .set("max.poll.interval.ms", "300000")
+            .set("fetch.max.bytes", "52428800")
+            .set("queued.min.messages", "20000")
+            .set("enable.partition.eof", "false");
+        if let Some(id) = &args.instance_id {
+            cfg.set("group.instance.id", id);
+        }
+        let consumer: BaseConsumer<MemberContext> = cfg.create_with_context(MemberContext { engine: engine.clone() }).context("creating the processor consumer")?;
+        consumer.subscribe(&inputs)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (s, e) = (stop.clone(), ended.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("processor-{name}"))
+            .spawn(move || {
+                // Set even if the thread panics.
+                struct Ended(Arc<AtomicBool>);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Release);
+                    }
+                }
+                let _ended = Ended(e);
+                let result = run(consumer, engine, s);
+                if let Err(err) = &result {
+                    tracing::error!(error = format!("{err:#}"), "processor member stopped");
+                }
+                result
+            })
+            .expect("spawn processor thread");
+        Ok(Member { stop, ended, thread: Some(thread), name })
+    }
+
+    /// Commits everything, leaves the group and waits for the member to finish.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("processor thread panicked")))).unwrap_or(Ok(()))
+    }
+
+    /// Whether the member's thread has ended (by error).
+    pub fn finished(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// A flag that turns true when the member's thread ends.
+    pub fn ended_flag(&self) -> Arc<AtomicBool> {
+        self.ended.clone()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut busy = false;
+    let result = loop {
+        if stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let mut polled = Vec::new();
+        let first = consumer.poll(if busy { Duration::ZERO } else { Duration::from_millis(50) });
+        if let Some(r) = first {
+            match r {
+                Ok(m) => polled.extend(decode(&m)),
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+            while polled.len() < 20_000 {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => polled.extend(decode(&m)),
+                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                    None => break,
+                }
+            }
+        }
+        let mut e = engine.lock().expect("engine lock");
+        if let Some(err) = e.fatal.take() {
+            break Err(err);
+        }
+        match e.turn(&consumer, polled) {
+            Ok(b) => busy = b,
+            Err(err) => break Err(err),
+        }
+    };
+    let mut e = engine.lock().expect("engine lock");
+    let committed = if result.is_ok() { e.revoke_all(&consumer) } else { Ok(()) };
+    drop(e);
+    consumer.unsubscribe();
+    drop(consumer);
+    result.and(committed)
+}

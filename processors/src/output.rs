@@ -1,0 +1,101 @@
+//! The member's producer for outputs, changelogs and checkpoints. It remembers, per changelog
+//! partition, the highest offset Kafka acknowledged (a checkpoint records where each store's
+//! committed changes end) and whether any write failed (then nothing may be committed).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::bail;
+use rdkafka::ClientContext;
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use schemas::kafka::Kafka;
+
+#[derive(Default)]
+pub struct Tracking {
+    acked: Mutex<HashMap<(String, i32), i64>>,
+    failures: AtomicU64,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Tracking {}
+
+impl ProducerContext for Tracking {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => {
+                let mut acked = self.acked.lock().expect("tracking lock");
+                let slot = acked.entry((m.topic().to_string(), m.partition())).or_insert(-1);
+                *slot = (*slot).max(m.offset());
+            }
+            Err((e, m)) => {
+                self.failures.fetch_add(1, Ordering::AcqRel);
+                *self.last_failure.lock().expect("tracking lock") = Some(format!("{}/{}: {e}", m.topic(), m.partition()));
+            }
+        }
+    }
+}
+
+pub struct OutputProducer {
+    producer: ThreadedProducer<Tracking>,
+}
+
+impl OutputProducer {
+    pub fn new(kafka: &Kafka) -> anyhow::Result<OutputProducer> {
+        let producer = kafka
+            .producer_config()
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(Tracking::default())?;
+        Ok(OutputProducer { producer })
+    }
+
+    /// Queues a record; waits while the queue is full.
+    pub fn send(&self, topic: &str, partition: Option<i32>, key: &[u8], payload: Option<&[u8]>) -> anyhow::Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key).headers(OwnedHeaders::new());
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => bail!("producing to {topic}: {e}"),
+            }
+        }
+    }
+
+    /// Waits until everything queued is acknowledged; fails if anything was not.
+    pub fn flush(&self, within: Duration) -> anyhow::Result<()> {
+        self.producer.flush(within)?;
+        self.check()
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        let failures = self.producer.context().failures.load(Ordering::Acquire);
+        if failures > 0 {
+            let last = self.producer.context().last_failure.lock().expect("tracking lock").clone().unwrap_or_default();
+            bail!("{failures} record(s) could not be written to Kafka (last: {last}); not committing");
+        }
+        Ok(())
+    }
+
+    /// The offset after the last acknowledged record of a partition, if any was written.
+    pub fn acked_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.producer.context().acked.lock().expect("tracking lock").get(&(topic.to_string(), partition)).map(|o| o + 1)
+    }
+}

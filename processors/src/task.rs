@@ -1,0 +1,289 @@
+//! A task: one partition number across the co-partitioned inputs, its RocksDB, its processors
+//! and timers. It takes records in event-time order across its input partitions, so an order
+//! read from `zmp.orders.v1` and a cart event read from `zmp.carts.v1` meet in the order they
+//! happened, whichever topic was read first.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use schemas::event::InputEvent;
+use schemas::topics::Topic;
+
+use crate::checkpoint::{Checkpoint, Restored};
+use crate::metrics::METRICS;
+use crate::processor::{Ctx, Output, Processor};
+use crate::store::{Change, Dedup, TaskDb};
+use crate::timers::Timers;
+
+/// The co-partitioned inputs, in the order ties are broken.
+pub const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
+
+pub fn input_index(topic: &str) -> Option<usize> {
+    INPUTS.iter().position(|t| t.name() == topic)
+}
+
+struct Buffered {
+    offset: i64,
+    event: InputEvent,
+}
+
+/// Whether an input partition has more records in Kafka than the task has seen.
+pub trait Lag {
+    fn caught_up(&self, input: usize, next_fetch: i64) -> bool;
+}
+
+pub struct Task {
+    pub id: i32,
+    db: TaskDb,
+    processors: Vec<Box<dyn Processor>>,
+    timers: Timers,
+    dedup: Dedup,
+    buffers: [VecDeque<Buffered>; 5],
+    /// Next offset to process, per input (-1: unknown, take what comes).
+    next: [i64; 5],
+    /// Next offset to fetch, per input.
+    fetched: [i64; 5],
+    /// Time of the last record processed from each input.
+    last_time: [i64; 5],
+    pub stream_time: i64,
+    checkpoint: Checkpoint,
+    compensation: Vec<Change>,
+    pub outputs: Vec<Output>,
+    dirty: bool,
+    blocked_since: Option<Instant>,
+    max_cached: usize,
+}
+
+/// What a commit of this task writes.
+pub struct Prepared {
+    pub changes: Vec<Change>,
+}
+
+impl Task {
+    pub fn new(id: i32, restored: Restored, processors: Vec<Box<dyn Processor>>, max_cached: usize) -> anyhow::Result<Task> {
+        let timers = Timers::load(&restored.db)?;
+        let mut next = [-1; 5];
+        for (i, t) in INPUTS.iter().enumerate() {
+            if let Some(o) = restored.checkpoint.inputs.get(t.name()) {
+                next[i] = *o;
+            }
+        }
+        let dirty = !restored.compensation.is_empty();
+        Ok(Task {
+            id,
+            db: restored.db,
+            processors,
+            timers,
+            dedup: Dedup::default(),
+            buffers: Default::default(),
+            next,
+            fetched: next,
+            last_time: [i64::MIN; 5],
+            stream_time: i64::MIN,
+            checkpoint: restored.checkpoint,
+            compensation: restored.compensation,
+            outputs: Vec::new(),
+            dirty,
+            blocked_since: None,
+            max_cached,
+        })
+    }
+
+    /// The offsets the task resumes from: where its checkpoint says its state ends.
+    pub fn resume_offsets(&self) -> [i64; 5] {
+        self.next
+    }
+
+    pub fn buffered(&self, input: usize) -> usize {
+        self.buffers[input].len()
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.buffers.iter().any(|b| !b.is_empty())
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub fn db(&self) -> &TaskDb {
+        &self.db
+    }
+
+    /// Takes a fetched record. Records the checkpoint already covers are dropped: their effects
+    /// are in the state.
+    pub fn accept(&mut self, input: usize, offset: i64, event: InputEvent) {
+        if offset < self.next[input] || offset < self.fetched[input] {
+            return;
+        }
+        self.fetched[input] = offset + 1;
+        self.buffers[input].push_back(Buffered { offset, event });
+    }
+
+    /// The next offset to fetch for an input, if known.
+    pub fn next_fetch(&self, input: usize) -> i64 {
+        self.fetched[input]
+    }
+
+    /// Records are safe to take up to this time: no input that might still hold an earlier record
+    /// is being waited for. `None`: no bound (every input is drained and caught up).
+    fn bound(&self, lag: &dyn Lag, idle_expired: bool) -> Option<i64> {
+        let mut bound: Option<i64> = None;
+        for i in 0..INPUTS.len() {
+            let b = match self.buffers[i].front() {
+                Some(r) => Some(r.event.time()),
+                None if idle_expired || lag.caught_up(i, self.fetched[i]) => None,
+                None => Some(self.last_time[i]),
+            };
+            if let Some(b) = b {
+                bound = Some(bound.map_or(b, |x: i64| x.min(b)));
+            }
+        }
+        bound
+    }
+
+    /// Processes buffered records in event-time order, up to `budget`. Stops, rather than run
+    /// ahead, while an input that may hold earlier records is still being fetched, for at most
+    /// `max_idle`.
+    pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration) -> anyhow::Result<usize> {
+        let mut done = 0;
+        while done < budget {
+            // The input whose head happened first.
+            let Some(input) = (0..INPUTS.len()).filter(|i| !self.buffers[*i].is_empty()).min_by_key(|i| (self.buffers[*i][0].event.time(), *i)) else {
+                break;
+            };
+            let head_time = self.buffers[input][0].event.time();
+            let waiting = (0..INPUTS.len()).any(|i| self.buffers[i].is_empty() && !lag.caught_up(i, self.fetched[i]) && self.last_time[i] < head_time);
+            let idle_expired = if waiting {
+                let since = *self.blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < max_idle {
+                    break;
+                }
+                true
+            } else {
+                self.blocked_since = None;
+                false
+            };
+            // Timers due before this record fire first.
+            if let Some(bound) = self.bound(lag, idle_expired) {
+                self.fire_timers(bound.min(head_time), false)?;
+            }
+            let r = self.buffers[input].pop_front().expect("non-empty");
+            self.apply(input, r)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    fn apply(&mut self, input: usize, r: Buffered) -> anyhow::Result<()> {
+        let t = r.event.time();
+        self.next[input] = r.offset + 1;
+        self.last_time[input] = self.last_time[input].max(t);
+        self.stream_time = self.stream_time.max(t);
+        self.dirty = true;
+        METRICS.records.with_label_values(&[INPUTS[input].name()]).inc();
+        let mut id_key = Vec::with_capacity(r.event.app_id().len() + 1 + r.event.event_id().len());
+        id_key.extend_from_slice(r.event.app_id().as_bytes());
+        id_key.push(0x1f);
+        id_key.extend_from_slice(r.event.event_id().as_bytes());
+        if self.dedup.seen(&self.db, &id_key)? {
+            METRICS.duplicates.inc();
+            return Ok(());
+        }
+        for (kind, p) in self.processors.iter_mut().enumerate() {
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8 };
+            p.process(&mut ctx, &r.event)?;
+        }
+        Ok(())
+    }
+
+    /// Fires timers with a deadline before `before` (event time).
+    fn fire_timers(&mut self, before: i64, by_wall_clock: bool) -> anyhow::Result<usize> {
+        let mut n = 0;
+        while let Some((key, payload)) = self.timers.pop_due(before.saturating_sub(1)) {
+            let Some(p) = self.processors.get_mut(key.kind as usize) else { continue };
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: key.kind };
+            p.on_timer(&mut ctx, &key.key, &payload, key.deadline)?;
+            self.dirty = true;
+            n += 1;
+        }
+        if n > 0 {
+            METRICS.timers_fired.with_label_values(&[if by_wall_clock { "wall_clock" } else { "stream_time" }]).inc_by(n as u64);
+        }
+        Ok(n)
+    }
+
+    /// Fires timers whose deadline has passed in event time, and — when the task has read
+    /// everything there is — those the wall clock has passed by more than `grace`, so a user who
+    /// goes quiet still gets their timer without a later event to move time.
+    pub fn punctuate(&mut self, lag: &dyn Lag, grace: Duration, now_ms: i64) -> anyhow::Result<usize> {
+        let mut n = 0;
+        if let Some(bound) = self.bound(lag, false) {
+            n += self.fire_timers(bound, false)?;
+        } else if self.stream_time > i64::MIN {
+            n += self.fire_timers(self.stream_time, false)?;
+        }
+        let drained = (0..INPUTS.len()).all(|i| self.buffers[i].is_empty() && lag.caught_up(i, self.fetched[i]));
+        if drained && self.timers.earliest().is_some_and(|d| d + grace.as_millis() as i64 <= now_ms) {
+            n += self.fire_timers(now_ms - grace.as_millis() as i64 + 1, true)?;
+        }
+        Ok(n)
+    }
+
+    /// Whether the task changed since its last commit.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Collects what the commit writes; the processors emit their commit-time outputs now.
+    pub fn prepare_commit(&mut self) -> anyhow::Result<Prepared> {
+        for (kind, p) in self.processors.iter_mut().enumerate() {
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8 };
+            p.before_commit(&mut ctx)?;
+        }
+        // Leftovers of an unfinished commit first: anything newer overwrites them.
+        let mut changes = std::mem::take(&mut self.compensation);
+        for p in self.processors.iter_mut() {
+            p.take_dirty(&mut changes)?;
+        }
+        self.timers.take_dirty(&mut changes);
+        self.dedup.take_dirty(&mut changes);
+        Ok(Prepared { changes })
+    }
+
+    /// The checkpoint of the commit in progress: the current input positions, and the given
+    /// changelog ends.
+    pub fn next_checkpoint(&self, ends: std::collections::BTreeMap<String, i64>) -> Checkpoint {
+        let mut inputs = self.checkpoint.inputs.clone();
+        for (i, t) in INPUTS.iter().enumerate() {
+            if self.next[i] >= 0 {
+                inputs.insert(t.name().to_string(), self.next[i]);
+            }
+        }
+        Checkpoint { epoch: self.checkpoint.epoch + 1, attempt: uuid::Uuid::new_v4().to_string(), inputs, ends }
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Writes the committed changes and checkpoint to RocksDB, atomically.
+    pub fn finish_commit(&mut self, prepared: Prepared, checkpoint: Checkpoint) -> anyhow::Result<()> {
+        self.db.write(&prepared.changes, Some(&checkpoint.to_bytes()), true)?;
+        self.checkpoint = checkpoint;
+        self.dirty = false;
+        for p in self.processors.iter_mut() {
+            p.trim(self.max_cached);
+        }
+        Ok(())
+    }
+
+    /// Input offsets to commit to Kafka.
+    pub fn committable(&self) -> Vec<(Topic, i64)> {
+        INPUTS.iter().enumerate().filter(|(i, _)| self.next[*i] >= 0).map(|(i, t)| (*t, self.next[i])).collect()
+    }
+
+    pub fn processors(&self) -> impl Iterator<Item = &dyn Processor> {
+        self.processors.iter().map(|p| p.as_ref())
+    }
+}

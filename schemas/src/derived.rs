@@ -1,0 +1,122 @@
+//! Records the processors write: field for field the schemas of `schemas/avro/zmp.sessions.v1`,
+//! `zmp.interests.v1` and `zmp.cart-triggers.v1`. Every record is a pure function of the input
+//! events, so a record written twice (after a crash) is the same record, and its id says so.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Record;
+use crate::event::{Item, User};
+use crate::topics::Topic;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub app_id: String,
+    pub user: User,
+    pub start: i64,
+    pub end: i64,
+    pub duration_ms: i64,
+    pub events: i64,
+    pub screens: i64,
+    pub product_views: i64,
+    pub products_viewed: Vec<String>,
+    pub searches: i64,
+    pub cart_adds: i64,
+    pub orders: i64,
+    pub revenue: i64,
+    pub landing_screen: Option<String>,
+    pub exit_screen: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub affiliate_id: Option<String>,
+    pub referrer: Option<String>,
+    pub converted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub id: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserInterests {
+    pub app_id: String,
+    pub user_key: String,
+    pub as_of: i64,
+    pub half_life_ms: i64,
+    pub products: Vec<Score>,
+    pub categories: Vec<Score>,
+    pub terms: Vec<Score>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewedProduct {
+    pub product_id: String,
+    pub product_name: Option<String>,
+    pub category: Option<String>,
+    pub price: Option<i64>,
+    pub viewed_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartTrigger {
+    pub trigger_id: String,
+    pub app_id: String,
+    pub user: User,
+    pub cart_id: String,
+    pub cart_version: i64,
+    pub items: Vec<Item>,
+    pub value: i64,
+    pub last_activity: i64,
+    pub deadline: i64,
+    pub last_viewed_product: Option<ViewedProduct>,
+}
+
+impl Record for Session {
+    const TOPIC: Topic = Topic::Sessions;
+}
+impl Record for UserInterests {
+    const TOPIC: Topic = Topic::Interests;
+}
+impl Record for CartTrigger {
+    const TOPIC: Topic = Topic::CartTriggers;
+}
+
+/// A short, stable id from the parts that identify a derived record (hex of SHA-256, 32 chars).
+pub fn stable_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn derived_records_round_trip() {
+        let s = Session { session_id: stable_id(&["a", "u", "1"]), products_viewed: vec!["p".into()], landing_screen: Some("/".into()), ..Default::default() };
+        assert_eq!(decode::<Session>(&encode(&s).unwrap()).unwrap(), s);
+        let i = UserInterests { products: vec![Score { id: "p".into(), score: 1.5 }], ..Default::default() };
+        assert_eq!(decode::<UserInterests>(&encode(&i).unwrap()).unwrap(), i);
+        let t = CartTrigger {
+            items: vec![Item { product_id: "p".into(), quantity: 1, price: 5, ..Default::default() }],
+            last_viewed_product: Some(ViewedProduct { product_id: "p".into(), viewed_at: 3, ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(decode::<CartTrigger>(&encode(&t).unwrap()).unwrap(), t);
+    }
+
+    #[test]
+    fn stable_ids_do_not_collide_on_concatenation() {
+        assert_ne!(stable_id(&["ab", "c"]), stable_id(&["a", "bc"]));
+        assert_eq!(stable_id(&["x"]), stable_id(&["x"]));
+    }
+}

@@ -1,0 +1,87 @@
+//! Running the real `zcdp` binary in tests: start it, read its start-up lines, stop it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Zcdp {
+    child: Child,
+    pub bootstrap: String,
+    pub http: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Zcdp {
+    /// Starts `zcdp <args>` and waits (up to a minute) for its "running" line.
+    pub fn start(args: &[&str]) -> Zcdp {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zcdp"))
+            .args(args)
+            .env("ZCDP_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start zcdp");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut bootstrap, mut http) = (None, None);
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("zcdp printed its start-up lines");
+            if let Some(rest) = line.split("bootstrap: ").nth(1) {
+                bootstrap = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.split("HTTP API on ").nth(1) {
+                http = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+            if line.contains("running") {
+                break;
+            }
+        }
+        Zcdp { child, bootstrap: bootstrap.expect("a bootstrap line"), http: http.expect("an HTTP line"), lines: rx }
+    }
+
+    /// SIGTERM, then the rest of stdout and the exit status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(30)) {
+            rest.push(line);
+        }
+        let status = self.child.wait().unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Zcdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python virtualenv with Confluent's client, made once under the target dir.
+pub fn stock_client_python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("stock-client-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("ready");
+    if !marker.exists() {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "confluent-kafka[avro,schemaregistry]==2.12.1"])
+            .status()
+            .expect("pip install");
+        assert!(ok.success(), "pip install confluent-kafka failed (PyPI must be reachable)");
+        std::fs::write(&marker, "").unwrap();
+    }
+    python
+}
