@@ -67,6 +67,9 @@ pub struct Restored {
     pub compensation: Vec<Change>,
     pub records: u64,
     pub elapsed: Duration,
+    /// (low, high) watermarks of the task's input partitions when the restore ended, so the task
+    /// knows from its first moment which inputs have records waiting.
+    pub input_watermarks: Vec<Option<(i64, i64)>>,
 }
 
 fn reader(kafka: &Kafka) -> anyhow::Result<BaseConsumer> {
@@ -77,6 +80,7 @@ fn reader(kafka: &Kafka) -> anyhow::Result<BaseConsumer> {
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
         .set("queued.min.messages", "200000")
+        .set("fetch.wait.max.ms", "20")
         .create()?)
 }
 
@@ -161,10 +165,11 @@ fn replay(consumer: &BaseConsumer, db: &TaskDb, store: &'static str, topic: &str
 
 /// Brings a task's local store to its latest checkpoint in Kafka. Runs on its own thread, off
 /// the poll loop; the task's inputs stay paused meanwhile.
-pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'static str], cancel: &AtomicBool) -> anyhow::Result<Restored> {
+pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'static str], inputs: &[&str], cancel: &AtomicBool) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let consumer = reader(kafka)?;
     let remote = latest_checkpoint(&consumer, &checkpoint_topic(app), task)?;
+    tracing::debug!(task, ms = started.elapsed().as_millis() as u64, "restore: checkpoint read");
     let mut db = TaskDb::open(dir, stores)?;
     let local = db.checkpoint()?.map(|b| Checkpoint::from_bytes(&b)).transpose()?;
 
@@ -193,6 +198,7 @@ pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'stat
         let up_to_date = local.is_some() && local.as_ref().map(|l| &l.attempt) == remote.as_ref().map(|r| &r.attempt);
         let (n, leftovers) = replay(&consumer, &db, store, &topic, task, if up_to_date { to } else { from }, to, cancel, &remaining)?;
         records += n;
+        tracing::debug!(task, store, ms = started.elapsed().as_millis() as u64, n, "restore: store replayed");
         for key in leftovers {
             let value = db.get(store, &key)?;
             compensation.push(Change { store, key, value });
@@ -205,5 +211,6 @@ pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'stat
     if !compensation.is_empty() {
         tracing::info!(task, keys = compensation.len(), "changelog records of an unfinished commit will be overwritten");
     }
-    Ok(Restored { db, checkpoint, compensation, records, elapsed: started.elapsed() })
+    let input_watermarks = inputs.iter().map(|t| consumer.fetch_watermarks(*t, task, Duration::from_secs(10)).ok()).collect();
+    Ok(Restored { db, checkpoint, compensation, records, elapsed: started.elapsed(), input_watermarks })
 }

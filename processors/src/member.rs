@@ -33,7 +33,7 @@ use crate::output::OutputProducer;
 use crate::processor::Processor;
 use crate::sessions::Sessions;
 use crate::store::{STORE_DEDUP, STORE_TIMERS};
-use crate::task::{INPUTS, Lag, Task, input_index};
+use crate::task::{INPUTS, Lag, Position, Task, input_index};
 
 /// Buffered records per input partition above which the partition is paused.
 const BUFFER_HIGH: usize = 5_000;
@@ -83,6 +83,8 @@ struct Engine {
     new_assignment: Option<BTreeSet<i32>>,
     flow_paused: BTreeSet<(usize, i32)>,
     last_commit: Instant,
+    /// Offsets last handed to the group coordinator, per input partition.
+    committed: HashMap<(Topic, i32), i64>,
     fatal: Option<anyhow::Error>,
     observer: Option<TaskObserver>,
 }
@@ -94,6 +96,14 @@ struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl ConsumerContext for MemberContext {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Harmless for the state (checkpoints hold the truth); commit again next interval.
+            tracing::warn!(error = %e, "offset commit failed; retrying at the next commit");
+            self.engine.lock().expect("engine lock").committed.clear();
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut e = self.engine.lock().expect("engine lock");
@@ -118,20 +128,25 @@ impl ConsumerContext for MemberContext {
     }
 }
 
-/// Cached high watermarks of a task's input partitions, read once per loop turn.
-struct Highs([Option<i64>; 5]);
+/// Cached (low, high) watermarks of a task's input partitions, read once per loop turn.
+struct Highs([Option<(i64, i64)>; 5]);
 
 impl Lag for Highs {
-    fn caught_up(&self, input: usize, next_fetch: i64) -> bool {
+    fn position(&self, input: usize, next_fetch: i64) -> Position {
         match self.0[input] {
-            Some(high) => next_fetch >= high || high == 0,
-            None => false,
+            None => Position::Unknown,
+            // Nothing fetched yet, reading from the beginning.
+            Some((low, high)) if next_fetch < 0 => {
+                if high > low.max(0) { Position::Behind } else { Position::CaughtUp }
+            }
+            Some((_, high)) if next_fetch >= high => Position::CaughtUp,
+            Some(_) => Position::Behind,
         }
     }
 }
 
-/// The high watermark librdkafka last saw for a partition, without a network round trip.
-fn cached_high(consumer: &BaseConsumer<MemberContext>, topic: &str, partition: i32) -> Option<i64> {
+/// The watermarks librdkafka last saw for a partition, without a network round trip.
+fn cached_watermarks(consumer: &BaseConsumer<MemberContext>, topic: &str, partition: i32) -> Option<(i64, i64)> {
     let topic = CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the topic string outlives the
@@ -139,7 +154,8 @@ fn cached_high(consumer: &BaseConsumer<MemberContext>, topic: &str, partition: i
     let err = unsafe {
         rdkafka_sys::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
     };
-    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    // librdkafka may not know the low watermark (-1) while it knows the high one.
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low.max(0), high))
 }
 
 impl Engine {
@@ -174,9 +190,35 @@ impl Engine {
             }
             prepared.push((*id, p));
         }
-        if prepared.is_empty() {
-            return Ok(());
+        if !prepared.is_empty() {
+            self.write_checkpoints(prepared)?;
         }
+        // Offsets of every task, dirty or not: a task restored from a checkpoint ahead of the
+        // group's committed offsets must still bring them up to date.
+        let mut tpl = TopicPartitionList::new();
+        for (id, task) in self.tasks.iter().filter(|(id, _)| ids.contains(id)) {
+            for (topic, offset) in task.committable() {
+                if self.committed.get(&(topic, *id)) != Some(&offset) {
+                    tpl.add_partition_offset(topic.name(), *id, Offset::Offset(offset))?;
+                    self.committed.insert((topic, *id), offset);
+                }
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, mode)
+        {
+            // The checkpoints hold the truth; the group's offsets only tell where to start reading.
+            tracing::warn!(error = %e, "offset commit failed; retrying at the next commit");
+            self.committed.clear();
+        }
+        METRICS.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Flushes what the prepared commits produced, writes their checkpoints to Kafka, then to
+    /// the local stores.
+    fn write_checkpoints(&mut self, prepared: Vec<(i32, crate::task::Prepared)>) -> anyhow::Result<()> {
+        let app = self.args.application_id.clone();
         self.producer.flush(Duration::from_secs(60)).context("flushing outputs and changelogs")?;
         let mut checkpoints = Vec::new();
         for (id, _) in &prepared {
@@ -195,18 +237,9 @@ impl Engine {
             checkpoints.push(cp);
         }
         self.producer.flush(Duration::from_secs(60)).context("flushing checkpoints")?;
-        let mut tpl = TopicPartitionList::new();
         for ((id, p), cp) in prepared.into_iter().zip(checkpoints) {
-            let task = self.tasks.get_mut(&id).expect("prepared task");
-            task.finish_commit(p, cp)?;
-            for (topic, offset) in task.committable() {
-                tpl.add_partition_offset(topic.name(), id, Offset::Offset(offset))?;
-            }
+            self.tasks.get_mut(&id).expect("prepared task").finish_commit(p, cp)?;
         }
-        if tpl.count() > 0 {
-            consumer.commit(&tpl, mode).context("committing input offsets")?;
-        }
-        METRICS.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -218,6 +251,7 @@ impl Engine {
             self.tasks.remove(&id);
             self.notify(id, TaskEvent::Stopped);
         }
+        self.committed.clear();
         for r in self.restoring.values() {
             r.cancel.store(true, Ordering::Release);
         }
@@ -242,7 +276,8 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name(format!("restore-{id}"))
                 .spawn(move || {
-                    let _ = tx.send(restore(&kafka, &app, id, &dir, &stores, &c));
+                    let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
+                    let _ = tx.send(restore(&kafka, &app, id, &dir, &stores, &inputs, &c));
                 })
                 .expect("spawn restore thread");
             self.restoring.insert(id, Restoring { cancel, done: rx, thread: Some(thread) });
@@ -273,6 +308,7 @@ impl Engine {
                 tpl.add_partition(t.name(), id);
             }
             consumer.resume(&tpl)?;
+            tracing::debug!(member = %self.name, task = id, offsets = ?task.resume_offsets(), "task resumed");
             self.tasks.insert(id, task);
             self.notify(id, TaskEvent::Started);
         }
@@ -281,10 +317,11 @@ impl Engine {
         Ok(())
     }
 
-    fn highs(consumer: &BaseConsumer<MemberContext>, task: i32) -> Highs {
+    /// Watermarks librdkafka has seen, or else those read when the task restored.
+    fn highs(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Highs {
         let mut h = [None; 5];
         for (i, t) in INPUTS.iter().enumerate() {
-            h[i] = cached_high(consumer, t.name(), task);
+            h[i] = cached_watermarks(consumer, t.name(), task.id).or(task.initial_watermarks[i]);
         }
         Highs(h)
     }
@@ -322,8 +359,8 @@ impl Engine {
         }
         let mut worked = false;
         let now = now_ms();
-        for (id, task) in self.tasks.iter_mut() {
-            let highs = Self::highs(consumer, *id);
+        for task in self.tasks.values_mut() {
+            let highs = Self::highs(consumer, task);
             let n = task.process(&highs, 20_000, self.args.max_task_idle)?;
             let fired = task.punctuate(&highs, self.args.timer_grace, now)?;
             worked |= n > 0 || fired > 0;
@@ -335,6 +372,12 @@ impl Engine {
             self.commit(consumer, &ids, CommitMode::Async)?;
             self.last_commit = Instant::now();
             self.report(consumer);
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for (id, t) in &self.tasks {
+                let highs = Self::highs(consumer, t);
+                tracing::trace!(member = %self.name, task = id, buffered = ?(0..5).map(|i| t.buffered(i)).collect::<Vec<_>>(), fetch = ?(0..5).map(|i| t.next_fetch(i)).collect::<Vec<_>>(), highs = ?highs.0, "task state");
+            }
         }
         Ok(worked || self.tasks.values().any(Task::has_work))
     }
@@ -367,9 +410,9 @@ impl Engine {
 
     fn report(&self, consumer: &BaseConsumer<MemberContext>) {
         for (id, task) in &self.tasks {
-            let highs = Self::highs(consumer, *id);
+            let highs = Self::highs(consumer, task);
             for (i, t) in INPUTS.iter().enumerate() {
-                if let Some(h) = highs.0[i] {
+                if let Some((_, h)) = highs.0[i] {
                     let next = task.next_fetch(i).max(0);
                     METRICS.lag.with_label_values(&[t.name(), &id.to_string()]).set((h - next).max(0));
                 }
@@ -467,6 +510,7 @@ impl Member {
             new_assignment: None,
             flow_paused: BTreeSet::new(),
             last_commit: Instant::now(),
+            committed: HashMap::new(),
             fatal: None,
             observer,
         }));

@@ -28,8 +28,20 @@ struct Buffered {
 }
 
 /// Whether an input partition has more records in Kafka than the task has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    CaughtUp,
+    /// Kafka has records the task has not fetched yet: wait for them.
+    Behind,
+    /// Not known yet (no fetch answered since the partition was assigned).
+    Unknown,
+}
+
 pub trait Lag {
-    fn caught_up(&self, input: usize, next_fetch: i64) -> bool;
+    fn position(&self, input: usize, next_fetch: i64) -> Position;
+    fn caught_up(&self, input: usize, next_fetch: i64) -> bool {
+        self.position(input, next_fetch) == Position::CaughtUp
+    }
 }
 
 pub struct Task {
@@ -52,6 +64,8 @@ pub struct Task {
     dirty: bool,
     blocked_since: Option<Instant>,
     max_cached: usize,
+    /// Watermarks read at restore, until the consumer has its own.
+    pub initial_watermarks: [Option<(i64, i64)>; 5],
 }
 
 /// What a commit of this task writes.
@@ -69,6 +83,10 @@ impl Task {
             }
         }
         let dirty = !restored.compensation.is_empty();
+        let mut initial_watermarks = [None; 5];
+        for (i, w) in restored.input_watermarks.iter().enumerate().take(5) {
+            initial_watermarks[i] = *w;
+        }
         Ok(Task {
             id,
             db: restored.db,
@@ -86,6 +104,7 @@ impl Task {
             dirty,
             blocked_since: None,
             max_cached,
+            initial_watermarks,
         })
     }
 
@@ -130,10 +149,11 @@ impl Task {
     fn bound(&self, lag: &dyn Lag, idle_expired: bool) -> Option<i64> {
         let mut bound: Option<i64> = None;
         for i in 0..INPUTS.len() {
-            let b = match self.buffers[i].front() {
-                Some(r) => Some(r.event.time()),
-                None if idle_expired || lag.caught_up(i, self.fetched[i]) => None,
-                None => Some(self.last_time[i]),
+            let b = match (self.buffers[i].front(), lag.position(i, self.fetched[i])) {
+                (Some(r), _) => Some(r.event.time()),
+                (None, Position::CaughtUp) => None,
+                (None, Position::Unknown) if idle_expired => None,
+                (None, _) => Some(self.last_time[i]),
             };
             if let Some(b) = b {
                 bound = Some(bound.map_or(b, |x: i64| x.min(b)));
@@ -143,8 +163,8 @@ impl Task {
     }
 
     /// Processes buffered records in event-time order, up to `budget`. Stops, rather than run
-    /// ahead, while an input that may hold earlier records is still being fetched, for at most
-    /// `max_idle`.
+    /// ahead, while an input that holds records not fetched yet may hold earlier ones; when it is
+    /// not known yet whether an input has more, waits for at most `max_idle`.
     pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration) -> anyhow::Result<usize> {
         let mut done = 0;
         while done < budget {
@@ -153,7 +173,11 @@ impl Task {
                 break;
             };
             let head_time = self.buffers[input][0].event.time();
-            let waiting = (0..INPUTS.len()).any(|i| self.buffers[i].is_empty() && !lag.caught_up(i, self.fetched[i]) && self.last_time[i] < head_time);
+            let may_hold_earlier = |i: usize, p: Position| self.buffers[i].is_empty() && lag.position(i, self.fetched[i]) == p && self.last_time[i] < head_time;
+            if (0..INPUTS.len()).any(|i| may_hold_earlier(i, Position::Behind)) {
+                break;
+            }
+            let waiting = (0..INPUTS.len()).any(|i| may_hold_earlier(i, Position::Unknown));
             let idle_expired = if waiting {
                 let since = *self.blocked_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < max_idle {

@@ -179,3 +179,150 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Builders of single input events for tests: a user, a time (epoch ms) and what they did.
+pub mod build {
+    use crate::event::*;
+
+    fn user(key: &str) -> User {
+        User { key: key.into(), zalo_id: Some(key.into()), anonymous_id: None, oa_user_id: None }
+    }
+
+    macro_rules! event {
+        ($ty:ident, $kind:expr, $user:expr, $t:expr, $props:expr) => {
+            $ty {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                app_id: "demo".into(),
+                kind: $kind,
+                user: user($user),
+                event_time: $t,
+                sent_at: None,
+                received_at: $t,
+                corrected_time: $t,
+                clock_skew_ms: 0,
+                future_clamped: false,
+                stale: false,
+                context: Context { screen: Some("/s".into()), ..Context::default() },
+                properties: $props,
+            }
+        };
+    }
+
+    pub fn page(user_key: &str, t: i64) -> InputEvent {
+        InputEvent::View(event!(ViewEvent, ViewType::PageViewed, user_key, t, ViewProperties::default()))
+    }
+
+    pub fn product_view(user_key: &str, t: i64, product: &str, category: &str, dwell_ms: i64) -> InputEvent {
+        let p = ViewProperties { product_id: Some(product.into()), category: Some(category.into()), price: Some(35_000), dwell_ms: Some(dwell_ms), ..Default::default() };
+        InputEvent::View(event!(ViewEvent, ViewType::ProductViewed, user_key, t, p))
+    }
+
+    pub fn cart_add(user_key: &str, t: i64, cart: &str, product: &str, quantity: i64, price: i64) -> InputEvent {
+        let p = CartProperties { cart_id: cart.into(), product_id: Some(product.into()), category: Some("coffee".into()), quantity: Some(quantity), price: Some(price), ..Default::default() };
+        InputEvent::Cart(event!(CartEvent, CartType::CartItemAdded, user_key, t, p))
+    }
+
+    pub fn order(user_key: &str, t: i64, order: &str, cart: Option<&str>, total: i64) -> InputEvent {
+        let p = OrderProperties {
+            order_id: order.into(),
+            cart_id: cart.map(Into::into),
+            total: Some(total),
+            items: vec![Item { product_id: "p".into(), quantity: 1, price: total, ..Default::default() }],
+            ..Default::default()
+        };
+        InputEvent::Order(event!(OrderEvent, OrderType::OrderPlaced, user_key, t, p))
+    }
+
+    /// A deterministic shop history: `users` shoppers, each with one to three sessions two hours
+    /// apart (page views, product views, cart adds, some orders, some abandoned carts, a few
+    /// client retries of the same event), sorted by time from `start`.
+    pub fn shop_history(users: usize, seed: u64, start: i64) -> Vec<InputEvent> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        let products = [("cf-1", "coffee"), ("cf-2", "coffee"), ("tea-1", "tea"), ("tea-2", "tea"), ("bk-1", "bakery"), ("mc-1", "merch")];
+        let mut out = Vec::new();
+        let mut id = 0u64;
+        let mut next_id = move |e: InputEvent| {
+            id += 1;
+            with_id(e, &format!("00000000-0000-4000-8000-{:012x}", seed.wrapping_mul(1_000_000_007).wrapping_add(id) & 0xffff_ffff_ffff))
+        };
+        for u in 0..users {
+            let user = format!("u{seed}-{u}");
+            for s in 0..1 + rnd(3) {
+                let mut t = start + u as i64 * 7_000 + s as i64 * 2 * 3600 * 1000;
+                out.push(next_id(page(&user, t)));
+                let mut viewed = Vec::new();
+                for _ in 0..1 + rnd(4) {
+                    t += 5_000 + rnd(60_000) as i64;
+                    let (p, c) = products[rnd(products.len() as u64) as usize];
+                    viewed.push(p);
+                    out.push(next_id(product_view(&user, t, p, c, rnd(40_000) as i64)));
+                }
+                if rnd(2) == 0 {
+                    let cart = format!("cart-{user}-{s}");
+                    t += 10_000;
+                    let add = next_id(cart_add(&user, t, &cart, viewed[0], 1 + rnd(3) as i64, 35_000));
+                    if rnd(20) == 0 {
+                        out.push(add.clone()); // a client retry: same event id
+                    }
+                    out.push(add);
+                    if viewed.len() > 1 && rnd(2) == 0 {
+                        t += 8_000;
+                        out.push(next_id(cart_add(&user, t, &cart, viewed[1], 1, 45_000)));
+                    }
+                    if rnd(5) < 2 {
+                        t += 30_000;
+                        out.push(next_id(order(&user, t, &format!("ord-{user}-{s}"), Some(&cart), 120_000)));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|e| e.time());
+        out
+    }
+
+    /// The same event with another id (a distinct event) or the same (a client retry).
+    pub fn with_id(mut e: InputEvent, id: &str) -> InputEvent {
+        match &mut e {
+            InputEvent::View(x) => x.event_id = id.into(),
+            InputEvent::Cart(x) => x.event_id = id.into(),
+            InputEvent::Order(x) => x.event_id = id.into(),
+            InputEvent::Identity(x) => x.event_id = id.into(),
+            InputEvent::Engagement(x) => x.event_id = id.into(),
+        }
+        e
+    }
+}
+
+/// Writes events to their topics, keyed by user, as the gateway does; waits for every ack.
+pub async fn produce(kafka: &crate::kafka::Kafka, events: &[crate::event::InputEvent]) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka.producer_config().set("linger.ms", "5").create()?;
+    let mut pending = Vec::with_capacity(events.len());
+    for e in events {
+        let mut buf = Vec::new();
+        crate::codec::encode_input_into(e, &mut buf)?;
+        let record = FutureRecord::to(e.topic().name()).key(e.user().key.as_bytes()).payload(&buf);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for p in pending {
+        p.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Writes one event to a given partition of its topic (to move time forward on every task).
+pub async fn produce_to_partition(kafka: &crate::kafka::Kafka, event: &crate::event::InputEvent, partition: i32) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let mut buf = Vec::new();
+    crate::codec::encode_input_into(event, &mut buf)?;
+    let record = FutureRecord::to(event.topic().name()).key(event.user().key.as_bytes()).payload(&buf).partition(partition);
+    producer.send_result(record).map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
+    Ok(())
+}

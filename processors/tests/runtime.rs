@@ -1,0 +1,297 @@
+//! The processor runtime on the embedded Kafka cluster: abandoned carts in event and wall-clock
+//! time, deduplication, and rebalances that move state by changelog restore without changing a
+//! single output.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use processors::member::{Member, TaskEvent, TaskObserver};
+use processors::ProcessArgs;
+use schemas::codec::Record;
+use schemas::derived::{CartTrigger, Session, UserInterests};
+use schemas::event::InputEvent;
+use schemas::kafka::{EmbeddedCluster, Kafka};
+use schemas::testing::build::*;
+use schemas::testing::{eventually, produce, produce_to_partition, read_to_end};
+use schemas::topics::Topic;
+
+const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
+
+struct Env {
+    _cluster: Arc<EmbeddedCluster>,
+    kafka: Kafka,
+    dir: tempfile::TempDir,
+}
+
+async fn env(partitions: i32) -> Env {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("ZCDP_TEST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), partitions);
+    kafka.ensure_catalogue().await.unwrap();
+    Env { _cluster: cluster, kafka, dir: tempfile::tempdir().unwrap() }
+}
+
+fn args(env: &Env, member_dir: &str) -> ProcessArgs {
+    ProcessArgs {
+        data_dir: env.dir.path().join(member_dir),
+        commit_interval: Duration::from_millis(100),
+        session_gap: Duration::from_secs(30 * 60),
+        cart_timeout: Duration::from_secs(3600),
+        timer_grace: Duration::from_millis(300),
+        max_task_idle: Duration::from_millis(200),
+        session_timeout: Duration::from_secs(6),
+        ..ProcessArgs::default()
+    }
+}
+
+async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
+    let kafka = kafka.clone();
+    let msgs = tokio::task::spawn_blocking(move || read_to_end(&kafka, R::TOPIC.name(), Duration::from_secs(30)).unwrap()).await.unwrap();
+    msgs.iter().map(|m| (String::from_utf8(m.key().unwrap().to_vec()).unwrap(), schemas::codec::decode::<R>(m.payload().unwrap()).unwrap())).collect()
+}
+
+/// (committed, end) offsets of the processors' group over every input partition.
+async fn progress(kafka: &Kafka, group: &str) -> (i64, i64) {
+    let (kafka, group) = (kafka.clone(), group.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = kafka.client_config().set("group.id", &group).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for t in INPUTS {
+            for p in 0..kafka.partitions {
+                tpl.add_partition(t.name(), p);
+            }
+        }
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10)).unwrap();
+        let mut done = 0;
+        let mut end = 0;
+        for e in committed.elements() {
+            let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).unwrap();
+            end += high;
+            if let Offset::Offset(o) = e.offset() {
+                done += o;
+            }
+        }
+        (done, end)
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_done(kafka: &Kafka, group: &str, within: Duration) {
+    eventually(within, "every input record processed and committed", || async {
+        let (done, end) = progress(kafka, group).await;
+        (done >= end).then_some(())
+    })
+    .await;
+}
+
+async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64) {
+    eventually(Duration::from_secs(120), &format!("{:.0}% of the input committed", fraction * 100.0), || async {
+        let (done, end) = progress(kafka, group).await;
+        (done as f64 >= end as f64 * fraction).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_cart_triggers_once_and_an_order_even_read_first_prevents_it() {
+    let env = env(3).await;
+    let mut args = args(&env, "m");
+    args.cart_timeout = Duration::from_secs(4);
+    args.session_gap = Duration::from_secs(3);
+    args.timer_grace = Duration::from_secs(1);
+    let started = Arc::new(Mutex::new(0));
+    let observer: TaskObserver = {
+        let started = started.clone();
+        Arc::new(move |_: &str, _: i32, ev: TaskEvent| {
+            if ev == TaskEvent::Started {
+                *started.lock().unwrap() += 1;
+            }
+        })
+    };
+    let member = Member::start(&env.kafka, &args, Some(observer)).await.unwrap();
+    // Live traffic: the events happen now, while the member runs.
+    eventually(Duration::from_secs(60), "the member to run its tasks", || async { (*started.lock().unwrap() == 3).then_some(()) }).await;
+
+    let now = chrono::Utc::now().timestamp_millis();
+    // A views a product, adds it twice (the second is a client retry of the same event), leaves.
+    let a_add = cart_add("anna", now, "cart-a", "cf-1", 2, 35_000);
+    let a = vec![product_view("anna", now - 500, "cf-1", "coffee", 12_000), a_add.clone(), a_add];
+    // B adds and orders.
+    let b = vec![cart_add("bao", now, "cart-b", "tea-1", 1, 45_000), order("bao", now + 100, "ord-b", Some("cart-b"), 45_000)];
+    // C's order is written (and read) before the cart event it closes, which happened earlier.
+    let c_order = order("chi", now + 200, "ord-c", Some("cart-c"), 35_000);
+    let c_cart = cart_add("chi", now, "cart-c", "cf-2", 1, 35_000);
+    // D, the control, abandons a cart a second later than everyone else.
+    let d = vec![cart_add("dung", now + 1_000, "cart-d", "bk-1", 1, 15_000)];
+    produce(&env.kafka, &[c_order]).await.unwrap();
+    produce(&env.kafka, &b).await.unwrap();
+    produce(&env.kafka, &[c_cart]).await.unwrap();
+    produce(&env.kafka, &a).await.unwrap();
+    produce(&env.kafka, &d).await.unwrap();
+
+    // Nobody sends anything else: the wall clock has to fire the timers. Once every user's
+    // session is out (each task has read its events and run its timers) and the control's
+    // trigger, with the latest deadline, too, any trigger the others would get was sent.
+    eventually(Duration::from_secs(60), "every session and the control user's trigger", || async {
+        let sessions: BTreeSet<String> = read::<Session>(&env.kafka).await.into_iter().map(|(k, _)| k).collect();
+        let control = read::<CartTrigger>(&env.kafka).await.iter().any(|(k, _)| k == "dung");
+        (control && ["anna", "bao", "chi", "dung"].iter().all(|u| sessions.contains(*u))).then_some(())
+    })
+    .await;
+    tokio::task::spawn_blocking(move || member.stop()).await.unwrap().unwrap();
+
+    let triggers = read::<CartTrigger>(&env.kafka).await;
+    let users: Vec<&str> = triggers.iter().map(|(k, _)| k.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    assert_eq!(users, vec!["anna", "dung"], "only the carts without an order trigger");
+    let anna: Vec<&CartTrigger> = triggers.iter().filter(|(k, _)| k == "anna").map(|(_, t)| t).collect();
+    assert_eq!(anna.len(), 1, "one trigger per cart version");
+    let t = anna[0];
+    assert_eq!(t.cart_id, "cart-a");
+    assert_eq!(t.items.len(), 1);
+    assert_eq!(t.items[0].quantity, 2, "the retried add is counted once");
+    assert_eq!(t.value, 70_000);
+    assert_eq!(t.deadline, now + 4000);
+    assert_eq!(t.last_viewed_product.as_ref().map(|p| p.product_id.as_str()), Some("cf-1"));
+
+    // The sessions closed by the wall clock too, with the retry counted once.
+    let sessions = read::<Session>(&env.kafka).await;
+    let anna_s: Vec<&Session> = sessions.iter().filter(|(k, _)| k == "anna").map(|(_, s)| s).collect();
+    assert_eq!(anna_s.len(), 1);
+    assert_eq!(anna_s[0].events, 2);
+    assert_eq!(anna_s[0].cart_adds, 1);
+    let bao: Vec<&Session> = sessions.iter().filter(|(k, _)| k == "bao").map(|(_, s)| s).collect();
+    assert_eq!(bao.len(), 1, "sessions: {:?}", sessions.iter().map(|(k, s)| (k, s.start - now, s.end - now)).collect::<Vec<_>>());
+    assert!(bao[0].converted && bao[0].revenue == 45_000, "{bao:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_partition_counts_are_refused_with_a_reason() {
+    let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), 3);
+    for t in INPUTS {
+        cluster.create_topic(t.name(), if t == Topic::Orders { 4 } else { 3 }).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ProcessArgs { data_dir: dir.path().to_path_buf(), ..ProcessArgs::default() };
+    let err = Member::start(&kafka, &args, None).await.err().expect("must refuse").to_string();
+    assert!(err.contains("co-partitioned") && err.contains("zmp.orders.v1=4"), "{err}");
+}
+
+/// Outputs of a run, reduced to what a consumer of each topic relies on: every distinct session
+/// and trigger (duplicates after a failure carry the same id and content), and the latest
+/// interests per user.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    sessions: BTreeMap<String, Session>,
+    triggers: BTreeMap<String, CartTrigger>,
+    interests: BTreeMap<String, UserInterests>,
+}
+
+async fn outputs(kafka: &Kafka) -> Outputs {
+    let real = |k: &String| !k.starts_with("zz-sentinel");
+    let mut sessions = BTreeMap::new();
+    for (k, s) in read::<Session>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+        if let Some(old) = sessions.insert(s.session_id.clone(), s.clone()) {
+            assert_eq!(old, s, "two different sessions with one id");
+        }
+        let _ = k;
+    }
+    let mut triggers = BTreeMap::new();
+    for (_, t) in read::<CartTrigger>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+        if let Some(old) = triggers.insert(t.trigger_id.clone(), t.clone()) {
+            assert_eq!(old, t, "two different triggers with one id");
+        }
+    }
+    let mut interests = BTreeMap::new();
+    for (k, i) in read::<UserInterests>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+        interests.insert(k, i);
+    }
+    Outputs { sessions, triggers, interests }
+}
+
+/// A history on every partition, then one event a day later on each, so every session and cart
+/// deadline passes in event time.
+async fn load_history(env: &Env, users: usize) -> Vec<InputEvent> {
+    let start = 1_767_225_600_000; // 2026-01-01
+    let history = shop_history(users, 7, start);
+    produce(&env.kafka, &history).await.unwrap();
+    let end = history.last().unwrap().time() + 24 * 3600 * 1000;
+    for p in 0..env.kafka.partitions {
+        produce_to_partition(&env.kafka, &page(&format!("zz-sentinel-{p}"), end), p).await.unwrap();
+    }
+    history
+}
+
+async fn single_member_run(users: usize) -> Outputs {
+    let env = env(6).await;
+    load_history(&env, users).await;
+    let member = Member::start(&env.kafka, &args(&env, "solo"), None).await.unwrap();
+    wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
+    tokio::task::spawn_blocking(move || member.stop()).await.unwrap().unwrap();
+    outputs(&env.kafka).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output() {
+    const USERS: usize = 2500;
+    let expected = single_member_run(USERS).await;
+    assert!(expected.sessions.len() > USERS && !expected.triggers.is_empty() && expected.interests.len() == USERS);
+
+    let env = env(6).await;
+    load_history(&env, USERS).await;
+    // Who runs which task, when: no task may ever run on two members at once.
+    let log: Arc<Mutex<Vec<(String, i32, TaskEvent)>>> = Arc::default();
+    let running: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
+    let observer: TaskObserver = {
+        let (log, running) = (log.clone(), running.clone());
+        Arc::new(move |member: &str, task: i32, ev: TaskEvent| {
+            let mut running = running.lock().unwrap();
+            match ev {
+                TaskEvent::Started => {
+                    if let Some(other) = running.insert(task, member.to_string()) {
+                        panic!("task {task} started on {member} while running on {other}");
+                    }
+                }
+                TaskEvent::Stopped => {
+                    assert_eq!(running.remove(&task).as_deref(), Some(member), "task {task} stopped on a member that did not run it");
+                }
+            }
+            log.lock().unwrap().push((member.to_string(), task, ev));
+        })
+    };
+    let start = |name: &'static str| {
+        let (env_args, observer) = (ProcessArgs { instance_id: None, ..args(&env, name) }, observer.clone());
+        let kafka = env.kafka.clone();
+        async move { Member::start(&kafka, &env_args, Some(observer)).await.unwrap() }
+    };
+    let m1 = start("m1").await;
+    let m2 = start("m2").await;
+    wait_progress(&env.kafka, "zcdp-cdp", 0.1).await;
+    let m3 = start("m3").await;
+    eventually(Duration::from_secs(60), "the third member to run a task", || async {
+        log.lock().unwrap().iter().any(|(m, _, e)| *m == m3.name && *e == TaskEvent::Started).then_some(())
+    })
+    .await;
+    let (done, end) = progress(&env.kafka, "zcdp-cdp").await;
+    assert!(done < end, "the history was processed before the third member joined; make it longer");
+    let m1_name = m1.name.clone();
+    tokio::task::spawn_blocking(move || m1.stop()).await.unwrap().unwrap();
+    wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
+    for m in [m2, m3] {
+        tokio::task::spawn_blocking(move || m.stop()).await.unwrap().unwrap();
+    }
+
+    let log = log.lock().unwrap().clone();
+    let ran_on = |name: &str| log.iter().filter(|(m, _, e)| m == name && *e == TaskEvent::Started).count();
+    assert!(ran_on(&m1_name) > 0, "{log:?}");
+    let actual = outputs(&env.kafka).await;
+    assert_eq!(actual.sessions.len(), expected.sessions.len(), "sessions");
+    assert_eq!(actual.triggers.len(), expected.triggers.len(), "triggers");
+    assert_eq!(actual, expected);
+}
+
