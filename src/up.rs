@@ -129,7 +129,10 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs) -> anyhow::Resu
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
-    let member = Member::start(&kafka, &process, None).await?;
+    let member = tokio::select! {
+        m = Member::start(&kafka, &process, None) => m?,
+        _ = shutdown.wait() => return Ok(()),
+    };
     tracing::info!(member = %member.name, bootstrap = %kafka.bootstrap, "processor member running");
     let watch = watch_member(&member, shutdown.clone());
     shutdown.wait().await;

@@ -17,6 +17,7 @@ pub mod processor;
 pub mod sessions;
 pub mod store;
 pub mod task;
+pub mod testing;
 pub mod timers;
 
 pub use config::ProcessArgs;

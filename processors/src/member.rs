@@ -451,6 +451,27 @@ fn decode(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Polled> {
     })
 }
 
+/// Creates the changelog topics of every store and the checkpoint topic, one partition per
+/// task, and checks that existing ones have that many.
+pub async fn ensure_changelogs(kafka: &Kafka, args: &ProcessArgs, partitions: i32) -> anyhow::Result<()> {
+    let stores = all_stores(args);
+    for s in &stores {
+        let topic = changelog_topic(&args.application_id, s);
+        let retention = (*s == STORE_DEDUP).then_some(3 * 24 * 3600 * 1000);
+        kafka.ensure_changelog(&topic, partitions, retention).await?;
+    }
+    kafka.ensure_changelog(&checkpoint_topic(&args.application_id), partitions, None).await?;
+    let mut names: Vec<String> = stores.iter().map(|s| changelog_topic(&args.application_id, s)).collect();
+    names.push(checkpoint_topic(&args.application_id));
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
+        if c != Some(partitions) {
+            bail!("changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required", c.unwrap_or(0));
+        }
+    }
+    Ok(())
+}
+
 /// A running member; stop it with [`Member::stop`].
 pub struct Member {
     stop: Arc<AtomicBool>,
@@ -481,21 +502,7 @@ impl Member {
         }
         let partitions = distinct[0];
         let stores = all_stores(args);
-        for s in &stores {
-            let topic = changelog_topic(&args.application_id, s);
-            let retention = (*s == STORE_DEDUP).then_some(3 * 24 * 3600 * 1000);
-            kafka.ensure_changelog(&topic, partitions, retention).await?;
-        }
-        kafka.ensure_changelog(&checkpoint_topic(&args.application_id), partitions, None).await?;
-        // A changelog with another partition count than the inputs cannot hold one partition per task.
-        let mut names: Vec<String> = stores.iter().map(|s| changelog_topic(&args.application_id, s)).collect();
-        names.push(checkpoint_topic(&args.application_id));
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
-            if c != Some(partitions) {
-                bail!("changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required", c.unwrap_or(0));
-            }
-        }
+        ensure_changelogs(kafka, args, partitions).await?;
 
         let name = args.instance_id.clone().unwrap_or_else(|| format!("member-{}", &uuid::Uuid::new_v4().to_string()[..8]));
         let producer = Arc::new(OutputProducer::new(kafka)?);

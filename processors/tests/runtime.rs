@@ -2,21 +2,18 @@
 //! time, deduplication, and rebalances that move state by changelog restore without changing a
 //! single output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
-use processors::member::{Member, TaskEvent, TaskObserver};
 use processors::ProcessArgs;
-use schemas::codec::Record;
-use schemas::derived::{CartTrigger, Session, UserInterests};
-use schemas::event::InputEvent;
+use processors::member::{Member, TaskEvent, TaskObserver};
+use processors::testing::{Outputs, load_history, outputs, progress, read, wait_progress};
+use schemas::derived::{CartTrigger, Session};
 use schemas::kafka::{EmbeddedCluster, Kafka};
 use schemas::testing::build::*;
-use schemas::testing::{eventually, produce, produce_to_partition, read_to_end};
+use schemas::testing::{eventually, produce};
 use schemas::topics::Topic;
 
 const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
@@ -48,53 +45,8 @@ fn args(env: &Env, member_dir: &str) -> ProcessArgs {
     }
 }
 
-async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
-    let kafka = kafka.clone();
-    let msgs = tokio::task::spawn_blocking(move || read_to_end(&kafka, R::TOPIC.name(), Duration::from_secs(30)).unwrap()).await.unwrap();
-    msgs.iter().map(|m| (String::from_utf8(m.key().unwrap().to_vec()).unwrap(), schemas::codec::decode::<R>(m.payload().unwrap()).unwrap())).collect()
-}
-
-/// (committed, end) offsets of the processors' group over every input partition.
-async fn progress(kafka: &Kafka, group: &str) -> (i64, i64) {
-    let (kafka, group) = (kafka.clone(), group.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = kafka.client_config().set("group.id", &group).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for t in INPUTS {
-            for p in 0..kafka.partitions {
-                tpl.add_partition(t.name(), p);
-            }
-        }
-        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10)).unwrap();
-        let mut done = 0;
-        let mut end = 0;
-        for e in committed.elements() {
-            let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).unwrap();
-            end += high;
-            if let Offset::Offset(o) = e.offset() {
-                done += o;
-            }
-        }
-        (done, end)
-    })
-    .await
-    .unwrap()
-}
-
 async fn wait_done(kafka: &Kafka, group: &str, within: Duration) {
-    eventually(within, "every input record processed and committed", || async {
-        let (done, end) = progress(kafka, group).await;
-        (done >= end).then_some(())
-    })
-    .await;
-}
-
-async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64) {
-    eventually(Duration::from_secs(120), &format!("{:.0}% of the input committed", fraction * 100.0), || async {
-        let (done, end) = progress(kafka, group).await;
-        (done as f64 >= end as f64 * fraction).then_some(())
-    })
-    .await;
+    wait_progress(kafka, group, 1.0, within).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,54 +134,9 @@ async fn mismatched_partition_counts_are_refused_with_a_reason() {
     assert!(err.contains("co-partitioned") && err.contains("zmp.orders.v1=4"), "{err}");
 }
 
-/// Outputs of a run, reduced to what a consumer of each topic relies on: every distinct session
-/// and trigger (duplicates after a failure carry the same id and content), and the latest
-/// interests per user.
-#[derive(Debug, PartialEq)]
-struct Outputs {
-    sessions: BTreeMap<String, Session>,
-    triggers: BTreeMap<String, CartTrigger>,
-    interests: BTreeMap<String, UserInterests>,
-}
-
-async fn outputs(kafka: &Kafka) -> Outputs {
-    let real = |k: &String| !k.starts_with("zz-sentinel");
-    let mut sessions = BTreeMap::new();
-    for (k, s) in read::<Session>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
-        if let Some(old) = sessions.insert(s.session_id.clone(), s.clone()) {
-            assert_eq!(old, s, "two different sessions with one id");
-        }
-        let _ = k;
-    }
-    let mut triggers = BTreeMap::new();
-    for (_, t) in read::<CartTrigger>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
-        if let Some(old) = triggers.insert(t.trigger_id.clone(), t.clone()) {
-            assert_eq!(old, t, "two different triggers with one id");
-        }
-    }
-    let mut interests = BTreeMap::new();
-    for (k, i) in read::<UserInterests>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
-        interests.insert(k, i);
-    }
-    Outputs { sessions, triggers, interests }
-}
-
-/// A history on every partition, then one event a day later on each, so every session and cart
-/// deadline passes in event time.
-async fn load_history(env: &Env, users: usize) -> Vec<InputEvent> {
-    let start = 1_767_225_600_000; // 2026-01-01
-    let history = shop_history(users, 7, start);
-    produce(&env.kafka, &history).await.unwrap();
-    let end = history.last().unwrap().time() + 24 * 3600 * 1000;
-    for p in 0..env.kafka.partitions {
-        produce_to_partition(&env.kafka, &page(&format!("zz-sentinel-{p}"), end), p).await.unwrap();
-    }
-    history
-}
-
 async fn single_member_run(users: usize) -> Outputs {
     let env = env(6).await;
-    load_history(&env, users).await;
+    load_history(&env.kafka, users).await;
     let member = Member::start(&env.kafka, &args(&env, "solo"), None).await.unwrap();
     wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
     tokio::task::spawn_blocking(move || member.stop()).await.unwrap().unwrap();
@@ -243,7 +150,7 @@ async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output(
     assert!(expected.sessions.len() > USERS && !expected.triggers.is_empty() && expected.interests.len() == USERS);
 
     let env = env(6).await;
-    load_history(&env, USERS).await;
+    load_history(&env.kafka, USERS).await;
     // Who runs which task, when: no task may ever run on two members at once.
     let log: Arc<Mutex<Vec<(String, i32, TaskEvent)>>> = Arc::default();
     let running: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
@@ -271,7 +178,7 @@ async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output(
     };
     let m1 = start("m1").await;
     let m2 = start("m2").await;
-    wait_progress(&env.kafka, "zcdp-cdp", 0.1).await;
+    wait_progress(&env.kafka, "zcdp-cdp", 0.1, Duration::from_secs(120)).await;
     let m3 = start("m3").await;
     eventually(Duration::from_secs(60), "the third member to run a task", || async {
         log.lock().unwrap().iter().any(|(m, _, e)| *m == m3.name && *e == TaskEvent::Started).then_some(())

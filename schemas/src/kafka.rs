@@ -147,11 +147,17 @@ impl Kafka {
                 }
             }
             None => {
+                // Only what is missing: an operator may have created the topics and withheld the
+                // right to create more.
+                let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
+                let existing = self.partition_counts(&names).await?;
+                let missing: Vec<(&str, &TopicSpec)> =
+                    topics.iter().zip(&existing).filter(|(_, c)| c.is_none()).map(|(t, _)| *t).collect();
                 let admin: AdminClient<DefaultClientContext> =
                     self.client_config().create().context("creating the Kafka admin client")?;
                 let retention: Vec<Option<String>> =
-                    topics.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
-                let new: Vec<NewTopic> = topics
+                    missing.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
+                let new: Vec<NewTopic> = missing
                     .iter()
                     .zip(&retention)
                     .map(|((name, spec), retention)| {
@@ -164,7 +170,7 @@ impl Kafka {
                     })
                     .collect();
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-                let results = admin.create_topics(new.iter(), &opts).await.context("CreateTopics")?;
+                let results = if new.is_empty() { Vec::new() } else { admin.create_topics(new.iter(), &opts).await.context("CreateTopics")? };
                 for r in results {
                     match r {
                         Ok(name) => created.push(name),
@@ -187,6 +193,7 @@ impl Kafka {
     pub async fn ensure_changelog(&self, name: &str, partitions: i32, retention_ms: Option<i64>) -> anyhow::Result<()> {
         match &self.embedded {
             Some(cluster) => cluster.create_topic(name, partitions)?,
+            None if self.partition_counts(&[name]).await?[0].is_some() => {}
             None => {
                 let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
                 let retention = retention_ms.map(|ms| ms.to_string());

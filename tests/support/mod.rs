@@ -34,18 +34,23 @@ impl Zcdp {
         });
         let (mut bootstrap, mut http) = (None, None);
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(60)).expect("zcdp printed its start-up lines");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                panic!("zcdp did not print its start-up lines within a minute");
+            };
             if let Some(rest) = line.split("bootstrap: ").nth(1) {
                 bootstrap = Some(rest.trim().to_string());
             }
             if let Some(rest) = line.split("HTTP API on ").nth(1) {
-                http = Some(rest.split_whitespace().next().unwrap().to_string());
+                http = Some(rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string());
             }
-            if line.contains("running") {
+            if line.starts_with("zcdp: running") {
                 break;
             }
         }
-        Zcdp { child, bootstrap: bootstrap.expect("a bootstrap line"), http: http.expect("an HTTP line"), lines: rx }
+        let z = Zcdp { child, bootstrap: bootstrap.unwrap_or_default(), http: http.unwrap_or_default(), lines: rx };
+        assert!(!z.bootstrap.is_empty() && !z.http.is_empty(), "zcdp printed no bootstrap or HTTP line");
+        z
     }
 
     /// SIGTERM, then the rest of stdout and the exit status.

@@ -1,0 +1,157 @@
+//! The processors through the real binary: a `zcdp process` member killed with SIGKILL (no
+//! flush, no commit) and restarted gives the outputs of an uninterrupted run; `zcdp up` turns an
+//! abandoned cart into a trigger within seconds of its timeout.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use processors::testing::{load_history, outputs, progress, read, wait_progress};
+use processors::{Member, ProcessArgs};
+use schemas::derived::{CartTrigger, Session, UserInterests};
+use schemas::kafka::{EmbeddedCluster, Kafka, KafkaArgs};
+use schemas::testing::eventually;
+use support::Zcdp;
+
+const USERS: usize = 5000;
+const GROUP: &str = "zcdp-cdp";
+
+async fn cluster() -> (Arc<EmbeddedCluster>, Kafka) {
+    let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), 6);
+    kafka.ensure_catalogue().await.unwrap();
+    (cluster, kafka)
+}
+
+fn member_process(bootstrap: &str, data_dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_zcdp"))
+        .args(["process", "--brokers", bootstrap, "--partitions", "6", "--instance-id", "killable", "--commit-interval", "100ms", "--session-timeout", "6s"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("ZCDP_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start zcdp process")
+}
+
+fn sigkill(mut child: Child) {
+    child.kill().unwrap(); // SIGKILL: no flush, no commit, no leave
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_mid_stream_and_restarted_changes_no_output() {
+    // The reference: one member, never interrupted.
+    let (_c1, reference) = cluster().await;
+    load_history(&reference, USERS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ProcessArgs { data_dir: dir.path().join("reference"), commit_interval: Duration::from_millis(100), ..ProcessArgs::default() };
+    let member = Member::start(&reference, &args, None).await.unwrap();
+    wait_progress(&reference, GROUP, 1.0, Duration::from_secs(300)).await;
+    tokio::task::spawn_blocking(move || member.stop()).await.unwrap().unwrap();
+    let expected = outputs(&reference).await;
+    assert!(expected.sessions.len() > USERS && !expected.triggers.is_empty() && expected.interests.len() == USERS);
+
+    // The same history, with a member that is killed twice: once restarting on its own disk,
+    // once on a new, empty one (a lost machine: everything restores from the changelogs).
+    let (_c2, kafka) = cluster().await;
+    load_history(&kafka, USERS).await;
+    // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
+    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
+    let disk = dir.path().join("killed");
+    let child = member_process(&kafka.bootstrap, &disk);
+    wait_progress(&kafka, GROUP, 0.2, Duration::from_secs(300)).await;
+    sigkill(child);
+    let (done, end) = progress(&kafka, GROUP).await;
+    assert!(done < end, "the member finished before it was killed; make the history longer");
+
+    let child = member_process(&kafka.bootstrap, &disk);
+    wait_progress(&kafka, GROUP, 0.6, Duration::from_secs(300)).await;
+    sigkill(child);
+    let (done, end) = progress(&kafka, GROUP).await;
+    assert!(done < end, "the member finished before the second kill; make the history longer");
+
+    let child = member_process(&kafka.bootstrap, &dir.path().join("new-disk"));
+    wait_progress(&kafka, GROUP, 1.0, Duration::from_secs(300)).await;
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "a member stops cleanly on SIGTERM");
+
+    let actual = outputs(&kafka).await;
+    assert_eq!(actual.sessions.len(), expected.sessions.len(), "sessions: none lost, none counted twice");
+    assert_eq!(actual.triggers.len(), expected.triggers.len(), "triggers");
+    assert_eq!(actual.interests.len(), expected.interests.len(), "users with interests");
+    assert_eq!(actual, expected);
+}
+
+/// `zcdp up --cart-timeout 5s --session-gap 5s`: the shopper who leaves a cart gets a trigger
+/// within seconds of the timeout, the one who orders gets none, and both get their session and
+/// interests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_turns_an_abandoned_cart_into_a_trigger_within_seconds() {
+    let data = tempfile::tempdir().unwrap();
+    let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--cart-timeout", "5s", "--session-gap", "5s", "--data-dir", data.path().to_str().unwrap()]);
+    let kafka = Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() }).unwrap();
+    let client = reqwest::Client::new();
+    let post = |events: Vec<Value>| {
+        let client = client.clone();
+        let url = format!("http://{}/v1/batch", zcdp.http);
+        async move {
+            let r = client.post(url).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["rejected"], json!([]), "{body}");
+        }
+    };
+    let ev = |user: &str, kind: &str, props: Value| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": user}, "context": {"screen": "/p"}, "properties": props});
+    let posted = Instant::now();
+    post(vec![
+        ev("leaver", "product_viewed", json!({"product_id": "cf-suada", "category": "coffee", "price": 35000, "dwell_ms": 9000})),
+        ev("leaver", "cart_item_added", json!({"cart_id": "c-leaver", "product_id": "cf-suada", "category": "coffee", "quantity": 2, "price": 35000})),
+        ev("buyer", "cart_item_added", json!({"cart_id": "c-buyer", "product_id": "tea-dao", "category": "fruit-tea", "quantity": 1, "price": 49000})),
+        ev("buyer", "order_placed", json!({"order_id": "o-1", "cart_id": "c-buyer", "total": 49000, "items": [{"product_id": "tea-dao", "quantity": 1, "price": 49000}]})),
+    ])
+    .await;
+
+    let trigger = eventually(Duration::from_secs(30), "the leaver's cart trigger", || async {
+        read::<CartTrigger>(&kafka).await.into_iter().find(|(k, _)| k == "leaver").map(|(_, t)| t)
+    })
+    .await;
+    let waited = posted.elapsed();
+    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(12), "trigger after {waited:?} for a 5 s timeout");
+    assert_eq!(trigger.value, 70_000);
+    assert_eq!(trigger.last_viewed_product.map(|p| p.product_id), Some("cf-suada".into()));
+
+    // The buyer's session closes after the same wait: by then a trigger would be out too.
+    eventually(Duration::from_secs(30), "both sessions", || async {
+        let s = read::<Session>(&kafka).await;
+        (s.iter().any(|(k, _)| k == "buyer") && s.iter().any(|(k, _)| k == "leaver")).then_some(())
+    })
+    .await;
+    let (status, _) = zcdp.terminate();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
+    let data = tempfile::tempdir().unwrap();
+    let zcdp = Zcdp::start(&["up", "--demo", "--demo-rate", "300", "--http", "127.0.0.1:0", "--session-gap", "3s", "--cart-timeout", "3s", "--data-dir", data.path().to_str().unwrap()]);
+    let kafka = Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() }).unwrap();
+    eventually(Duration::from_secs(60), "sessions, interests and triggers from demo traffic", || async {
+        let (s, i, t) = (read::<Session>(&kafka).await, read::<UserInterests>(&kafka).await, read::<CartTrigger>(&kafka).await);
+        (!s.is_empty() && !i.is_empty() && !t.is_empty()).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", zcdp.http)).await.unwrap().text().await.unwrap();
+    for m in ["zcdp_process_records_total", "zcdp_process_lag_records", "zcdp_process_timers_pending", "zcdp_process_store_keys", "zcdp_process_restore_records_total"] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
+    let (status, _) = zcdp.terminate();
+    assert!(status.success());
+}
