@@ -2,6 +2,7 @@
 //! table. Ratios, not absolute numbers, are what hold on a noisy two-core machine.
 
 mod ingest;
+mod process;
 
 use clap::Subcommand;
 
@@ -9,11 +10,14 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// HTTP gateway (POST /v1/batch over loopback) against a bare rdkafka producer.
     Ingest(ingest::IngestBenchArgs),
+    /// All three processors with RocksDB against a bare consume + decode loop; and restore.
+    Process(process::ProcessBenchArgs),
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Process(args) => process::run(args).await,
     }
 }
 

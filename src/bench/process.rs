@@ -1,0 +1,171 @@
+//! `zcdp bench process`: the same shopper events through a bare consume + decode loop and
+//! through all three processors with RocksDB, in the same run on the same cluster; then a
+//! restore of every task from its changelogs.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use ingest::validate::{Receipt, parse_event};
+use processors::checkpoint::restore;
+use processors::member::{Member, TaskEvent, TaskObserver, all_stores};
+use processors::task::INPUTS;
+use processors::testing::progress;
+use processors::ProcessArgs;
+use schemas::kafka::{Kafka, KafkaArgs};
+
+use crate::shoppers::Shoppers;
+
+#[derive(clap::Args, Debug)]
+pub struct ProcessBenchArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Events to process.
+    #[arg(long, env = "ZCDP_BENCH_EVENTS", default_value_t = 200_000)]
+    events: usize,
+    /// Where the bench's RocksDB stores go (removed afterwards).
+    #[arg(long = "data-dir", env = "ZCDP_BENCH_DATA_DIR", default_value = "./data/bench")]
+    data_dir: std::path::PathBuf,
+}
+
+/// Realistic events with times spread like a day of a shop: 50 ms apart on average.
+fn history(n: usize) -> anyhow::Result<Vec<schemas::event::InputEvent>> {
+    let mut shoppers = Shoppers::new(11, 20_000, 300);
+    let start: i64 = 1_767_225_600_000;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = start + i as i64 * 50;
+        let now: DateTime<Utc> = DateTime::from_timestamp_millis(t).context("time")?;
+        let json = shoppers.next_event(now);
+        let receipt = Receipt { app_id: "demo", received_at: t, sent_at: None };
+        match parse_event(&json.to_string(), &receipt) {
+            Ok(p) => out.push(p.event),
+            Err(r) => anyhow::bail!("generated event rejected: {}", r.message),
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
+    let kafka = Kafka::from_args_or_embedded(&args.kafka, 1)?;
+    kafka.ensure_catalogue().await?;
+    let events = history(args.events)?;
+    eprintln!("bench process: writing {} events to {} partitions on {}", events.len(), kafka.partitions, kafka.bootstrap);
+    schemas::testing::produce(&kafka, &events).await?;
+    let n = events.len();
+    drop(events);
+
+    let bare = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        move || bare_consume_decode(&kafka, n)
+    })
+    .await??;
+
+    // The processors: from the moment every task runs until every input offset is committed.
+    let app = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let process_args = ProcessArgs {
+        application_id: app.clone(),
+        data_dir: args.data_dir.clone(),
+        commit_interval: Duration::from_millis(100),
+        ..ProcessArgs::default()
+    };
+    let started: Arc<Mutex<(usize, Option<Instant>)>> = Arc::default();
+    let observer: TaskObserver = {
+        let (started, tasks) = (started.clone(), kafka.partitions as usize);
+        Arc::new(move |_: &str, _: i32, ev: TaskEvent| {
+            let mut s = started.lock().expect("lock");
+            if ev == TaskEvent::Started {
+                s.0 += 1;
+                if s.0 == tasks {
+                    s.1 = Some(Instant::now());
+                }
+            }
+        })
+    };
+    let member = Member::start(&kafka, &process_args, Some(observer)).await?;
+    let group = format!("zcdp-{app}");
+    loop {
+        let (done, end) = progress(&kafka, &group).await;
+        if done >= end && end > 0 {
+            break;
+        }
+        anyhow::ensure!(!member.finished(), "the processors stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let finished = Instant::now();
+    let began = started.lock().expect("lock").1.context("tasks never all started")?;
+    let processed_secs = finished.duration_since(began).as_secs_f64();
+    tokio::task::spawn_blocking(move || member.stop()).await??;
+
+    // Restore every task from scratch, one thread per task, as a member taking them over would.
+    let restore_dir = args.data_dir.join("restore");
+    let restore_started = Instant::now();
+    let handles: Vec<_> = (0..kafka.partitions)
+        .map(|task| {
+            let (kafka, app, dir, stores) = (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), all_stores(&process_args));
+            std::thread::spawn(move || {
+                let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
+                restore(&kafka, &app, task, &dir, &stores, &inputs, &AtomicBool::new(false)).map(|r| r.records)
+            })
+        })
+        .collect();
+    let mut restored = 0;
+    for h in handles {
+        restored += h.join().map_err(|_| anyhow::anyhow!("restore thread panicked"))??;
+    }
+    let restore_secs = restore_started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+
+    let processed_rate = n as f64 / processed_secs;
+    let bare_rate = n as f64 / bare;
+    let restore_rate = restored as f64 / restore_secs;
+    println!();
+    println!("| path | records | seconds | records/s |");
+    println!("|---|---:|---:|---:|");
+    println!("| bare consume + Avro decode (rdkafka BaseConsumer) | {n} | {bare:.2} | {bare_rate:.0} |");
+    println!("| processors: sessions + interests + carts, RocksDB, changelogs, commits every 100 ms | {n} | {processed_secs:.2} | {processed_rate:.0} |");
+    println!("| restore of {} tasks from their changelogs | {restored} | {restore_secs:.2} | {restore_rate:.0} |", kafka.partitions);
+    println!();
+    let ratio = processed_rate / bare_rate;
+    println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
+    println!("restore: {restore_rate:.0} changelog records/s (target >= 200000: {})", if restore_rate >= 200_000.0 { "met" } else { "NOT met" });
+    Ok(())
+}
+
+/// Seconds to read and decode `n` input records with a plain consumer.
+fn bare_consume_decode(kafka: &Kafka, n: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.min.messages", "20000")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in INPUTS {
+        for p in 0..kafka.partitions {
+            tpl.add_partition_offset(t.name(), p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut seen = 0usize;
+    let mut start = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < n {
+        anyhow::ensure!(Instant::now() < deadline, "bare consumer read {seen} of {n} records in 10 minutes");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            start.get_or_insert_with(Instant::now);
+            let topic = INPUTS.iter().find(|t| t.name() == m.topic()).context("input topic")?;
+            let e = schemas::codec::decode_input(*topic, m.payload().unwrap_or_default())?;
+            std::hint::black_box(&e);
+            seen += 1;
+        }
+    }
+    Ok(start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0))
+}
