@@ -11,6 +11,11 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// The gateway and the processors allocate per event; mimalloc is several times faster than
+/// glibc's allocator at that across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ingest::IngestArgs;
 use schemas::kafka::KafkaArgs;
 

@@ -106,7 +106,9 @@ impl ConsentView {
                 }
                 Ok(Ok(m)) => m,
             };
-            if let Some(payload) = msg.payload() {
+            // Most identity records are not consent decisions: skip them without decoding.
+            let is_consent = |p: &[u8]| schemas::codec::peek_type_index(p).is_none_or(|i| i == IdentityType::ConsentChanged as u32);
+            if let Some(payload) = msg.payload().filter(|p| is_consent(p)) {
                 match schemas::codec::decode::<IdentityEvent>(payload) {
                     Ok(ev) => self.apply(&ev),
                     Err(e) => tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped"),

@@ -84,7 +84,8 @@ fn unavailable(e: &WriteError) -> ApiError {
 
 #[derive(Deserialize)]
 struct BatchBody<'a> {
-    sent_at: Option<Value>,
+    #[serde(borrow)]
+    sent_at: Option<&'a RawValue>,
     #[serde(borrow)]
     events: Option<Vec<&'a RawValue>>,
 }
@@ -175,9 +176,9 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
             format!("event {i} is {} bytes; the limit is 32 KB an event", e.get().len()),
         ));
     }
-    let sent_at = match &parsed.sent_at {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
+    let sent_at = match parsed.sent_at {
+        Some(v) if v.get() != "null" => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
+        _ => None,
     };
     gw.limiter.take(app, events.len()).map_err(|wait| {
         ApiError::new(

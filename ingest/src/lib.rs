@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod consent;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod ratelimit;
 pub mod schema_api;

@@ -6,8 +6,9 @@
 //! from [`ParsedEvent::needs_consent`].
 
 use chrono::DateTime;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+
+use crate::json::{EventJson, Fields, MaybeObject, Scalar, array, scalar};
 
 use schemas::event::*;
 use schemas::phone::normalize_vn_phone;
@@ -89,18 +90,6 @@ pub struct ParsedEvent {
     pub needs_consent: Vec<&'static str>,
 }
 
-#[derive(Deserialize)]
-struct Incoming {
-    event_id: Option<Value>,
-    #[serde(rename = "type")]
-    kind: Option<Value>,
-    event_time: Option<Value>,
-    sent_at: Option<Value>,
-    user: Option<Value>,
-    context: Option<Value>,
-    properties: Option<Value>,
-}
-
 /// Parses and checks one event. `raw` is the event's own JSON text.
 pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     if raw.len() > MAX_EVENT_BYTES {
@@ -109,24 +98,25 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
             format!("event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)", raw.len()),
         ));
     }
-    let incoming: Incoming = serde_json::from_str(raw).map_err(|e| {
-        Rejection::new(RejectCode::InvalidJson, format!("event is not a JSON object of the expected shape: {e}"))
-    })?;
+    if !raw.trim_start().starts_with('{') {
+        return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
+    }
+    let top = EventJson::parse(raw).map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
 
-    let event_id = match incoming.event_id {
-        None | Some(Value::Null) => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
-        Some(Value::String(s)) => uuid::Uuid::parse_str(s.trim())
+    let event_id = match top.event_id.map_or(Scalar::Null, scalar) {
+        Scalar::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
+        Scalar::Str(s) => uuid::Uuid::parse_str(s.trim())
             .map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?
             .hyphenated()
             .to_string(),
-        Some(_) => return Err(invalid("event_id", "must be a string UUID")),
+        _ => return Err(invalid("event_id", "must be a string UUID")),
     };
-    let type_name = match incoming.kind {
-        None | Some(Value::Null) => return Err(missing("type", "")),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid("type", "must be a string")),
+    let type_name = match top.kind.map_or(Scalar::Null, scalar) {
+        Scalar::Null => return Err(missing("type", "")),
+        Scalar::Str(s) => s,
+        _ => return Err(invalid("type", "must be a string")),
     };
-    let Some(&(_, topic)) = EVENT_TYPES.iter().find(|(n, _)| *n == type_name) else {
+    let Some(&(_, topic)) = EVENT_TYPES.iter().find(|(n, _)| *n == &*type_name) else {
         let known: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
         return Err(Rejection::new(
             RejectCode::UnknownType,
@@ -134,14 +124,10 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
         ));
     };
 
-    let user = parse_user(incoming.user)?;
-    let times = parse_times(incoming.event_time, incoming.sent_at, receipt)?;
-    let context = parse_context(incoming.context)?;
-    let props = match incoming.properties {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(invalid("properties", "must be an object")),
-    };
+    let user = parse_user(top.user)?;
+    let times = parse_times(top.event_time, top.sent_at, receipt)?;
+    let context = parse_context(top.context)?;
+    let props = must_be_object(top.properties, "properties")?.unwrap_or_default();
 
     let mut needs_consent = Vec::new();
     macro_rules! event {
@@ -207,16 +193,32 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     Ok(ParsedEvent { event, needs_consent })
 }
 
-fn parse_user(user: Option<Value>) -> Result<User> {
-    let mut map = match user {
-        None | Some(Value::Null) => return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id")),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(invalid("user", "must be an object")),
+/// An optional member that must be an object.
+fn object<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Fields<'a>>> {
+    match raw.map(scalar) {
+        None | Some(Scalar::Null) => Ok(None),
+        Some(Scalar::Object(o)) => Fields::parse(o).map(Some).ok_or_else(|| invalid(field, "must be an object")),
+        Some(_) => Err(invalid(field, "must be an object")),
+    }
+}
+
+/// A member read in place that must be an object, if present.
+fn must_be_object<'a>(v: Option<MaybeObject<'a>>, field: &str) -> Result<Option<Fields<'a>>> {
+    match v {
+        None | Some(MaybeObject::Null) => Ok(None),
+        Some(MaybeObject::Object(f)) => Ok(Some(f)),
+        Some(MaybeObject::NotAnObject) => Err(invalid(field, "must be an object")),
+    }
+}
+
+fn parse_user(user: Option<MaybeObject<'_>>) -> Result<User> {
+    let Some(mut map) = must_be_object(user, "user")? else {
+        return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id"));
     };
     let mut id = |name: &str| -> Result<Option<String>> {
-        match map.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => {
+        match map.take_scalar(name) {
+            Scalar::Null => Ok(None),
+            Scalar::Str(s) => {
                 let t = s.trim();
                 if PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
                     return Err(Rejection::new(
@@ -229,11 +231,11 @@ fn parse_user(user: Option<Value>) -> Result<User> {
                 }
                 Ok(Some(t.to_string()))
             }
-            Some(Value::Number(_)) => Err(invalid(
+            Scalar::Num(_) => Err(invalid(
                 &format!("user.{name}"),
                 "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly",
             )),
-            Some(_) => Err(invalid(&format!("user.{name}"), "must be a string")),
+            _ => Err(invalid(&format!("user.{name}"), "must be a string")),
         }
     };
     let zalo_id = id("zalo_id")?;
@@ -255,28 +257,30 @@ struct Times {
 }
 
 /// Parses an RFC 3339 timestamp, or epoch milliseconds, into epoch ms.
-pub fn parse_timestamp(field: &str, v: &Value) -> Result<i64> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
+pub fn parse_timestamp(field: &str, v: &RawValue) -> Result<i64> {
+    match scalar(v) {
+        Scalar::Str(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
-        Value::Number(n) => n
-            .as_i64()
+        Scalar::Num(n) => n
+            .parse::<i64>()
+            .ok()
             .filter(|ms| *ms > 0)
             .ok_or_else(|| invalid(field, "as a number must be epoch milliseconds")),
         _ => Err(invalid(field, "must be an RFC 3339 string")),
     }
 }
 
-fn parse_times(event_time: Option<Value>, event_sent_at: Option<Value>, r: &Receipt<'_>) -> Result<Times> {
-    let sent_at = match event_sent_at {
-        None | Some(Value::Null) => r.sent_at,
-        Some(v) => Some(parse_timestamp("sent_at", &v)?),
-    };
-    let event_time = match event_time {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(parse_timestamp("event_time", &v)?),
-    };
+fn optional_time(field: &str, v: Option<&RawValue>) -> Result<Option<i64>> {
+    match v {
+        Some(raw) if !matches!(scalar(raw), Scalar::Null) => parse_timestamp(field, raw).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parse_times(event_time: Option<&RawValue>, event_sent_at: Option<&RawValue>, r: &Receipt<'_>) -> Result<Times> {
+    let sent_at = optional_time("sent_at", event_sent_at)?.or(r.sent_at);
+    let event_time = optional_time("event_time", event_time)?;
     let (event_time, corrected, skew) = match (event_time, sent_at) {
         // The device clock may be off; what it measured between event and send is not.
         (Some(et), Some(sa)) => (et, r.received_at - (sa - et), r.received_at - sa),
@@ -289,21 +293,12 @@ fn parse_times(event_time: Option<Value>, event_sent_at: Option<Value>, r: &Rece
     Ok(Times { event_time, sent_at, corrected, skew, future_clamped, stale: r.received_at - corrected > STALE_AFTER_MS })
 }
 
-const CONTEXT_FIELDS: &[&str] = &[
-    "screen", "utm_source", "utm_medium", "utm_campaign", "utm_content", "affiliate_id", "referrer",
-    "app_version", "zalo_version", "platform", "os_version", "device_model", "locale", "library",
-];
-
-fn parse_context(ctx: Option<Value>) -> Result<Context> {
-    let mut map = match ctx {
-        None | Some(Value::Null) => return Ok(Context::default()),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(invalid("context", "must be an object")),
-    };
+fn parse_context(ctx: Option<MaybeObject<'_>>) -> Result<Context> {
+    let Some(map) = must_be_object(ctx, "context")? else { return Ok(Context::default()) };
     let mut c = Context::default();
-    for name in CONTEXT_FIELDS {
-        let v = text(&mut map, "context", name)?;
-        let slot = match *name {
+    // One pass over what was sent; keys outside the contract are ignored.
+    for (name, raw) in map.into_members() {
+        let slot = match &*name {
             "screen" => &mut c.screen,
             "utm_source" => &mut c.utm_source,
             "utm_medium" => &mut c.utm_medium,
@@ -318,9 +313,9 @@ fn parse_context(ctx: Option<Value>) -> Result<Context> {
             "device_model" => &mut c.device_model,
             "locale" => &mut c.locale,
             "library" => &mut c.library,
-            _ => unreachable!(),
+            _ => continue,
         };
-        *slot = v;
+        *slot = scalar_text(scalar(raw), "context", &name)?;
     }
     Ok(c)
 }
@@ -328,48 +323,50 @@ fn parse_context(ctx: Option<Value>) -> Result<Context> {
 // ---- property helpers: each takes its key out of the map; what remains goes to `custom` ----
 
 /// A text value: strings, or numbers and booleans written as text (product ids are often numbers).
-fn text(map: &mut Map<String, Value>, scope: &str, key: &str) -> Result<Option<String>> {
-    match map.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-        Some(_) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
+fn text(map: &mut Fields<'_>, scope: &str, key: &str) -> Result<Option<String>> {
+    scalar_text(map.take_scalar(key), scope, key)
+}
+
+fn scalar_text(v: Scalar<'_>, scope: &str, key: &str) -> Result<Option<String>> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) => Ok(Some(s.into_owned())),
+        Scalar::Num(n) => Ok(Some(n.to_string())),
+        Scalar::Bool(b) => Ok(Some(b.to_string())),
+        Scalar::Object(_) | Scalar::Array(_) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
     }
 }
 
-fn prop_text(map: &mut Map<String, Value>, key: &str) -> Result<Option<String>> {
+fn prop_text(map: &mut Fields<'_>, key: &str) -> Result<Option<String>> {
     text(map, "properties", key)
 }
 
-fn required_text(map: &mut Map<String, Value>, key: &str) -> Result<String> {
+fn required_text(map: &mut Fields<'_>, key: &str) -> Result<String> {
     prop_text(map, key)?
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| missing(&format!("properties.{key}"), ""))
 }
 
 /// A whole number at least `min`. Money fields say so in their message.
-fn integer(map: &mut Map<String, Value>, scope: &str, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
-    let field = format!("{scope}.{key}");
+fn integer(map: &mut Fields<'_>, scope: &str, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
+    let field = || format!("{scope}.{key}");
     let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
-    match map.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            let v = match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => i,
-                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-                _ => return Err(invalid(&field, what)),
-            };
-            if v < min {
-                return Err(invalid(&field, &format!("must be at least {min}, got {v}")));
-            }
-            Ok(Some(v))
-        }
-        Some(_) => Err(invalid(&field, what)),
+    let v = match map.take_scalar(key) {
+        Scalar::Null => return Ok(None),
+        Scalar::Num(n) => match (n.parse::<i64>(), n.parse::<f64>()) {
+            (Ok(i), _) => i,
+            (Err(_), Ok(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+            _ => return Err(invalid(&field(), what)),
+        },
+        _ => return Err(invalid(&field(), what)),
+    };
+    if v < min {
+        return Err(invalid(&field(), &format!("must be at least {min}, got {v}")));
     }
+    Ok(Some(v))
 }
 
-fn money(map: &mut Map<String, Value>, key: &str) -> Result<Option<i64>> {
+fn money(map: &mut Fields<'_>, key: &str) -> Result<Option<i64>> {
     integer(map, "properties", key, 0, true)
 }
 
@@ -377,17 +374,17 @@ fn required<T>(v: Option<T>, key: &str) -> Result<T> {
     v.ok_or_else(|| missing(&format!("properties.{key}"), ""))
 }
 
-fn items(map: &mut Map<String, Value>) -> Result<Vec<Item>> {
-    let list = match map.remove("items") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(invalid("properties.items", "must be an array")),
+fn items(map: &mut Fields<'_>) -> Result<Vec<Item>> {
+    let list = match map.take_scalar("items") {
+        Scalar::Null => return Ok(Vec::new()),
+        Scalar::Array(a) => array(a).ok_or_else(|| invalid("properties.items", "must be an array"))?,
+        _ => return Err(invalid("properties.items", "must be an array")),
     };
     list.into_iter()
         .enumerate()
         .map(|(i, v)| {
             let scope = format!("properties.items[{i}]");
-            let Value::Object(mut m) = v else { return Err(invalid(&scope, "must be an object")) };
+            let Some(mut m) = object(Some(v), &scope)? else { return Err(invalid(&scope, "must be an object")) };
             let product_id = text(&mut m, &scope, "product_id")?.ok_or_else(|| missing(&format!("{scope}.product_id"), ""))?;
             Ok(Item {
                 product_id,
@@ -401,19 +398,11 @@ fn items(map: &mut Map<String, Value>) -> Result<Vec<Item>> {
 }
 
 /// Whatever the contract does not name, kept as JSON text so nothing the app sent is lost.
-fn custom(map: Map<String, Value>) -> Custom {
-    let mut out = Custom::with_capacity(map.len());
-    for (k, v) in map {
-        let text = match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        out.insert(k, text);
-    }
-    out
+fn custom(map: Fields<'_>) -> Custom {
+    map.into_rest().collect()
 }
 
-fn view_properties(kind: ViewType, mut m: Map<String, Value>) -> Result<ViewProperties> {
+fn view_properties(kind: ViewType, mut m: Fields<'_>) -> Result<ViewProperties> {
     let p = ViewProperties {
         page_title: prop_text(&mut m, "page_title")?,
         product_id: prop_text(&mut m, "product_id")?,
@@ -439,7 +428,7 @@ fn view_properties(kind: ViewType, mut m: Map<String, Value>) -> Result<ViewProp
     Ok(ViewProperties { custom: custom(m), ..p })
 }
 
-fn cart_properties(kind: CartType, mut m: Map<String, Value>) -> Result<CartProperties> {
+fn cart_properties(kind: CartType, mut m: Fields<'_>) -> Result<CartProperties> {
     let cart_id = required_text(&mut m, "cart_id")?;
     let min_quantity = if kind == CartType::CartItemUpdated { 0 } else { 1 };
     let p = CartProperties {
@@ -468,7 +457,7 @@ fn cart_properties(kind: CartType, mut m: Map<String, Value>) -> Result<CartProp
     Ok(CartProperties { custom: custom(m), ..p })
 }
 
-fn order_properties(kind: OrderType, mut m: Map<String, Value>) -> Result<OrderProperties> {
+fn order_properties(kind: OrderType, mut m: Fields<'_>) -> Result<OrderProperties> {
     let order_id = required_text(&mut m, "order_id")?;
     let p = OrderProperties {
         order_id,
@@ -503,28 +492,24 @@ fn order_properties(kind: OrderType, mut m: Map<String, Value>) -> Result<OrderP
     Ok(OrderProperties { custom: custom(m), ..p })
 }
 
-fn identity_properties(kind: IdentityType, mut m: Map<String, Value>) -> Result<IdentityProperties> {
-    let mut traits = match m.remove("traits") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(t)) => Some(t),
-        Some(_) => return Err(invalid("properties.traits", "must be an object")),
-    };
+fn identity_properties(kind: IdentityType, mut m: Fields<'_>) -> Result<IdentityProperties> {
+    let mut traits = object(m.take("traits"), "properties.traits")?;
     // Segment-style SDKs put the phone among the traits.
-    let phone_value = match m.remove("phone") {
-        Some(v) if !v.is_null() => Some(v),
-        _ => traits.as_mut().and_then(|t| t.remove("phone")).filter(|v| !v.is_null()),
+    let phone_value = match m.take_scalar("phone") {
+        Scalar::Null => traits.as_mut().map_or(Scalar::Null, |t| t.take_scalar("phone")),
+        other => other,
     };
     let phone = match phone_value {
-        None => None,
-        Some(Value::String(s)) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
-        Some(_) => return Err(invalid("properties.phone", "must be a string")),
+        Scalar::Null => None,
+        Scalar::Str(s) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
+        _ => return Err(invalid("properties.phone", "must be a string")),
     };
     let traits = traits.map(parse_traits).transpose()?.filter(|t| *t != Traits::default());
     let purpose = prop_text(&mut m, "purpose")?;
-    let granted = match m.remove("granted") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(b),
-        Some(_) => return Err(invalid("properties.granted", "must be true or false")),
+    let granted = match m.take_scalar("granted") {
+        Scalar::Null => None,
+        Scalar::Bool(b) => Some(b),
+        _ => return Err(invalid("properties.granted", "must be true or false")),
     };
     let p = IdentityProperties {
         traits,
@@ -554,7 +539,7 @@ fn identity_properties(kind: IdentityType, mut m: Map<String, Value>) -> Result<
     Ok(IdentityProperties { custom: custom(m), ..p })
 }
 
-fn parse_traits(mut t: Map<String, Value>) -> Result<Traits> {
+fn parse_traits(mut t: Fields<'_>) -> Result<Traits> {
     let scope = "properties.traits";
     let gender = text(&mut t, scope, "gender")?.map(|g| g.to_ascii_lowercase());
     if let Some(g) = &gender
@@ -591,7 +576,7 @@ fn valid_birthday(b: &str) -> bool {
     chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").is_ok()
 }
 
-fn engagement_properties(kind: EngagementType, mut m: Map<String, Value>) -> Result<EngagementProperties> {
+fn engagement_properties(kind: EngagementType, mut m: Fields<'_>) -> Result<EngagementProperties> {
     let p = EngagementProperties {
         game_id: prop_text(&mut m, "game_id")?,
         result: prop_text(&mut m, "result")?,
@@ -631,7 +616,7 @@ fn engagement_properties(kind: EngagementType, mut m: Map<String, Value>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const NOW: i64 = 1_795_000_000_000;
 

@@ -1,14 +1,19 @@
 //! Writing records to Kafka and knowing when they are safe: acks=all, the idempotent producer,
 //! and a bounded wait. Pure mechanism; which topic and key is decided by the caller.
+//!
+//! A request's records share one acknowledgement counter: each record carries it to the
+//! delivery callback, which counts down and wakes the request when the last one is in. No
+//! allocation or future per record.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::future::join_all;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::Notify;
 
 use schemas::kafka::Kafka;
 
@@ -25,31 +30,58 @@ pub enum WriteError {
     Kafka(KafkaError),
 }
 
+/// The records of one request still waiting for Kafka.
+#[derive(Default)]
+pub struct Pending {
+    ack: Arc<Acks>,
+    sent: usize,
+}
+
+/// The acknowledgement counter of one request.
+#[derive(Default)]
+pub struct Acks {
+    outstanding: AtomicUsize,
+    failure: Mutex<Option<KafkaError>>,
+    done: Notify,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.sent
+    }
+    pub fn is_empty(&self) -> bool {
+        self.sent == 0
+    }
+}
+
+/// Counts acknowledgements down, per request.
+pub struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<Acks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<Acks>) {
+        if let Err((e, _)) = result {
+            ack.failure.lock().expect("ack lock").get_or_insert_with(|| e.clone());
+        }
+        if ack.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            ack.done.notify_one();
+        }
+    }
+}
+
 pub struct EventWriter {
-    producer: FutureProducer,
+    producer: ThreadedProducer<AckContext>,
     ack_timeout: Duration,
     /// Unix ms of the last successful metadata round trip; 0 before the first.
     last_contact_ms: AtomicI64,
 }
 
-/// A batch of records handed to the producer, not yet acknowledged.
-#[derive(Default)]
-pub struct Pending {
-    futures: Vec<DeliveryFuture>,
-}
-
-impl Pending {
-    pub fn len(&self) -> usize {
-        self.futures.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.futures.is_empty()
-    }
-}
-
 impl EventWriter {
     pub fn new(kafka: &Kafka, linger: Duration, ack_timeout: Duration) -> anyhow::Result<Arc<EventWriter>> {
-        let producer: FutureProducer = kafka
+        let producer: ThreadedProducer<AckContext> = kafka
             .producer_config()
             .set("linger.ms", linger.as_millis().to_string())
             // librdkafka gives up on a record after this; keep it near the HTTP wait so a record
@@ -58,36 +90,46 @@ impl EventWriter {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576")
             .set("compression.type", "lz4")
-            .create()
+            .create_with_context(AckContext)
             .context("creating the Kafka producer")?;
         Ok(Arc::new(EventWriter { producer, ack_timeout, last_contact_ms: AtomicI64::new(0) }))
     }
 
     /// Hands one record to the producer. It is safe only once [`EventWriter::wait`] says so.
     pub fn send(&self, pending: &mut Pending, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) -> Result<(), WriteError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload).timestamp(timestamp_ms);
-        match self.producer.send_result(record) {
-            Ok(f) => {
-                pending.futures.push(f);
+        pending.ack.outstanding.fetch_add(1, Ordering::AcqRel);
+        let record = BaseRecord::with_opaque_to(topic, pending.ack.clone()).key(key).payload(payload).timestamp(timestamp_ms);
+        match self.producer.send(record) {
+            Ok(()) => {
+                pending.sent += 1;
                 Ok(())
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(WriteError::QueueFull),
-            Err((e, _)) => Err(WriteError::Kafka(e)),
+            Err((e, _)) => {
+                pending.ack.outstanding.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(WriteError::QueueFull),
+                    e => Err(WriteError::Kafka(e)),
+                }
+            }
         }
     }
 
     /// Waits until Kafka acknowledged every record of `pending`, or the bound passes.
     pub async fn wait(&self, pending: Pending) -> Result<Duration, WriteError> {
         let start = Instant::now();
-        let results = tokio::time::timeout(self.ack_timeout, join_all(pending.futures))
-            .await
-            .map_err(|_| WriteError::Timeout(self.ack_timeout))?;
-        for r in results {
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(WriteError::Kafka(e)),
-                Err(_) => return Err(WriteError::Kafka(KafkaError::Canceled)),
+        let ack = pending.ack;
+        let all_in = async {
+            loop {
+                let notified = ack.done.notified();
+                if ack.outstanding.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
             }
+        };
+        tokio::time::timeout(self.ack_timeout, all_in).await.map_err(|_| WriteError::Timeout(self.ack_timeout))?;
+        if let Some(e) = ack.failure.lock().expect("ack lock").take() {
+            return Err(WriteError::Kafka(e));
         }
         Ok(start.elapsed())
     }

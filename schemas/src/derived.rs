@@ -74,6 +74,16 @@ pub struct CartTrigger {
     pub last_viewed_product: Option<ViewedProduct>,
 }
 
+crate::avro_record!(Session {
+    session_id, app_id, user, start, end, duration_ms, events, screens, product_views, products_viewed[array], searches,
+    cart_adds, orders, revenue, landing_screen, exit_screen, utm_source, utm_medium, utm_campaign, affiliate_id, referrer,
+    converted,
+});
+crate::avro_record!(Score { id, score });
+crate::avro_record!(UserInterests { app_id, user_key, as_of, half_life_ms, products[array], categories[array], terms[array] });
+crate::avro_record!(ViewedProduct { product_id, product_name, category, price, viewed_at });
+crate::avro_record!(CartTrigger { trigger_id, app_id, user, cart_id, cart_version, items[array], value, last_activity, deadline, last_viewed_product });
+
 impl Record for Session {
     const TOPIC: Topic = Topic::Sessions;
 }

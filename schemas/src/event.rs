@@ -404,6 +404,39 @@ type_names!(EngagementType {
     ReviewSubmitted => "review_submitted", ReferralCompleted => "referral_completed",
 });
 
+// ---- Avro binary writers, fields in schema order ------------------------------------------
+
+crate::avro_enum!(ViewType, CartType, OrderType, IdentityType, EngagementType);
+crate::avro_record!(User { key, zalo_id, anonymous_id, oa_user_id });
+crate::avro_record!(Context {
+    screen, utm_source, utm_medium, utm_campaign, utm_content, affiliate_id, referrer, app_version,
+    zalo_version, platform, os_version, device_model, locale, library,
+});
+crate::avro_record!(Item { product_id, product_name, category, quantity, price });
+crate::avro_record!(ViewProperties {
+    page_title, product_id, product_name, category, price, dwell_ms, query, results_count, share_channel, list_id, custom,
+});
+crate::avro_record!(CartProperties { cart_id, product_id, product_name, category, quantity, price, cart_value, items[array], custom });
+crate::avro_record!(OrderProperties {
+    order_id, cart_id, items[array], total, shipping_fee, discount, payment_method, voucher_code, points_used, status,
+    refund_amount, reason, custom,
+});
+crate::avro_record!(Traits { name, gender, birthday, email, city, custom });
+crate::avro_record!(IdentityProperties { traits, phone, purpose, granted, policy_version, oa_id, interaction, custom });
+crate::avro_record!(EngagementProperties {
+    game_id, result, reward, voucher_code, points, reason, order_id, product_id, rating, referral_code, custom,
+});
+macro_rules! input_event_writer {
+    ($($t:ty),*) => {$(
+        crate::avro_record!($t {
+            event_id, app_id, kind, user, event_time, sent_at, received_at, corrected_time, clock_skew_ms, future_clamped,
+            stale, context, properties,
+        });
+    )*};
+}
+input_event_writer!(ViewEvent, CartEvent, OrderEvent, IdentityEvent, EngagementEvent);
+crate::avro_record!(DeadLetter { received_at, source, app_id, event_id, event_type, index, reason_code, reason, raw });
+
 #[cfg(test)]
 mod tests {
     use super::*;

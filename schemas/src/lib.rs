@@ -3,6 +3,7 @@
 //!
 //! Roles talk to each other only through topics; everything two roles must agree on lives here.
 
+pub mod avro_write;
 pub mod codec;
 pub mod derived;
 pub mod duration;
