@@ -2,7 +2,7 @@
 //! Kafka and every rejected one is in the dead-letter topic; anything less is a 503 the client
 //! retries (event ids make the retry harmless).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -280,13 +280,13 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str
     let mut results: Vec<Result<ParsedEvent, Rejection>> = raws.iter().map(|raw| parse_event(raw, receipt)).collect();
 
     // Duplicated ids inside one batch: the first one counts.
-    let mut seen = HashSet::with_capacity(results.len());
-    for r in results.iter_mut() {
-        if let Ok(p) = r
-            && !seen.insert(p.event.event_id().to_string())
-        {
-            *r = Err(Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"));
-        }
+    let duplicates: Vec<usize> = {
+        let mut ids: Vec<(&str, usize)> = results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (p.event.event_id(), i))).collect();
+        ids.sort_unstable();
+        ids.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| w[1].1).collect()
+    };
+    for i in duplicates {
+        results[i] = Err(Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"));
     }
 
     // Consent decisions in this batch count for the identify events beside them.
@@ -306,6 +306,9 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str
     }
     for r in results.iter_mut() {
         let Ok(p) = r else { continue };
+        if p.needs_consent.is_empty() {
+            continue;
+        }
         let user = p.event.user();
         let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
         for purpose in &p.needs_consent {
@@ -326,7 +329,7 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str
 
     let mut pending = Pending::default();
     let mut buf = Vec::with_capacity(512);
-    let mut accepted_by_topic: HashMap<Topic, u64> = HashMap::new();
+    let mut accepted_by_topic: HashMap<Topic, u64> = HashMap::with_capacity(5);
     let mut consents = Vec::new();
     let mut outcome = Outcome { accepted: 0, rejected: Vec::new() };
     for (i, r) in results.into_iter().enumerate() {
