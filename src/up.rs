@@ -53,16 +53,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     say(format!("zcdp: Kafka bootstrap: {}", kafka.bootstrap));
     kafka.ensure_catalogue().await?;
 
-    if kafka.is_embedded() {
-        // The embedded cluster starts empty: state from an earlier run would refer to offsets
-        // that no longer exist.
-        let dir = args.process.data_dir.join(&args.process.application_id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
-    }
-    let member = Member::start(&kafka, &args.process, None).await?;
-    say(format!("zcdp: processors running (sessions, interests, abandoned carts); state in {}", args.process.data_dir.display()));
+    let mut process = args.process.clone();
+    let run_dir = if kafka.is_embedded() {
+        // The embedded cluster starts empty, so its state starts empty too, in a directory of
+        // this run (another `zcdp up` may be running beside it).
+        let dir = embedded_state_dir(&args.process.data_dir)?;
+        process.data_dir = dir.clone();
+        Some(dir)
+    } else {
+        None
+    };
+    let member = Member::start(&kafka, &process, None).await?;
+    say(format!("zcdp: processors running (sessions, interests, abandoned carts); state in {}", process.data_dir.display()));
     let watch = watch_member(&member, shutdown.clone());
 
     let gateway = Gateway::start(&kafka, &args.ingest).await?;
@@ -105,8 +107,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     watch.abort();
     let failed = member.finished();
     tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed { "the processors failed" } else { "stopping the processors" })?;
+    if let Some(dir) = run_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     say("zcdp: stopped".into());
     Ok(())
+}
+
+/// `<data-dir>/embedded-<pid>`, new for this run; directories of earlier runs whose process is
+/// gone are removed.
+fn embedded_state_dir(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("embedded-")
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = data_dir.join(format!("embedded-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(dir)
 }
 
 /// Trips shutdown if the member's thread ends on its own (an error it cannot get past).

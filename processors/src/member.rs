@@ -145,9 +145,13 @@ impl Lag for Highs {
     }
 }
 
-/// The watermarks librdkafka last saw for a partition, without a network round trip.
-fn cached_watermarks(consumer: &BaseConsumer<MemberContext>, topic: &str, partition: i32) -> Option<(i64, i64)> {
-    let topic = CString::new(topic).ok()?;
+/// The input topic names as C strings, made once.
+static INPUT_NAMES: std::sync::LazyLock<Vec<CString>> =
+    std::sync::LazyLock::new(|| INPUTS.iter().map(|t| CString::new(t.name()).expect("topic names have no NUL")).collect());
+
+/// The watermarks librdkafka last saw for an input partition, without a network round trip.
+fn cached_watermarks(consumer: &BaseConsumer<MemberContext>, input: usize, partition: i32) -> Option<(i64, i64)> {
+    let topic = &INPUT_NAMES[input];
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the topic string outlives the
     // call; librdkafka only writes the two out-parameters.
@@ -320,14 +324,14 @@ impl Engine {
     /// Watermarks librdkafka has seen, or else those read when the task restored.
     fn highs(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Highs {
         let mut h = [None; 5];
-        for (i, t) in INPUTS.iter().enumerate() {
-            h[i] = cached_watermarks(consumer, t.name(), task.id).or(task.initial_watermarks[i]);
+        for (i, slot) in h.iter_mut().enumerate() {
+            *slot = cached_watermarks(consumer, i, task.id).or(task.initial_watermarks[i]);
         }
         Highs(h)
     }
 
     /// One turn of the loop, after a poll.
-    fn turn(&mut self, consumer: &BaseConsumer<MemberContext>, polled: Vec<Polled>) -> anyhow::Result<bool> {
+    fn turn(&mut self, consumer: &BaseConsumer<MemberContext>, polled: Vec<Polled>) -> anyhow::Result<Activity> {
         if let Some(tasks) = self.new_assignment.take() {
             self.start_restores(tasks);
         }
@@ -361,7 +365,7 @@ impl Engine {
         let now = now_ms();
         for task in self.tasks.values_mut() {
             let highs = Self::highs(consumer, task);
-            let n = task.process(&highs, 20_000, self.args.max_task_idle)?;
+            let n = task.process(&highs, 20_000, self.args.max_task_idle, now)?;
             let fired = task.punctuate(&highs, self.args.timer_grace, now)?;
             worked |= n > 0 || fired > 0;
             send_outputs(&self.producer, task)?;
@@ -379,7 +383,13 @@ impl Engine {
                 tracing::trace!(member = %self.name, task = id, buffered = ?(0..5).map(|i| t.buffered(i)).collect::<Vec<_>>(), fetch = ?(0..5).map(|i| t.next_fetch(i)).collect::<Vec<_>>(), highs = ?highs.0, "task state");
             }
         }
-        Ok(worked || self.tasks.values().any(Task::has_work))
+        Ok(if worked {
+            Activity::Working
+        } else if self.tasks.values().any(Task::has_work) {
+            Activity::Blocked
+        } else {
+            Activity::Idle
+        })
     }
 
     /// Pauses inputs whose buffer is full, resumes them once drained.
@@ -435,6 +445,14 @@ fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What the last turn of the loop did, to choose how long the next poll may wait.
+#[derive(Clone, Copy)]
+enum Activity {
+    Working,
+    Blocked,
+    Idle,
 }
 
 enum Polled {
@@ -520,6 +538,7 @@ impl Member {
             committed: HashMap::new(),
             fatal: None,
             observer,
+
         }));
         let mut cfg = kafka.client_config();
         cfg.set("group.id", format!("zcdp-{}", args.application_id))
@@ -531,7 +550,13 @@ impl Member {
             .set("heartbeat.interval.ms", (args.session_timeout.as_millis() / 10).max(100).to_string())
             .set("max.poll.interval.ms", "300000")
             .set("fetch.max.bytes", "52428800")
-            .set("queued.min.messages", "20000")
+            .set("max.partition.fetch.bytes", "10485760")
+            .set("queued.min.messages", "100000")
+            // A task waiting for an input that is behind should not wait on the broker's long poll.
+            .set("fetch.wait.max.ms", "10")
+            // librdkafka stops fetching a partition for this long when its local queue is full;
+            // the default (1 s) starves a task waiting for that input.
+            .set("fetch.queue.backoff.ms", "10")
             .set("enable.partition.eof", "false");
         if let Some(id) = &args.instance_id {
             cfg.set("group.instance.id", id);
@@ -589,13 +614,18 @@ impl Drop for Member {
 }
 
 fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let mut busy = false;
+    let mut activity = Activity::Idle;
     let result = loop {
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
         let mut polled = Vec::new();
-        let first = consumer.poll(if busy { Duration::ZERO } else { Duration::from_millis(50) });
+        let first = consumer.poll(match activity {
+            Activity::Working => Duration::ZERO,
+            // Records are buffered but wait for an input that is behind: its fetch is due soon.
+            Activity::Blocked => Duration::from_millis(1),
+            Activity::Idle => Duration::from_millis(50),
+        });
         if let Some(r) = first {
             match r {
                 Ok(m) => polled.extend(decode(&m)),
@@ -614,7 +644,7 @@ fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: 
             break Err(err);
         }
         match e.turn(&consumer, polled) {
-            Ok(b) => busy = b,
+            Ok(a) => activity = a,
             Err(err) => break Err(err),
         }
     };

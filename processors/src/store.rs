@@ -226,8 +226,8 @@ impl Default for Dedup {
 
 impl Dedup {
     /// True when the id was seen within the TTL; otherwise remembers it and returns false.
-    pub fn seen(&mut self, db: &TaskDb, key: &[u8]) -> anyhow::Result<bool> {
-        let now = now_ms();
+    /// `now` is the wall clock in epoch ms (read once per batch of records by the caller).
+    pub fn seen(&mut self, db: &TaskDb, key: &[u8], now: i64) -> anyhow::Result<bool> {
         if self.fresh.contains_key(key) {
             return Ok(true);
         }

@@ -165,7 +165,7 @@ impl Task {
     /// Processes buffered records in event-time order, up to `budget`. Stops, rather than run
     /// ahead, while an input that holds records not fetched yet may hold earlier ones; when it is
     /// not known yet whether an input has more, waits for at most `max_idle`.
-    pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration) -> anyhow::Result<usize> {
+    pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration, now_ms: i64) -> anyhow::Result<usize> {
         let mut done = 0;
         while done < budget {
             // The input whose head happened first.
@@ -193,13 +193,13 @@ impl Task {
                 self.fire_timers(bound.min(head_time), false)?;
             }
             let r = self.buffers[input].pop_front().expect("non-empty");
-            self.apply(input, r)?;
+            self.apply(input, r, now_ms)?;
             done += 1;
         }
         Ok(done)
     }
 
-    fn apply(&mut self, input: usize, r: Buffered) -> anyhow::Result<()> {
+    fn apply(&mut self, input: usize, r: Buffered, now_ms: i64) -> anyhow::Result<()> {
         let t = r.event.time();
         self.next[input] = r.offset + 1;
         self.last_time[input] = self.last_time[input].max(t);
@@ -210,7 +210,7 @@ impl Task {
         id_key.extend_from_slice(r.event.app_id().as_bytes());
         id_key.push(0x1f);
         id_key.extend_from_slice(r.event.event_id().as_bytes());
-        if self.dedup.seen(&self.db, &id_key)? {
+        if self.dedup.seen(&self.db, &id_key, now_ms)? {
             METRICS.duplicates.inc();
             return Ok(());
         }
