@@ -35,7 +35,10 @@ pub struct ProcessArgs {
     /// When a task has read all its input, timers fire once the wall clock is this far past them.
     #[arg(long = "timer-grace", env = "ZCDP_TIMER_GRACE", default_value = "2s", value_parser = parse_duration)]
     pub timer_grace: Duration,
-    /// How long a task waits for an input that may hold earlier records before it goes on without.
+    /// How long a task holds a record back while another input may still receive earlier ones
+    /// (not fetched yet, or read to its end while records produced with the held one are on
+    /// their way), before it goes on without: longer gives a stricter event-time order across
+    /// topics, shorter less latency. Inputs that have never held a record are not waited for.
     #[arg(long = "max-task-idle", env = "ZCDP_MAX_TASK_IDLE", default_value = "500ms", value_parser = parse_duration)]
     pub max_task_idle: Duration,
     /// Consumer group session timeout: how long a silent member keeps its tasks.

@@ -325,7 +325,12 @@ impl Engine {
     fn highs(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Highs {
         let mut h = [None; 5];
         for (i, slot) in h.iter_mut().enumerate() {
-            *slot = cached_watermarks(consumer, i, task.id).or(task.initial_watermarks[i]);
+            // librdkafka keeps what it last saw of a partition this member owned before, which may
+            // be older than what the restore read: watermarks only grow, so the larger is right.
+            *slot = match (cached_watermarks(consumer, i, task.id), task.initial_watermarks[i]) {
+                (Some((l1, h1)), Some((l2, h2))) => Some((l1.max(l2), h1.max(h2))),
+                (a, b) => a.or(b),
+            };
         }
         Highs(h)
     }

@@ -37,6 +37,15 @@ pub enum Position {
     Unknown,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    No,
+    /// Until the records Kafka holds are fetched.
+    UntilFetched,
+    /// For at most the task's idle time.
+    Idle,
+}
+
 pub trait Lag {
     fn position(&self, input: usize, next_fetch: i64) -> Position;
     fn caught_up(&self, input: usize, next_fetch: i64) -> bool {
@@ -63,9 +72,15 @@ pub struct Task {
     pub outputs: Vec<Output>,
     dirty: bool,
     blocked_since: Option<Instant>,
+    /// Inputs not waited for any more: their wait ran out. Cleared when the input delivers a
+    /// record and when the task has nothing buffered, so the next burst waits again.
+    waived: [bool; 5],
+    /// Since when every input has been read to its end with nothing buffered.
+    drained_since: Option<Instant>,
     max_cached: usize,
     /// Watermarks read at restore, until the consumer has its own.
     pub initial_watermarks: [Option<(i64, i64)>; 5],
+    counters: [prometheus::IntCounter; 5],
 }
 
 /// What a commit of this task writes.
@@ -103,8 +118,11 @@ impl Task {
             outputs: Vec::new(),
             dirty,
             blocked_since: None,
+            waived: [false; 5],
+            drained_since: None,
             max_cached,
             initial_watermarks,
+            counters: INPUTS.map(|t| METRICS.records.with_label_values(&[t.name()])),
         })
     }
 
@@ -136,6 +154,7 @@ impl Task {
             return;
         }
         self.fetched[input] = offset + 1;
+        self.waived[input] = false;
         self.buffers[input].push_back(Buffered { offset, event });
     }
 
@@ -144,15 +163,31 @@ impl Task {
         self.fetched[input]
     }
 
+    /// Whether the head record, at `head_time`, must wait for input `i`, which might still hold
+    /// an earlier record.
+    fn wait_for(&self, i: usize, lag: &dyn Lag, head_time: i64) -> Wait {
+        if !self.buffers[i].is_empty() || self.last_time[i] >= head_time || self.waived[i] {
+            return Wait::No;
+        }
+        match lag.position(i, self.fetched[i]) {
+            Position::Behind => Wait::UntilFetched,
+            Position::Unknown => Wait::Idle,
+            // Read to its end, but records produced together with the head may still be on
+            // their way: an input that has held records before is given `max_idle` to show them.
+            Position::CaughtUp if self.fetched[i] > 0 => Wait::Idle,
+            Position::CaughtUp => Wait::No,
+        }
+    }
+
     /// Records are safe to take up to this time: no input that might still hold an earlier record
     /// is being waited for. `None`: no bound (every input is drained and caught up).
-    fn bound(&self, lag: &dyn Lag, idle_expired: bool) -> Option<i64> {
+    fn bound(&self, lag: &dyn Lag) -> Option<i64> {
         let mut bound: Option<i64> = None;
         for i in 0..INPUTS.len() {
             let b = match (self.buffers[i].front(), lag.position(i, self.fetched[i])) {
                 (Some(r), _) => Some(r.event.time()),
                 (None, Position::CaughtUp) => None,
-                (None, Position::Unknown) if idle_expired => None,
+                (None, Position::Unknown) if self.waived[i] => None,
                 (None, _) => Some(self.last_time[i]),
             };
             if let Some(b) = b {
@@ -163,33 +198,39 @@ impl Task {
     }
 
     /// Processes buffered records in event-time order, up to `budget`. Stops, rather than run
-    /// ahead, while an input that holds records not fetched yet may hold earlier ones; when it is
-    /// not known yet whether an input has more, waits for at most `max_idle`.
+    /// ahead, while an input that holds records not fetched yet may hold earlier ones; while an
+    /// input that is read to its end (or not known yet) may still receive earlier ones, waits for
+    /// at most `max_idle` (Kafka Streams' `max.task.idle.ms`).
     pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration, now_ms: i64) -> anyhow::Result<usize> {
         let mut done = 0;
+        if !self.has_work() {
+            self.waived = [false; 5];
+            self.blocked_since = None;
+        }
         while done < budget {
             // The input whose head happened first.
             let Some(input) = (0..INPUTS.len()).filter(|i| !self.buffers[*i].is_empty()).min_by_key(|i| (self.buffers[*i][0].event.time(), *i)) else {
                 break;
             };
             let head_time = self.buffers[input][0].event.time();
-            let may_hold_earlier = |i: usize, p: Position| self.buffers[i].is_empty() && lag.position(i, self.fetched[i]) == p && self.last_time[i] < head_time;
-            if (0..INPUTS.len()).any(|i| may_hold_earlier(i, Position::Behind)) {
+            let waits: [Wait; 5] = std::array::from_fn(|i| self.wait_for(i, lag, head_time));
+            if waits.contains(&Wait::UntilFetched) {
                 break;
             }
-            let waiting = (0..INPUTS.len()).any(|i| may_hold_earlier(i, Position::Unknown));
-            let idle_expired = if waiting {
+            if waits.contains(&Wait::Idle) {
                 let since = *self.blocked_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < max_idle {
                     break;
                 }
-                true
-            } else {
-                self.blocked_since = None;
-                false
-            };
+                for (i, w) in waits.iter().enumerate() {
+                    if *w == Wait::Idle {
+                        self.waived[i] = true;
+                    }
+                }
+            }
+            self.blocked_since = None;
             // Timers due before this record fire first.
-            if let Some(bound) = self.bound(lag, idle_expired) {
+            if let Some(bound) = self.bound(lag) {
                 self.fire_timers(bound.min(head_time), false)?;
             }
             let r = self.buffers[input].pop_front().expect("non-empty");
@@ -205,7 +246,7 @@ impl Task {
         self.last_time[input] = self.last_time[input].max(t);
         self.stream_time = self.stream_time.max(t);
         self.dirty = true;
-        METRICS.records.with_label_values(&[INPUTS[input].name()]).inc();
+        self.counters[input].inc();
         let mut id_key = Vec::with_capacity(r.event.app_id().len() + 1 + r.event.event_id().len());
         id_key.extend_from_slice(r.event.app_id().as_bytes());
         id_key.push(0x1f);
@@ -237,18 +278,26 @@ impl Task {
         Ok(n)
     }
 
-    /// Fires timers whose deadline has passed in event time, and — when the task has read
-    /// everything there is — those the wall clock has passed by more than `grace`, so a user who
+    /// Fires timers whose deadline has passed in event time, and — when the task has had nothing
+    /// to read for `grace` — those the wall clock has passed by more than `grace`, so a user who
     /// goes quiet still gets their timer without a later event to move time.
     pub fn punctuate(&mut self, lag: &dyn Lag, grace: Duration, now_ms: i64) -> anyhow::Result<usize> {
         let mut n = 0;
-        if let Some(bound) = self.bound(lag, false) {
+        if let Some(bound) = self.bound(lag) {
             n += self.fire_timers(bound, false)?;
         } else if self.stream_time > i64::MIN {
             n += self.fire_timers(self.stream_time, false)?;
         }
+        // The wall clock counts only once the task has had nothing to read for the grace: while
+        // records keep coming (a replay, a backfill), a moment of being caught up between two
+        // fetches must not fire old timers ahead of the records that follow.
         let drained = (0..INPUTS.len()).all(|i| self.buffers[i].is_empty() && lag.caught_up(i, self.fetched[i]));
-        if drained && self.timers.earliest().is_some_and(|d| d + grace.as_millis() as i64 <= now_ms) {
+        if !drained {
+            self.drained_since = None;
+            return Ok(n);
+        }
+        let since = *self.drained_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= grace && self.timers.earliest().is_some_and(|d| d + grace.as_millis() as i64 <= now_ms) {
             n += self.fire_timers(now_ms - grace.as_millis() as i64 + 1, true)?;
         }
         Ok(n)

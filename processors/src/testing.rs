@@ -64,21 +64,61 @@ pub async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64, within: Du
     .await;
 }
 
-/// A shop history of `users` users from 2026-01-01, then one page view a day after its end on
-/// every partition, so every session and cart deadline passes in event time.
-pub async fn load_history(kafka: &Kafka, users: usize) -> Vec<InputEvent> {
-    let history = shop_history(users, 7, 1_767_225_600_000);
-    produce(kafka, &history).await.expect("produce history");
-    let end = history.last().map(InputEvent::time).unwrap_or(0) + 24 * 3600 * 1000;
-    for p in 0..kafka.partitions {
-        produce_to_partition(kafka, &page(&format!("zz-sentinel-{p}"), end), p).await.expect("produce sentinel");
+/// Runs `history` through one member that nothing interrupts, phase after phase, and returns
+/// its outputs: what every other schedule must reproduce.
+pub async fn reference_run(kafka: &Kafka, history: &History, args: &crate::ProcessArgs) -> Outputs {
+    let member = crate::Member::start(kafka, args, None).await.expect("start reference member");
+    let group = format!("zcdp-{}", args.application_id);
+    for phase in 0..history.phases.len() {
+        history.produce(kafka, phase).await;
+        wait_progress(kafka, &group, 1.0, Duration::from_secs(300)).await;
     }
-    history
+    history.finish(kafka).await;
+    wait_progress(kafka, &group, 1.0, Duration::from_secs(300)).await;
+    tokio::task::spawn_blocking(move || member.stop()).await.expect("stop thread").expect("stop reference member");
+    outputs(kafka).await
+}
+
+/// A shop history written in phases, so a test can change the cluster (members joining,
+/// leaving, killed) between them, while a reference run sees the same schedule. Runs compared
+/// record for record should keep timers to event time (a long `--timer-grace`): the wall clock
+/// would fire them at moments that depend on when fetches return.
+pub struct History {
+    phases: Vec<Vec<InputEvent>>,
+}
+
+impl History {
+    /// `users` users' history, cut in `phases` parts of consecutive time.
+    pub fn new(users: usize, phases: usize) -> History {
+        let all = shop_history(users, 7, 1_767_225_600_000);
+        let per = all.len().div_ceil(phases.max(1));
+        History { phases: all.chunks(per).map(<[InputEvent]>::to_vec).collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.phases.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub async fn produce(&self, kafka: &Kafka, phase: usize) {
+        produce(kafka, &self.phases[phase]).await.expect("produce phase");
+    }
+
+    /// One page view a day after the end on every partition: every deadline passes in event time.
+    pub async fn finish(&self, kafka: &Kafka) {
+        let end = self.phases.iter().flatten().map(InputEvent::time).max().unwrap_or(0) + 24 * 3600 * 1000;
+        for p in 0..kafka.partitions {
+            produce_to_partition(kafka, &page(&format!("zz-sentinel-{p}"), end), p).await.expect("produce sentinel");
+        }
+    }
 }
 
 /// A run's outputs as their consumers see them: every distinct session and trigger (a
 /// duplicate after a failure has the same id and the same content), the latest interests of
-/// each user. The sentinels of [`load_history`] are left out.
+/// each user. The sentinels of [`History::finish`] are left out.
 #[derive(Debug, PartialEq)]
 pub struct Outputs {
     pub sessions: BTreeMap<String, Session>,
@@ -105,4 +145,23 @@ pub async fn outputs(kafka: &Kafka) -> Outputs {
         interests.insert(k, i);
     }
     Outputs { sessions, triggers, interests }
+}
+
+impl Outputs {
+    /// The first differences between two runs' outputs, for a failure message.
+    pub fn difference(&self, other: &Outputs) -> String {
+        fn side<V: std::fmt::Debug>(name: &str, a: &BTreeMap<String, V>, b: &BTreeMap<String, V>, out: &mut Vec<String>) {
+            let only_a: Vec<_> = a.iter().filter(|(k, _)| !b.contains_key(*k)).take(3).collect();
+            let only_b: Vec<_> = b.iter().filter(|(k, _)| !a.contains_key(*k)).take(3).collect();
+            let changed: Vec<_> = a.iter().filter_map(|(k, v)| b.get(k).filter(|w| format!("{v:?}") != format!("{w:?}")).map(|w| (k, v, w))).take(2).collect();
+            if !only_a.is_empty() || !only_b.is_empty() || !changed.is_empty() {
+                out.push(format!("{name}: {} vs {}; only left {only_a:?}; only right {only_b:?}; changed {changed:?}", a.len(), b.len()));
+            }
+        }
+        let mut out = Vec::new();
+        side("sessions", &self.sessions, &other.sessions, &mut out);
+        side("triggers", &self.triggers, &other.triggers, &mut out);
+        side("interests", &self.interests, &other.interests, &mut out);
+        out.join("\n")
+    }
 }

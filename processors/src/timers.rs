@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use crate::store::{Change, STORE_TIMERS, TaskDb};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,7 +39,7 @@ impl TimerKey {
 #[derive(Default)]
 pub struct Timers {
     pending: BTreeMap<TimerKey, Vec<u8>>,
-    changed: HashMap<TimerKey, bool>,
+    changed: FastMap<TimerKey, bool>,
 }
 
 impl Timers {
@@ -48,7 +50,7 @@ impl Timers {
             let key = TimerKey::decode(&k).ok_or_else(|| anyhow::anyhow!("corrupt timer key"))?;
             pending.insert(key, v);
         }
-        Ok(Timers { pending, changed: HashMap::new() })
+        Ok(Timers { pending, changed: FastMap::default() })
     }
 
     pub fn schedule(&mut self, key: TimerKey, payload: Vec<u8>) {
