@@ -4,7 +4,8 @@
 //! Every gateway reads `zmp.identities.v1` from the start and keeps the latest decision per
 //! (app, user, purpose); a decision it accepted itself is applied as soon as Kafka acknowledged
 //! it. A consent sent through another gateway counts once that gateway's write has been read here,
-//! usually within milliseconds; a consent in the same batch always counts.
+//! usually within milliseconds; a consent in the same batch always counts. Records this gateway
+//! wrote carry its origin header and are not decoded again when read back.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers as _;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::event::{IdentityEvent, IdentityType};
@@ -30,10 +32,28 @@ struct Decision {
 
 type UserConsents = HashMap<String, Decision>;
 
-#[derive(Default)]
+/// The header naming the gateway process that wrote a consent record.
+pub const ORIGIN_HEADER: &str = "zcdp-origin";
+
 pub struct ConsentView {
-    users: RwLock<HashMap<(String, String), UserConsents>>,
+    /// Keyed by app and user id, joined by a unit separator (looked up without allocating).
+    users: RwLock<HashMap<String, UserConsents>>,
     caught_up: AtomicBool,
+    /// This process's origin header value.
+    pub origin: String,
+}
+
+impl Default for ConsentView {
+    fn default() -> Self {
+        ConsentView { users: RwLock::default(), caught_up: AtomicBool::new(false), origin: uuid::Uuid::new_v4().to_string() }
+    }
+}
+
+fn user_key(buf: &mut String, app: &str, id: &str) {
+    buf.clear();
+    buf.push_str(app);
+    buf.push('\u{1f}');
+    buf.push_str(id);
 }
 
 impl ConsentView {
@@ -44,15 +64,21 @@ impl ConsentView {
         }
         let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { return };
         let decision = Decision { granted, at: event.corrected_time };
+        let mut key = String::new();
         let mut users = self.users.write().expect("consent lock");
         // Record under every id the event names, so a consent given while anonymous still
         // counts once the user logs in with the same device id.
         let ids = [event.user.zalo_id.as_ref(), event.user.anonymous_id.as_ref()];
         for id in ids.into_iter().flatten() {
-            let entry = users.entry((event.app_id.clone(), id.clone())).or_default();
-            match entry.get(purpose) {
+            user_key(&mut key, &event.app_id, id);
+            let entry = match users.get_mut(key.as_str()) {
+                Some(e) => e,
+                None => users.entry(key.clone()).or_default(),
+            };
+            match entry.get_mut(purpose.as_str()) {
                 Some(known) if known.at > decision.at => {}
-                _ => {
+                Some(known) => *known = decision,
+                None => {
                     entry.insert(purpose.clone(), decision);
                 }
             }
@@ -62,10 +88,14 @@ impl ConsentView {
 
     /// Whether any of `ids` of the user has granted `purpose` and not revoked it since.
     pub fn granted(&self, app: &str, ids: &[&str], purpose: &str) -> bool {
+        let mut key = String::with_capacity(64);
         let users = self.users.read().expect("consent lock");
         let latest = ids
             .iter()
-            .filter_map(|id| users.get(&(app.to_string(), id.to_string())))
+            .filter_map(|id| {
+                user_key(&mut key, app, id);
+                users.get(key.as_str())
+            })
             .filter_map(|c| c.get(purpose))
             .max_by_key(|d| d.at);
         latest.is_some_and(|d| d.granted)
@@ -106,9 +136,11 @@ impl ConsentView {
                 }
                 Ok(Ok(m)) => m,
             };
-            // Most identity records are not consent decisions: skip them without decoding.
+            // Most identity records are not consent decisions, and this gateway's own were applied
+            // when Kafka acknowledged them: skip both without decoding.
             let is_consent = |p: &[u8]| schemas::codec::peek_type_index(p).is_none_or(|i| i == IdentityType::ConsentChanged as u32);
-            if let Some(payload) = msg.payload().filter(|p| is_consent(p)) {
+            let own = msg.headers().is_some_and(|h| h.iter().any(|x| x.key == ORIGIN_HEADER && x.value == Some(self.origin.as_bytes())));
+            if let Some(payload) = msg.payload().filter(|p| !own && is_consent(p)) {
                 match schemas::codec::decode::<IdentityEvent>(payload) {
                     Ok(ev) => self.apply(&ev),
                     Err(e) => tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped"),

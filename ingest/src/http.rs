@@ -18,10 +18,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use rdkafka::message::{Header, OwnedHeaders};
 use schemas::event::{DeadLetter, IdentityType, InputEvent};
 use schemas::topics::Topic;
 
 use crate::Gateway;
+use crate::consent::ORIGIN_HEADER;
 use crate::metrics::METRICS;
 use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event, parse_timestamp};
 use crate::writer::{Pending, WriteError, now_ms};
@@ -339,8 +341,10 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str
                 schemas::codec::encode_input_into(&p.event, &mut buf)
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
                 let topic = p.event.topic();
+                let is_consent = matches!(&p.event, InputEvent::Identity(e) if e.kind == IdentityType::ConsentChanged);
+                let headers = is_consent.then(|| OwnedHeaders::new().insert(Header { key: ORIGIN_HEADER, value: Some(gw.consent.origin.as_str()) }));
                 gw.writer
-                    .send(&mut pending, topic.name(), p.event.user().key.as_bytes(), &buf, receipt.received_at)
+                    .send_with_headers(&mut pending, topic.name(), p.event.user().key.as_bytes(), &buf, receipt.received_at, headers)
                     .map_err(|e| unavailable(&e))?;
                 *accepted_by_topic.entry(topic).or_default() += 1;
                 outcome.accepted += 1;

@@ -119,6 +119,11 @@ impl Gateway {
         self.keys.apps().map(str::to_string).collect()
     }
 
+    /// The origin header value this gateway puts on the consent records it writes.
+    pub fn origin(&self) -> &str {
+        &self.consent.origin
+    }
+
     /// Whether Kafka answers and the consent view has caught up.
     pub fn ready(&self) -> bool {
         self.writer.reachable() && self.consent.caught_up()

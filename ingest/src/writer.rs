@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::OwnedHeaders;
 use tokio::sync::Notify;
 
 use schemas::kafka::Kafka;
@@ -97,8 +98,24 @@ impl EventWriter {
 
     /// Hands one record to the producer. It is safe only once [`EventWriter::wait`] says so.
     pub fn send(&self, pending: &mut Pending, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) -> Result<(), WriteError> {
+        self.send_with_headers(pending, topic, key, payload, timestamp_ms, None)
+    }
+
+    /// [`EventWriter::send`] with record headers.
+    pub fn send_with_headers(
+        &self,
+        pending: &mut Pending,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        timestamp_ms: i64,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), WriteError> {
         pending.ack.outstanding.fetch_add(1, Ordering::AcqRel);
-        let record = BaseRecord::with_opaque_to(topic, pending.ack.clone()).key(key).payload(payload).timestamp(timestamp_ms);
+        let mut record = BaseRecord::with_opaque_to(topic, pending.ack.clone()).key(key).payload(payload).timestamp(timestamp_ms);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         match self.producer.send(record) {
             Ok(()) => {
                 pending.sent += 1;

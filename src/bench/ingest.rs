@@ -36,12 +36,17 @@ pub struct IngestBenchArgs {
     linger: Duration,
 }
 
+/// Runs of each path; the median counts.
+const RUNS: usize = 5;
+
 struct Row {
     path: &'static str,
     events: usize,
     secs: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// CPU seconds the whole process used during the run.
+    cpu_secs: Option<f64>,
 }
 
 impl Row {
@@ -64,28 +69,29 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             Bytes::from(serde_json::to_vec(&shoppers.batch(n, now)).expect("json"))
         })
         .collect();
-    let records = encode_like_the_gateway(&bodies)?;
-
     let ingest_args = IngestArgs { rate_limit: 0, linger: args.linger, ..IngestArgs::default() };
     let gateway = Gateway::start(&kafka, &ingest_args).await?;
+    let records = encode_like_the_gateway(&bodies, gateway.origin())?;
     let shutdown = Shutdown::default();
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let http = tokio::spawn(server::serve(listener, gateway.router(), shutdown.clone()));
     let url = format!("http://{addr}/v1/batch");
     wait_ready(&addr.to_string()).await?;
 
-    // Three runs of each, alternating, so both see the same machine; the median counts.
+    // Five runs of each, alternating, so both see the same machine; the median counts.
     let mut bares = Vec::new();
     let mut fulls = Vec::new();
-    for _ in 0..3 {
-        bares.push(bare_producer(&kafka, &records, args.linger).await?);
-        fulls.push(drive(&url, &bodies, args.concurrency, None, "gateway POST /v1/batch").await?);
+    for _ in 0..RUNS {
+        bares.push(with_cpu(bare_producer(&kafka, &records, args.linger)).await?);
+        fulls.push(with_cpu(drive(&url, &bodies, args.concurrency, None, "gateway POST /v1/batch")).await?);
     }
+    let all = |rows: &[Row]| rows.iter().map(|r| format!("{:.0}", r.rate())).collect::<Vec<_>>().join(", ");
+    let runs = format!("every run, events/s: bare {}; gateway {}", all(&bares), all(&fulls));
     let bare = median(bares);
     let full = median(fulls);
     let half_rate = bare.rate() / 2.0;
     let paced_bodies = &bodies[..bodies.len().min(((half_rate * 10.0) as usize / args.batch).max(20))];
-    let paced = drive(&url, paced_bodies, args.concurrency, Some(half_rate), "gateway at half the bare rate").await?;
+    let paced = with_cpu(drive(&url, paced_bodies, args.concurrency, Some(half_rate), "gateway at half the bare rate")).await?;
 
     shutdown.trigger();
     http.await??;
@@ -93,12 +99,14 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     drop(gateway);
 
     println!();
-    println!("Median of 3 runs for the first two rows.");
-    println!("| path | events | seconds | events/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("Median of {RUNS} runs for the first two rows ({runs}).");
+    println!("| path | events | seconds | events/s | p50 ms | p99 ms | CPU µs/event | cores busy |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in [&bare, &full, &paced] {
         let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-        println!("| {} | {} | {:.2} | {:.0} | {} | {} |", r.path, r.events, r.secs, r.rate(), ms(r.p50_ms), ms(r.p99_ms));
+        let per_event = r.cpu_secs.map(|c| format!("{:.1}", c * 1e6 / r.events as f64)).unwrap_or_else(|| "-".into());
+        let cores = r.cpu_secs.map(|c| format!("{:.2}", c / r.secs)).unwrap_or_else(|| "-".into());
+        println!("| {} | {} | {:.2} | {:.0} | {} | {} | {per_event} | {cores} |", r.path, r.events, r.secs, r.rate(), ms(r.p50_ms), ms(r.p99_ms));
     }
     println!();
     let ratio = full.rate() / bare.rate();
@@ -108,13 +116,30 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a path and notes the CPU the process spent meanwhile.
+async fn with_cpu(run: impl std::future::Future<Output = anyhow::Result<Row>>) -> anyhow::Result<Row> {
+    let before = super::cpu_seconds();
+    let mut row = run.await?;
+    row.cpu_secs = before.zip(super::cpu_seconds()).map(|(a, b)| b - a);
+    Ok(row)
+}
+
 fn median(mut rows: Vec<Row>) -> Row {
     rows.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     rows.swap_remove(rows.len() / 2)
 }
 
-/// (topic, key, payload, timestamp) for every event, encoded exactly as the gateway would.
-fn encode_like_the_gateway(bodies: &[Bytes]) -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
+/// A record as the gateway writes it: topic, key, payload, and the origin header on consents.
+struct Encoded {
+    topic: &'static str,
+    key: String,
+    payload: Vec<u8>,
+    consent: bool,
+}
+
+/// Every event encoded exactly as the gateway would, headers included (so the gateway's consent
+/// view skips the baseline's records as it skips its own).
+fn encode_like_the_gateway(bodies: &[Bytes], origin: &str) -> anyhow::Result<(Vec<Encoded>, String)> {
     let receipt = Receipt { app_id: "demo", received_at: ingest::writer::now_ms(), sent_at: None };
     let mut out = Vec::new();
     for body in bodies {
@@ -123,10 +148,11 @@ fn encode_like_the_gateway(bodies: &[Bytes]) -> anyhow::Result<Vec<(&'static str
             let parsed = parse_event(&e.to_string(), &receipt).map_err(|r| anyhow::anyhow!("generated event rejected: {}", r.message))?;
             let mut buf = Vec::new();
             schemas::codec::encode_input_into(&parsed.event, &mut buf)?;
-            out.push((parsed.event.topic().name(), parsed.event.user().key.clone(), buf));
+            let consent = matches!(&parsed.event, schemas::event::InputEvent::Identity(e) if e.kind == schemas::event::IdentityType::ConsentChanged);
+            out.push(Encoded { topic: parsed.event.topic().name(), key: parsed.event.user().key.clone(), payload: buf, consent });
         }
     }
-    Ok(out)
+    Ok((out, origin.to_string()))
 }
 
 /// Counts deliveries; the baseline waits until all are in.
@@ -143,7 +169,8 @@ impl rdkafka::producer::ProducerContext for Count {
 }
 
 /// The raw client at its fastest: a threaded producer and a counter, no futures.
-async fn bare_producer(kafka: &Kafka, records: &[(&'static str, String, Vec<u8>)], linger: Duration) -> anyhow::Result<Row> {
+async fn bare_producer(kafka: &Kafka, (records, origin): &(Vec<Encoded>, String), linger: Duration) -> anyhow::Result<Row> {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let producer: ThreadedProducer<Count> = kafka
@@ -154,8 +181,12 @@ async fn bare_producer(kafka: &Kafka, records: &[(&'static str, String, Vec<u8>)
         .set("compression.type", "lz4")
         .create_with_context(Count(AtomicUsize::new(0), AtomicUsize::new(0)))?;
     let start = Instant::now();
-    for (topic, key, payload) in records {
-        producer.send(BaseRecord::to(topic).key(key.as_bytes()).payload(payload)).map_err(|(e, _)| e)?;
+    for r in records {
+        let mut record = BaseRecord::to(r.topic).key(r.key.as_bytes()).payload(&r.payload);
+        if r.consent {
+            record = record.headers(OwnedHeaders::new().insert(Header { key: ingest::consent::ORIGIN_HEADER, value: Some(origin.as_str()) }));
+        }
+        producer.send(record).map_err(|(e, _)| e)?;
     }
     let ctx = producer.context();
     while ctx.0.load(Ordering::Relaxed) + ctx.1.load(Ordering::Relaxed) < records.len() {
@@ -163,7 +194,7 @@ async fn bare_producer(kafka: &Kafka, records: &[(&'static str, String, Vec<u8>)
     }
     let secs = start.elapsed().as_secs_f64();
     anyhow::ensure!(ctx.1.load(Ordering::Relaxed) == 0, "the bare producer failed to deliver records");
-    Ok(Row { path: "bare rdkafka producer (same records)", events: records.len(), secs, p50_ms: None, p99_ms: None })
+    Ok(Row { path: "bare rdkafka producer (same records)", events: records.len(), secs, p50_ms: None, p99_ms: None, cpu_secs: None })
 }
 
 async fn wait_ready(addr: &str) -> anyhow::Result<()> {
@@ -233,5 +264,5 @@ async fn drive(url: &str, bodies: &[Bytes], concurrency: usize, rate: Option<f64
     }
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    Ok(Row { path, events: total_events, secs, p50_ms: Some(quantile(&latencies, 0.5)), p99_ms: Some(quantile(&latencies, 0.99)) })
+    Ok(Row { path, events: total_events, secs, p50_ms: Some(quantile(&latencies, 0.5)), p99_ms: Some(quantile(&latencies, 0.99)), cpu_secs: None })
 }
