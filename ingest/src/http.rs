@@ -14,8 +14,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -25,7 +23,8 @@ use schemas::topics::Topic;
 use crate::Gateway;
 use crate::consent::ORIGIN_HEADER;
 use crate::metrics::METRICS;
-use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event, parse_timestamp};
+use crate::json::{self, Kind};
+use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event_value, parse_timestamp};
 use crate::writer::{Pending, WriteError, now_ms};
 
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
@@ -82,14 +81,6 @@ fn unavailable(e: &WriteError) -> ApiError {
         format!("{e}; nothing in this request is acknowledged: send it again (event ids make the retry safe)"),
     )
     .retry(Duration::from_secs(2))
-}
-
-#[derive(Deserialize)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    sent_at: Option<&'a RawValue>,
-    #[serde(borrow)]
-    events: Option<Vec<&'a RawValue>>,
 }
 
 async fn batch(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
@@ -155,11 +146,17 @@ fn too_large(what: &str, limit: usize) -> ApiError {
 async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
     let received_at = now_ms();
-    let parsed: BatchBody<'_> = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, format!("body is not a JSON batch: {e}")).await),
+    // One pass over the whole body: the envelope and every event in it.
+    let parsed = match std::str::from_utf8(&body) {
+        Ok(text) => json::parse(text).map_err(|e| format!("body is not a JSON batch: {e}")),
+        Err(e) => Err(format!("body is not UTF-8: {e}")),
     };
-    let Some(events) = parsed.events else {
+    let mut envelope = match parsed.map(|v| v.kind) {
+        Ok(Kind::Object(fields)) => fields,
+        Ok(_) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body is not a JSON object".into()).await),
+        Err(reason) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, reason).await),
+    };
+    let Some(Kind::Array(events)) = envelope.take("events").map(|v| v.kind) else {
         return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body has no \"events\" array".into()).await);
     };
     if events.len() > MAX_BATCH_EVENTS {
@@ -170,16 +167,16 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
             format!("the batch has {} events; the limit is {MAX_BATCH_EVENTS}", events.len()),
         ));
     }
-    if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.get().len() > MAX_EVENT_BYTES) {
+    if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.raw.len() > MAX_EVENT_BYTES) {
         METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "event_too_large",
-            format!("event {i} is {} bytes; the limit is 32 KB an event", e.get().len()),
+            format!("event {i} is {} bytes; the limit is 32 KB an event", e.raw.len()),
         ));
     }
-    let sent_at = match parsed.sent_at {
-        Some(v) if v.get() != "null" => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
+    let sent_at = match envelope.take("sent_at") {
+        Some(v) if !v.is_null() => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
         _ => None,
     };
     gw.limiter.take(app, events.len()).map_err(|wait| {
@@ -191,23 +188,23 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at };
-    let raws: Vec<&str> = events.iter().map(|e| e.get()).collect();
-    let outcome = ingest(gw, &receipt, &raws, "http:/v1/batch").await?;
+    let outcome = ingest(gw, &receipt, events, "http:/v1/batch").await?;
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
 }
 
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
     let received_at = now_ms();
-    let raw = match std::str::from_utf8(&body).ok().filter(|s| serde_json::from_str::<&RawValue>(s).is_ok()) {
-        Some(s) => s,
-        None => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, "body is not a JSON event".into()).await),
+    let event = match std::str::from_utf8(&body).ok().map(json::parse) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, format!("body is not a JSON event: {e}")).await),
+        None => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, "body is not UTF-8".into()).await),
     };
     gw.limiter.take(app, 1).map_err(|wait| {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("app {app} is over its rate of {} events a second", gw.rate)).retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at: None };
-    let outcome = ingest(gw, &receipt, &[raw], "http:/v1/events").await?;
+    let outcome = ingest(gw, &receipt, vec![event], "http:/v1/events").await?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(outcome.body())).into_response())
 }
@@ -278,8 +275,9 @@ impl Outcome {
 
 /// Validates, checks consent, writes accepted events to their topics and rejected ones to the
 /// dead-letter topic, and waits until Kafka has all of them.
-async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, raws: &[&str], source: &str) -> Result<Outcome, ApiError> {
-    let mut results: Vec<Result<ParsedEvent, Rejection>> = raws.iter().map(|raw| parse_event(raw, receipt)).collect();
+async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
+    let raws: Vec<&str> = events.iter().map(|e| e.raw).collect();
+    let mut results: Vec<Result<ParsedEvent, Rejection>> = events.into_iter().map(|e| parse_event_value(e, receipt)).collect();
 
     // Duplicated ids inside one batch: the first one counts.
     let duplicates: Vec<usize> = {

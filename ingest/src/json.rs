@@ -1,151 +1,347 @@
-//! Reading an event's JSON without building a tree: an object becomes its members as borrowed
-//! raw JSON, and each member is read as the scalar it should be. Strings without escapes are
-//! borrowed from the request body; nothing else is allocated until a field is kept.
+//! Reading request JSON in one pass, without serde: the body becomes a borrowed tree whose every
+//! value keeps its raw text (for the 32 KB limit and dead letters). Strings without escapes are
+//! borrowed from the body; objects are lists of members (events have a dozen at most: a list
+//! beats a map), so nothing is hashed and each byte is looked at once.
 //!
-//! The gateway parses every event it receives; this is a few times faster than `serde_json::Value`
-//! and lets every type error carry the field's name.
+//! It accepts exactly RFC 8259 JSON: the grammar of numbers, escapes (surrogate pairs joined,
+//! lone surrogates refused), no control characters inside strings, nothing after the value.
+//! Nesting deeper than [`MAX_DEPTH`] is refused so a hostile body cannot exhaust the stack.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+/// Deepest nesting of arrays and objects accepted.
+pub const MAX_DEPTH: u32 = 64;
 
-/// An object's members, in order. Events have a dozen members at most: a list beats a map.
-#[derive(Default)]
-pub struct Fields<'a> {
-    items: Vec<(Cow<'a, str>, &'a RawValue)>,
+/// A JSON value and the text it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value<'a> {
+    pub raw: &'a str,
+    pub kind: Kind<'a>,
 }
 
-/// A JSON value as a field should see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind<'a> {
+    Null,
+    Bool(bool),
+    /// A number, as written (valid JSON number syntax).
+    Num(&'a str),
+    Str(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Fields<'a>),
+}
+
+/// An object's members, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields<'a> {
+    items: Vec<(Cow<'a, str>, Value<'a>)>,
+}
+
+/// A value as a field should see it.
 pub enum Scalar<'a> {
     Null,
     Bool(bool),
     Str(Cow<'a, str>),
-    /// A number, as written.
     Num(&'a str),
-    Object(&'a RawValue),
-    Array(&'a RawValue),
-}
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A JSON value read in place: an object's members, or a note that it was something else.
-/// Used for members that must be objects, so the event is scanned once.
-pub enum MaybeObject<'a> {
     Object(Fields<'a>),
-    Null,
-    NotAnObject,
+    /// The elements, and the array's raw text.
+    Array(Vec<Value<'a>>, &'a str),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeObject<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeObject<'de>, A::Error> {
-                let mut items = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    let v: &'de RawValue = map.next_value()?;
-                    items.push((k, v));
-                }
-                Ok(MaybeObject::Object(Fields { items }))
-            }
-            fn visit_unit<E>(self) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::Null)
-            }
-            fn visit_none<E>(self) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::Null)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeObject<'de>, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(MaybeObject::NotAnObject)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::NotAnObject)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::NotAnObject)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::NotAnObject)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::NotAnObject)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<MaybeObject<'de>, E> {
-                Ok(MaybeObject::NotAnObject)
-            }
-        }
-        d.deserialize_any(V)
+/// Where and why the text is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub at: usize,
+    pub what: &'static str,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
     }
 }
 
-/// The top level of an event: scalars kept raw, the three objects read in the same pass.
-#[derive(serde::Deserialize)]
-pub struct EventJson<'a> {
-    #[serde(borrow)]
-    pub event_id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type")]
-    pub kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    pub event_time: Option<&'a RawValue>,
-    #[serde(borrow)]
-    pub sent_at: Option<&'a RawValue>,
-    #[serde(borrow)]
-    pub user: Option<MaybeObject<'a>>,
-    #[serde(borrow)]
-    pub context: Option<MaybeObject<'a>>,
-    #[serde(borrow)]
-    pub properties: Option<MaybeObject<'a>>,
+impl std::error::Error for Error {}
+
+/// Parses a whole JSON text.
+pub fn parse(text: &str) -> Result<Value<'_>, Error> {
+    let mut p = Parser { s: text, b: text.as_bytes(), i: 0, depth: 0 };
+    p.ws();
+    let v = p.value()?;
+    p.ws();
+    if p.i != p.b.len() {
+        return Err(p.err("unexpected characters after the JSON value"));
+    }
+    Ok(v)
 }
 
-impl<'a> EventJson<'a> {
-    pub fn parse(text: &'a str) -> Result<EventJson<'a>, serde_json::Error> {
-        serde_json::from_str(text)
+struct Parser<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, what: &'static str) -> Error {
+        Error { at: self.i, what }
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self) -> Result<Value<'a>, Error> {
+        let start = self.i;
+        let kind = match self.b.get(self.i) {
+            Some(b'{') => Kind::Object(self.object()?),
+            Some(b'[') => Kind::Array(self.array()?),
+            Some(b'"') => Kind::Str(self.string()?),
+            Some(b't') => self.literal("true", Kind::Bool(true))?,
+            Some(b'f') => self.literal("false", Kind::Bool(false))?,
+            Some(b'n') => self.literal("null", Kind::Null)?,
+            Some(b'-' | b'0'..=b'9') => Kind::Num(self.number()?),
+            Some(_) => return Err(self.err("expected a JSON value")),
+            None => return Err(self.err("unexpected end of the JSON text")),
+        };
+        Ok(Value { raw: &self.s[start..self.i], kind })
+    }
+
+    fn literal(&mut self, word: &'static str, kind: Kind<'a>) -> Result<Kind<'a>, Error> {
+        if self.b[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(kind)
+        } else {
+            Err(self.err("expected true, false or null"))
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), Error> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err("nested too deeply"));
+        }
+        self.i += 1;
+        self.ws();
+        Ok(())
+    }
+
+    fn object(&mut self) -> Result<Fields<'a>, Error> {
+        self.enter()?;
+        let mut items = Vec::new();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(Fields { items });
+        }
+        loop {
+            if self.b.get(self.i) != Some(&b'"') {
+                return Err(self.err("expected a member name in double quotes"));
+            }
+            let key = self.string()?;
+            self.ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return Err(self.err("expected ':' after a member name"));
+            }
+            self.i += 1;
+            self.ws();
+            let v = self.value()?;
+            items.push((key, v));
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(Fields { items });
+                }
+                _ => return Err(self.err("expected ',' or '}' in an object")),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Vec<Value<'a>>, Error> {
+        self.enter()?;
+        let mut items = Vec::new();
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(items);
+        }
+        loop {
+            items.push(self.value()?);
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(items);
+                }
+                _ => return Err(self.err("expected ',' or ']' in an array")),
+            }
+        }
+    }
+
+    /// A string, the opening quote at `self.i`.
+    fn string(&mut self) -> Result<Cow<'a, str>, Error> {
+        self.i += 1;
+        let start = self.i;
+        loop {
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    let s = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                Some(b'\\') => break,
+                Some(0..=0x1f) => return Err(self.err("control character inside a string")),
+                Some(_) => self.i += 1,
+                None => return Err(self.err("unterminated string")),
+            }
+        }
+        // Escapes: copy what came before, then go on in an owned buffer.
+        let mut out = String::with_capacity(self.i - start + 16);
+        out.push_str(&self.s[start..self.i]);
+        let mut run = self.i;
+        loop {
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    out.push_str(&self.s[run..self.i]);
+                    self.i += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    out.push_str(&self.s[run..self.i]);
+                    self.i += 1;
+                    let c = match self.b.get(self.i) {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode_escape()?,
+                        _ => return Err(self.err("invalid escape in a string")),
+                    };
+                    out.push(c);
+                    self.i += 1;
+                    run = self.i;
+                }
+                Some(0..=0x1f) => return Err(self.err("control character inside a string")),
+                Some(_) => self.i += 1,
+                None => return Err(self.err("unterminated string")),
+            }
+        }
+    }
+
+    /// `\uXXXX` (and the low half of a surrogate pair), `self.i` at the `u`; leaves `self.i` on
+    /// the last hex digit.
+    fn unicode_escape(&mut self) -> Result<char, Error> {
+        let hex4 = |p: &Parser<'_>, at: usize| -> Result<u32, Error> {
+            let digits = p.b.get(at..at + 4).ok_or_else(|| p.err("short \\u escape"))?;
+            let text = std::str::from_utf8(digits).map_err(|_| p.err("invalid \\u escape"))?;
+            if !text.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(p.err("invalid \\u escape"));
+            }
+            u32::from_str_radix(text, 16).map_err(|_| p.err("invalid \\u escape"))
+        };
+        let hi = hex4(self, self.i + 1)?;
+        self.i += 4;
+        match hi {
+            0xD800..=0xDBFF => {
+                if self.b.get(self.i + 1..self.i + 3) != Some(b"\\u") {
+                    return Err(self.err("lone surrogate in a \\u escape"));
+                }
+                let lo = hex4(self, self.i + 3)?;
+                if !(0xDC00..=0xDFFF).contains(&lo) {
+                    return Err(self.err("lone surrogate in a \\u escape"));
+                }
+                self.i += 6;
+                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)).ok_or_else(|| self.err("invalid \\u escape"))
+            }
+            0xDC00..=0xDFFF => Err(self.err("lone surrogate in a \\u escape")),
+            c => char::from_u32(c).ok_or_else(|| self.err("invalid \\u escape")),
+        }
+    }
+
+    fn number(&mut self) -> Result<&'a str, Error> {
+        let start = self.i;
+        let digits = |p: &mut Parser<'_>| {
+            let from = p.i;
+            while let Some(b'0'..=b'9') = p.b.get(p.i) {
+                p.i += 1;
+            }
+            p.i > from
+        };
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !digits(self) {
+                return Err(self.err("invalid number: digits must follow the decimal point"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if !digits(self) {
+                return Err(self.err("invalid number: digits must follow the exponent"));
+            }
+        }
+        Ok(&self.s[start..self.i])
+    }
+}
+
+impl<'a> Value<'a> {
+    /// The value as a field sees it.
+    pub fn scalar(self) -> Scalar<'a> {
+        match self.kind {
+            Kind::Null => Scalar::Null,
+            Kind::Bool(b) => Scalar::Bool(b),
+            Kind::Num(n) => Scalar::Num(n),
+            Kind::Str(s) => Scalar::Str(s),
+            Kind::Array(a) => Scalar::Array(a, self.raw),
+            Kind::Object(f) => Scalar::Object(f),
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.kind == Kind::Null
     }
 }
 
 impl<'a> Fields<'a> {
-    /// The members of a JSON object given as text; `None` when it is not an object.
+    /// The members of a JSON object given as text; `None` when it is not one.
     pub fn parse_str(text: &'a str) -> Option<Fields<'a>> {
-        if !text.trim_start().starts_with('{') {
-            return None;
+        match parse(text).ok()?.kind {
+            Kind::Object(f) => Some(f),
+            _ => None,
         }
-        match serde_json::from_str::<MaybeObject<'a>>(text).ok()? {
-            MaybeObject::Object(f) => Some(f),
-            MaybeObject::Null | MaybeObject::NotAnObject => None,
-        }
-    }
-
-    pub fn parse(raw: &'a RawValue) -> Option<Fields<'a>> {
-        Self::parse_str(raw.get())
     }
 
     /// Takes a member out (the last one, if the key is repeated, as JSON parsers do).
-    pub fn take(&mut self, key: &str) -> Option<&'a RawValue> {
+    pub fn take(&mut self, key: &str) -> Option<Value<'a>> {
         let i = self.items.iter().rposition(|(k, _)| k == key)?;
         let v = self.items.swap_remove(i).1;
         while let Some(j) = self.items.iter().position(|(k, _)| k == key) {
@@ -155,21 +351,21 @@ impl<'a> Fields<'a> {
     }
 
     /// Every member, in order.
-    pub fn into_members(self) -> impl Iterator<Item = (Cow<'a, str>, &'a RawValue)> {
+    pub fn into_members(self) -> impl Iterator<Item = (Cow<'a, str>, Value<'a>)> {
         self.items.into_iter()
     }
 
     /// Takes a member as a scalar; absent reads as null.
     pub fn take_scalar(&mut self, key: &str) -> Scalar<'a> {
-        self.take(key).map_or(Scalar::Null, scalar)
+        self.take(key).map_or(Scalar::Null, Value::scalar)
     }
 
     /// What is left, each value as text: a string as itself, anything else as its JSON.
     pub fn into_rest(self) -> impl Iterator<Item = (String, String)> + 'a {
         self.items.into_iter().map(|(k, v)| {
-            let text = match scalar(v) {
-                Scalar::Str(s) => s.into_owned(),
-                _ => v.get().to_string(),
+            let text = match v.kind {
+                Kind::Str(s) => s.into_owned(),
+                _ => v.raw.to_string(),
             };
             (k.into_owned(), text)
         })
@@ -178,32 +374,6 @@ impl<'a> Fields<'a> {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-}
-
-/// Reads a raw JSON value as a scalar. Strings without escapes are borrowed.
-pub fn scalar(raw: &RawValue) -> Scalar<'_> {
-    let t = raw.get();
-    match t.as_bytes().first() {
-        Some(b'n') => Scalar::Null,
-        Some(b't') => Scalar::Bool(true),
-        Some(b'f') => Scalar::Bool(false),
-        Some(b'"') => {
-            let inner = &t[1..t.len() - 1];
-            if inner.contains('\\') {
-                Scalar::Str(Cow::Owned(serde_json::from_str::<String>(t).unwrap_or_default()))
-            } else {
-                Scalar::Str(Cow::Borrowed(inner))
-            }
-        }
-        Some(b'{') => Scalar::Object(raw),
-        Some(b'[') => Scalar::Array(raw),
-        _ => Scalar::Num(t),
-    }
-}
-
-/// The elements of a JSON array.
-pub fn array(raw: &RawValue) -> Option<Vec<&RawValue>> {
-    serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()
 }
 
 #[cfg(test)]
@@ -223,5 +393,78 @@ mod tests {
         let rest: Vec<(String, String)> = f.into_rest().collect();
         assert_eq!(rest, vec![("g".to_string(), "true".to_string())]);
         assert!(Fields::parse_str("[1]").is_none());
+    }
+
+    /// The same texts through serde_json: both accept or both refuse, and agree on the values.
+    #[test]
+    fn agrees_with_serde_json() {
+        fn to_serde(v: &Value<'_>) -> serde_json::Value {
+            match &v.kind {
+                Kind::Null => serde_json::Value::Null,
+                Kind::Bool(b) => serde_json::Value::Bool(*b),
+                Kind::Num(n) => serde_json::from_str(n).unwrap(),
+                Kind::Str(s) => serde_json::Value::String(s.to_string()),
+                Kind::Array(a) => serde_json::Value::Array(a.iter().map(to_serde).collect()),
+                Kind::Object(f) => {
+                    let mut m = serde_json::Map::new();
+                    for (k, v) in &f.items {
+                        m.insert(k.to_string(), to_serde(v));
+                    }
+                    serde_json::Value::Object(m)
+                }
+            }
+        }
+        let texts = [
+            r#"{"event_id":"5b0b2c1e-0000-4000-8000-000000000001","type":"page_viewed","user":{"zalo_id":"z1"},"properties":{"price":-12.5e+3,"n":0,"items":[{"q":1},[],{}]}}"#,
+            r#" [1, 2.0, -0.5, 1E9, true, false, null, "a\"b\\c\/d\b\f\n\r\t", "\u00e9\u1ea1 \ud83d\ude00", "Trang chủ"] "#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""plain""#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"01"#,
+            r#"1."#,
+            r#"-"#,
+            r#"1e"#,
+            r#"+1"#,
+            r#""\x""#,
+            r#""\ud800""#,
+            r#""\udc00x""#,
+            "\"tab\tinside\"",
+            r#"{"a":1} x"#,
+            r#"nul"#,
+            r#"[1 2]"#,
+            r#""unterminated"#,
+            "",
+            "   ",
+        ];
+        for t in texts {
+            let ours = parse(t);
+            let theirs = serde_json::from_str::<serde_json::Value>(t);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(&to_serde(a), b, "{t}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{t:?}: ours {ours:?}, serde_json {theirs:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn raw_text_is_kept_for_every_value() {
+        let v = parse(r#"{"events": [ {"a": 1} , {"b": "x"} ]}"#).unwrap();
+        let Kind::Object(mut f) = v.kind else { panic!() };
+        let Scalar::Array(events, raw) = f.take_scalar("events") else { panic!() };
+        assert_eq!(raw, r#"[ {"a": 1} , {"b": "x"} ]"#);
+        assert_eq!(events.iter().map(|e| e.raw).collect::<Vec<_>>(), vec![r#"{"a": 1}"#, r#"{"b": "x"}"#]);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = "[".repeat(MAX_DEPTH as usize + 1) + &"]".repeat(MAX_DEPTH as usize + 1);
+        assert_eq!(parse(&deep).unwrap_err().what, "nested too deeply");
+        let ok = "[".repeat(MAX_DEPTH as usize) + &"]".repeat(MAX_DEPTH as usize);
+        assert!(parse(&ok).is_ok());
     }
 }

@@ -6,9 +6,8 @@
 //! from [`ParsedEvent::needs_consent`].
 
 use chrono::DateTime;
-use serde_json::value::RawValue;
 
-use crate::json::{EventJson, Fields, MaybeObject, Scalar, array, scalar};
+use crate::json::{self, Fields, Kind, Scalar, Value};
 
 use schemas::event::*;
 use schemas::phone::normalize_vn_phone;
@@ -93,17 +92,46 @@ pub struct ParsedEvent {
 /// Parses and checks one event. `raw` is the event's own JSON text.
 pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     if raw.len() > MAX_EVENT_BYTES {
-        return Err(Rejection::new(
-            RejectCode::TooLarge,
-            format!("event is {} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)", raw.len()),
-        ));
+        return Err(too_large(raw.len()));
     }
-    if !raw.trim_start().starts_with('{') {
-        return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
-    }
-    let top = EventJson::parse(raw).map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
+    let value = json::parse(raw).map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
+    parse_event_value(value, receipt)
+}
 
-    let event_id = match top.event_id.map_or(Scalar::Null, scalar) {
+fn too_large(bytes: usize) -> Rejection {
+    Rejection::new(RejectCode::TooLarge, format!("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"))
+}
+
+/// The members of an event the validation reads first.
+struct Top<'a> {
+    event_id: Option<Value<'a>>,
+    kind: Option<Value<'a>>,
+    event_time: Option<Value<'a>>,
+    sent_at: Option<Value<'a>>,
+    user: Option<Value<'a>>,
+    context: Option<Value<'a>>,
+    properties: Option<Value<'a>>,
+}
+
+/// Validates an event already read as JSON (an element of a batch).
+pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
+    if value.raw.len() > MAX_EVENT_BYTES {
+        return Err(too_large(value.raw.len()));
+    }
+    let Kind::Object(mut fields) = value.kind else {
+        return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
+    };
+    let top = Top {
+        event_id: fields.take("event_id"),
+        kind: fields.take("type"),
+        event_time: fields.take("event_time"),
+        sent_at: fields.take("sent_at"),
+        user: fields.take("user"),
+        context: fields.take("context"),
+        properties: fields.take("properties"),
+    };
+
+    let event_id = match top.event_id.map_or(Scalar::Null, Value::scalar) {
         Scalar::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
         Scalar::Str(s) => uuid::Uuid::parse_str(s.trim())
             .map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?
@@ -111,7 +139,7 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
             .to_string(),
         _ => return Err(invalid("event_id", "must be a string UUID")),
     };
-    let type_name = match top.kind.map_or(Scalar::Null, scalar) {
+    let type_name = match top.kind.map_or(Scalar::Null, Value::scalar) {
         Scalar::Null => return Err(missing("type", "")),
         Scalar::Str(s) => s,
         _ => return Err(invalid("type", "must be a string")),
@@ -127,7 +155,7 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     let user = parse_user(top.user)?;
     let times = parse_times(top.event_time, top.sent_at, receipt)?;
     let context = parse_context(top.context)?;
-    let props = must_be_object(top.properties, "properties")?.unwrap_or_default();
+    let props = object(top.properties, "properties")?.unwrap_or_default();
 
     let mut needs_consent = Vec::new();
     macro_rules! event {
@@ -194,25 +222,16 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
 }
 
 /// An optional member that must be an object.
-fn object<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Fields<'a>>> {
-    match raw.map(scalar) {
-        None | Some(Scalar::Null) => Ok(None),
-        Some(Scalar::Object(o)) => Fields::parse(o).map(Some).ok_or_else(|| invalid(field, "must be an object")),
+fn object<'a>(v: Option<Value<'a>>, field: &str) -> Result<Option<Fields<'a>>> {
+    match v.map(|v| v.kind) {
+        None | Some(Kind::Null) => Ok(None),
+        Some(Kind::Object(f)) => Ok(Some(f)),
         Some(_) => Err(invalid(field, "must be an object")),
     }
 }
 
-/// A member read in place that must be an object, if present.
-fn must_be_object<'a>(v: Option<MaybeObject<'a>>, field: &str) -> Result<Option<Fields<'a>>> {
-    match v {
-        None | Some(MaybeObject::Null) => Ok(None),
-        Some(MaybeObject::Object(f)) => Ok(Some(f)),
-        Some(MaybeObject::NotAnObject) => Err(invalid(field, "must be an object")),
-    }
-}
-
-fn parse_user(user: Option<MaybeObject<'_>>) -> Result<User> {
-    let Some(mut map) = must_be_object(user, "user")? else {
+fn parse_user(user: Option<Value<'_>>) -> Result<User> {
+    let Some(mut map) = object(user, "user")? else {
         return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id"));
     };
     let mut id = |name: &str| -> Result<Option<String>> {
@@ -257,8 +276,8 @@ struct Times {
 }
 
 /// Parses an RFC 3339 timestamp, or epoch milliseconds, into epoch ms.
-pub fn parse_timestamp(field: &str, v: &RawValue) -> Result<i64> {
-    match scalar(v) {
+pub fn parse_timestamp(field: &str, v: Value<'_>) -> Result<i64> {
+    match v.scalar() {
         Scalar::Str(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
@@ -271,14 +290,14 @@ pub fn parse_timestamp(field: &str, v: &RawValue) -> Result<i64> {
     }
 }
 
-fn optional_time(field: &str, v: Option<&RawValue>) -> Result<Option<i64>> {
+fn optional_time(field: &str, v: Option<Value<'_>>) -> Result<Option<i64>> {
     match v {
-        Some(raw) if !matches!(scalar(raw), Scalar::Null) => parse_timestamp(field, raw).map(Some),
+        Some(v) if !v.is_null() => parse_timestamp(field, v).map(Some),
         _ => Ok(None),
     }
 }
 
-fn parse_times(event_time: Option<&RawValue>, event_sent_at: Option<&RawValue>, r: &Receipt<'_>) -> Result<Times> {
+fn parse_times(event_time: Option<Value<'_>>, event_sent_at: Option<Value<'_>>, r: &Receipt<'_>) -> Result<Times> {
     let sent_at = optional_time("sent_at", event_sent_at)?.or(r.sent_at);
     let event_time = optional_time("event_time", event_time)?;
     let (event_time, corrected, skew) = match (event_time, sent_at) {
@@ -293,8 +312,8 @@ fn parse_times(event_time: Option<&RawValue>, event_sent_at: Option<&RawValue>, 
     Ok(Times { event_time, sent_at, corrected, skew, future_clamped, stale: r.received_at - corrected > STALE_AFTER_MS })
 }
 
-fn parse_context(ctx: Option<MaybeObject<'_>>) -> Result<Context> {
-    let Some(map) = must_be_object(ctx, "context")? else { return Ok(Context::default()) };
+fn parse_context(ctx: Option<Value<'_>>) -> Result<Context> {
+    let Some(map) = object(ctx, "context")? else { return Ok(Context::default()) };
     let mut c = Context::default();
     // One pass over what was sent; keys outside the contract are ignored.
     for (name, raw) in map.into_members() {
@@ -315,7 +334,7 @@ fn parse_context(ctx: Option<MaybeObject<'_>>) -> Result<Context> {
             "library" => &mut c.library,
             _ => continue,
         };
-        *slot = scalar_text(scalar(raw), "context", &name)?;
+        *slot = scalar_text(raw.scalar(), "context", &name)?;
     }
     Ok(c)
 }
@@ -333,7 +352,7 @@ fn scalar_text(v: Scalar<'_>, scope: &str, key: &str) -> Result<Option<String>> 
         Scalar::Str(s) => Ok(Some(s.into_owned())),
         Scalar::Num(n) => Ok(Some(n.to_string())),
         Scalar::Bool(b) => Ok(Some(b.to_string())),
-        Scalar::Object(_) | Scalar::Array(_) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
+        Scalar::Object(_) | Scalar::Array(..) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
     }
 }
 
@@ -377,7 +396,7 @@ fn required<T>(v: Option<T>, key: &str) -> Result<T> {
 fn items(map: &mut Fields<'_>) -> Result<Vec<Item>> {
     let list = match map.take_scalar("items") {
         Scalar::Null => return Ok(Vec::new()),
-        Scalar::Array(a) => array(a).ok_or_else(|| invalid("properties.items", "must be an array"))?,
+        Scalar::Array(a, _) => a,
         _ => return Err(invalid("properties.items", "must be an array")),
     };
     list.into_iter()
