@@ -68,6 +68,9 @@ struct ProcessRoleArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     process: processors::ProcessArgs,
+    /// Serves GET /metrics and /healthz.
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 /// The HTTP listener's flags, shared by every role that serves.
@@ -104,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
-            Command::Process(args) => up::run_process(args.kafka, args.process).await,
+            Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {
                     println!("{:<24} key={:<12} cleanup={:<8} {}", s.name, format!("{:?}", s.key).to_lowercase(), s.cleanup.as_config(), s.doc);

@@ -149,10 +149,16 @@ fn watch_member(member: &Member, shutdown: Shutdown) -> tokio::task::JoinHandle<
 }
 
 /// `zcdp process`: one processor member of the consumer group, on a real cluster.
-pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs) -> anyhow::Result<()> {
+pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
+    // Metrics (lag, records, restore progress, timers, store sizes) and liveness, from the start:
+    // a member restoring large stores is alive and says how far it is.
+    let (listener, addr) = server::bind(&http.http).await?;
+    let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
     let member = tokio::select! {
         m = Member::start(&kafka, &process, None) => m?,
         _ = shutdown.wait() => return Ok(()),
@@ -161,7 +167,9 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs) -> anyhow::Resu
     let watch = watch_member(&member, shutdown.clone());
     shutdown.wait().await;
     watch.abort();
-    tokio::task::spawn_blocking(move || member.stop()).await?
+    let stopped = tokio::task::spawn_blocking(move || member.stop()).await?;
+    ops.await??;
+    stopped
 }
 
 /// `zcdp ingest`: the gateway alone, on a real cluster.

@@ -31,7 +31,7 @@ async fn cluster() -> (Arc<EmbeddedCluster>, Kafka) {
 fn member_process(bootstrap: &str, data_dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zcdp"))
         // Timers in event time only, as in the reference run: see `reference_run`.
-        .args(["process", "--brokers", bootstrap, "--partitions", "6", "--instance-id", "killable", "--commit-interval", "100ms", "--session-timeout", "6s", "--timer-grace", "1h", "--max-task-idle", "2s"])
+        .args(["process", "--brokers", bootstrap, "--partitions", "6", "--instance-id", "killable", "--commit-interval", "100ms", "--session-timeout", "6s", "--timer-grace", "1h", "--max-task-idle", "2s", "--http", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
         .env("ZCDP_LOG", "warn")

@@ -38,8 +38,8 @@ pub struct ProcessArgs {
     /// How long a task holds a record back while another input may still receive earlier ones
     /// (not fetched yet, or read to its end while records produced with the held one are on
     /// their way), before it goes on without: longer gives a stricter event-time order across
-    /// topics, shorter less latency. Inputs that have never held a record are not waited for.
-    #[arg(long = "max-task-idle", env = "ZCDP_MAX_TASK_IDLE", default_value = "500ms", value_parser = parse_duration)]
+    /// topics, shorter less latency.
+    #[arg(long = "max-task-idle", env = "ZCDP_MAX_TASK_IDLE", default_value = "100ms", value_parser = parse_duration)]
     pub max_task_idle: Duration,
     /// Consumer group session timeout: how long a silent member keeps its tasks.
     #[arg(long = "session-timeout", env = "ZCDP_SESSION_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -61,7 +61,7 @@ impl Default for ProcessArgs {
             interest_top_n: 10,
             cart_timeout: Duration::from_secs(3600),
             timer_grace: Duration::from_secs(2),
-            max_task_idle: Duration::from_millis(500),
+            max_task_idle: Duration::from_millis(100),
             session_timeout: Duration::from_secs(30),
             state_cache: 50_000,
         }

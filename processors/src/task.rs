@@ -71,7 +71,8 @@ pub struct Task {
     compensation: Vec<Change>,
     pub outputs: Vec<Output>,
     dirty: bool,
-    blocked_since: Option<Instant>,
+    /// Per input: since when the task has been holding records back for it.
+    idle_since: [Option<Instant>; 5],
     /// Inputs not waited for any more: their wait ran out. Cleared when the input delivers a
     /// record and when the task has nothing buffered, so the next burst waits again.
     waived: [bool; 5],
@@ -117,7 +118,7 @@ impl Task {
             compensation: restored.compensation,
             outputs: Vec::new(),
             dirty,
-            blocked_since: None,
+            idle_since: [None; 5],
             waived: [false; 5],
             drained_since: None,
             max_cached,
@@ -155,6 +156,7 @@ impl Task {
         }
         self.fetched[input] = offset + 1;
         self.waived[input] = false;
+        self.idle_since[input] = None;
         self.buffers[input].push_back(Buffered { offset, event });
     }
 
@@ -173,9 +175,8 @@ impl Task {
             Position::Behind => Wait::UntilFetched,
             Position::Unknown => Wait::Idle,
             // Read to its end, but records produced together with the head may still be on
-            // their way: an input that has held records before is given `max_idle` to show them.
-            Position::CaughtUp if self.fetched[i] > 0 => Wait::Idle,
-            Position::CaughtUp => Wait::No,
+            // their way: it is given `max_idle` to show them.
+            Position::CaughtUp => Wait::Idle,
         }
     }
 
@@ -205,7 +206,7 @@ impl Task {
         let mut done = 0;
         if !self.has_work() {
             self.waived = [false; 5];
-            self.blocked_since = None;
+            self.idle_since = [None; 5];
         }
         while done < budget {
             // The input whose head happened first.
@@ -217,18 +218,23 @@ impl Task {
             if waits.contains(&Wait::UntilFetched) {
                 break;
             }
-            if waits.contains(&Wait::Idle) {
-                let since = *self.blocked_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < max_idle {
-                    break;
-                }
-                for (i, w) in waits.iter().enumerate() {
-                    if *w == Wait::Idle {
+            // Each input waited for gets its own `max_idle`, from when it first held the task
+            // back; once that passes, the task goes on without it until it receives again or the
+            // task has drained.
+            let mut hold = false;
+            for (i, w) in waits.iter().enumerate() {
+                if *w == Wait::Idle {
+                    let since = *self.idle_since[i].get_or_insert_with(Instant::now);
+                    if since.elapsed() < max_idle {
+                        hold = true;
+                    } else {
                         self.waived[i] = true;
                     }
                 }
             }
-            self.blocked_since = None;
+            if hold {
+                break;
+            }
             // Timers due before this record fire first.
             if let Some(bound) = self.bound(lag) {
                 self.fire_timers(bound.min(head_time), false)?;
