@@ -461,7 +461,7 @@ enum Activity {
 }
 
 enum Polled {
-    Event { input: usize, partition: i32, offset: i64, event: schemas::event::InputEvent },
+    Event { input: usize, partition: i32, offset: i64, event: Box<schemas::event::InputEvent> },
     Broken { topic: String, partition: i32, offset: i64, raw: Vec<u8>, error: String },
 }
 
@@ -469,7 +469,7 @@ fn decode(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Polled> {
     let input = input_index(m.topic())?;
     let raw = m.payload().unwrap_or_default();
     Some(match schemas::codec::decode_input(INPUTS[input], raw) {
-        Ok(event) => Polled::Event { input, partition: m.partition(), offset: m.offset(), event },
+        Ok(event) => Polled::Event { input, partition: m.partition(), offset: m.offset(), event: Box::new(event) },
         Err(e) => Polled::Broken { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset(), raw: raw.to_vec(), error: e.to_string() },
     })
 }

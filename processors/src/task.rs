@@ -22,9 +22,10 @@ pub fn input_index(topic: &str) -> Option<usize> {
     INPUTS.iter().position(|t| t.name() == topic)
 }
 
+/// A fetched record. The event is boxed: events are large, and buffers move records around.
 struct Buffered {
     offset: i64,
-    event: InputEvent,
+    event: Box<InputEvent>,
 }
 
 /// Whether an input partition has more records in Kafka than the task has seen.
@@ -150,7 +151,7 @@ impl Task {
 
     /// Takes a fetched record. Records the checkpoint already covers are dropped: their effects
     /// are in the state.
-    pub fn accept(&mut self, input: usize, offset: i64, event: InputEvent) {
+    pub fn accept(&mut self, input: usize, offset: i64, event: Box<InputEvent>) {
         if offset < self.next[input] || offset < self.fetched[input] {
             return;
         }
