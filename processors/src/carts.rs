@@ -15,7 +15,7 @@ use schemas::derived::{CartTrigger, ViewedProduct, stable_id};
 use schemas::event::*;
 
 use crate::processor::{Ctx, Processor, split_user_key, user_key};
-use crate::store::{Change, KvCache};
+use crate::store::{Change, KvCache, TaskDb};
 
 pub const STORE: &str = "carts";
 /// How long a closed cart id is remembered, and how many.
@@ -154,7 +154,7 @@ impl Processor for Carts {
                     if let Some(d) = old_deadline {
                         ctx.cancel(d, &timer_key(&key, &p.cart_id));
                     }
-                    ctx.schedule(new_deadline, timer_key(&key, &p.cart_id), Vec::new());
+                    ctx.schedule(new_deadline, timer_key(&key, &p.cart_id));
                 }
             }
             InputEvent::Order(o) => {
@@ -183,7 +183,17 @@ impl Processor for Carts {
         Ok(())
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], _payload: &[u8], deadline: i64) -> anyhow::Result<()> {
+    fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
+        for (key, value) in db.scan(STORE)? {
+            let state: UserCarts = postcard::from_bytes(&value)?;
+            for (id, cart) in state.open.iter().filter(|(_, c)| c.version > 0) {
+                out.push((cart.deadline(self.timeout_ms), timer_key(&key, id)));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], deadline: i64) -> anyhow::Result<()> {
         let Some(sep) = key.iter().rposition(|b| *b == 0x1e) else { return Ok(()) };
         let (user_part, cart_id) = (&key[..sep], String::from_utf8_lossy(&key[sep + 1..]).into_owned());
         let Some((app, user)) = split_user_key(user_part) else { return Ok(()) };

@@ -171,7 +171,7 @@ impl Processor for Interests {
         Ok(())
     }
 
-    fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _key: &[u8], _payload: &[u8], _deadline: i64) -> anyhow::Result<()> {
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _key: &[u8], _deadline: i64) -> anyhow::Result<()> {
         Ok(())
     }
 

@@ -32,7 +32,7 @@ use crate::metrics::METRICS;
 use crate::output::OutputProducer;
 use crate::processor::Processor;
 use crate::sessions::Sessions;
-use crate::store::{STORE_DEDUP, STORE_TIMERS};
+use crate::store::STORE_DEDUP;
 use crate::task::{INPUTS, Lag, Position, Task, input_index};
 
 /// Buffered records per input partition above which the partition is paused.
@@ -61,7 +61,6 @@ pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
 pub fn all_stores(args: &ProcessArgs) -> Vec<&'static str> {
     let mut stores: Vec<&'static str> = build_processors(args).iter().map(|p| p.store()).collect();
     stores.push(STORE_DEDUP);
-    stores.push(STORE_TIMERS);
     stores
 }
 

@@ -33,8 +33,8 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    pub fn schedule(&mut self, deadline: i64, key: Vec<u8>, payload: Vec<u8>) {
-        self.timers.schedule(TimerKey { deadline, kind: self.kind, key }, payload);
+    pub fn schedule(&mut self, deadline: i64, key: Vec<u8>) {
+        self.timers.schedule(TimerKey { deadline, kind: self.kind, key });
     }
 
     pub fn cancel(&mut self, deadline: i64, key: &[u8]) {
@@ -46,7 +46,13 @@ pub trait Processor: Send {
     /// The processor's store (a column family and a changelog topic of that name).
     fn store(&self) -> &'static str;
     fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()>;
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], payload: &[u8], deadline: i64) -> anyhow::Result<()>;
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], deadline: i64) -> anyhow::Result<()>;
+    /// The timers its stored state implies, as (deadline, key): called when a task starts, on the
+    /// restored store, since timers are not stored themselves. Listing a timer that turns out to
+    /// have nothing to do is harmless: `on_timer` checks the state.
+    fn timers(&self, _db: &TaskDb, _out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once per commit, before the state is written: a chance to emit what changed.
     fn before_commit(&mut self, _ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         Ok(())

@@ -9,7 +9,7 @@ use schemas::event::*;
 
 use crate::metrics::METRICS;
 use crate::processor::{Ctx, Processor, split_user_key, user_key};
-use crate::store::{Change, KvCache};
+use crate::store::{Change, KvCache, TaskDb};
 
 pub const STORE: &str = "sessions";
 /// At most this many distinct products are listed in a session summary.
@@ -152,15 +152,23 @@ impl Processor for Sessions {
         }
         let new_deadline = s.end + gap;
         if is_new {
-            ctx.schedule(new_deadline, key, Vec::new());
+            ctx.schedule(new_deadline, key);
         } else if new_deadline != old_deadline {
             ctx.cancel(old_deadline, &key);
-            ctx.schedule(new_deadline, key, Vec::new());
+            ctx.schedule(new_deadline, key);
         }
         Ok(())
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], _payload: &[u8], deadline: i64) -> anyhow::Result<()> {
+    fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
+        for (key, value) in db.scan(STORE)? {
+            let s: OpenSession = postcard::from_bytes(&value)?;
+            out.push((s.end + self.gap_ms, key));
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], deadline: i64) -> anyhow::Result<()> {
         let slot = self.cache.entry(ctx.db, key)?;
         let Some(s) = slot.as_ref() else { return Ok(()) };
         if s.end + self.gap_ms != deadline {

@@ -24,7 +24,6 @@ pub const CF_META: &str = "_meta";
 /// Column family of seen event ids.
 pub const STORE_DEDUP: &str = "dedup";
 /// Column family of durable timers.
-pub const STORE_TIMERS: &str = "timers";
 
 /// How long an event id is remembered (processing time).
 pub const DEDUP_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -71,6 +70,13 @@ impl TaskDb {
                 });
             }
             cfs.push(ColumnFamilyDescriptor::new(store, cf));
+        }
+        // Column families of stores this version no longer has (an older version's timers, say)
+        // must still be opened for RocksDB to open the database; they are left alone.
+        for old in DB::list_cf(&opts, path).unwrap_or_default() {
+            if old != "default" && old != CF_META && !stores.contains(&old.as_str()) {
+                cfs.push(ColumnFamilyDescriptor::new(old, Options::default()));
+            }
         }
         let db = DB::open_cf_descriptors(&opts, path, cfs).with_context(|| format!("opening RocksDB at {}", path.display()))?;
         Ok(TaskDb { db, path: path.to_path_buf() })

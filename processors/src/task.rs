@@ -13,7 +13,7 @@ use crate::checkpoint::{Checkpoint, Restored};
 use crate::metrics::METRICS;
 use crate::processor::{Ctx, Output, Processor};
 use crate::store::{Change, Dedup, TaskDb};
-use crate::timers::Timers;
+use crate::timers::{TimerKey, Timers};
 
 /// The co-partitioned inputs, in the order ties are broken.
 pub const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
@@ -92,7 +92,16 @@ pub struct Prepared {
 
 impl Task {
     pub fn new(id: i32, restored: Restored, processors: Vec<Box<dyn Processor>>, max_cached: usize) -> anyhow::Result<Task> {
-        let timers = Timers::load(&restored.db)?;
+        // Timers are not stored: each processor lists those its restored state implies.
+        let mut timers = Timers::default();
+        let mut listed = Vec::new();
+        for (kind, p) in processors.iter().enumerate() {
+            listed.clear();
+            p.timers(&restored.db, &mut listed)?;
+            for (deadline, key) in listed.drain(..) {
+                timers.schedule(TimerKey { deadline, kind: kind as u8, key });
+            }
+        }
         let mut next = [-1; 5];
         for (i, t) in INPUTS.iter().enumerate() {
             if let Some(o) = restored.checkpoint.inputs.get(t.name()) {
@@ -272,10 +281,10 @@ impl Task {
     /// Fires timers with a deadline before `before` (event time).
     fn fire_timers(&mut self, before: i64, by_wall_clock: bool) -> anyhow::Result<usize> {
         let mut n = 0;
-        while let Some((key, payload)) = self.timers.pop_due(before.saturating_sub(1)) {
+        while let Some(key) = self.timers.pop_due(before.saturating_sub(1)) {
             let Some(p) = self.processors.get_mut(key.kind as usize) else { continue };
             let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: key.kind };
-            p.on_timer(&mut ctx, &key.key, &payload, key.deadline)?;
+            p.on_timer(&mut ctx, &key.key, key.deadline)?;
             self.dirty = true;
             n += 1;
         }
@@ -326,7 +335,6 @@ impl Task {
         for p in self.processors.iter_mut() {
             p.take_dirty(&mut changes)?;
         }
-        self.timers.take_dirty(&mut changes);
         self.dedup.take_dirty(&mut changes);
         Ok(Prepared { changes })
     }

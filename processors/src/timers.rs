@@ -1,12 +1,13 @@
-//! Durable timers: "call processor K back about key X at time D". Kept in a column family keyed
-//! by deadline (so they survive restarts and move with the task through the changelog), and in
-//! memory, ordered, so finding the due ones costs nothing while none is due.
+//! Timers: "call processor K back about key X at time D", kept in memory, ordered, so finding
+//! the due ones costs nothing while none is due.
+//!
+//! Timers are not stored: each is a function of its processor's state (a session's deadline is
+//! its last event plus the gap; a cart's, its last activity plus the timeout), so when a task
+//! starts, each processor lists its timers from its restored store ([`crate::processor::Processor::timers`]).
+//! They survive crashes and move with the task through the state's changelogs, and cost no write
+//! of their own: moving a deadline on every event would otherwise double the changelog traffic.
 
-use std::collections::{BTreeMap, HashMap};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-use crate::store::{Change, STORE_TIMERS, TaskDb};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimerKey {
@@ -17,51 +18,18 @@ pub struct TimerKey {
     pub key: Vec<u8>,
 }
 
-impl TimerKey {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + self.key.len());
-        // Offset so that the byte order is the numeric order for negative times too.
-        out.extend_from_slice(&((self.deadline as u64) ^ (1 << 63)).to_be_bytes());
-        out.push(self.kind);
-        out.extend_from_slice(&self.key);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<TimerKey> {
-        if bytes.len() < 9 {
-            return None;
-        }
-        let deadline = (u64::from_be_bytes(bytes[..8].try_into().ok()?) ^ (1 << 63)) as i64;
-        Some(TimerKey { deadline, kind: bytes[8], key: bytes[9..].to_vec() })
-    }
-}
-
 #[derive(Default)]
 pub struct Timers {
-    pending: BTreeMap<TimerKey, Vec<u8>>,
-    changed: FastMap<TimerKey, bool>,
+    pending: BTreeSet<TimerKey>,
 }
 
 impl Timers {
-    /// Loads every timer of the task.
-    pub fn load(db: &TaskDb) -> anyhow::Result<Timers> {
-        let mut pending = BTreeMap::new();
-        for (k, v) in db.scan(STORE_TIMERS)? {
-            let key = TimerKey::decode(&k).ok_or_else(|| anyhow::anyhow!("corrupt timer key"))?;
-            pending.insert(key, v);
-        }
-        Ok(Timers { pending, changed: FastMap::default() })
-    }
-
-    pub fn schedule(&mut self, key: TimerKey, payload: Vec<u8>) {
-        self.changed.insert(key.clone(), true);
-        self.pending.insert(key, payload);
+    pub fn schedule(&mut self, key: TimerKey) {
+        self.pending.insert(key);
     }
 
     pub fn cancel(&mut self, key: &TimerKey) {
-        if self.pending.remove(key).is_some() {
-            self.changed.insert(key.clone(), false);
-        }
+        self.pending.remove(key);
     }
 
     pub fn len(&self) -> usize {
@@ -73,25 +41,16 @@ impl Timers {
     }
 
     pub fn earliest(&self) -> Option<i64> {
-        self.pending.keys().next().map(|k| k.deadline)
+        self.pending.first().map(|k| k.deadline)
     }
 
     /// Removes and returns the earliest timer if it is due at `time`.
-    pub fn pop_due(&mut self, time: i64) -> Option<(TimerKey, Vec<u8>)> {
-        let first = self.pending.first_key_value()?.0;
+    pub fn pop_due(&mut self, time: i64) -> Option<TimerKey> {
+        let first = self.pending.first()?;
         if first.deadline > time {
             return None;
         }
-        let (k, v) = self.pending.pop_first()?;
-        self.changed.insert(k.clone(), false);
-        Some((k, v))
-    }
-
-    pub fn take_dirty(&mut self, out: &mut Vec<Change>) {
-        for (key, present) in self.changed.drain() {
-            let value = if present { self.pending.get(&key).cloned() } else { None };
-            out.push(Change { store: STORE_TIMERS, key: key.encode(), value });
-        }
+        self.pending.pop_first()
     }
 }
 
@@ -100,25 +59,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_sort_by_deadline_in_bytes_too() {
-        let a = TimerKey { deadline: -5, kind: 1, key: b"z".to_vec() };
-        let b = TimerKey { deadline: 10, kind: 0, key: b"a".to_vec() };
-        assert!(a.encode() < b.encode());
-        assert_eq!(TimerKey::decode(&a.encode()), Some(a));
-    }
-
-    #[test]
-    fn due_timers_pop_in_order_and_changes_are_recorded() {
+    fn due_timers_pop_in_order() {
         let mut t = Timers::default();
-        t.schedule(TimerKey { deadline: 20, kind: 0, key: b"u2".to_vec() }, b"x".to_vec());
-        t.schedule(TimerKey { deadline: 10, kind: 0, key: b"u1".to_vec() }, b"y".to_vec());
+        t.schedule(TimerKey { deadline: 20, kind: 0, key: b"u2".to_vec() });
+        t.schedule(TimerKey { deadline: 10, kind: 0, key: b"u1".to_vec() });
+        t.schedule(TimerKey { deadline: 30, kind: 1, key: b"u3".to_vec() });
+        t.cancel(&TimerKey { deadline: 30, kind: 1, key: b"u3".to_vec() });
         assert_eq!(t.earliest(), Some(10));
-        assert!(t.pop_due(5).is_none());
-        assert_eq!(t.pop_due(15).unwrap().0.key, b"u1");
-        assert!(t.pop_due(15).is_none());
-        let mut changes = Vec::new();
-        t.take_dirty(&mut changes);
-        let deleted = changes.iter().filter(|c| c.value.is_none()).count();
-        assert_eq!((changes.len(), deleted), (2, 1));
+        assert_eq!(t.pop_due(5), None);
+        assert_eq!(t.pop_due(15).map(|k| k.key), Some(b"u1".to_vec()));
+        assert_eq!(t.pop_due(25).map(|k| k.key), Some(b"u2".to_vec()));
+        assert_eq!(t.pop_due(i64::MAX), None);
+        assert!(t.is_empty());
     }
 }

@@ -96,6 +96,26 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || member.stop()).await??;
     anyhow::ensure!(progress(&kafka, &format!("zcdp-{app}")).await.0 >= n as i64, "not every record was committed");
 
+    // What the state costs in changelog records, store by store.
+    let per_store: Vec<(&str, i64)> = {
+        let (kafka, app, stores) = (kafka.clone(), app.clone(), all_stores(&process_args));
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(&'static str, i64)>> {
+            let c: BaseConsumer = kafka.client_config().create()?;
+            let mut out = Vec::new();
+            for store in stores {
+                let topic = processors::checkpoint::changelog_topic(&app, store);
+                let mut total = 0;
+                for p in 0..kafka.partitions {
+                    let (low, high) = c.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+                    total += high - low;
+                }
+                out.push((store, total));
+            }
+            Ok(out)
+        })
+        .await??
+    };
+
     // Restore every task from scratch, one thread per task, as a member taking them over would.
     let restore_dir = args.data_dir.join("restore");
     let restore_started = Instant::now();
@@ -125,6 +145,8 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     println!("| processors: sessions + interests + carts, RocksDB, changelogs, commit every 1 s | {n} | {processed_secs:.2} | {processed_rate:.0} |");
     println!("| restore of {} tasks from their changelogs | {restored} | {restore_secs:.2} | {restore_rate:.0} |", kafka.partitions);
     println!();
+    let per_event: Vec<String> = per_store.iter().map(|(s, c)| format!("{s} {:.2}", *c as f64 / n as f64)).collect();
+    println!("changelog records per input event: {}", per_event.join(", "));
     let ratio = processed_rate / bare_rate;
     println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
     println!("restore: {restore_rate:.0} changelog records/s (target >= 200000: {})", if restore_rate >= 200_000.0 { "met" } else { "NOT met" });
