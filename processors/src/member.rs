@@ -464,12 +464,43 @@ enum Polled {
     Broken { topic: String, partition: i32, offset: i64, raw: Vec<u8>, error: String },
 }
 
-fn decode(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Polled> {
-    let input = input_index(m.topic())?;
-    let raw = m.payload().unwrap_or_default();
-    Some(match schemas::codec::decode_input(INPUTS[input], raw) {
-        Ok(event) => Polled::Event { input, partition: m.partition(), offset: m.offset(), event: Box::new(event) },
-        Err(e) => Polled::Broken { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset(), raw: raw.to_vec(), error: e.to_string() },
+/// A fetched input record, copied out of the consumer so it can be decoded on another thread.
+struct Raw {
+    input: usize,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+impl Raw {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Raw> {
+        Some(Raw { input: input_index(m.topic())?, partition: m.partition(), offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() })
+    }
+
+    fn decode(self) -> Polled {
+        match schemas::codec::decode_input(INPUTS[self.input], &self.payload) {
+            Ok(event) => Polled::Event { input: self.input, partition: self.partition, offset: self.offset, event: Box::new(event) },
+            Err(e) => Polled::Broken { topic: INPUTS[self.input].name().to_string(), partition: self.partition, offset: self.offset, raw: self.payload, error: e.to_string() },
+        }
+    }
+}
+
+/// Decodes a poll's records in order. Avro decoding is a large part of a record's cost, so a big
+/// batch is split with a second thread while this one decodes the other half.
+fn decode_all(mut raws: Vec<Raw>) -> Vec<Polled> {
+    const PARALLEL_FROM: usize = 256;
+    if raws.len() < PARALLEL_FROM {
+        return raws.into_iter().map(Raw::decode).collect();
+    }
+    let second = raws.split_off(raws.len() / 2);
+    std::thread::scope(|s| {
+        let helper = s.spawn(move || second.into_iter().map(Raw::decode).collect::<Vec<_>>());
+        let mut out: Vec<Polled> = raws.into_iter().map(Raw::decode).collect();
+        match helper.join() {
+            Ok(rest) => out.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
     })
 }
 
@@ -623,7 +654,7 @@ fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: 
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let mut polled = Vec::new();
+        let mut raws = Vec::new();
         let first = consumer.poll(match activity {
             Activity::Working => Duration::ZERO,
             // Records are buffered but wait for an input that is behind: its fetch is due soon.
@@ -632,17 +663,18 @@ fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: 
         });
         if let Some(r) = first {
             match r {
-                Ok(m) => polled.extend(decode(&m)),
+                Ok(m) => raws.extend(Raw::of(&m)),
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
-            while polled.len() < 20_000 {
+            while raws.len() < 20_000 {
                 match consumer.poll(Duration::ZERO) {
-                    Some(Ok(m)) => polled.extend(decode(&m)),
+                    Some(Ok(m)) => raws.extend(Raw::of(&m)),
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                     None => break,
                 }
             }
         }
+        let polled = decode_all(raws);
         let mut e = engine.lock().expect("engine lock");
         if let Some(err) = e.fatal.take() {
             break Err(err);

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub restore_records: IntCounter,
     pub restore_remaining: IntGaugeVec,
     pub tasks: IntGaugeVec,
+    pub idle_expired: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -37,5 +38,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])).expect("metric"),
     restore_records: register_int_counter!("zcdp_process_restore_records_total", "Changelog records replayed into local stores").expect("metric"),
     restore_remaining: register_int_gauge_vec!(Opts::new("zcdp_process_restore_remaining_records", "Changelog records still to replay, by task (0 when running)"), &["task"]).expect("metric"),
+    idle_expired: register_int_counter_vec!(
+        Opts::new("zcdp_process_idle_expired_total", "Times a task gave up waiting --max-task-idle for an input that might still receive earlier records"),
+        &["topic"]
+    )
+    .expect("metric"),
     tasks: register_int_gauge_vec!(Opts::new("zcdp_process_tasks", "Tasks of this member, by state"), &["state"]).expect("metric"),
 });

@@ -217,6 +217,15 @@ impl Task {
         if !self.has_work() {
             self.waived = [false; 5];
             self.idle_since = [None; 5];
+            return Ok(0);
+        }
+        // An input's idle time counts from when it was read to its end with records held here:
+        // inputs whose writers stop together are given up on together, not one after another.
+        let now = Instant::now();
+        for i in 0..INPUTS.len() {
+            if self.idle_since[i].is_none() && lag.position(i, self.fetched[i]) == Position::CaughtUp {
+                self.idle_since[i] = Some(now);
+            }
         }
         while done < budget {
             // The input whose head happened first.
@@ -228,17 +237,17 @@ impl Task {
             if waits.contains(&Wait::UntilFetched) {
                 break;
             }
-            // Each input waited for gets its own `max_idle`, from when it first held the task
-            // back; once that passes, the task goes on without it until it receives again or the
-            // task has drained.
+            // Each input waited for gets its own `max_idle`; once that passes, the task goes on
+            // without it until it receives again or the task has drained.
             let mut hold = false;
             for (i, w) in waits.iter().enumerate() {
                 if *w == Wait::Idle {
-                    let since = *self.idle_since[i].get_or_insert_with(Instant::now);
+                    let since = *self.idle_since[i].get_or_insert(now);
                     if since.elapsed() < max_idle {
                         hold = true;
                     } else {
                         self.waived[i] = true;
+                        METRICS.idle_expired.with_label_values(&[INPUTS[i].name()]).inc();
                     }
                 }
             }

@@ -90,6 +90,10 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let finished = Instant::now();
+    let idle_expired: Vec<String> = INPUTS
+        .iter()
+        .map(|t| format!("{} {}", t.name(), processors::metrics::METRICS.idle_expired.with_label_values(&[t.name()]).get()))
+        .collect();
     let began = started.lock().expect("lock").1.context("tasks never all started")?;
     let processed_secs = finished.duration_since(began).as_secs_f64();
     // Everything processed is committed (flushed, checkpointed) before the restore.
@@ -147,6 +151,7 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     println!();
     let per_event: Vec<String> = per_store.iter().map(|(s, c)| format!("{s} {:.2}", *c as f64 / n as f64)).collect();
     println!("changelog records per input event: {}", per_event.join(", "));
+    println!("inputs given up on after --max-task-idle ({:?}) without a record: {}", process_args.max_task_idle, idle_expired.join(", "));
     let ratio = processed_rate / bare_rate;
     println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
     println!("restore: {restore_rate:.0} changelog records/s (target >= 200000: {})", if restore_rate >= 200_000.0 { "met" } else { "NOT met" });
