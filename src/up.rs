@@ -158,12 +158,13 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
     let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
-    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    say(format!("zcdp: metrics on http://{addr}/metrics  (GET /healthz)"));
     let member = tokio::select! {
         m = Member::start(&kafka, &process, None) => m?,
         _ = shutdown.wait() => return Ok(()),
     };
     tracing::info!(member = %member.name, bootstrap = %kafka.bootstrap, "processor member running");
+    say(format!("zcdp: processor member {} running on {}; Ctrl-C to stop", member.name, kafka.bootstrap));
     let watch = watch_member(&member, shutdown.clone());
     shutdown.wait().await;
     watch.abort();

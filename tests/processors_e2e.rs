@@ -1,6 +1,7 @@
 //! The processors through the real binary: a `zcdp process` member killed with SIGKILL (no
 //! flush, no commit) and restarted gives the outputs of an uninterrupted run; `zcdp up` turns an
-//! abandoned cart into a trigger within seconds of its timeout.
+//! abandoned cart into a trigger within seconds of its timeout; a standalone member serves its
+//! metrics and liveness.
 
 mod support;
 
@@ -160,3 +161,53 @@ async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }
+
+/// `zcdp process` on its own serves its metrics and liveness, so an operator (or Prometheus)
+/// sees lag, restore progress, timers and store sizes of every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_member_serves_metrics_and_health() {
+    use std::io::{BufRead, BufReader};
+    let (_cluster, kafka) = cluster().await;
+    // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
+    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zcdp"))
+        .args(["process", "--brokers", &kafka.bootstrap, "--partitions", "6", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("ZCDP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start zcdp process");
+    let stdout = child.stdout.take().unwrap();
+    let _child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("zcdp process printed its metrics address");
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let client = reqwest::Client::new();
+    let metrics = eventually(Duration::from_secs(60), "the member reports its tasks", || async {
+        let text = client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+        text.contains("zcdp_process_tasks{state=\"running\"} 6").then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("zcdp_process_tasks{state=\"restoring\"} 0"), "restore progress is reported");
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+}
+
