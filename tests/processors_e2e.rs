@@ -166,40 +166,14 @@ async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
 /// sees lag, restore progress, timers and store sizes of every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_member_serves_metrics_and_health() {
-    use std::io::{BufRead, BufReader};
     let (_cluster, kafka) = cluster().await;
     // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
     processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    struct KillOnDrop(Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zcdp"))
-        .args(["process", "--brokers", &kafka.bootstrap, "--partitions", "6", "--http", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("ZCDP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start zcdp process");
-    let stdout = child.stdout.take().unwrap();
-    let _child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("zcdp process printed its metrics address");
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
+    let data_dir = dir.path().to_str().unwrap();
+    let mut member = Zcdp::spawn(&["process", "--brokers", &kafka.bootstrap, "--partitions", "6", "--http", "127.0.0.1:0", "--data-dir", data_dir]);
+    let line = member.wait_line("metrics on http://");
+    let addr = line.split("metrics on http://").nth(1).unwrap().split('/').next().unwrap().to_string();
     let client = reqwest::Client::new();
     let metrics = eventually(Duration::from_secs(60), "the member reports its tasks", || async {
         let text = client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers as _;
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::event::{IdentityEvent, IdentityType};
@@ -34,6 +34,11 @@ type UserConsents = HashMap<String, Decision>;
 
 /// The header naming the gateway process that wrote a consent record.
 pub const ORIGIN_HEADER: &str = "zcdp-origin";
+
+/// The headers a consent record written by the gateway `origin` carries.
+pub fn origin_headers(origin: &str) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header { key: ORIGIN_HEADER, value: Some(origin) })
+}
 
 pub struct ConsentView {
     /// Keyed by app and user id, joined by a unit separator (looked up without allocating).

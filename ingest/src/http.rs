@@ -16,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use rdkafka::message::{Header, OwnedHeaders};
-use schemas::event::{DeadLetter, IdentityType, InputEvent};
+use schemas::event::{DeadLetter, InputEvent};
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::consent::ORIGIN_HEADER;
+use crate::consent::origin_headers;
 use crate::metrics::METRICS;
 use crate::json::{self, Kind};
 use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event_value, parse_timestamp};
@@ -147,11 +146,7 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
     let received_at = now_ms();
     // One pass over the whole body: the envelope and every event in it.
-    let parsed = match std::str::from_utf8(&body) {
-        Ok(text) => json::parse(text).map_err(|e| format!("body is not a JSON batch: {e}")),
-        Err(e) => Err(format!("body is not UTF-8: {e}")),
-    };
-    let mut envelope = match parsed.map(|v| v.kind) {
+    let mut envelope = match read_json(&body, "a JSON batch").map(|v| v.kind) {
         Ok(Kind::Object(fields)) => fields,
         Ok(_) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body is not a JSON object".into()).await),
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, reason).await),
@@ -195,10 +190,9 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
     let received_at = now_ms();
-    let event = match std::str::from_utf8(&body).ok().map(json::parse) {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, format!("body is not a JSON event: {e}")).await),
-        None => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, "body is not UTF-8".into()).await),
+    let event = match read_json(&body, "a JSON event") {
+        Ok(v) => v,
+        Err(reason) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, reason).await),
     };
     gw.limiter.take(app, 1).map_err(|wait| {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("app {app} is over its rate of {} events a second", gw.rate)).retry(wait)
@@ -273,6 +267,12 @@ impl Outcome {
     }
 }
 
+/// A request body as JSON, or why it is not (`what` names what it should have been).
+fn read_json<'a>(body: &'a [u8], what: &str) -> Result<json::Value<'a>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    json::parse(text).map_err(|e| format!("body is not {what}: {e}"))
+}
+
 /// Validates, checks consent, writes accepted events to their topics and rejected ones to the
 /// dead-letter topic, and waits until Kafka has all of them.
 async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
@@ -292,8 +292,7 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>
     // Consent decisions in this batch count for the identify events beside them.
     let mut batch_consent: HashMap<(String, String), (bool, i64)> = HashMap::new();
     for p in results.iter().flatten() {
-        if let InputEvent::Identity(e) = &p.event
-            && e.kind == IdentityType::ConsentChanged
+        if let Some(e) = p.event.consent_decision()
             && let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted)
         {
             for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
@@ -339,16 +338,14 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>
                 schemas::codec::encode_input_into(&p.event, &mut buf)
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
                 let topic = p.event.topic();
-                let is_consent = matches!(&p.event, InputEvent::Identity(e) if e.kind == IdentityType::ConsentChanged);
-                let headers = is_consent.then(|| OwnedHeaders::new().insert(Header { key: ORIGIN_HEADER, value: Some(gw.consent.origin.as_str()) }));
+                let is_consent = p.event.consent_decision().is_some();
+                let headers = is_consent.then(|| origin_headers(&gw.consent.origin));
                 gw.writer
                     .send_with_headers(&mut pending, topic.name(), p.event.user().key.as_bytes(), &buf, receipt.received_at, headers)
                     .map_err(|e| unavailable(&e))?;
                 *accepted_by_topic.entry(topic).or_default() += 1;
                 outcome.accepted += 1;
-                if let InputEvent::Identity(e) = p.event
-                    && e.kind == IdentityType::ConsentChanged
-                {
+                if is_consent && let InputEvent::Identity(e) = p.event {
                     consents.push(e);
                 }
             }

@@ -37,17 +37,6 @@ pub struct Fields<'a> {
     items: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
-/// A value as a field should see it.
-pub enum Scalar<'a> {
-    Null,
-    Bool(bool),
-    Str(Cow<'a, str>),
-    Num(&'a str),
-    Object(Fields<'a>),
-    /// The elements, and the array's raw text.
-    Array(Vec<Value<'a>>, &'a str),
-}
-
 /// Where and why the text is not JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -128,12 +117,34 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Consumes `close` if it is next, leaving the object or array.
+    fn leave(&mut self, close: u8) -> bool {
+        if self.b.get(self.i) != Some(&close) {
+            return false;
+        }
+        self.i += 1;
+        self.depth -= 1;
+        true
+    }
+
+    /// After an element: `,` (another follows) or `close` (true: the end).
+    fn next_or_close(&mut self, close: u8, what: &'static str) -> Result<bool, Error> {
+        self.ws();
+        if self.leave(close) {
+            return Ok(true);
+        }
+        if self.b.get(self.i) != Some(&b',') {
+            return Err(self.err(what));
+        }
+        self.i += 1;
+        self.ws();
+        Ok(false)
+    }
+
     fn object(&mut self) -> Result<Fields<'a>, Error> {
         self.enter()?;
         let mut items = Vec::new();
-        if self.b.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            self.depth -= 1;
+        if self.leave(b'}') {
             return Ok(Fields { items });
         }
         loop {
@@ -149,18 +160,8 @@ impl<'a> Parser<'a> {
             self.ws();
             let v = self.value()?;
             items.push((key, v));
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(Fields { items });
-                }
-                _ => return Err(self.err("expected ',' or '}' in an object")),
+            if self.next_or_close(b'}', "expected ',' or '}' in an object")? {
+                return Ok(Fields { items });
             }
         }
     }
@@ -168,59 +169,38 @@ impl<'a> Parser<'a> {
     fn array(&mut self) -> Result<Vec<Value<'a>>, Error> {
         self.enter()?;
         let mut items = Vec::new();
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
-            self.depth -= 1;
+        if self.leave(b']') {
             return Ok(items);
         }
         loop {
             items.push(self.value()?);
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b']') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(items);
-                }
-                _ => return Err(self.err("expected ',' or ']' in an array")),
+            if self.next_or_close(b']', "expected ',' or ']' in an array")? {
+                return Ok(items);
             }
         }
     }
 
-    /// A string, the opening quote at `self.i`.
+    /// A string, the opening quote at `self.i`. Borrowed from the text unless it has escapes.
     fn string(&mut self) -> Result<Cow<'a, str>, Error> {
         self.i += 1;
-        let start = self.i;
-        self.skip_plain();
+        // Unescaped text since the last escape, and what came before it (once there was one).
+        let (mut run, mut owned): (usize, Option<String>) = (self.i, None);
         loop {
+            self.skip_plain();
             match self.b.get(self.i) {
                 Some(b'"') => {
-                    let s = &self.s[start..self.i];
+                    let tail = &self.s[run..self.i];
                     self.i += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(0..=0x1f) => return Err(self.err("control character inside a string")),
-                Some(_) => self.i += 1,
-                None => return Err(self.err("unterminated string")),
-            }
-        }
-        // Escapes: copy what came before, then go on in an owned buffer.
-        let mut out = String::with_capacity(self.i - start + 16);
-        out.push_str(&self.s[start..self.i]);
-        let mut run = self.i;
-        loop {
-            match self.b.get(self.i) {
-                Some(b'"') => {
-                    out.push_str(&self.s[run..self.i]);
-                    self.i += 1;
-                    return Ok(Cow::Owned(out));
+                    return Ok(match owned {
+                        None => Cow::Borrowed(tail),
+                        Some(mut out) => {
+                            out.push_str(tail);
+                            Cow::Owned(out)
+                        }
+                    });
                 }
                 Some(b'\\') => {
+                    let out = owned.get_or_insert_with(|| String::with_capacity(self.i - run + 16));
                     out.push_str(&self.s[run..self.i]);
                     self.i += 1;
                     let c = match self.b.get(self.i) {
@@ -335,33 +315,13 @@ impl<'a> Parser<'a> {
     }
 }
 
-impl<'a> Value<'a> {
-    /// The value as a field sees it.
-    pub fn scalar(self) -> Scalar<'a> {
-        match self.kind {
-            Kind::Null => Scalar::Null,
-            Kind::Bool(b) => Scalar::Bool(b),
-            Kind::Num(n) => Scalar::Num(n),
-            Kind::Str(s) => Scalar::Str(s),
-            Kind::Array(a) => Scalar::Array(a, self.raw),
-            Kind::Object(f) => Scalar::Object(f),
-        }
-    }
-
+impl Value<'_> {
     pub fn is_null(&self) -> bool {
         self.kind == Kind::Null
     }
 }
 
 impl<'a> Fields<'a> {
-    /// The members of a JSON object given as text; `None` when it is not one.
-    pub fn parse_str(text: &'a str) -> Option<Fields<'a>> {
-        match parse(text).ok()?.kind {
-            Kind::Object(f) => Some(f),
-            _ => None,
-        }
-    }
-
     /// Takes a member out (the last one, if the key is repeated, as JSON parsers do).
     pub fn take(&mut self, key: &str) -> Option<Value<'a>> {
         let i = self.items.iter().rposition(|(k, _)| k == key)?;
@@ -377,9 +337,9 @@ impl<'a> Fields<'a> {
         self.items.into_iter()
     }
 
-    /// Takes a member as a scalar; absent reads as null.
-    pub fn take_scalar(&mut self, key: &str) -> Scalar<'a> {
-        self.take(key).map_or(Scalar::Null, Value::scalar)
+    /// Takes a member's value; absent reads as null.
+    pub fn take_kind(&mut self, key: &str) -> Kind<'a> {
+        self.take(key).map_or(Kind::Null, |v| v.kind)
     }
 
     /// What is left, each value as text: a string as itself, anything else as its JSON.
@@ -392,10 +352,6 @@ impl<'a> Fields<'a> {
             (k.into_owned(), text)
         })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -405,16 +361,16 @@ mod tests {
     #[test]
     fn members_are_borrowed_and_typed() {
         let text = r#"{"a": "x", "b": 12.5, "c": {"d": [1]}, "e": "line\nbreak", "f": null, "g": true, "a": "last"}"#;
-        let mut f = Fields::parse_str(text).unwrap();
-        assert!(matches!(f.take_scalar("a"), Scalar::Str(Cow::Borrowed("last"))));
-        assert!(matches!(f.take_scalar("b"), Scalar::Num("12.5")));
-        assert!(matches!(f.take_scalar("c"), Scalar::Object(_)));
-        assert!(matches!(f.take_scalar("e"), Scalar::Str(Cow::Owned(ref s)) if s == "line\nbreak"));
-        assert!(matches!(f.take_scalar("f"), Scalar::Null));
-        assert!(matches!(f.take_scalar("missing"), Scalar::Null));
+        let Kind::Object(mut f) = parse(text).unwrap().kind else { panic!("an object") };
+        assert!(matches!(f.take_kind("a"), Kind::Str(Cow::Borrowed("last"))));
+        assert!(matches!(f.take_kind("b"), Kind::Num("12.5")));
+        assert!(matches!(f.take_kind("c"), Kind::Object(_)));
+        assert!(matches!(f.take_kind("e"), Kind::Str(Cow::Owned(ref s)) if s == "line\nbreak"));
+        assert!(matches!(f.take_kind("f"), Kind::Null));
+        assert!(matches!(f.take_kind("missing"), Kind::Null));
         let rest: Vec<(String, String)> = f.into_rest().collect();
         assert_eq!(rest, vec![("g".to_string(), "true".to_string())]);
-        assert!(Fields::parse_str("[1]").is_none());
+        assert!(matches!(parse("[1]").unwrap().kind, Kind::Array(_)));
     }
 
     /// The same texts through serde_json: both accept or both refuse, and agree on the values.
@@ -482,8 +438,9 @@ mod tests {
     fn raw_text_is_kept_for_every_value() {
         let v = parse(r#"{"events": [ {"a": 1} , {"b": "x"} ]}"#).unwrap();
         let Kind::Object(mut f) = v.kind else { panic!() };
-        let Scalar::Array(events, raw) = f.take_scalar("events") else { panic!() };
-        assert_eq!(raw, r#"[ {"a": 1} , {"b": "x"} ]"#);
+        let events = f.take("events").unwrap();
+        assert_eq!(events.raw, r#"[ {"a": 1} , {"b": "x"} ]"#);
+        let Kind::Array(events) = events.kind else { panic!("an array") };
         assert_eq!(events.iter().map(|e| e.raw).collect::<Vec<_>>(), vec![r#"{"a": 1}"#, r#"{"b": "x"}"#]);
     }
 

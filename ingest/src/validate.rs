@@ -7,7 +7,7 @@
 
 use chrono::DateTime;
 
-use crate::json::{self, Fields, Kind, Scalar, Value};
+use crate::json::{self, Fields, Kind, Value};
 
 use schemas::event::*;
 use schemas::phone::normalize_vn_phone;
@@ -102,17 +102,6 @@ fn too_large(bytes: usize) -> Rejection {
     Rejection::new(RejectCode::TooLarge, format!("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"))
 }
 
-/// The members of an event the validation reads first.
-struct Top<'a> {
-    event_id: Option<Value<'a>>,
-    kind: Option<Value<'a>>,
-    event_time: Option<Value<'a>>,
-    sent_at: Option<Value<'a>>,
-    user: Option<Value<'a>>,
-    context: Option<Value<'a>>,
-    properties: Option<Value<'a>>,
-}
-
 /// Validates an event already read as JSON (an element of a batch).
 pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     if value.raw.len() > MAX_EVENT_BYTES {
@@ -121,27 +110,18 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
     let Kind::Object(mut fields) = value.kind else {
         return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
     };
-    let top = Top {
-        event_id: fields.take("event_id"),
-        kind: fields.take("type"),
-        event_time: fields.take("event_time"),
-        sent_at: fields.take("sent_at"),
-        user: fields.take("user"),
-        context: fields.take("context"),
-        properties: fields.take("properties"),
-    };
 
-    let event_id = match top.event_id.map_or(Scalar::Null, Value::scalar) {
-        Scalar::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
-        Scalar::Str(s) => uuid::Uuid::parse_str(s.trim())
+    let event_id = match fields.take_kind("event_id") {
+        Kind::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
+        Kind::Str(s) => uuid::Uuid::parse_str(s.trim())
             .map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?
             .hyphenated()
             .to_string(),
         _ => return Err(invalid("event_id", "must be a string UUID")),
     };
-    let type_name = match top.kind.map_or(Scalar::Null, Value::scalar) {
-        Scalar::Null => return Err(missing("type", "")),
-        Scalar::Str(s) => s,
+    let type_name = match fields.take_kind("type") {
+        Kind::Null => return Err(missing("type", "")),
+        Kind::Str(s) => s,
         _ => return Err(invalid("type", "must be a string")),
     };
     let Some(&(_, topic)) = EVENT_TYPES.iter().find(|(n, _)| *n == &*type_name) else {
@@ -152,10 +132,10 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
         ));
     };
 
-    let user = parse_user(top.user)?;
-    let times = parse_times(top.event_time, top.sent_at, receipt)?;
-    let context = parse_context(top.context)?;
-    let props = object(top.properties, "properties")?.unwrap_or_default();
+    let user = parse_user(fields.take("user"))?;
+    let times = parse_times(fields.take("event_time"), fields.take("sent_at"), receipt)?;
+    let context = parse_context(fields.take("context"))?;
+    let props = object(fields.take("properties"), "properties")?.unwrap_or_default();
 
     let mut needs_consent = Vec::new();
     macro_rules! event {
@@ -235,9 +215,9 @@ fn parse_user(user: Option<Value<'_>>) -> Result<User> {
         return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id"));
     };
     let mut id = |name: &str| -> Result<Option<String>> {
-        match map.take_scalar(name) {
-            Scalar::Null => Ok(None),
-            Scalar::Str(s) => {
+        match map.take_kind(name) {
+            Kind::Null => Ok(None),
+            Kind::Str(s) => {
                 let t = s.trim();
                 if PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
                     return Err(Rejection::new(
@@ -250,7 +230,7 @@ fn parse_user(user: Option<Value<'_>>) -> Result<User> {
                 }
                 Ok(Some(t.to_string()))
             }
-            Scalar::Num(_) => Err(invalid(
+            Kind::Num(_) => Err(invalid(
                 &format!("user.{name}"),
                 "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly",
             )),
@@ -277,11 +257,11 @@ struct Times {
 
 /// Parses an RFC 3339 timestamp, or epoch milliseconds, into epoch ms.
 pub fn parse_timestamp(field: &str, v: Value<'_>) -> Result<i64> {
-    match v.scalar() {
-        Scalar::Str(s) => DateTime::parse_from_rfc3339(s.trim())
+    match v.kind {
+        Kind::Str(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
-        Scalar::Num(n) => n
+        Kind::Num(n) => n
             .parse::<i64>()
             .ok()
             .filter(|ms| *ms > 0)
@@ -334,7 +314,7 @@ fn parse_context(ctx: Option<Value<'_>>) -> Result<Context> {
             "library" => &mut c.library,
             _ => continue,
         };
-        *slot = scalar_text(raw.scalar(), "context", &name)?;
+        *slot = scalar_text(raw.kind, "context", &name)?;
     }
     Ok(c)
 }
@@ -343,16 +323,16 @@ fn parse_context(ctx: Option<Value<'_>>) -> Result<Context> {
 
 /// A text value: strings, or numbers and booleans written as text (product ids are often numbers).
 fn text(map: &mut Fields<'_>, scope: &str, key: &str) -> Result<Option<String>> {
-    scalar_text(map.take_scalar(key), scope, key)
+    scalar_text(map.take_kind(key), scope, key)
 }
 
-fn scalar_text(v: Scalar<'_>, scope: &str, key: &str) -> Result<Option<String>> {
+fn scalar_text(v: Kind<'_>, scope: &str, key: &str) -> Result<Option<String>> {
     match v {
-        Scalar::Null => Ok(None),
-        Scalar::Str(s) => Ok(Some(s.into_owned())),
-        Scalar::Num(n) => Ok(Some(n.to_string())),
-        Scalar::Bool(b) => Ok(Some(b.to_string())),
-        Scalar::Object(_) | Scalar::Array(..) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
+        Kind::Null => Ok(None),
+        Kind::Str(s) => Ok(Some(s.into_owned())),
+        Kind::Num(n) => Ok(Some(n.to_string())),
+        Kind::Bool(b) => Ok(Some(b.to_string())),
+        Kind::Object(_) | Kind::Array(_) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
     }
 }
 
@@ -370,9 +350,9 @@ fn required_text(map: &mut Fields<'_>, key: &str) -> Result<String> {
 fn integer(map: &mut Fields<'_>, scope: &str, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
     let field = || format!("{scope}.{key}");
     let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
-    let v = match map.take_scalar(key) {
-        Scalar::Null => return Ok(None),
-        Scalar::Num(n) => match (n.parse::<i64>(), n.parse::<f64>()) {
+    let v = match map.take_kind(key) {
+        Kind::Null => return Ok(None),
+        Kind::Num(n) => match (n.parse::<i64>(), n.parse::<f64>()) {
             (Ok(i), _) => i,
             (Err(_), Ok(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
             _ => return Err(invalid(&field(), what)),
@@ -394,9 +374,9 @@ fn required<T>(v: Option<T>, key: &str) -> Result<T> {
 }
 
 fn items(map: &mut Fields<'_>) -> Result<Vec<Item>> {
-    let list = match map.take_scalar("items") {
-        Scalar::Null => return Ok(Vec::new()),
-        Scalar::Array(a, _) => a,
+    let list = match map.take_kind("items") {
+        Kind::Null => return Ok(Vec::new()),
+        Kind::Array(a) => a,
         _ => return Err(invalid("properties.items", "must be an array")),
     };
     list.into_iter()
@@ -514,20 +494,20 @@ fn order_properties(kind: OrderType, mut m: Fields<'_>) -> Result<OrderPropertie
 fn identity_properties(kind: IdentityType, mut m: Fields<'_>) -> Result<IdentityProperties> {
     let mut traits = object(m.take("traits"), "properties.traits")?;
     // Segment-style SDKs put the phone among the traits.
-    let phone_value = match m.take_scalar("phone") {
-        Scalar::Null => traits.as_mut().map_or(Scalar::Null, |t| t.take_scalar("phone")),
+    let phone_value = match m.take_kind("phone") {
+        Kind::Null => traits.as_mut().map_or(Kind::Null, |t| t.take_kind("phone")),
         other => other,
     };
     let phone = match phone_value {
-        Scalar::Null => None,
-        Scalar::Str(s) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
+        Kind::Null => None,
+        Kind::Str(s) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
         _ => return Err(invalid("properties.phone", "must be a string")),
     };
     let traits = traits.map(parse_traits).transpose()?.filter(|t| *t != Traits::default());
     let purpose = prop_text(&mut m, "purpose")?;
-    let granted = match m.take_scalar("granted") {
-        Scalar::Null => None,
-        Scalar::Bool(b) => Some(b),
+    let granted = match m.take_kind("granted") {
+        Kind::Null => None,
+        Kind::Bool(b) => Some(b),
         _ => return Err(invalid("properties.granted", "must be true or false")),
     };
     let p = IdentityProperties {

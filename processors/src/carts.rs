@@ -184,8 +184,7 @@ impl Processor for Carts {
     }
 
     fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
-        for (key, value) in db.scan(STORE)? {
-            let state: UserCarts = postcard::from_bytes(&value)?;
+        for (key, state) in self.cache.committed(db)? {
             for (id, cart) in state.open.iter().filter(|(_, c)| c.version > 0) {
                 out.push((cart.deadline(self.timeout_ms), timer_key(&key, id)));
             }

@@ -161,8 +161,7 @@ impl Processor for Sessions {
     }
 
     fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
-        for (key, value) in db.scan(STORE)? {
-            let s: OpenSession = postcard::from_bytes(&value)?;
+        for (key, s) in self.cache.committed(db)? {
             out.push((s.end + self.gap_ms, key));
         }
         Ok(())

@@ -8,10 +8,6 @@
 //! which is reprocessed from the committed offsets.
 
 use std::collections::HashMap;
-
-/// Per-record maps: keys come from clients, so the hasher is seeded; foldhash is several times
-/// faster than SipHash on short keys.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -19,11 +15,14 @@ use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, Options, WriteBatch
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Per-record maps: keys come from clients, so the hasher is seeded; foldhash is several times
+/// faster than SipHash on short keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Column family of the task's checkpoint (input offsets, changelog positions, epoch).
 pub const CF_META: &str = "_meta";
 /// Column family of seen event ids.
 pub const STORE_DEDUP: &str = "dedup";
-/// Column family of durable timers.
 
 /// How long an event id is remembered (processing time).
 pub const DEDUP_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -178,17 +177,24 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
         self.store
     }
 
+    fn decode(&self, bytes: &[u8]) -> anyhow::Result<V> {
+        postcard::from_bytes(bytes).with_context(|| format!("corrupt value in store {} (delete the task's data dir to restore it from the changelog)", self.store))
+    }
+
     fn load(&mut self, db: &TaskDb, key: &[u8]) -> anyhow::Result<&mut Slot<V>> {
         if !self.entries.contains_key(key) {
             let value = match db.get(self.store, key)? {
-                Some(bytes) => Some(
-                    postcard::from_bytes(&bytes).with_context(|| format!("corrupt value in store {} (delete the task's data dir to restore it from the changelog)", self.store))?,
-                ),
+                Some(bytes) => Some(self.decode(&bytes)?),
                 None => None,
             };
             self.entries.insert(key.to_vec(), Slot { value, dirty: false });
         }
         Ok(self.entries.get_mut(key).expect("just inserted"))
+    }
+
+    /// Every committed key and value of the store, read from RocksDB (not from the cache).
+    pub fn committed(&self, db: &TaskDb) -> anyhow::Result<Vec<(Vec<u8>, V)>> {
+        db.scan(self.store)?.into_iter().map(|(k, v)| Ok((k, self.decode(&v)?))).collect()
     }
 
     /// The value for `key`, to change; marks it dirty.
@@ -229,15 +235,11 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
 }
 
 /// Event ids seen in the last 24 hours: a client's retry of an event is counted once.
+#[derive(Default)]
 pub struct Dedup {
     fresh: FastMap<Vec<u8>, i64>,
 }
 
-impl Default for Dedup {
-    fn default() -> Self {
-        Dedup { fresh: FastMap::default() }
-    }
-}
 
 impl Dedup {
     /// True when the id was seen within the TTL; otherwise remembers it and returns false.

@@ -72,7 +72,8 @@ pub struct Task {
     compensation: Vec<Change>,
     pub outputs: Vec<Output>,
     dirty: bool,
-    /// Per input: since when the task has been holding records back for it.
+    /// Per input: since when it has been read to its end (or first held records back) while
+    /// the task holds records; cleared when it receives.
     idle_since: [Option<Instant>; 5],
     /// Inputs not waited for any more: their wait ran out. Cleared when the input delivers a
     /// record and when the task has nothing buffered, so the next burst waits again.
@@ -183,10 +184,9 @@ impl Task {
         }
         match lag.position(i, self.fetched[i]) {
             Position::Behind => Wait::UntilFetched,
-            Position::Unknown => Wait::Idle,
-            // Read to its end, but records produced together with the head may still be on
-            // their way: it is given `max_idle` to show them.
-            Position::CaughtUp => Wait::Idle,
+            // Not known yet, or read to its end while records produced together with the head may
+            // still be on their way: it is given `max_idle` to show them.
+            Position::Unknown | Position::CaughtUp => Wait::Idle,
         }
     }
 

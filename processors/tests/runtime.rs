@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use processors::ProcessArgs;
 use processors::member::{Member, TaskEvent, TaskObserver};
+use processors::task::INPUTS;
 use processors::testing::{History, outputs, read, reference_run, wait_progress};
 use schemas::derived::{CartTrigger, Session};
 use schemas::kafka::{EmbeddedCluster, Kafka};
@@ -16,7 +17,6 @@ use schemas::testing::build::*;
 use schemas::testing::{eventually, produce};
 use schemas::topics::Topic;
 
-const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
 
 struct Env {
     _cluster: Arc<EmbeddedCluster>,
@@ -46,10 +46,6 @@ fn args(env: &Env, member_dir: &str) -> ProcessArgs {
         session_timeout: Duration::from_secs(6),
         ..ProcessArgs::default()
     }
-}
-
-async fn wait_done(kafka: &Kafka, group: &str, within: Duration) {
-    wait_progress(kafka, group, 1.0, within).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,19 +182,19 @@ async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output(
     let m2 = start("m2").await;
     all_running_on(vec![m1.name.clone(), m2.name.clone()]).await;
     history.produce(&env.kafka, 0).await;
-    wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
+    wait_progress(&env.kafka, "zcdp-cdp", 1.0, Duration::from_secs(180)).await;
     // A third joins: tasks move to it, by restore, and it processes the second third.
     let m3 = start("m3").await;
     all_running_on(vec![m1.name.clone(), m2.name.clone(), m3.name.clone()]).await;
     history.produce(&env.kafka, 1).await;
-    wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
+    wait_progress(&env.kafka, "zcdp-cdp", 1.0, Duration::from_secs(180)).await;
     // One leaves: its tasks move to the other two, which process the last third.
     let m1_name = m1.name.clone();
     tokio::task::spawn_blocking(move || m1.stop()).await.unwrap().unwrap();
     all_running_on(vec![m2.name.clone(), m3.name.clone()]).await;
     history.produce(&env.kafka, 2).await;
     history.finish(&env.kafka).await;
-    wait_done(&env.kafka, "zcdp-cdp", Duration::from_secs(180)).await;
+    wait_progress(&env.kafka, "zcdp-cdp", 1.0, Duration::from_secs(180)).await;
     for m in [m2, m3] {
         tokio::task::spawn_blocking(move || m.stop()).await.unwrap().unwrap();
     }

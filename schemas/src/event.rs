@@ -320,6 +320,13 @@ impl InputEvent {
             InputEvent::Engagement(_) => Topic::Engagement,
         }
     }
+    /// The event, when it is a consent decision (`consent_changed`).
+    pub fn consent_decision(&self) -> Option<&IdentityEvent> {
+        match self {
+            InputEvent::Identity(e) if e.kind == IdentityType::ConsentChanged => Some(e),
+            _ => None,
+        }
+    }
     /// The snake_case event type, as in the HTTP API.
     pub fn type_name(&self) -> &'static str {
         match self {

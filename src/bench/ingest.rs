@@ -148,7 +148,7 @@ fn encode_like_the_gateway(bodies: &[Bytes], origin: &str) -> anyhow::Result<(Ve
             let parsed = parse_event(&e.to_string(), &receipt).map_err(|r| anyhow::anyhow!("generated event rejected: {}", r.message))?;
             let mut buf = Vec::new();
             schemas::codec::encode_input_into(&parsed.event, &mut buf)?;
-            let consent = matches!(&parsed.event, schemas::event::InputEvent::Identity(e) if e.kind == schemas::event::IdentityType::ConsentChanged);
+            let consent = parsed.event.consent_decision().is_some();
             out.push(Encoded { topic: parsed.event.topic().name(), key: parsed.event.user().key.clone(), payload: buf, consent });
         }
     }
@@ -170,7 +170,6 @@ impl rdkafka::producer::ProducerContext for Count {
 
 /// The raw client at its fastest: a threaded producer and a counter, no futures.
 async fn bare_producer(kafka: &Kafka, (records, origin): &(Vec<Encoded>, String), linger: Duration) -> anyhow::Result<Row> {
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let producer: ThreadedProducer<Count> = kafka
@@ -184,7 +183,7 @@ async fn bare_producer(kafka: &Kafka, (records, origin): &(Vec<Encoded>, String)
     for r in records {
         let mut record = BaseRecord::to(r.topic).key(r.key.as_bytes()).payload(&r.payload);
         if r.consent {
-            record = record.headers(OwnedHeaders::new().insert(Header { key: ingest::consent::ORIGIN_HEADER, value: Some(origin.as_str()) }));
+            record = record.headers(ingest::consent::origin_headers(origin));
         }
         producer.send(record).map_err(|(e, _)| e)?;
     }

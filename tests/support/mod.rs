@@ -14,8 +14,8 @@ pub struct Zcdp {
 }
 
 impl Zcdp {
-    /// Starts `zcdp <args>` and waits (up to a minute) for its "running" line.
-    pub fn start(args: &[&str]) -> Zcdp {
+    /// Starts `zcdp <args>` with its stdout read line by line; nothing is waited for.
+    pub fn spawn(args: &[&str]) -> Zcdp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zcdp"))
             .args(args)
             .env("ZCDP_LOG", "warn")
@@ -32,23 +32,38 @@ impl Zcdp {
                 }
             }
         });
-        let (mut bootstrap, mut http) = (None, None);
+        Zcdp { child, bootstrap: String::new(), http: String::new(), lines: rx }
+    }
+
+    /// The next line of stdout that contains `text`, waiting up to a minute.
+    pub fn wait_line(&mut self, text: &str) -> String {
         loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-                let _ = child.kill();
+            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) else {
+                panic!("zcdp printed no line with {text:?} within a minute");
+            };
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Starts `zcdp <args>` and waits (up to a minute) for its "running" line.
+    pub fn start(args: &[&str]) -> Zcdp {
+        let mut z = Zcdp::spawn(args);
+        loop {
+            let Ok(line) = z.lines.recv_timeout(Duration::from_secs(60)) else {
                 panic!("zcdp did not print its start-up lines within a minute");
             };
             if let Some(rest) = line.split("bootstrap: ").nth(1) {
-                bootstrap = Some(rest.trim().to_string());
+                z.bootstrap = rest.trim().to_string();
             }
             if let Some(rest) = line.split("HTTP API on ").nth(1) {
-                http = Some(rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string());
+                z.http = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
             }
             if line.starts_with("zcdp: running") {
                 break;
             }
         }
-        let z = Zcdp { child, bootstrap: bootstrap.unwrap_or_default(), http: http.unwrap_or_default(), lines: rx };
         assert!(!z.bootstrap.is_empty() && !z.http.is_empty(), "zcdp printed no bootstrap or HTTP line");
         z
     }
