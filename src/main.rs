@@ -110,7 +110,13 @@ fn main() -> anyhow::Result<()> {
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {
-                    println!("{:<24} key={:<12} cleanup={:<8} {}", s.name, format!("{:?}", s.key).to_lowercase(), s.cleanup.as_config(), s.doc);
+                    println!(
+                        "{:<24} key={:<12} cleanup={:<8} {}",
+                        s.name,
+                        format!("{:?}", s.key).to_lowercase(),
+                        s.cleanup.as_config(),
+                        s.doc
+                    );
                 }
                 Ok(())
             }
@@ -124,7 +130,10 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = shutdown::Shutdown::default();
                 shutdown.on_signals();
                 let tally = simulate::run(&args, shutdown).await?;
-                println!("sent {} events: {} visits, {} carts, {} orders, {} abandoned", tally.events, tally.visits, tally.carts, tally.orders, tally.abandoned);
+                println!(
+                    "sent {} events: {} visits, {} carts, {} orders, {} abandoned",
+                    tally.events, tally.visits, tally.carts, tally.orders, tally.abandoned
+                );
                 Ok(())
             }
             Command::Bench { which } => bench::run(which).await,

@@ -48,8 +48,5 @@ pub async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, Socket
 
 /// Serves until shutdown, then lets in-flight requests finish.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .context("HTTP server")
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await.context("HTTP server")
 }

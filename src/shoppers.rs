@@ -132,7 +132,8 @@ impl Shoppers {
         let platform = if self.rng.random_bool(0.6) { "android" } else { "ios" };
         let mut out = VecDeque::new();
         let mut push = |me: &mut Shoppers, kind: &str, screen: &str, props: Value| {
-            let mut ctx = json!({"screen": screen, "platform": platform, "app_version": "2.3.1", "locale": "vi-VN", "library": "zcdp-sim/1"});
+            let mut ctx =
+                json!({"screen": screen, "platform": platform, "app_version": "2.3.1", "locale": "vi-VN", "library": "zcdp-sim/1"});
             if let Some(s) = src {
                 ctx["utm_source"] = json!(s);
             }
@@ -160,7 +161,12 @@ impl Shoppers {
                 let day = self.rng.random_range(1..=28);
                 let birthday = format!("{}-{month:02}-{day:02}", self.rng.random_range(1970..2006));
                 let gender = if self.rng.random_bool(0.55) { "female" } else { "male" };
-                push(self, "identify", "/profile", json!({"traits": {"name": name, "gender": gender, "birthday": birthday, "city": "Hồ Chí Minh"}, "phone": phone}));
+                push(
+                    self,
+                    "identify",
+                    "/profile",
+                    json!({"traits": {"name": name, "gender": gender, "birthday": birthday, "city": "Hồ Chí Minh"}, "phone": phone}),
+                );
             }
             if shopper.oa_user_id.is_some() && self.rng.random_bool(0.4) {
                 push(self, "oa_followed", "/home", json!({"oa_id": "oa-demo"}));
@@ -182,7 +188,12 @@ impl Shoppers {
             };
             viewed.push(*p);
             let dwell = self.rng.random_range(800..40_000);
-            push(self, "product_viewed", &format!("/product/{}", p.0), json!({"product_id": p.0, "product_name": p.1, "category": p.2, "price": p.3, "dwell_ms": dwell}));
+            push(
+                self,
+                "product_viewed",
+                &format!("/product/{}", p.0),
+                json!({"product_id": p.0, "product_name": p.1, "category": p.2, "price": p.3, "dwell_ms": dwell}),
+            );
             if self.rng.random_bool(0.05) {
                 push(self, "product_shared", &format!("/product/{}", p.0), json!({"product_id": p.0, "share_channel": "zalo_chat"}));
             }
@@ -198,12 +209,22 @@ impl Shoppers {
             let lines = self.rng.random_range(1..=viewed.len().min(3));
             for p in viewed.iter().take(lines) {
                 let q = self.rng.random_range(1..=3);
-                push(self, "cart_item_added", &format!("/product/{}", p.0), json!({"cart_id": cart_id, "product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}));
+                push(
+                    self,
+                    "cart_item_added",
+                    &format!("/product/{}", p.0),
+                    json!({"cart_id": cart_id, "product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}),
+                );
                 items.push(json!({"product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}));
             }
             if items.len() > 1 && self.rng.random_bool(0.15) {
                 let removed = items.pop().expect("two items");
-                push(self, "cart_item_removed", "/cart", json!({"cart_id": cart_id, "product_id": removed["product_id"], "quantity": removed["quantity"], "price": removed["price"]}));
+                push(
+                    self,
+                    "cart_item_removed",
+                    "/cart",
+                    json!({"cart_id": cart_id, "product_id": removed["product_id"], "quantity": removed["quantity"], "price": removed["price"]}),
+                );
             }
             let total: i64 = items.iter().map(|i| i["quantity"].as_i64().unwrap_or(0) * i["price"].as_i64().unwrap_or(0)).sum();
             push(self, "cart_viewed", "/cart", json!({"cart_id": cart_id, "items": items, "cart_value": total}));
@@ -217,7 +238,12 @@ impl Shoppers {
                     let discount = if voucher.is_some() { total / 10 } else { 0 };
                     let shipping = if total >= 200_000 { 0 } else { 15_000 };
                     let paid = total - discount + shipping;
-                    push(self, "order_placed", "/checkout", json!({"order_id": order_id, "cart_id": cart_id, "items": items, "total": paid, "shipping_fee": shipping, "discount": discount, "payment_method": payment, "voucher_code": voucher}));
+                    push(
+                        self,
+                        "order_placed",
+                        "/checkout",
+                        json!({"order_id": order_id, "cart_id": cart_id, "items": items, "total": paid, "shipping_fee": shipping, "discount": discount, "payment_method": payment, "voucher_code": voucher}),
+                    );
                     if payment != "cod" {
                         push(self, "order_paid", "/checkout", json!({"order_id": order_id, "total": paid, "payment_method": payment}));
                     }

@@ -62,7 +62,14 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
         sent += n;
         if last_report.elapsed() > Duration::from_secs(30) {
             let t = &shoppers.tally;
-            tracing::info!(events = t.events, visits = t.visits, carts = t.carts, orders = t.orders, abandoned = t.abandoned, "simulated traffic");
+            tracing::info!(
+                events = t.events,
+                visits = t.visits,
+                carts = t.carts,
+                orders = t.orders,
+                abandoned = t.abandoned,
+                "simulated traffic"
+            );
             last_report = std::time::Instant::now();
         }
     }
@@ -71,7 +78,13 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
 
 /// Posts one batch until the gateway stores it (or shutdown). Rejections inside a 200 are the
 /// generator's bug, so they are logged loudly.
-async fn post_until_stored(client: &reqwest::Client, url: &str, key: &str, body: &serde_json::Value, shutdown: &Shutdown) -> anyhow::Result<()> {
+async fn post_until_stored(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &serde_json::Value,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     loop {
         let resp = client.post(url).bearer_auth(key).json(body).send().await;
         let wait = match resp {

@@ -97,7 +97,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     say("zcdp: shutting down: finishing requests, flushing Kafka".into());
     if let Some(demo) = demo {
         match demo.await {
-            Ok(Ok(t)) => say(format!("zcdp: demo sent {} events ({} carts, {} orders, {} abandoned)", t.events, t.carts, t.orders, t.abandoned)),
+            Ok(Ok(t)) => {
+                say(format!("zcdp: demo sent {} events ({} carts, {} orders, {} abandoned)", t.events, t.carts, t.orders, t.abandoned))
+            }
             Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "demo traffic stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "demo traffic task failed"),
         }
@@ -106,7 +108,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     gateway.shutdown(Duration::from_secs(10));
     watch.abort();
     let failed = member.finished();
-    tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed { "the processors failed" } else { "stopping the processors" })?;
+    tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed {
+        "the processors failed"
+    } else {
+        "stopping the processors"
+    })?;
     if let Some(dir) = run_dir {
         let _ = std::fs::remove_dir_all(dir);
     }

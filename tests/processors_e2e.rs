@@ -32,7 +32,25 @@ async fn cluster() -> (Arc<EmbeddedCluster>, Kafka) {
 fn member_process(bootstrap: &str, data_dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zcdp"))
         // Timers in event time only, as in the reference run: see `reference_run`.
-        .args(["process", "--brokers", bootstrap, "--partitions", "6", "--instance-id", "killable", "--commit-interval", "100ms", "--session-timeout", "6s", "--timer-grace", "1h", "--max-task-idle", "2s", "--http", "127.0.0.1:0"])
+        .args([
+            "process",
+            "--brokers",
+            bootstrap,
+            "--partitions",
+            "6",
+            "--instance-id",
+            "killable",
+            "--commit-interval",
+            "100ms",
+            "--session-timeout",
+            "6s",
+            "--timer-grace",
+            "1h",
+            "--max-task-idle",
+            "2s",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .env("ZCDP_LOG", "warn")
@@ -102,8 +120,20 @@ async fn a_member_killed_mid_stream_and_restarted_changes_no_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_turns_an_abandoned_cart_into_a_trigger_within_seconds() {
     let data = tempfile::tempdir().unwrap();
-    let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--cart-timeout", "5s", "--session-gap", "5s", "--data-dir", data.path().to_str().unwrap()]);
-    let kafka = Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() }).unwrap();
+    let zcdp = Zcdp::start(&[
+        "up",
+        "--http",
+        "127.0.0.1:0",
+        "--cart-timeout",
+        "5s",
+        "--session-gap",
+        "5s",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    let kafka =
+        Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
+            .unwrap();
     let client = reqwest::Client::new();
     let post = |events: Vec<Value>| {
         let client = client.clone();
@@ -147,15 +177,36 @@ async fn up_turns_an_abandoned_cart_into_a_trigger_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
     let data = tempfile::tempdir().unwrap();
-    let zcdp = Zcdp::start(&["up", "--demo", "--demo-rate", "300", "--http", "127.0.0.1:0", "--session-gap", "3s", "--cart-timeout", "3s", "--data-dir", data.path().to_str().unwrap()]);
-    let kafka = Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() }).unwrap();
+    let zcdp = Zcdp::start(&[
+        "up",
+        "--demo",
+        "--demo-rate",
+        "300",
+        "--http",
+        "127.0.0.1:0",
+        "--session-gap",
+        "3s",
+        "--cart-timeout",
+        "3s",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    let kafka =
+        Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
+            .unwrap();
     eventually(Duration::from_secs(60), "sessions, interests and triggers from demo traffic", || async {
         let (s, i, t) = (read::<Session>(&kafka).await, read::<UserInterests>(&kafka).await, read::<CartTrigger>(&kafka).await);
         (!s.is_empty() && !i.is_empty() && !t.is_empty()).then_some(())
     })
     .await;
     let metrics = reqwest::get(format!("http://{}/metrics", zcdp.http)).await.unwrap().text().await.unwrap();
-    for m in ["zcdp_process_records_total", "zcdp_process_lag_records", "zcdp_process_timers_pending", "zcdp_process_store_keys", "zcdp_process_restore_records_total"] {
+    for m in [
+        "zcdp_process_records_total",
+        "zcdp_process_lag_records",
+        "zcdp_process_timers_pending",
+        "zcdp_process_store_keys",
+        "zcdp_process_restore_records_total",
+    ] {
         assert!(metrics.contains(m), "{m} missing from /metrics");
     }
     let (status, _) = zcdp.terminate();
@@ -171,7 +222,8 @@ async fn a_standalone_member_serves_metrics_and_health() {
     processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let mut member = Zcdp::spawn(&["process", "--brokers", &kafka.bootstrap, "--partitions", "6", "--http", "127.0.0.1:0", "--data-dir", data_dir]);
+    let mut member =
+        Zcdp::spawn(&["process", "--brokers", &kafka.bootstrap, "--partitions", "6", "--http", "127.0.0.1:0", "--data-dir", data_dir]);
     let line = member.wait_line("metrics on http://");
     let addr = line.split("metrics on http://").nth(1).unwrap().split('/').next().unwrap().to_string();
     let client = reqwest::Client::new();
@@ -184,4 +236,3 @@ async fn a_standalone_member_serves_metrics_and_health() {
     let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
 }
-

@@ -19,7 +19,9 @@ fn kafka_at(bootstrap: &str) -> Kafka {
 
 async fn count(kafka: &Kafka, topic: Topic) -> usize {
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || read_to_end(&kafka, topic.name(), Duration::from_secs(20)).map(|v| v.len()).unwrap_or(0)).await.unwrap()
+    tokio::task::spawn_blocking(move || read_to_end(&kafka, topic.name(), Duration::from_secs(20)).map(|v| v.len()).unwrap_or(0))
+        .await
+        .unwrap()
 }
 
 /// A stock Confluent client, knowing nothing of zcdp but the printed bootstrap address and the
@@ -29,9 +31,11 @@ async fn a_stock_kafka_client_reads_posted_events_from_the_printed_address() {
     let python = support::stock_client_python();
     let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0"]);
     let events: Vec<Value> = (0..5)
-        .map(|i| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "product_viewed", "event_time": "2026-11-23T09:30:00+07:00",
+        .map(|i| {
+            json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "product_viewed", "event_time": "2026-11-23T09:30:00+07:00",
             "user": {"zalo_id": format!("50123456789012345{i:02}")}, "context": {"screen": "/p", "utm_campaign": "tet"},
-            "properties": {"product_id": format!("sp-{i}"), "category": "coffee", "price": 35000 + i, "dwell_ms": 1000 * i}}))
+            "properties": {"product_id": format!("sp-{i}"), "category": "coffee", "price": 35000 + i, "dwell_ms": 1000 * i}})
+        })
         .collect();
     let resp = reqwest::Client::new()
         .post(format!("http://{}/v1/batch", zcdp.http))
@@ -78,7 +82,10 @@ async fn up_with_demo_traffic_fills_every_input_topic_and_stops_on_sigterm() {
     let zcdp = Zcdp::start(&["up", "--demo", "--demo-rate", "300", "--http", "127.0.0.1:0"]);
     let kafka = kafka_at(&zcdp.bootstrap);
     for topic in Topic::inputs() {
-        eventually(Duration::from_secs(60), &format!("demo events in {topic}"), || async { (count(&kafka, topic).await > 0).then_some(()) }).await;
+        eventually(Duration::from_secs(60), &format!("demo events in {topic}"), || async {
+            (count(&kafka, topic).await > 0).then_some(())
+        })
+        .await;
     }
     assert_eq!(count(&kafka, Topic::DeadLetter).await, 0, "the demo's events are all valid");
     let metrics = reqwest::get(format!("http://{}/metrics", zcdp.http)).await.unwrap().text().await.unwrap();
@@ -90,7 +97,13 @@ async fn up_with_demo_traffic_fills_every_input_topic_and_stops_on_sigterm() {
 
 #[test]
 fn every_role_documents_its_flags_with_env_vars() {
-    for args in [&["up", "--help"][..], &["ingest", "--help"], &["simulate", "--help"], &["topics", "create", "--help"], &["bench", "ingest", "--help"]] {
+    for args in [
+        &["up", "--help"][..],
+        &["ingest", "--help"],
+        &["simulate", "--help"],
+        &["topics", "create", "--help"],
+        &["bench", "ingest", "--help"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_zcdp")).args(args).output().unwrap();
         assert!(out.status.success());
         let help = String::from_utf8(out.stdout).unwrap();

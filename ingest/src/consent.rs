@@ -8,9 +8,9 @@
 //! wrote carry its origin header and are not decoded again when read back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -148,7 +148,9 @@ impl ConsentView {
             if let Some(payload) = msg.payload().filter(|p| !own && is_consent(p)) {
                 match schemas::codec::decode::<IdentityEvent>(payload) {
                     Ok(ev) => self.apply(&ev),
-                    Err(e) => tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped")
+                    }
                 }
             }
             if !remaining.is_empty() {
@@ -166,9 +168,7 @@ impl ConsentView {
 
 /// Partitions of `topic` with their high watermarks.
 async fn consumer_metadata(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("reading metadata of {topic}"))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("reading metadata of {topic}"))?;
     let t = md.topics().first().with_context(|| format!("{topic} missing from metadata"))?;
     let mut out = Vec::new();
     for p in t.partitions() {
@@ -187,10 +187,8 @@ mod tests {
     use schemas::event::*;
 
     fn consent(user: &str, purpose: &str, granted: bool, at: i64) -> IdentityEvent {
-        let InputEvent::Identity(mut e) = schemas::testing::sample_events()
-            .into_iter()
-            .find(|e| e.type_name() == "consent_changed")
-            .unwrap()
+        let InputEvent::Identity(mut e) =
+            schemas::testing::sample_events().into_iter().find(|e| e.type_name() == "consent_changed").unwrap()
         else {
             unreachable!()
         };

@@ -21,8 +21,8 @@ use schemas::topics::Topic;
 
 use crate::Gateway;
 use crate::consent::origin_headers;
-use crate::metrics::METRICS;
 use crate::json::{self, Kind};
+use crate::metrics::METRICS;
 use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event_value, parse_timestamp};
 use crate::writer::{Pending, WriteError, now_ms};
 
@@ -109,7 +109,13 @@ fn observe(endpoint: &str, resp: &Response, start: Instant) {
 
 /// Checks the key, the body's presence and size, and Kafka's reachability: what every ingest
 /// request needs before its events are looked at.
-fn admit<'g>(gw: &'g Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: usize, what: &str) -> Result<(&'g str, Bytes), ApiError> {
+fn admit<'g>(
+    gw: &'g Gateway,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    what: &str,
+) -> Result<(&'g str, Bytes), ApiError> {
     let app = gw.keys.app_for(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -135,11 +141,7 @@ fn admit<'g>(gw: &'g Gateway, headers: &HeaderMap, body: Result<Bytes, BytesReje
 
 fn too_large(what: &str, limit: usize) -> ApiError {
     METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("{what} is larger than {} KB; split it", limit / 1024),
-    )
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{what} is larger than {} KB; split it", limit / 1024))
 }
 
 async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -171,7 +173,9 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         ));
     }
     let sent_at = match envelope.take("sent_at") {
-        Some(v) if !v.is_null() => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
+        Some(v) if !v.is_null() => {
+            Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?)
+        }
         _ => None,
     };
     gw.limiter.take(app, events.len()).map_err(|wait| {
@@ -195,7 +199,8 @@ async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, By
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, reason).await),
     };
     gw.limiter.take(app, 1).map_err(|wait| {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("app {app} is over its rate of {} events a second", gw.rate)).retry(wait)
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("app {app} is over its rate of {} events a second", gw.rate))
+            .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at: None };
     let outcome = ingest(gw, &receipt, vec![event], "http:/v1/events").await?;
@@ -281,7 +286,8 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>
 
     // Duplicated ids inside one batch: the first one counts.
     let duplicates: Vec<usize> = {
-        let mut ids: Vec<(&str, usize)> = results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (p.event.event_id(), i))).collect();
+        let mut ids: Vec<(&str, usize)> =
+            results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (p.event.event_id(), i))).collect();
         ids.sort_unstable();
         ids.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| w[1].1).collect()
     };
@@ -319,7 +325,9 @@ async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>
             if !ok {
                 *r = Err(Rejection::new(
                     RejectCode::NoConsent,
-                    format!("the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"),
+                    format!(
+                        "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
+                    ),
                 ));
                 break;
             }

@@ -86,7 +86,10 @@ impl Gateway {
             let kafka = kafka.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = consent.follow(kafka).await {
-                    tracing::error!(error = format!("{e:#}"), "consent view stopped; identify events with traits or phone will be refused unless consent is in the same batch");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "consent view stopped; identify events with traits or phone will be refused unless consent is in the same batch"
+                    );
                 }
             }));
         }

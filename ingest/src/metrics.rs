@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, register_histogram,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, register_histogram, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge,
 };
 
 pub struct Metrics {
@@ -41,8 +41,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     )
     .expect("metric"),
     produce_seconds: register_histogram!(
-        HistogramOpts::new("zcdp_ingest_produce_latency_seconds", "From handing a request's records to the producer until Kafka acknowledged all of them")
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        HistogramOpts::new(
+            "zcdp_ingest_produce_latency_seconds",
+            "From handing a request's records to the producer until Kafka acknowledged all of them"
+        )
+        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
     )
     .expect("metric"),
     producer_queue: register_int_gauge!(

@@ -113,10 +113,9 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
 
     let event_id = match fields.take_kind("event_id") {
         Kind::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
-        Kind::Str(s) => uuid::Uuid::parse_str(s.trim())
-            .map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?
-            .hyphenated()
-            .to_string(),
+        Kind::Str(s) => {
+            uuid::Uuid::parse_str(s.trim()).map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?.hyphenated().to_string()
+        }
         _ => return Err(invalid("event_id", "must be a string UUID")),
     };
     let type_name = match fields.take_kind("type") {
@@ -230,19 +229,19 @@ fn parse_user(user: Option<Value<'_>>) -> Result<User> {
                 }
                 Ok(Some(t.to_string()))
             }
-            Kind::Num(_) => Err(invalid(
-                &format!("user.{name}"),
-                "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly",
-            )),
+            Kind::Num(_) => {
+                Err(invalid(&format!("user.{name}"), "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly"))
+            }
             _ => Err(invalid(&format!("user.{name}"), "must be a string")),
         }
     };
     let zalo_id = id("zalo_id")?;
     let anonymous_id = id("anonymous_id")?;
     let oa_user_id = id("oa_user_id")?;
-    let key = zalo_id.clone().or_else(|| anonymous_id.clone()).ok_or_else(|| {
-        Rejection::new(RejectCode::NoUserId, "user needs a zalo_id or an anonymous_id")
-    })?;
+    let key = zalo_id
+        .clone()
+        .or_else(|| anonymous_id.clone())
+        .ok_or_else(|| Rejection::new(RejectCode::NoUserId, "user needs a zalo_id or an anonymous_id"))?;
     Ok(User { key, zalo_id, anonymous_id, oa_user_id })
 }
 
@@ -261,11 +260,7 @@ pub fn parse_timestamp(field: &str, v: Value<'_>) -> Result<i64> {
         Kind::Str(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
-        Kind::Num(n) => n
-            .parse::<i64>()
-            .ok()
-            .filter(|ms| *ms > 0)
-            .ok_or_else(|| invalid(field, "as a number must be epoch milliseconds")),
+        Kind::Num(n) => n.parse::<i64>().ok().filter(|ms| *ms > 0).ok_or_else(|| invalid(field, "as a number must be epoch milliseconds")),
         _ => Err(invalid(field, "must be an RFC 3339 string")),
     }
 }
@@ -341,9 +336,7 @@ fn prop_text(map: &mut Fields<'_>, key: &str) -> Result<Option<String>> {
 }
 
 fn required_text(map: &mut Fields<'_>, key: &str) -> Result<String> {
-    prop_text(map, key)?
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| missing(&format!("properties.{key}"), ""))
+    prop_text(map, key)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| missing(&format!("properties.{key}"), ""))
 }
 
 /// A whole number at least `min`. Money fields say so in their message.
@@ -558,14 +551,7 @@ fn parse_traits(mut t: Fields<'_>) -> Result<Traits> {
     {
         return Err(invalid("properties.traits.email", "is not an email address"));
     }
-    Ok(Traits {
-        name: text(&mut t, scope, "name")?,
-        gender,
-        birthday,
-        email,
-        city: text(&mut t, scope, "city")?,
-        custom: custom(t),
-    })
+    Ok(Traits { name: text(&mut t, scope, "name")?, gender, birthday, email, city: text(&mut t, scope, "city")?, custom: custom(t) })
 }
 
 fn valid_birthday(b: &str) -> bool {

@@ -157,7 +157,8 @@ async fn records_decode_with_the_schema_served_by_id() {
     // The other registry reads a stock client may make.
     let subjects: Value = h.client.get(format!("{}/subjects", h.base)).send().await.unwrap().json().await.unwrap();
     assert!(subjects.as_array().unwrap().contains(&json!("zmp.views.v1-value")));
-    let latest: Value = h.client.get(format!("{}/subjects/zmp.views.v1-value/versions/latest", h.base)).send().await.unwrap().json().await.unwrap();
+    let latest: Value =
+        h.client.get(format!("{}/subjects/zmp.views.v1-value/versions/latest", h.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(latest["id"], json!(schema_id));
     let missing = h.client.get(format!("{}/schemas/ids/9999", h.base)).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
@@ -190,7 +191,9 @@ async fn bad_requests_get_their_status_and_a_reason() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(b["message"].as_str().unwrap().contains("1000"), "{b}");
 
-    let big: Vec<Value> = (0..800).map(|_| json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "u1"}, "properties": {"pad": "x".repeat(700)}})).collect();
+    let big: Vec<Value> = (0..800)
+        .map(|_| json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "u1"}, "properties": {"pad": "x".repeat(700)}}))
+        .collect();
     let (s, _, b) = h.batch(big).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "a body over 500 KB: {b}");
 
@@ -218,15 +221,15 @@ async fn rejected_events_are_explained_and_dead_lettered() {
     let h = Harness::start(IngestArgs::default()).await;
     let dup = uid();
     let events = vec![
-        view("good-user"),                                                                                             // 0 ok
-        json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "undefined"}}),                             // 1
-        json!({"type": "page_viewed", "user": {"zalo_id": "u2"}}),                                                       // 2
-        json!({"event_id": uid(), "type": "page_teleported", "user": {"zalo_id": "u2"}}),                                // 3
+        view("good-user"),                                                                   // 0 ok
+        json!({"event_id": uid(), "type": "page_viewed", "user": {"zalo_id": "undefined"}}), // 1
+        json!({"type": "page_viewed", "user": {"zalo_id": "u2"}}),                           // 2
+        json!({"event_id": uid(), "type": "page_teleported", "user": {"zalo_id": "u2"}}),    // 3
         json!({"event_id": uid(), "type": "product_viewed", "user": {"zalo_id": "u2"}, "properties": {"product_id": "p", "price": 35000.5}}), // 4
         json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": "u3"}, "properties": {"phone": "0987654321", "traits": {"name": "Lan"}}}), // 5
-        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}),                                 // 6 ok
-        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}),                                 // 7
-        json!({"event_id": uid(), "type": "page_viewed", "user": {"oa_user_id": "oa1"}}),                                // 8
+        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}), // 6 ok
+        json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}), // 7
+        json!({"event_id": uid(), "type": "page_viewed", "user": {"oa_user_id": "oa1"}}), // 8
     ];
     let (s, _, body) = h.batch(events.clone()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -240,10 +243,19 @@ async fn rejected_events_are_explained_and_dead_lettered() {
             (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap().to_string())
         })
         .collect();
-    let expect = [(1, "placeholder_id"), (2, "missing_field"), (3, "unknown_type"), (4, "invalid_value"), (5, "no_consent"), (7, "duplicate_event_id"), (8, "no_user_id")];
+    let expect = [
+        (1, "placeholder_id"),
+        (2, "missing_field"),
+        (3, "unknown_type"),
+        (4, "invalid_value"),
+        (5, "no_consent"),
+        (7, "duplicate_event_id"),
+        (8, "no_user_id"),
+    ];
     assert_eq!(codes, expect.iter().map(|(i, c)| (*i as u64, c.to_string())).collect());
 
-    let letters: Vec<DeadLetter> = h.read(Topic::DeadLetter).await.iter().map(|m| schemas::codec::decode(m.payload().unwrap()).unwrap()).collect();
+    let letters: Vec<DeadLetter> =
+        h.read(Topic::DeadLetter).await.iter().map(|m| schemas::codec::decode(m.payload().unwrap()).unwrap()).collect();
     assert_eq!(letters.len(), expect.len());
     for (i, code) in expect {
         let l = letters.iter().find(|l| l.index == Some(i)).unwrap_or_else(|| panic!("no dead letter for event {i}"));
@@ -264,9 +276,7 @@ async fn rejected_events_are_explained_and_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_is_stored_only_with_consent() {
     let h = Harness::start(IngestArgs::default()).await;
-    let consent = |user: &str, purpose: &str, granted: bool| {
-        json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": user}, "properties": {"purpose": purpose, "granted": granted}})
-    };
+    let consent = |user: &str, purpose: &str, granted: bool| json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": user}, "properties": {"purpose": purpose, "granted": granted}});
     let identify = |user: &str| json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": user}, "properties": {"traits": {"name": "Minh"}, "phone": "+84 912 345 678"}});
 
     // Consent in the same batch, even after the identify.
@@ -309,7 +319,13 @@ async fn time_is_corrected_by_the_device_clock_error() {
     let after = chrono::Utc::now().timestamp_millis();
     assert_eq!(s, StatusCode::OK);
     let e: ViewEvent = schemas::codec::decode(h.read(Topic::Views).await[0].payload().unwrap()).unwrap();
-    assert!(e.corrected_time >= before - 2000 && e.corrected_time <= after - 2000, "corrected {} not in [{}, {}]", e.corrected_time, before - 2000, after - 2000);
+    assert!(
+        e.corrected_time >= before - 2000 && e.corrected_time <= after - 2000,
+        "corrected {} not in [{}, {}]",
+        e.corrected_time,
+        before - 2000,
+        after - 2000
+    );
     assert_eq!(e.event_time, event_time.timestamp_millis());
     assert!(e.clock_skew_ms >= 3_600_000);
 }

@@ -86,7 +86,11 @@ impl Processor for Carts {
         let key = user_key(event.app_id(), &event.user().key);
         let timeout = self.timeout_ms;
         let state = self.cache.entry(ctx.db, &key)?.get_or_insert_with(|| UserCarts { user: event.user().clone(), ..Default::default() });
-        for (slot, v) in [(&mut state.user.zalo_id, &event.user().zalo_id), (&mut state.user.oa_user_id, &event.user().oa_user_id), (&mut state.user.anonymous_id, &event.user().anonymous_id)] {
+        for (slot, v) in [
+            (&mut state.user.zalo_id, &event.user().zalo_id),
+            (&mut state.user.oa_user_id, &event.user().oa_user_id),
+            (&mut state.user.anonymous_id, &event.user().anonymous_id),
+        ] {
             if v.is_some() {
                 slot.clone_from(v);
             }
@@ -97,7 +101,13 @@ impl Processor for Carts {
                 if let Some(id) = &p.product_id
                     && state.last_viewed.as_ref().is_none_or(|l| l.viewed_at <= t)
                 {
-                    state.last_viewed = Some(ViewedProduct { product_id: id.clone(), product_name: p.product_name.clone(), category: p.category.clone(), price: p.price, viewed_at: t });
+                    state.last_viewed = Some(ViewedProduct {
+                        product_id: id.clone(),
+                        product_name: p.product_name.clone(),
+                        category: p.category.clone(),
+                        price: p.price,
+                        viewed_at: t,
+                    });
                 }
             }
             InputEvent::Cart(c) => {
@@ -106,7 +116,11 @@ impl Processor for Carts {
                     // Happened before the order that closed this cart.
                     return Ok(());
                 }
-                let cart = state.open.entry(p.cart_id.clone()).or_insert_with(|| Cart { first_activity: t, last_activity: t, ..Default::default() });
+                let cart = state.open.entry(p.cart_id.clone()).or_insert_with(|| Cart {
+                    first_activity: t,
+                    last_activity: t,
+                    ..Default::default()
+                });
                 let old_deadline = (cart.version > 0).then(|| cart.deadline(timeout));
                 let before = cart.lines.clone();
                 match (c.kind, &p.product_id) {
@@ -130,7 +144,11 @@ impl Processor for Carts {
                         if q <= 0 {
                             cart.lines.remove(id);
                         } else {
-                            let line = cart.lines.entry(id.clone()).or_insert_with(|| Item { product_id: id.clone(), price: p.price.unwrap_or(0), ..Default::default() });
+                            let line = cart.lines.entry(id.clone()).or_insert_with(|| Item {
+                                product_id: id.clone(),
+                                price: p.price.unwrap_or(0),
+                                ..Default::default()
+                            });
                             line.quantity = q;
                         }
                     }

@@ -86,7 +86,8 @@ fn reader(kafka: &Kafka) -> anyhow::Result<BaseConsumer> {
 
 /// The latest checkpoint of a task in Kafka, if it ever committed.
 fn latest_checkpoint(consumer: &BaseConsumer, topic: &str, task: i32) -> anyhow::Result<Option<Checkpoint>> {
-    let (low, high) = consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
+    let (low, high) =
+        consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
     if high <= low {
         return Ok(None);
     }
@@ -114,8 +115,19 @@ fn latest_checkpoint(consumer: &BaseConsumer, topic: &str, task: i32) -> anyhow:
 
 /// Replays `[from, to)` of a changelog partition into the store, and returns the keys of records
 /// at `to` and beyond (up to the end as of now): leftovers of an unfinished commit.
-fn replay(consumer: &BaseConsumer, db: &TaskDb, store: &'static str, topic: &str, task: i32, from: i64, to: i64, cancel: &AtomicBool, remaining: &prometheus::IntGauge) -> anyhow::Result<(u64, BTreeSet<Vec<u8>>)> {
-    let (low, high) = consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
+fn replay(
+    consumer: &BaseConsumer,
+    db: &TaskDb,
+    store: &'static str,
+    topic: &str,
+    task: i32,
+    from: i64,
+    to: i64,
+    cancel: &AtomicBool,
+    remaining: &prometheus::IntGauge,
+) -> anyhow::Result<(u64, BTreeSet<Vec<u8>>)> {
+    let (low, high) =
+        consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
     let start = from.max(low);
     let mut leftovers = BTreeSet::new();
     if start >= high {
@@ -153,7 +165,9 @@ fn replay(consumer: &BaseConsumer, db: &TaskDb, store: &'static str, topic: &str
                 }
             }
             Some(Err(e)) => bail!("reading {topic}/{task}: {e}"),
-            None if idle_since.elapsed() > Duration::from_secs(30) => bail!("{topic}/{task}: no records for 30 s while restoring (high watermark {high})"),
+            None if idle_since.elapsed() > Duration::from_secs(30) => {
+                bail!("{topic}/{task}: no records for 30 s while restoring (high watermark {high})")
+            }
             None => {}
         }
     }
@@ -165,7 +179,15 @@ fn replay(consumer: &BaseConsumer, db: &TaskDb, store: &'static str, topic: &str
 
 /// Brings a task's local store to its latest checkpoint in Kafka. Runs on its own thread, off
 /// the poll loop; the task's inputs stay paused meanwhile.
-pub fn restore(kafka: &Kafka, app: &str, task: i32, dir: &Path, stores: &[&'static str], inputs: &[&str], cancel: &AtomicBool) -> anyhow::Result<Restored> {
+pub fn restore(
+    kafka: &Kafka,
+    app: &str,
+    task: i32,
+    dir: &Path,
+    stores: &[&'static str],
+    inputs: &[&str],
+    cancel: &AtomicBool,
+) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let consumer = reader(kafka)?;
     let remote = latest_checkpoint(&consumer, &checkpoint_topic(app), task)?;

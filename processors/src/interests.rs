@@ -132,7 +132,11 @@ impl Processor for Interests {
                     ViewType::ProductClicked => Some(W_CLICK),
                     ViewType::ProductShared => Some(W_SHARE),
                     ViewType::Search => {
-                        term = p.query.as_deref().map(|q| q.trim().to_lowercase().chars().take(64).collect()).filter(|q: &String| !q.is_empty());
+                        term = p
+                            .query
+                            .as_deref()
+                            .map(|q| q.trim().to_lowercase().chars().take(64).collect())
+                            .filter(|q: &String| !q.is_empty());
                         None
                     }
                     ViewType::PageViewed => None,

@@ -136,7 +136,11 @@ impl Lag for Highs {
             None => Position::Unknown,
             // Nothing fetched yet, reading from the beginning.
             Some((low, high)) if next_fetch < 0 => {
-                if high > low.max(0) { Position::Behind } else { Position::CaughtUp }
+                if high > low.max(0) {
+                    Position::Behind
+                } else {
+                    Position::CaughtUp
+                }
             }
             Some((_, high)) if next_fetch >= high => Position::CaughtUp,
             Some(_) => Position::Behind,
@@ -275,7 +279,8 @@ impl Engine {
             }
             let (tx, rx) = mpsc::channel();
             let cancel = Arc::new(AtomicBool::new(false));
-            let (kafka, app, dir, stores, c) = (self.kafka.clone(), self.args.application_id.clone(), self.task_dir(id), self.stores.clone(), cancel.clone());
+            let (kafka, app, dir, stores, c) =
+                (self.kafka.clone(), self.args.application_id.clone(), self.task_dir(id), self.stores.clone(), cancel.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("restore-{id}"))
                 .spawn(move || {
@@ -474,13 +479,24 @@ struct Raw {
 
 impl Raw {
     fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Raw> {
-        Some(Raw { input: input_index(m.topic())?, partition: m.partition(), offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() })
+        Some(Raw {
+            input: input_index(m.topic())?,
+            partition: m.partition(),
+            offset: m.offset(),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        })
     }
 
     fn decode(self) -> Polled {
         match schemas::codec::decode_input(INPUTS[self.input], &self.payload) {
             Ok(event) => Polled::Event { input: self.input, partition: self.partition, offset: self.offset, event: Box::new(event) },
-            Err(e) => Polled::Broken { topic: INPUTS[self.input].name().to_string(), partition: self.partition, offset: self.offset, raw: self.payload, error: e.to_string() },
+            Err(e) => Polled::Broken {
+                topic: INPUTS[self.input].name().to_string(),
+                partition: self.partition,
+                offset: self.offset,
+                raw: self.payload,
+                error: e.to_string(),
+            },
         }
     }
 }
@@ -519,7 +535,10 @@ pub async fn ensure_changelogs(kafka: &Kafka, args: &ProcessArgs, partitions: i3
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
         if c != Some(partitions) {
-            bail!("changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required", c.unwrap_or(0));
+            bail!(
+                "changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required",
+                c.unwrap_or(0)
+            );
         }
     }
     Ok(())
@@ -573,7 +592,6 @@ impl Member {
             committed: HashMap::new(),
             fatal: None,
             observer,
-
         }));
         let mut cfg = kafka.client_config();
         cfg.set("group.id", format!("zcdp-{}", args.application_id))
@@ -596,7 +614,8 @@ impl Member {
         if let Some(id) = &args.instance_id {
             cfg.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer<MemberContext> = cfg.create_with_context(MemberContext { engine: engine.clone() }).context("creating the processor consumer")?;
+        let consumer: BaseConsumer<MemberContext> =
+            cfg.create_with_context(MemberContext { engine: engine.clone() }).context("creating the processor consumer")?;
         consumer.subscribe(&inputs)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));

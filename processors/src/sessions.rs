@@ -76,7 +76,9 @@ fn summary(app: &str, key: &str, s: &OpenSession) -> Session {
 }
 
 fn merge_ids(into: &mut User, from: &User) {
-    for (slot, v) in [(&mut into.zalo_id, &from.zalo_id), (&mut into.anonymous_id, &from.anonymous_id), (&mut into.oa_user_id, &from.oa_user_id)] {
+    for (slot, v) in
+        [(&mut into.zalo_id, &from.zalo_id), (&mut into.anonymous_id, &from.anonymous_id), (&mut into.oa_user_id, &from.oa_user_id)]
+    {
         if slot.is_none() {
             slot.clone_from(v);
         }

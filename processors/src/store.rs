@@ -141,10 +141,7 @@ impl TaskDb {
     }
 
     pub fn estimate_keys(&self, store: &str) -> u64 {
-        self.cf(store)
-            .ok()
-            .and_then(|cf| self.db.property_int_value_cf(cf, "rocksdb.estimate-num-keys").ok().flatten())
-            .unwrap_or(0)
+        self.cf(store).ok().and_then(|cf| self.db.property_int_value_cf(cf, "rocksdb.estimate-num-keys").ok().flatten()).unwrap_or(0)
     }
 
     /// Deletes the database files (the task will restore from its changelogs).
@@ -178,7 +175,8 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
     }
 
     fn decode(&self, bytes: &[u8]) -> anyhow::Result<V> {
-        postcard::from_bytes(bytes).with_context(|| format!("corrupt value in store {} (delete the task's data dir to restore it from the changelog)", self.store))
+        postcard::from_bytes(bytes)
+            .with_context(|| format!("corrupt value in store {} (delete the task's data dir to restore it from the changelog)", self.store))
     }
 
     fn load(&mut self, db: &TaskDb, key: &[u8]) -> anyhow::Result<&mut Slot<V>> {
@@ -239,7 +237,6 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
 pub struct Dedup {
     fresh: FastMap<Vec<u8>, i64>,
 }
-
 
 impl Dedup {
     /// True when the id was seen within the TTL; otherwise remembers it and returns false.

@@ -229,7 +229,9 @@ impl Task {
         }
         while done < budget {
             // The input whose head happened first.
-            let Some(input) = (0..INPUTS.len()).filter(|i| !self.buffers[*i].is_empty()).min_by_key(|i| (self.buffers[*i][0].event.time(), *i)) else {
+            let Some(input) =
+                (0..INPUTS.len()).filter(|i| !self.buffers[*i].is_empty()).min_by_key(|i| (self.buffers[*i][0].event.time(), *i))
+            else {
                 break;
             };
             let head_time = self.buffers[input][0].event.time();

@@ -25,7 +25,12 @@ pub async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
         .expect("reader thread")
         .expect("read topic");
     msgs.iter()
-        .map(|m| (String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), schemas::codec::decode::<R>(m.payload().unwrap_or_default()).expect("decodable output")))
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                schemas::codec::decode::<R>(m.payload().unwrap_or_default()).expect("decodable output"),
+            )
+        })
         .collect()
 }
 
@@ -153,7 +158,11 @@ impl Outputs {
         fn side<V: std::fmt::Debug>(name: &str, a: &BTreeMap<String, V>, b: &BTreeMap<String, V>, out: &mut Vec<String>) {
             let only_a: Vec<_> = a.iter().filter(|(k, _)| !b.contains_key(*k)).take(3).collect();
             let only_b: Vec<_> = b.iter().filter(|(k, _)| !a.contains_key(*k)).take(3).collect();
-            let changed: Vec<_> = a.iter().filter_map(|(k, v)| b.get(k).filter(|w| format!("{v:?}") != format!("{w:?}")).map(|w| (k, v, w))).take(2).collect();
+            let changed: Vec<_> = a
+                .iter()
+                .filter_map(|(k, v)| b.get(k).filter(|w| format!("{v:?}") != format!("{w:?}")).map(|w| (k, v, w)))
+                .take(2)
+                .collect();
             if !only_a.is_empty() || !only_b.is_empty() || !changed.is_empty() {
                 out.push(format!("{name}: {} vs {}; only left {only_a:?}; only right {only_b:?}; changed {changed:?}", a.len(), b.len()));
             }

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 use processors::ProcessArgs;
 use processors::member::{Member, TaskEvent, TaskObserver};
 use processors::task::INPUTS;
@@ -17,7 +16,6 @@ use schemas::testing::build::*;
 use schemas::testing::{eventually, produce};
 use schemas::topics::Topic;
 
-
 struct Env {
     _cluster: Arc<EmbeddedCluster>,
     kafka: Kafka,
@@ -25,7 +23,10 @@ struct Env {
 }
 
 async fn env(partitions: i32) -> Env {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("ZCDP_TEST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("ZCDP_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
     let kafka = Kafka::embedded(cluster.clone(), partitions);
     kafka.ensure_catalogue().await.unwrap();

@@ -73,16 +73,10 @@ static CODECS: LazyLock<Codecs> = LazyLock::new(|| {
     for v in reg.all() {
         let latest = reg.latest(v.topic).expect("topic has a version");
         if latest.id == v.id {
-            let w = GenericDatumWriter::builder(&v.schema)
-                .human_readable(false)
-                .build()
-                .expect("writer for a parsed schema");
+            let w = GenericDatumWriter::builder(&v.schema).human_readable(false).build().expect("writer for a parsed schema");
             writers.insert(v.topic, (v.id, w));
         }
-        let r = GenericDatumReader::builder(&v.schema)
-            .human_readable(false)
-            .build()
-            .expect("reader for a parsed schema");
+        let r = GenericDatumReader::builder(&v.schema).human_readable(false).build().expect("reader for a parsed schema");
         readers.insert(v.id, r);
     }
     Codecs { writers, readers }
@@ -224,13 +218,34 @@ mod tests {
             }
         }
         same_bytes_as_apache_avro(&DeadLetter {
-            received_at: -5, source: "s".into(), app_id: Some("a".into()), event_id: None, event_type: Some("t".into()),
-            index: Some(300), reason_code: "c".into(), reason: "r".into(), raw: vec![0, 255, 7],
+            received_at: -5,
+            source: "s".into(),
+            app_id: Some("a".into()),
+            event_id: None,
+            event_type: Some("t".into()),
+            index: Some(300),
+            reason_code: "c".into(),
+            reason: "r".into(),
+            raw: vec![0, 255, 7],
         });
         use crate::derived::*;
         let user = User { key: "k".into(), zalo_id: Some("z".into()), ..Default::default() };
-        same_bytes_as_apache_avro(&Session { session_id: "s".into(), user: user.clone(), products_viewed: vec!["a".into(), "b".into()], start: 1, end: 1 << 40, converted: true, utm_source: Some("x".into()), ..Default::default() });
-        same_bytes_as_apache_avro(&UserInterests { products: vec![Score { id: "p".into(), score: 1.25 }], terms: vec![Score { id: "t".into(), score: -0.5 }], as_of: 99, ..Default::default() });
+        same_bytes_as_apache_avro(&Session {
+            session_id: "s".into(),
+            user: user.clone(),
+            products_viewed: vec!["a".into(), "b".into()],
+            start: 1,
+            end: 1 << 40,
+            converted: true,
+            utm_source: Some("x".into()),
+            ..Default::default()
+        });
+        same_bytes_as_apache_avro(&UserInterests {
+            products: vec![Score { id: "p".into(), score: 1.25 }],
+            terms: vec![Score { id: "t".into(), score: -0.5 }],
+            as_of: 99,
+            ..Default::default()
+        });
         same_bytes_as_apache_avro(&CartTrigger {
             user,
             items: vec![Item { product_id: "p".into(), quantity: 2, price: 35_000, category: Some("c".into()), ..Default::default() }],
@@ -282,9 +297,17 @@ mod tests {
         assert!(matches!(split_frame(&[7, 0, 0, 0, 1]), Err(CodecError::BadMagic(7))));
         assert!(matches!(decode::<ViewEvent>(&[0, 0, 0, 3, 232, 0]), Err(CodecError::UnknownSchema(1000))));
         let dl = encode(&DeadLetter {
-            received_at: 1, source: "t".into(), app_id: None, event_id: None, event_type: None,
-            index: None, reason_code: "x".into(), reason: "y".into(), raw: b"{}".to_vec(),
-        }).unwrap();
+            received_at: 1,
+            source: "t".into(),
+            app_id: None,
+            event_id: None,
+            event_type: None,
+            index: None,
+            reason_code: "x".into(),
+            reason: "y".into(),
+            raw: b"{}".to_vec(),
+        })
+        .unwrap();
         assert!(matches!(decode::<ViewEvent>(&dl), Err(CodecError::WrongTopic { .. })));
     }
 }

@@ -112,7 +112,12 @@ mod tests {
 
     #[test]
     fn derived_records_round_trip() {
-        let s = Session { session_id: stable_id(&["a", "u", "1"]), products_viewed: vec!["p".into()], landing_screen: Some("/".into()), ..Default::default() };
+        let s = Session {
+            session_id: stable_id(&["a", "u", "1"]),
+            products_viewed: vec!["p".into()],
+            landing_screen: Some("/".into()),
+            ..Default::default()
+        };
         assert_eq!(decode::<Session>(&encode(&s).unwrap()).unwrap(), s);
         let i = UserInterests { products: vec![Score { id: "p".into(), score: 1.5 }], ..Default::default() };
         assert_eq!(decode::<UserInterests>(&encode(&i).unwrap()).unwrap(), i);

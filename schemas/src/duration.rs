@@ -6,9 +6,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s, 30m, 1h or 7d"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s, 30m, 1h or 7d"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,

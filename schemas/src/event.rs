@@ -416,12 +416,34 @@ type_names!(EngagementType {
 crate::avro_enum!(ViewType, CartType, OrderType, IdentityType, EngagementType);
 crate::avro_record!(User { key, zalo_id, anonymous_id, oa_user_id });
 crate::avro_record!(Context {
-    screen, utm_source, utm_medium, utm_campaign, utm_content, affiliate_id, referrer, app_version,
-    zalo_version, platform, os_version, device_model, locale, library,
+    screen,
+    utm_source,
+    utm_medium,
+    utm_campaign,
+    utm_content,
+    affiliate_id,
+    referrer,
+    app_version,
+    zalo_version,
+    platform,
+    os_version,
+    device_model,
+    locale,
+    library,
 });
 crate::avro_record!(Item { product_id, product_name, category, quantity, price });
 crate::avro_record!(ViewProperties {
-    page_title, product_id, product_name, category, price, dwell_ms, query, results_count, share_channel, list_id, custom,
+    page_title,
+    product_id,
+    product_name,
+    category,
+    price,
+    dwell_ms,
+    query,
+    results_count,
+    share_channel,
+    list_id,
+    custom,
 });
 crate::avro_record!(CartProperties { cart_id, product_id, product_name, category, quantity, price, cart_value, items[array], custom });
 crate::avro_record!(OrderProperties {
@@ -431,7 +453,17 @@ crate::avro_record!(OrderProperties {
 crate::avro_record!(Traits { name, gender, birthday, email, city, custom });
 crate::avro_record!(IdentityProperties { traits, phone, purpose, granted, policy_version, oa_id, interaction, custom });
 crate::avro_record!(EngagementProperties {
-    game_id, result, reward, voucher_code, points, reason, order_id, product_id, rating, referral_code, custom,
+    game_id,
+    result,
+    reward,
+    voucher_code,
+    points,
+    reason,
+    order_id,
+    product_id,
+    rating,
+    referral_code,
+    custom,
 });
 macro_rules! input_event_writer {
     ($($t:ty),*) => {$(

@@ -50,10 +50,7 @@ pub struct Kafka {
 
 impl std::fmt::Debug for Kafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kafka")
-            .field("bootstrap", &self.bootstrap)
-            .field("embedded", &self.embedded.is_some())
-            .finish()
+        f.debug_struct("Kafka").field("bootstrap", &self.bootstrap).field("embedded", &self.embedded.is_some()).finish()
     }
 }
 
@@ -79,21 +76,13 @@ impl Kafka {
 
     /// Settings for an already running embedded cluster (tests share one across roles).
     pub fn embedded(cluster: Arc<EmbeddedCluster>, partitions: i32) -> Kafka {
-        Kafka {
-            bootstrap: cluster.bootstrap(),
-            options: Vec::new(),
-            partitions,
-            replication_factor: 1,
-            embedded: Some(cluster),
-        }
+        Kafka { bootstrap: cluster.bootstrap(), options: Vec::new(), partitions, replication_factor: 1, embedded: Some(cluster) }
     }
 
     fn with_bootstrap(bootstrap: String, args: &KafkaArgs, embedded: Option<Arc<EmbeddedCluster>>) -> anyhow::Result<Kafka> {
         let mut options = Vec::new();
         for kv in &args.kafka_options {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--kafka-option {kv:?} is not key=value"))?;
+            let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv:?} is not key=value"))?;
             options.push((k.trim().to_string(), v.trim().to_string()));
         }
         if args.partitions < 1 {
@@ -128,9 +117,7 @@ impl Kafka {
     /// them (co-partitioning across topics depends on it).
     pub fn producer_config(&self) -> ClientConfig {
         let mut cfg = self.client_config();
-        cfg.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("partitioner", "murmur2_random");
+        cfg.set("acks", "all").set("enable.idempotence", "true").set("partitioner", "murmur2_random");
         cfg
     }
 
@@ -151,12 +138,9 @@ impl Kafka {
                 // right to create more.
                 let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
                 let existing = self.partition_counts(&names).await?;
-                let missing: Vec<(&str, &TopicSpec)> =
-                    topics.iter().zip(&existing).filter(|(_, c)| c.is_none()).map(|(t, _)| *t).collect();
-                let admin: AdminClient<DefaultClientContext> =
-                    self.client_config().create().context("creating the Kafka admin client")?;
-                let retention: Vec<Option<String>> =
-                    missing.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
+                let missing: Vec<(&str, &TopicSpec)> = topics.iter().zip(&existing).filter(|(_, c)| c.is_none()).map(|(t, _)| *t).collect();
+                let admin: AdminClient<DefaultClientContext> = self.client_config().create().context("creating the Kafka admin client")?;
+                let retention: Vec<Option<String>> = missing.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
                 let new: Vec<NewTopic> = missing
                     .iter()
                     .zip(&retention)
@@ -170,7 +154,8 @@ impl Kafka {
                     })
                     .collect();
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-                let results = if new.is_empty() { Vec::new() } else { admin.create_topics(new.iter(), &opts).await.context("CreateTopics")? };
+                let results =
+                    if new.is_empty() { Vec::new() } else { admin.create_topics(new.iter(), &opts).await.context("CreateTopics")? };
                 for r in results {
                     match r {
                         Ok(name) => created.push(name),
@@ -224,12 +209,7 @@ impl Kafka {
             let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
             Ok(names
                 .iter()
-                .map(|n| {
-                    md.topics()
-                        .iter()
-                        .find(|t| t.name() == n && t.error().is_none())
-                        .map(|t| t.partitions().len() as i32)
-                })
+                .map(|n| md.topics().iter().find(|t| t.name() == n && t.error().is_none()).map(|t| t.partitions().len() as i32))
                 .collect())
         })
         .await?

@@ -16,4 +16,4 @@ pub mod topics;
 
 pub use codec::{CodecError, Record};
 pub use event::*;
-pub use topics::{Topic, TopicSpec, CATALOGUE};
+pub use topics::{CATALOGUE, Topic, TopicSpec};

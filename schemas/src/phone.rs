@@ -7,14 +7,29 @@
 /// Communications): old prefix (without the leading 0) → new prefix.
 const OLD_PREFIXES: &[(&str, &str)] = &[
     // MobiFone
-    ("120", "70"), ("121", "79"), ("122", "77"), ("126", "76"), ("128", "78"),
+    ("120", "70"),
+    ("121", "79"),
+    ("122", "77"),
+    ("126", "76"),
+    ("128", "78"),
     // VinaPhone
-    ("123", "83"), ("124", "84"), ("125", "85"), ("127", "81"), ("129", "82"),
+    ("123", "83"),
+    ("124", "84"),
+    ("125", "85"),
+    ("127", "81"),
+    ("129", "82"),
     // Viettel
-    ("162", "32"), ("163", "33"), ("164", "34"), ("165", "35"), ("166", "36"),
-    ("167", "37"), ("168", "38"), ("169", "39"),
+    ("162", "32"),
+    ("163", "33"),
+    ("164", "34"),
+    ("165", "35"),
+    ("166", "36"),
+    ("167", "37"),
+    ("168", "38"),
+    ("169", "39"),
     // Vietnamobile
-    ("186", "56"), ("188", "58"),
+    ("186", "56"),
+    ("188", "58"),
     // Gmobile
     ("199", "59"),
 ];
@@ -52,11 +67,7 @@ pub fn normalize_vn_phone(input: &str) -> Result<String, PhoneError> {
         9 => national.to_string(),
         10 => {
             let (old, rest) = national.split_at(3);
-            let new = OLD_PREFIXES
-                .iter()
-                .find(|(o, _)| *o == old)
-                .map(|(_, n)| *n)
-                .ok_or(PhoneError::NotVietnameseMobile)?;
+            let new = OLD_PREFIXES.iter().find(|(o, _)| *o == old).map(|(_, n)| *n).ok_or(PhoneError::NotVietnameseMobile)?;
             format!("{new}{rest}")
         }
         _ => return Err(PhoneError::NotVietnameseMobile),

@@ -50,24 +50,69 @@ struct Row {
 
 /// Ids are never reused. Append only.
 const ROWS: &[Row] = &[
-    Row { id: 1, topic: Topic::Views, version: 1, source: include_str!("../avro/zmp.views.v1/v1.avsc"),
-        fingerprint: "f01bcdcad3b882b8df8d9c5e8939e7193d25419db59ca2c230318514491dbd10" },
-    Row { id: 2, topic: Topic::Carts, version: 1, source: include_str!("../avro/zmp.carts.v1/v1.avsc"),
-        fingerprint: "547fea39df02eada99a5282808f69c5830719c59a461e27a23b858fc1e1e173d" },
-    Row { id: 3, topic: Topic::Orders, version: 1, source: include_str!("../avro/zmp.orders.v1/v1.avsc"),
-        fingerprint: "b191e9cdf6f759e75bcdfe9e39b461bb01b8980c7eccc498b233c5e8f30bc0ee" },
-    Row { id: 4, topic: Topic::Identities, version: 1, source: include_str!("../avro/zmp.identities.v1/v1.avsc"),
-        fingerprint: "56c77cb8b85ec407146c047878925876faf23e8ddc5080b4a3b8bfef6c6777f4" },
-    Row { id: 5, topic: Topic::Engagement, version: 1, source: include_str!("../avro/zmp.engagement.v1/v1.avsc"),
-        fingerprint: "a8dc088bab4206a5d0a85b1c8c15f6b48e7fcb4818a3442b1348b0d1e0f41dd2" },
-    Row { id: 6, topic: Topic::DeadLetter, version: 1, source: include_str!("../avro/zmp.deadletter.v1/v1.avsc"),
-        fingerprint: "943709625bdaac95485244cef68587b89407baecbac656fe0b1fc1024614a1f3" },
-    Row { id: 7, topic: Topic::Sessions, version: 1, source: include_str!("../avro/zmp.sessions.v1/v1.avsc"),
-        fingerprint: "d35b5b3d0714bc12e491bd3669a55c3e3e03c67d9001374d2acd833b3b7a4ea6" },
-    Row { id: 8, topic: Topic::Interests, version: 1, source: include_str!("../avro/zmp.interests.v1/v1.avsc"),
-        fingerprint: "3fe1987a7b53d58d1622b79c05bce99ab7b0b16b5c6eaa423999c58f828da1c2" },
-    Row { id: 9, topic: Topic::CartTriggers, version: 1, source: include_str!("../avro/zmp.cart-triggers.v1/v1.avsc"),
-        fingerprint: "6f13357594157ea6b90b0dffdd81728d679b1bc27a3d2ec4c1ec7cde18cf9f5c" },
+    Row {
+        id: 1,
+        topic: Topic::Views,
+        version: 1,
+        source: include_str!("../avro/zmp.views.v1/v1.avsc"),
+        fingerprint: "f01bcdcad3b882b8df8d9c5e8939e7193d25419db59ca2c230318514491dbd10",
+    },
+    Row {
+        id: 2,
+        topic: Topic::Carts,
+        version: 1,
+        source: include_str!("../avro/zmp.carts.v1/v1.avsc"),
+        fingerprint: "547fea39df02eada99a5282808f69c5830719c59a461e27a23b858fc1e1e173d",
+    },
+    Row {
+        id: 3,
+        topic: Topic::Orders,
+        version: 1,
+        source: include_str!("../avro/zmp.orders.v1/v1.avsc"),
+        fingerprint: "b191e9cdf6f759e75bcdfe9e39b461bb01b8980c7eccc498b233c5e8f30bc0ee",
+    },
+    Row {
+        id: 4,
+        topic: Topic::Identities,
+        version: 1,
+        source: include_str!("../avro/zmp.identities.v1/v1.avsc"),
+        fingerprint: "56c77cb8b85ec407146c047878925876faf23e8ddc5080b4a3b8bfef6c6777f4",
+    },
+    Row {
+        id: 5,
+        topic: Topic::Engagement,
+        version: 1,
+        source: include_str!("../avro/zmp.engagement.v1/v1.avsc"),
+        fingerprint: "a8dc088bab4206a5d0a85b1c8c15f6b48e7fcb4818a3442b1348b0d1e0f41dd2",
+    },
+    Row {
+        id: 6,
+        topic: Topic::DeadLetter,
+        version: 1,
+        source: include_str!("../avro/zmp.deadletter.v1/v1.avsc"),
+        fingerprint: "943709625bdaac95485244cef68587b89407baecbac656fe0b1fc1024614a1f3",
+    },
+    Row {
+        id: 7,
+        topic: Topic::Sessions,
+        version: 1,
+        source: include_str!("../avro/zmp.sessions.v1/v1.avsc"),
+        fingerprint: "d35b5b3d0714bc12e491bd3669a55c3e3e03c67d9001374d2acd833b3b7a4ea6",
+    },
+    Row {
+        id: 8,
+        topic: Topic::Interests,
+        version: 1,
+        source: include_str!("../avro/zmp.interests.v1/v1.avsc"),
+        fingerprint: "3fe1987a7b53d58d1622b79c05bce99ab7b0b16b5c6eaa423999c58f828da1c2",
+    },
+    Row {
+        id: 9,
+        topic: Topic::CartTriggers,
+        version: 1,
+        source: include_str!("../avro/zmp.cart-triggers.v1/v1.avsc"),
+        fingerprint: "6f13357594157ea6b90b0dffdd81728d679b1bc27a3d2ec4c1ec7cde18cf9f5c",
+    },
 ];
 
 pub struct Registry {
@@ -83,9 +128,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
             version: r.version,
             source: r.source,
             fingerprint: r.fingerprint,
-            schema: Schema::parse_str(r.source).unwrap_or_else(|e| {
-                panic!("schema {} v{} does not parse: {e}", r.topic, r.version)
-            }),
+            schema: Schema::parse_str(r.source).unwrap_or_else(|e| panic!("schema {} v{} does not parse: {e}", r.topic, r.version)),
         })
         .collect();
     Registry { versions }
@@ -180,8 +223,7 @@ mod tests {
     fn compatibility_check_catches_a_breaking_change() {
         let old = &registry().latest(Topic::Views).unwrap().schema;
         // A new required field without a default cannot be filled in from old records.
-        let mut json: serde_json::Value =
-            serde_json::from_str(registry().latest(Topic::Views).unwrap().source).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(registry().latest(Topic::Views).unwrap().source).unwrap();
         json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "tenant", "type": "string"}));
         let broken = Schema::parse_str(&json.to_string()).unwrap();
         assert!(SchemaCompatibility::can_read(old, &broken).is_err());

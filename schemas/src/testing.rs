@@ -5,36 +5,36 @@ use crate::event::*;
 /// A fully populated envelope around `properties`; `$ty` is the topic's record struct.
 macro_rules! envelope {
     ($ty:ident, $kind:expr, $n:expr, $properties:expr) => {{
-    let n: u32 = $n;
-    let t = 1_764_000_000_000 + i64::from(n) * 1000;
-    $ty {
-        event_id: format!("00000000-0000-4000-8000-{n:012}"),
-        app_id: "demo".into(),
-        kind: $kind,
-        user: User {
-            key: "zu_1001".into(),
-            zalo_id: Some("zu_1001".into()),
-            anonymous_id: Some("anon-7f3a".into()),
-            oa_user_id: Some("oa_55501".into()),
-        },
-        event_time: t,
-        sent_at: Some(t + 200),
-        received_at: t + 450,
-        corrected_time: t + 250,
-        clock_skew_ms: 250,
-        future_clamped: false,
-        stale: false,
-        context: Context {
-            screen: Some("/product/sp-01".into()),
-            utm_source: Some("zalo_oa".into()),
-            utm_campaign: Some("tet-2027".into()),
-            app_version: Some("1.4.2".into()),
-            platform: Some("android".into()),
-            locale: Some("vi-VN".into()),
-            ..Context::default()
-        },
-        properties: $properties,
-    }
+        let n: u32 = $n;
+        let t = 1_764_000_000_000 + i64::from(n) * 1000;
+        $ty {
+            event_id: format!("00000000-0000-4000-8000-{n:012}"),
+            app_id: "demo".into(),
+            kind: $kind,
+            user: User {
+                key: "zu_1001".into(),
+                zalo_id: Some("zu_1001".into()),
+                anonymous_id: Some("anon-7f3a".into()),
+                oa_user_id: Some("oa_55501".into()),
+            },
+            event_time: t,
+            sent_at: Some(t + 200),
+            received_at: t + 450,
+            corrected_time: t + 250,
+            clock_skew_ms: 250,
+            future_clamped: false,
+            stale: false,
+            context: Context {
+                screen: Some("/product/sp-01".into()),
+                utm_source: Some("zalo_oa".into()),
+                utm_campaign: Some("tet-2027".into()),
+                app_version: Some("1.4.2".into()),
+                platform: Some("android".into()),
+                locale: Some("vi-VN".into()),
+                ..Context::default()
+            },
+            properties: $properties,
+        }
     }};
 }
 
@@ -213,12 +213,25 @@ pub mod build {
     }
 
     pub fn product_view(user_key: &str, t: i64, product: &str, category: &str, dwell_ms: i64) -> InputEvent {
-        let p = ViewProperties { product_id: Some(product.into()), category: Some(category.into()), price: Some(35_000), dwell_ms: Some(dwell_ms), ..Default::default() };
+        let p = ViewProperties {
+            product_id: Some(product.into()),
+            category: Some(category.into()),
+            price: Some(35_000),
+            dwell_ms: Some(dwell_ms),
+            ..Default::default()
+        };
         InputEvent::View(event!(ViewEvent, ViewType::ProductViewed, user_key, t, p))
     }
 
     pub fn cart_add(user_key: &str, t: i64, cart: &str, product: &str, quantity: i64, price: i64) -> InputEvent {
-        let p = CartProperties { cart_id: cart.into(), product_id: Some(product.into()), category: Some("coffee".into()), quantity: Some(quantity), price: Some(price), ..Default::default() };
+        let p = CartProperties {
+            cart_id: cart.into(),
+            product_id: Some(product.into()),
+            category: Some("coffee".into()),
+            quantity: Some(quantity),
+            price: Some(price),
+            ..Default::default()
+        };
         InputEvent::Cart(event!(CartEvent, CartType::CartItemAdded, user_key, t, p))
     }
 

@@ -58,7 +58,10 @@ impl Row {
 pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let kafka = Kafka::from_args_or_embedded(&args.kafka, 1)?;
     kafka.ensure_catalogue().await?;
-    eprintln!("bench ingest: {} events in batches of {}, {} requests in flight, cluster {}", args.events, args.batch, args.concurrency, kafka.bootstrap);
+    eprintln!(
+        "bench ingest: {} events in batches of {}, {} requests in flight, cluster {}",
+        args.events, args.batch, args.concurrency, kafka.bootstrap
+    );
 
     // The traffic, generated once: HTTP bodies for the gateway, encoded records for the baseline.
     let mut shoppers = Shoppers::new(42, 20_000, 200);
@@ -106,13 +109,24 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
         let per_event = r.cpu_secs.map(|c| format!("{:.1}", c * 1e6 / r.events as f64)).unwrap_or_else(|| "-".into());
         let cores = r.cpu_secs.map(|c| format!("{:.2}", c / r.secs)).unwrap_or_else(|| "-".into());
-        println!("| {} | {} | {:.2} | {:.0} | {} | {} | {per_event} | {cores} |", r.path, r.events, r.secs, r.rate(), ms(r.p50_ms), ms(r.p99_ms));
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {per_event} | {cores} |",
+            r.path,
+            r.events,
+            r.secs,
+            r.rate(),
+            ms(r.p50_ms),
+            ms(r.p99_ms)
+        );
     }
     println!();
     let ratio = full.rate() / bare.rate();
     println!("gateway / bare producer: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
     let p99 = paced.p99_ms.unwrap_or(f64::NAN);
-    println!("batch p99 at half the bare rate ({half_rate:.0} events/s): {p99:.1} ms (target < 50 ms: {})", if p99 < 50.0 { "met" } else { "NOT met" });
+    println!(
+        "batch p99 at half the bare rate ({half_rate:.0} events/s): {p99:.1} ms (target < 50 ms: {})",
+        if p99 < 50.0 { "met" } else { "NOT met" }
+    );
     Ok(())
 }
 
@@ -242,13 +256,8 @@ async fn drive(url: &str, bodies: &[Bytes], concurrency: usize, rate: Option<f64
                 let due = start + Duration::from_secs_f64(offsets[i]);
                 tokio::time::sleep_until(due.into()).await;
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .bearer_auth("demo-key")
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
+                let resp =
+                    client.post(&url).bearer_auth("demo-key").header("content-type", "application/json").body(body.clone()).send().await?;
                 let status = resp.status();
                 resp.bytes().await?;
                 anyhow::ensure!(status.is_success(), "gateway answered {status}");
@@ -263,5 +272,12 @@ async fn drive(url: &str, bodies: &[Bytes], concurrency: usize, rate: Option<f64
     }
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    Ok(Row { path, events: total_events, secs, p50_ms: Some(quantile(&latencies, 0.5)), p99_ms: Some(quantile(&latencies, 0.99)), cpu_secs: None })
+    Ok(Row {
+        path,
+        events: total_events,
+        secs,
+        p50_ms: Some(quantile(&latencies, 0.5)),
+        p99_ms: Some(quantile(&latencies, 0.99)),
+        cpu_secs: None,
+    })
 }

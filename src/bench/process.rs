@@ -12,11 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use ingest::validate::{Receipt, parse_event};
+use processors::ProcessArgs;
 use processors::checkpoint::restore;
 use processors::member::{Member, TaskEvent, TaskObserver, all_stores};
 use processors::task::INPUTS;
 use processors::testing::progress;
-use processors::ProcessArgs;
 use schemas::kafka::{Kafka, KafkaArgs};
 
 use crate::shoppers::Shoppers;
@@ -77,7 +77,12 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let restore_rate = median(&|r| r.restored as f64 / r.restore_secs);
     let restored = rounds[0].restored;
     println!();
-    println!("Medians of {RUNS} rounds (every round, records/s: bare {}; processors {}; restore {}).", all(&|r| n as f64 / r.bare_secs), all(&|r| n as f64 / r.processed_secs), all(&|r| r.restored as f64 / r.restore_secs));
+    println!(
+        "Medians of {RUNS} rounds (every round, records/s: bare {}; processors {}; restore {}).",
+        all(&|r| n as f64 / r.bare_secs),
+        all(&|r| n as f64 / r.processed_secs),
+        all(&|r| r.restored as f64 / r.restore_secs)
+    );
     println!("| path | records | records/s |");
     println!("|---|---:|---:|");
     println!("| bare consume + Avro decode (rdkafka BaseConsumer) | {n} | {bare_rate:.0} |");
@@ -89,7 +94,10 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     println!("inputs given up on after --max-task-idle without a record, per round: {}", all(&|r| r.idle_expired as f64));
     let ratio = processed_rate / bare_rate;
     println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
-    println!("restore: {restore_rate:.0} changelog records/s (target >= 200000: {})", if restore_rate >= 200_000.0 { "met" } else { "NOT met" });
+    println!(
+        "restore: {restore_rate:.0} changelog records/s (target >= 200000: {})",
+        if restore_rate >= 200_000.0 { "met" } else { "NOT met" }
+    );
     Ok(())
 }
 
@@ -132,7 +140,8 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     };
     let member = Member::start(&kafka, &process_args, Some(observer)).await?;
     let processed = || -> u64 { INPUTS.iter().map(|t| processors::metrics::METRICS.records.with_label_values(&[t.name()]).get()).sum() };
-    let expired = || -> Vec<u64> { INPUTS.iter().map(|t| processors::metrics::METRICS.idle_expired.with_label_values(&[t.name()]).get()).collect() };
+    let expired =
+        || -> Vec<u64> { INPUTS.iter().map(|t| processors::metrics::METRICS.idle_expired.with_label_values(&[t.name()]).get()).collect() };
     // The counters are the process's: count from where the earlier rounds left them.
     let (processed_before, expired_before) = (processed(), expired());
     while processed() - processed_before < n as u64 {
@@ -172,7 +181,8 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     let restore_started = Instant::now();
     let handles: Vec<_> = (0..kafka.partitions)
         .map(|task| {
-            let (kafka, app, dir, stores) = (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), all_stores(&process_args));
+            let (kafka, app, dir, stores) =
+                (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), all_stores(&process_args));
             std::thread::spawn(move || {
                 let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
                 restore(&kafka, &app, task, &dir, &stores, &inputs, &AtomicBool::new(false)).map(|r| r.records)
