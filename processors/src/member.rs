@@ -308,14 +308,22 @@ impl Engine {
             let restored = res.with_context(|| format!("restoring task {id}"))?;
             tracing::info!(member = %self.name, task = id, records = restored.records, secs = restored.elapsed.as_secs_f64(), "task restored");
             let task = Task::new(id, restored, build_processors(&self.args), self.args.state_cache)?;
+            // Resume, then seek: a seek outdates what librdkafka was doing for the partition, so
+            // a seek before the resume would have its offset lookup outdated by the resume and
+            // retried only 500 ms later; and a resume alone does not wake librdkafka's fetcher,
+            // which may sleep up to a second. The seek's offset lookup (a logical offset) or
+            // leader-epoch check (an absolute one) wakes it. Records fetched before the seek are
+            // dropped by librdkafka (older version), and the task skips offsets it has applied.
             let mut tpl = TopicPartitionList::new();
+            for t in INPUTS {
+                tpl.add_partition(t.name(), id);
+            }
+            consumer.resume(&tpl)?;
             for (i, t) in INPUTS.iter().enumerate() {
                 let next = task.resume_offsets()[i];
                 let offset = if next >= 0 { Offset::Offset(next) } else { Offset::Beginning };
                 consumer.seek(t.name(), id, offset, Duration::from_secs(10)).with_context(|| format!("seeking {t}/{id}"))?;
-                tpl.add_partition(t.name(), id);
             }
-            consumer.resume(&tpl)?;
             tracing::debug!(member = %self.name, task = id, offsets = ?task.resume_offsets(), "task resumed");
             self.tasks.insert(id, task);
             self.notify(id, TaskEvent::Started);

@@ -80,8 +80,23 @@ impl OutputProducer {
     }
 
     /// Waits until everything queued is acknowledged; fails if anything was not.
+    ///
+    /// librdkafka's own flush, called with the whole timeout: it waits in steps of at most 10 ms.
+    /// rust-rdkafka's `flush` polls the producer's queue for up to 100 ms at a time, and with a
+    /// `ThreadedProducer` its thread takes the delivery reports, so every flush took 100 ms
+    /// however little it waited for: two per commit, with the processor thread stalled.
     pub fn flush(&self, within: Duration) -> anyhow::Result<()> {
-        self.producer.flush(within)?;
+        let ms = within.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: the producer's handle is valid while `self.producer` lives; rd_kafka_flush
+        // may be called from any thread.
+        let err = unsafe { rdkafka_sys::rd_kafka_flush(self.producer.client().native_ptr(), ms) };
+        if err != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            bail!(
+                "{} record(s) not acknowledged by Kafka within {within:?}: {}",
+                self.producer.in_flight_count(),
+                RDKafkaErrorCode::from(err)
+            );
+        }
         self.check()
     }
 

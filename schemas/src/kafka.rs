@@ -27,7 +27,8 @@ pub struct KafkaArgs {
     #[arg(long, env = "ZCDP_BROKERS")]
     pub brokers: Option<String>,
     /// Extra librdkafka client properties as key=value, repeatable or comma-separated, e.g.
-    /// security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=zcdp.
+    /// security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=zcdp. A piece
+    /// without `=` continues the value before it, so debug=consumer,fetch works.
     #[arg(long = "kafka-option", env = "ZCDP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
     pub kafka_options: Vec<String>,
     /// Partitions of every co-partitioned topic when zcdp creates them.
@@ -52,6 +53,23 @@ impl std::fmt::Debug for Kafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kafka").field("bootstrap", &self.bootstrap).field("embedded", &self.embedded.is_some()).finish()
     }
+}
+
+/// `key=value` pieces (clap split them at commas); a piece without `=` belongs to the value
+/// before it, as in `debug=consumer,fetch`.
+fn parse_options(pieces: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut options: Vec<(String, String)> = Vec::new();
+    for piece in pieces {
+        match (piece.split_once('='), options.last_mut()) {
+            (Some((k, v)), _) if !k.trim().is_empty() => options.push((k.trim().to_string(), v.trim().to_string())),
+            (None, Some((_, v))) => {
+                v.push(',');
+                v.push_str(piece.trim());
+            }
+            _ => bail!("--kafka-option {piece:?} is not key=value"),
+        }
+    }
+    Ok(options)
 }
 
 impl Kafka {
@@ -80,11 +98,7 @@ impl Kafka {
     }
 
     fn with_bootstrap(bootstrap: String, args: &KafkaArgs, embedded: Option<Arc<EmbeddedCluster>>) -> anyhow::Result<Kafka> {
-        let mut options = Vec::new();
-        for kv in &args.kafka_options {
-            let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv:?} is not key=value"))?;
-            options.push((k.trim().to_string(), v.trim().to_string()));
-        }
+        let options = parse_options(&args.kafka_options)?;
         if args.partitions < 1 {
             bail!("--partitions must be at least 1, got {}", args.partitions);
         }
@@ -270,5 +284,29 @@ impl EmbeddedCluster {
     /// The mock cluster itself, for fault injection (brokers down, request errors, leaders).
     pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
         &self.mock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_options;
+
+    fn pieces(s: &[&str]) -> Vec<String> {
+        s.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn kafka_options_keep_commas_inside_values() {
+        let got = parse_options(&pieces(&["security.protocol=SASL_SSL", "debug=consumer", "fetch", "sasl.username=zcdp"])).unwrap();
+        let want = [("security.protocol", "SASL_SSL"), ("debug", "consumer,fetch"), ("sasl.username", "zcdp")];
+        assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
+    }
+
+    #[test]
+    fn kafka_options_without_a_key_are_refused() {
+        for bad in [&["fetch"][..], &["=x"][..]] {
+            let err = parse_options(&pieces(bad)).unwrap_err().to_string();
+            assert!(err.contains("is not key=value"), "{err}");
+        }
     }
 }
