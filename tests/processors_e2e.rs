@@ -78,7 +78,12 @@ async fn a_member_killed_mid_stream_and_restarted_changes_no_output() {
         ..ProcessArgs::default()
     };
     let expected = reference_run(&reference, &history, &args).await;
-    assert!(expected.sessions.len() > USERS && !expected.triggers.is_empty() && expected.interests.len() == USERS);
+    assert!(
+        expected.sessions.len() > USERS
+            && !expected.triggers.is_empty()
+            && expected.interests.len() == USERS
+            && expected.profiles.len() == USERS
+    );
 
     // The same history, with a member killed twice while a phase streams in: once restarting on
     // its own disk, once on a new, empty one (a lost machine: everything restores from the

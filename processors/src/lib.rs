@@ -4,7 +4,7 @@
 //! - `task`: one partition number across the co-partitioned inputs, in event-time order;
 //! - `store`, `timers`: a task's RocksDB and its in-memory layer; durable timers;
 //! - `checkpoint`: what a commit writes, and how a task restores from its changelogs;
-//! - `sessions`, `interests`, `carts`: the processors.
+//! - `sessions`, `interests`, `carts`, `profiles`: the processors.
 
 pub mod carts;
 pub mod checkpoint;
@@ -14,6 +14,7 @@ pub mod member;
 pub mod metrics;
 pub mod output;
 pub mod processor;
+pub mod profiles;
 pub mod sessions;
 pub mod store;
 pub mod task;

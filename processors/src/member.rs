@@ -31,6 +31,7 @@ use crate::interests::Interests;
 use crate::metrics::METRICS;
 use crate::output::OutputProducer;
 use crate::processor::Processor;
+use crate::profiles::Profiles;
 use crate::sessions::Sessions;
 use crate::store::STORE_DEDUP;
 use crate::task::{INPUTS, Lag, Position, Task, input_index};
@@ -54,6 +55,7 @@ pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
         Box::new(Sessions::new(args.session_gap.as_millis() as i64)),
         Box::new(Interests::new(args.interest_half_life.as_millis() as i64, args.interest_top_n)),
         Box::new(Carts::new(args.cart_timeout.as_millis() as i64)),
+        Box::new(Profiles::new(args.session_gap.as_millis() as i64)),
     ]
 }
 

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::codec::Record;
-use schemas::derived::{CartTrigger, Session, UserInterests};
+use schemas::derived::{CartTrigger, Profile, Session, UserInterests};
 use schemas::event::InputEvent;
 use schemas::kafka::Kafka;
 use schemas::testing::build::{page, shop_history};
@@ -122,13 +122,14 @@ impl History {
 }
 
 /// A run's outputs as their consumers see them: every distinct session and trigger (a
-/// duplicate after a failure has the same id and the same content), the latest interests of
-/// each user. The sentinels of [`History::finish`] are left out.
+/// duplicate after a failure has the same id and the same content), the latest interests and
+/// profile of each user. The sentinels of [`History::finish`] are left out.
 #[derive(Debug, PartialEq)]
 pub struct Outputs {
     pub sessions: BTreeMap<String, Session>,
     pub triggers: BTreeMap<String, CartTrigger>,
     pub interests: BTreeMap<String, UserInterests>,
+    pub profiles: BTreeMap<String, Profile>,
 }
 
 pub async fn outputs(kafka: &Kafka) -> Outputs {
@@ -149,7 +150,11 @@ pub async fn outputs(kafka: &Kafka) -> Outputs {
     for (k, i) in read::<UserInterests>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
         interests.insert(k, i);
     }
-    Outputs { sessions, triggers, interests }
+    let mut profiles = BTreeMap::new();
+    for (k, p) in read::<Profile>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+        profiles.insert(k, p);
+    }
+    Outputs { sessions, triggers, interests, profiles }
 }
 
 impl Outputs {
@@ -171,6 +176,7 @@ impl Outputs {
         side("sessions", &self.sessions, &other.sessions, &mut out);
         side("triggers", &self.triggers, &other.triggers, &mut out);
         side("interests", &self.interests, &other.interests, &mut out);
+        side("profiles", &self.profiles, &other.profiles, &mut out);
         out.join("\n")
     }
 }

@@ -139,7 +139,12 @@ async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output(
     let history = History::new(2500, 3);
     let reference_env = env(6).await;
     let expected = reference_run(&reference_env.kafka, &history, &args(&reference_env, "solo")).await;
-    assert!(expected.sessions.len() > 2500 && !expected.triggers.is_empty() && expected.interests.len() == 2500);
+    assert!(
+        expected.sessions.len() > 2500
+            && !expected.triggers.is_empty()
+            && expected.interests.len() == 2500
+            && expected.profiles.len() == 2500
+    );
 
     let env = env(6).await;
     // Who runs which task, when: no task may ever run on two members at once.

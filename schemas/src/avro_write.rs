@@ -37,6 +37,14 @@ impl AvroWrite for i64 {
     }
 }
 
+/// Avro `int`: the same zig-zag varint as `long`.
+impl AvroWrite for i32 {
+    #[inline]
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        write_long(i64::from(*self), out);
+    }
+}
+
 impl AvroWrite for bool {
     #[inline]
     fn write_avro(&self, out: &mut Vec<u8>) {

@@ -246,6 +246,19 @@ mod tests {
             as_of: 99,
             ..Default::default()
         });
+        same_bytes_as_apache_avro(&Profile {
+            anonymous_ids: vec!["a1".into()],
+            consents: vec![Consent { purpose: "profile".into(), granted: true, changed_at: 5, policy_version: Some("v".into()) }],
+            phone: Some("84901234567".into()),
+            oa_following: true,
+            recency_score: 5,
+            frequency_score: -3,
+            monetary_score: 300,
+            lifecycle: "new".into(),
+            next_purchase_expected: Some(1 << 41),
+            first_touch: Some(Touch { utm_source: Some("zalo".into()), at: 7, conversions: 2, revenue: 90_000, ..Default::default() }),
+            ..Default::default()
+        });
         same_bytes_as_apache_avro(&CartTrigger {
             user,
             items: vec![Item { product_id: "p".into(), quantity: 2, price: 35_000, category: Some("c".into()), ..Default::default() }],

@@ -1,5 +1,5 @@
 //! Records the processors write: field for field the schemas of `schemas/avro/zmp.sessions.v1`,
-//! `zmp.interests.v1` and `zmp.cart-triggers.v1`. Every record is a pure function of the input
+//! `zmp.interests.v1`, `zmp.cart-triggers.v1` and `zmp.profiles.v1`. Every record is a pure function of the input
 //! events, so a record written twice (after a crash) is the same record, and its id says so.
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,66 @@ pub struct CartTrigger {
     pub last_viewed_product: Option<ViewedProduct>,
 }
 
+/// The campaign context of an event that carried one, and the orders credited to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touch {
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub affiliate_id: Option<String>,
+    pub at: i64,
+    pub conversions: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub purpose: String,
+    pub granted: bool,
+    pub changed_at: i64,
+    pub policy_version: Option<String>,
+}
+
+/// A customer's profile (`zmp.profiles.v1`, compacted, key = user key). Definitions:
+/// docs/profiles.md.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub app_id: String,
+    pub user_key: String,
+    pub zalo_id: Option<String>,
+    pub oa_user_id: Option<String>,
+    pub anonymous_ids: Vec<String>,
+    pub as_of: i64,
+    pub consents: Vec<Consent>,
+    pub name: Option<String>,
+    pub gender: Option<String>,
+    pub birthday: Option<String>,
+    pub phone: Option<String>,
+    pub oa_following: bool,
+    pub oa_followed_at: Option<i64>,
+    pub oa_last_interaction: Option<i64>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub sessions: i64,
+    pub active_days: i64,
+    pub orders: i64,
+    pub revenue: i64,
+    pub average_order_value: i64,
+    pub last_order_at: Option<i64>,
+    pub recency_score: i32,
+    pub frequency_score: i32,
+    pub monetary_score: i32,
+    pub lifecycle: String,
+    pub funnel_stage: String,
+    pub next_purchase_expected: Option<i64>,
+    pub next_purchase_basis: String,
+    pub vouchers_claimed: i64,
+    pub vouchers_used: i64,
+    pub points_balance: i64,
+    pub first_touch: Option<Touch>,
+    pub last_touch: Option<Touch>,
+}
+
 crate::avro_record!(Session {
     session_id, app_id, user, start, end, duration_ms, events, screens, product_views, products_viewed[array], searches,
     cart_adds, orders, revenue, landing_screen, exit_screen, utm_source, utm_medium, utm_campaign, affiliate_id, referrer,
@@ -84,6 +144,18 @@ crate::avro_record!(UserInterests { app_id, user_key, as_of, half_life_ms, produ
 crate::avro_record!(ViewedProduct { product_id, product_name, category, price, viewed_at });
 crate::avro_record!(CartTrigger { trigger_id, app_id, user, cart_id, cart_version, items[array], value, last_activity, deadline, last_viewed_product });
 
+crate::avro_record!(Touch { utm_source, utm_medium, utm_campaign, affiliate_id, at, conversions, revenue });
+crate::avro_record!(Consent { purpose, granted, changed_at, policy_version });
+crate::avro_record!(Profile {
+    app_id, user_key, zalo_id, oa_user_id, anonymous_ids[array], as_of, consents[array], name, gender, birthday, phone,
+    oa_following, oa_followed_at, oa_last_interaction, first_seen, last_seen, sessions, active_days, orders, revenue,
+    average_order_value, last_order_at, recency_score, frequency_score, monetary_score, lifecycle, funnel_stage,
+    next_purchase_expected, next_purchase_basis, vouchers_claimed, vouchers_used, points_balance, first_touch, last_touch,
+});
+
+impl Record for Profile {
+    const TOPIC: Topic = Topic::Profiles;
+}
 impl Record for Session {
     const TOPIC: Topic = Topic::Sessions;
 }

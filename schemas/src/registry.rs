@@ -113,6 +113,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.cart-triggers.v1/v1.avsc"),
         fingerprint: "6f13357594157ea6b90b0dffdd81728d679b1bc27a3d2ec4c1ec7cde18cf9f5c",
     },
+    Row {
+        id: 10,
+        topic: Topic::Profiles,
+        version: 1,
+        source: include_str!("../avro/zmp.profiles.v1/v1.avsc"),
+        fingerprint: "6d9d5b1b06727f7759cb1f8377c1f4891e865fe333b5069efc76d47ce3cb72e0",
+    },
 ];
 
 pub struct Registry {

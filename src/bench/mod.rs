@@ -10,7 +10,7 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// HTTP gateway (POST /v1/batch over loopback) against a bare rdkafka producer.
     Ingest(ingest::IngestBenchArgs),
-    /// All three processors with RocksDB against a bare consume + decode loop; and restore.
+    /// All the processors (sessions, interests, carts, profiles) with RocksDB against a bare consume + decode loop; and restore.
     Process(process::ProcessBenchArgs),
 }
 
