@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use processors::ProcessArgs;
 use processors::testing::{History, outputs, progress, read, reference_run, wait_progress};
-use schemas::derived::{CartTrigger, Session, UserInterests};
+use schemas::derived::{CartTrigger, Profile, Session, UserInterests};
 use schemas::kafka::{EmbeddedCluster, Kafka, KafkaArgs};
 use schemas::testing::eventually;
 use support::Zcdp;
@@ -180,7 +180,7 @@ async fn up_turns_an_abandoned_cart_into_a_trigger_within_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
+async fn up_publishes_sessions_interests_and_profiles_for_the_demo_shoppers() {
     let data = tempfile::tempdir().unwrap();
     let zcdp = Zcdp::start(&[
         "up",
@@ -199,11 +199,18 @@ async fn up_publishes_sessions_and_interests_for_the_demo_shoppers() {
     let kafka =
         Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
             .unwrap();
-    eventually(Duration::from_secs(60), "sessions, interests and triggers from demo traffic", || async {
+    eventually(Duration::from_secs(60), "sessions, interests, triggers and profiles from demo traffic", || async {
         let (s, i, t) = (read::<Session>(&kafka).await, read::<UserInterests>(&kafka).await, read::<CartTrigger>(&kafka).await);
-        (!s.is_empty() && !i.is_empty() && !t.is_empty()).then_some(())
+        let p = read::<Profile>(&kafka).await;
+        (!s.is_empty() && !i.is_empty() && !t.is_empty() && !p.is_empty()).then_some(())
     })
     .await;
+    // The demo's shoppers all arrived minutes ago: new customers, keyed by their user key.
+    for (key, p) in read::<Profile>(&kafka).await {
+        assert_eq!(key, p.user_key);
+        assert!(p.first_seen <= p.last_seen && p.sessions >= 1 && p.active_days >= 1, "{p:?}");
+        assert_eq!(p.lifecycle, "new", "{p:?}");
+    }
     let metrics = reqwest::get(format!("http://{}/metrics", zcdp.http)).await.unwrap().text().await.unwrap();
     for m in [
         "zcdp_process_records_total",

@@ -48,6 +48,10 @@ const KEEP_ANONYMOUS_IDS: usize = 20;
 const KEEP_ORDERS: usize = 100;
 const KEEP_ORDER_TIMES: usize = 20;
 const KEEP_DAYS: usize = 400;
+/// Days of activity a profile record lists (for DAU, WAU and MAU).
+pub const RECENT_DAYS: i64 = 30;
+/// Retention is reported for these days after the first day.
+pub const RETENTION_DAYS: [i64; 3] = [1, 7, 30];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ConsentState {
@@ -87,6 +91,10 @@ struct ProfileState {
     active_days: i64,
     /// The most recent active days (day numbers in Vietnam time), ascending.
     days: Vec<i64>,
+    /// Active on the 1st, 7th, 30th day after `retained_from` (the first day): kept apart from
+    /// `days`, which forgets its oldest entries.
+    retained: [bool; 3],
+    retained_from: i64,
     orders: i64,
     revenue: i64,
     /// Recent orders by id, for cancellations and refunds.
@@ -249,6 +257,14 @@ impl ProfileState {
                 self.days.remove(0);
             }
         }
+        let first_day = vn_day(self.first_seen);
+        if first_day != self.retained_from {
+            // A first event (or a late one earlier than it): retention counts from the new day.
+            self.retained_from = first_day;
+            self.retained = RETENTION_DAYS.map(|n| self.days.binary_search(&(first_day + n)).is_ok());
+        } else if let Some(i) = RETENTION_DAYS.iter().position(|n| first_day + n == day) {
+            self.retained[i] = true;
+        }
         if let Some(touch) = touch_of(event.context(), t) {
             if self.first_touch.as_ref().is_none_or(|f| t < f.at) {
                 self.first_touch = Some(touch.clone());
@@ -380,6 +396,11 @@ impl ProfileState {
         }
     }
 
+    /// Whether the user had an event on the `n`th day after their first day (1, 7 or 30).
+    fn active_on_day(&self, n: i64) -> bool {
+        RETENTION_DAYS.iter().position(|d| *d == n).is_some_and(|i| self.retained[i])
+    }
+
     fn record(&self, app: &str, user: &str) -> Profile {
         let at = self.as_of;
         let (next_purchase_expected, next_purchase_basis) = next_purchase(self);
@@ -411,6 +432,13 @@ impl ProfileState {
             last_seen: self.last_seen,
             sessions: self.sessions,
             active_days: self.active_days,
+            recent_active_days: self.days.iter().copied().filter(|d| *d > vn_day(at) - RECENT_DAYS && *d <= vn_day(at)).collect(),
+            active_on_day1: self.active_on_day(1),
+            active_on_day7: self.active_on_day(7),
+            active_on_day30: self.active_on_day(30),
+            product_views: self.product_views,
+            cart_adds: self.cart_adds,
+            checkouts: self.checkouts,
             orders: self.orders,
             revenue: self.revenue,
             average_order_value: if self.orders > 0 { self.revenue / self.orders } else { 0 },
@@ -753,7 +781,18 @@ mod tests {
         // A late event (earlier than the last) on a new day still counts that day once.
         h.feed(page("u", T0 - D));
         h.feed(page("u", T0 - D + 1000));
-        assert_eq!(h.profile("u").active_days, 5);
+        let p = h.profile("u");
+        assert_eq!(p.active_days, 5);
+        // First day is now T0 - 1 day: active on its next day (T0), not on its 7th or 30th.
+        assert_eq!((p.active_on_day1, p.active_on_day7, p.active_on_day30), (true, false, false));
+        let d0 = vn_day(T0);
+        assert_eq!(p.recent_active_days, vec![d0 - 1, d0, d0 + 1, d0 + 2, d0 + 3]);
+        h.feed(page("u", T0 + 6 * D));
+        let p = h.profile("u");
+        assert_eq!((p.active_on_day1, p.active_on_day7, p.active_on_day30), (true, true, false));
+        // Thirty days on, only the last 30 days are listed.
+        h.feed(page("u", T0 + 40 * D));
+        assert_eq!(h.profile("u").recent_active_days, vec![d0 + 40]);
     }
 
     #[test]

@@ -116,6 +116,13 @@ pub struct Profile {
     pub last_seen: i64,
     pub sessions: i64,
     pub active_days: i64,
+    pub recent_active_days: Vec<i64>,
+    pub active_on_day1: bool,
+    pub active_on_day7: bool,
+    pub active_on_day30: bool,
+    pub product_views: i64,
+    pub cart_adds: i64,
+    pub checkouts: i64,
     pub orders: i64,
     pub revenue: i64,
     pub average_order_value: i64,
@@ -148,7 +155,8 @@ crate::avro_record!(Touch { utm_source, utm_medium, utm_campaign, affiliate_id, 
 crate::avro_record!(Consent { purpose, granted, changed_at, policy_version });
 crate::avro_record!(Profile {
     app_id, user_key, zalo_id, oa_user_id, anonymous_ids[array], as_of, consents[array], name, gender, birthday, phone,
-    oa_following, oa_followed_at, oa_last_interaction, first_seen, last_seen, sessions, active_days, orders, revenue,
+    oa_following, oa_followed_at, oa_last_interaction, first_seen, last_seen, sessions, active_days, recent_active_days[array],
+    active_on_day1, active_on_day7, active_on_day30, product_views, cart_adds, checkouts, orders, revenue,
     average_order_value, last_order_at, recency_score, frequency_score, monetary_score, lifecycle, funnel_stage,
     next_purchase_expected, next_purchase_basis, vouchers_claimed, vouchers_used, points_balance, first_touch, last_touch,
 });

@@ -118,7 +118,7 @@ const ROWS: &[Row] = &[
         topic: Topic::Profiles,
         version: 1,
         source: include_str!("../avro/zmp.profiles.v1/v1.avsc"),
-        fingerprint: "6d9d5b1b06727f7759cb1f8377c1f4891e865fe333b5069efc76d47ce3cb72e0",
+        fingerprint: "1de840a53c5bc5a5f5b35a6d50387889c36eda438a5fa35817442146c68ef3ee",
     },
 ];
 
