@@ -36,8 +36,11 @@ enum Command {
     Up(up::UpArgs),
     /// The ingest gateway alone, against a real cluster.
     Ingest(IngestRoleArgs),
-    /// One processor member (sessions, interests, abandoned carts) of the consumer group.
+    /// One processor member (sessions, interests, abandoned carts, profiles) of the consumer group.
     Process(ProcessRoleArgs),
+    /// The query API alone: profiles, recommendations and engagement from a local view of the
+    /// compacted topics. Add replicas to scale.
+    Serve(ServeRoleArgs),
     /// The topic catalogue: list it, or create it on a real cluster.
     Topics {
         #[command(subcommand)]
@@ -69,6 +72,16 @@ struct ProcessRoleArgs {
     #[command(flatten)]
     process: processors::ProcessArgs,
     /// Serves GET /metrics and /healthz.
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeRoleArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    query: processors::query::QueryArgs,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -108,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
+            Command::Serve(args) => up::run_serve(args.kafka, args.query, args.http).await,
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {
                     println!(

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use ingest::{Gateway, IngestArgs};
+use processors::query::{QueryApi, QueryArgs};
 use processors::{Member, ProcessArgs};
 use schemas::kafka::{Kafka, KafkaArgs};
 
@@ -24,6 +25,8 @@ pub struct UpArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub process: ProcessArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
     /// Send simulated shopper traffic through the HTTP API.
     #[arg(long, env = "ZCDP_DEMO")]
     pub demo: bool,
@@ -64,17 +67,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None
     };
     let member = Member::start(&kafka, &process, None).await?;
-    say(format!("zcdp: processors running (sessions, interests, abandoned carts); state in {}", process.data_dir.display()));
+    say(format!("zcdp: processors running (sessions, interests, abandoned carts, profiles); state in {}", process.data_dir.display()));
     let watch = watch_member(&member, shutdown.clone());
 
     let gateway = Gateway::start(&kafka, &args.ingest).await?;
     let (listener, addr) = server::bind(&args.http.http).await?;
-    let app = server::with_ops(gateway.router(), &args.http.cors_origins);
+    let query = QueryApi::start(&kafka, &args.query)?;
+    let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
-    say(format!("zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /metrics, /readyz, /schemas/ids/{{id}})"));
-    for key in &args.ingest.write_keys {
-        if let Some((app, key)) = key.split_once(':') {
-            say(format!("zcdp: write key for app {app}: {key}"));
+    say(format!(
+        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}})"
+    ));
+    for (kind, keys) in [("write", &args.ingest.write_keys), ("read", &args.query.read_keys)] {
+        for key in keys {
+            if let Some((app, key)) = key.split_once(':') {
+                say(format!("zcdp: {kind} key for app {app}: {key}"));
+            }
         }
     }
 
@@ -177,6 +185,20 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     let stopped = tokio::task::spawn_blocking(move || member.stop()).await?;
     ops.await??;
     stopped
+}
+
+/// `zcdp serve`: the query API alone, on a real cluster.
+pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, http: HttpArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let kafka = Kafka::external(&kafka)?;
+    let api = QueryApi::start(&kafka, &query)?;
+    let (listener, addr) = server::bind(&http.http).await?;
+    say(format!(
+        "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /readyz, /metrics)"
+    ));
+    let routes = api.routes().merge(api.probes());
+    server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await
 }
 
 /// `zcdp ingest`: the gateway alone, on a real cluster.

@@ -6,7 +6,6 @@
 //! - `writer`: the Kafka producer and the bounded wait for acknowledgements;
 //! - `http`: the endpoints; `schema_api`: the Confluent-compatible schema reads.
 
-pub mod auth;
 pub mod consent;
 pub mod http;
 pub mod json;
@@ -25,10 +24,10 @@ use tokio::task::JoinHandle;
 use schemas::duration::parse_duration;
 use schemas::kafka::Kafka;
 
-use crate::auth::WriteKeys;
 use crate::consent::ConsentView;
 use crate::ratelimit::RateLimiter;
 use crate::writer::EventWriter;
+use schemas::keys::AppKeys;
 
 /// The gateway's flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,7 +62,7 @@ impl Default for IngestArgs {
 }
 
 pub struct Gateway {
-    keys: WriteKeys,
+    keys: AppKeys,
     limiter: RateLimiter,
     rate: u32,
     writer: Arc<EventWriter>,
@@ -74,7 +73,7 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to Kafka and starts the consent view and the liveness probe.
     pub async fn start(kafka: &Kafka, args: &IngestArgs) -> anyhow::Result<Arc<Gateway>> {
-        let keys = WriteKeys::parse(&args.write_keys)?;
+        let keys = AppKeys::parse(&args.write_keys, "--write-keys", "ZCDP_WRITE_KEYS", "x-write-key")?;
         let writer = EventWriter::new(kafka, args.linger, args.ack_timeout)?;
         if !writer.probe().await {
             tracing::warn!(bootstrap = %kafka.bootstrap, "Kafka does not answer yet; the gateway answers 503 until it does");

@@ -4,7 +4,8 @@
 //! - `task`: one partition number across the co-partitioned inputs, in event-time order;
 //! - `store`, `timers`: a task's RocksDB and its in-memory layer; durable timers;
 //! - `checkpoint`: what a commit writes, and how a task restores from its changelogs;
-//! - `sessions`, `interests`, `carts`, `profiles`: the processors.
+//! - `sessions`, `interests`, `carts`, `profiles`: the processors;
+//! - `query`: the query API over the compacted outputs.
 
 pub mod carts;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod processor;
 pub mod profiles;
+pub mod query;
 pub mod sessions;
 pub mod store;
 pub mod task;

@@ -9,6 +9,7 @@ pub mod derived;
 pub mod duration;
 pub mod event;
 pub mod kafka;
+pub mod keys;
 pub mod phone;
 pub mod registry;
 pub mod testing;

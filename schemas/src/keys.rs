@@ -1,43 +1,48 @@
-//! Write keys: which Mini App a request speaks for. A key is a shared secret; it is never logged.
+//! API keys: which Mini App a request speaks for. Write keys let the gateway take events; read
+//! keys let the query API answer. A key is a shared secret: it is never logged or echoed.
 
 use std::collections::HashMap;
 
 use axum::http::HeaderMap;
 
-#[derive(Debug, Clone, Default)]
-pub struct WriteKeys {
+/// Keys of one kind (write or read), each belonging to one app.
+#[derive(Debug, Clone)]
+pub struct AppKeys {
     by_key: HashMap<String, String>,
+    /// The other header a key may come in, besides `Authorization: Bearer`.
+    header: &'static str,
 }
 
-impl WriteKeys {
-    /// Parses `app_id:key,app_id:key`.
-    pub fn parse(specs: &[String]) -> anyhow::Result<WriteKeys> {
+impl AppKeys {
+    /// Parses `app_id:key,app_id:key` given with `flag` (or the environment variable `env`);
+    /// a key may also come in the `header` header.
+    pub fn parse(specs: &[String], flag: &str, env: &str, header: &'static str) -> anyhow::Result<AppKeys> {
         let mut by_key = HashMap::new();
         for spec in specs.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
             let Some((app, key)) = spec.split_once(':') else {
-                anyhow::bail!("--write-keys entry {:?} is not app_id:key", redact(spec));
+                anyhow::bail!("{flag} entry {:?} is not app_id:key", redact(spec));
             };
             let (app, key) = (app.trim(), key.trim());
             if app.is_empty() || key.is_empty() {
-                anyhow::bail!("--write-keys entry for app {app:?} has an empty app id or key");
+                anyhow::bail!("{flag} entry for app {app:?} has an empty app id or key");
             }
             if let Some(other) = by_key.insert(key.to_string(), app.to_string()) {
-                anyhow::bail!("the same write key is given to apps {other:?} and {app:?}");
+                anyhow::bail!("{flag}: the same key is given to apps {other:?} and {app:?}");
             }
         }
         if by_key.is_empty() {
-            anyhow::bail!("no write keys: give --write-keys app_id:key (or ZCDP_WRITE_KEYS)");
+            anyhow::bail!("no keys: give {flag} app_id:key (or {env})");
         }
-        Ok(WriteKeys { by_key })
+        Ok(AppKeys { by_key, header })
     }
 
-    /// The app a request's key belongs to: `Authorization: Bearer <key>` or `X-Write-Key`.
+    /// The app a request's key belongs to: `Authorization: Bearer <key>` or the kind's header.
     pub fn app_for(&self, headers: &HeaderMap) -> Option<&str> {
         let key = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .or_else(|| headers.get("x-write-key").and_then(|v| v.to_str().ok()))?;
+            .or_else(|| headers.get(self.header).and_then(|v| v.to_str().ok()))?;
         self.by_key.get(key.trim()).map(String::as_str)
     }
 
@@ -58,9 +63,14 @@ fn redact(spec: &str) -> String {
 mod tests {
     use super::*;
 
+    fn write_keys(specs: &[&str]) -> anyhow::Result<AppKeys> {
+        let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+        AppKeys::parse(&specs, "--write-keys", "ZCDP_WRITE_KEYS", "x-write-key")
+    }
+
     #[test]
     fn bearer_and_header_keys_resolve_to_their_app() {
-        let keys = WriteKeys::parse(&["demo:demo-key, shop:s3cret".into()]).unwrap();
+        let keys = write_keys(&["demo:demo-key, shop:s3cret"]).unwrap();
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer s3cret".parse().unwrap());
         assert_eq!(keys.app_for(&h), Some("shop"));
@@ -75,9 +85,10 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused_without_echoing_the_key() {
-        let err = WriteKeys::parse(&["s3cretwithoutapp".into()]).unwrap_err().to_string();
-        assert!(!err.contains("s3cret"), "{err}");
-        assert!(WriteKeys::parse(&["a:k,b:k".into()]).is_err());
-        assert!(WriteKeys::parse(&[]).is_err());
+        let err = write_keys(&["s3cretwithoutapp"]).unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && err.contains("--write-keys"), "{err}");
+        assert!(write_keys(&["a:k,b:k"]).is_err());
+        let err = write_keys(&[]).unwrap_err().to_string();
+        assert!(err.contains("ZCDP_WRITE_KEYS"), "{err}");
     }
 }

@@ -1,0 +1,99 @@
+//! The query API inside `zcdp up`: what a Mini App reads back after it posted events — the
+//! profile, recommendations and the app's engagement — with a read key.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use schemas::testing::eventually;
+use support::Zcdp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
+    let data = tempfile::tempdir().unwrap();
+    let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--engagement-refresh", "200ms", "--data-dir", data.path().to_str().unwrap()]);
+    let base = format!("http://{}", zcdp.http);
+    let client = reqwest::Client::new();
+    let ev = |user: &str, kind: &str, props: Value| {
+        json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": user},
+               "context": {"screen": "/p", "utm_source": "zalo_oa", "utm_campaign": "tet"}, "properties": props})
+    };
+    let events = vec![
+        ev("lan", "product_viewed", json!({"product_id": "cf-suada", "category": "coffee", "price": 35000, "dwell_ms": 20000})),
+        ev(
+            "lan",
+            "cart_item_added",
+            json!({"cart_id": "c1", "product_id": "cf-suada", "category": "coffee", "quantity": 2, "price": 35000}),
+        ),
+        ev("lan", "checkout_started", json!({"cart_id": "c1"})),
+        ev(
+            "lan",
+            "order_placed",
+            json!({"order_id": "o1", "cart_id": "c1", "total": 70000, "items": [{"product_id": "cf-suada", "category": "coffee", "quantity": 2, "price": 35000}]}),
+        ),
+        ev("minh", "product_viewed", json!({"product_id": "tea-dao", "category": "tea", "price": 49000, "dwell_ms": 5000})),
+    ];
+    let r = client.post(format!("{base}/v1/batch")).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let get = |path: String, key: Option<&'static str>| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(path);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Profiles are written at the processors' commit (every second), then read by the view.
+    let profile = eventually(Duration::from_secs(30), "lan's profile with her order", || async {
+        let (s, p) = get(format!("{base}/v1/users/lan/profile"), Some("demo-read-key")).await;
+        (s == 200 && p["orders"] == 1).then_some(p)
+    })
+    .await;
+    assert_eq!(profile["revenue"], 70000);
+    assert_eq!(profile["funnel_stage"], "purchase");
+    assert_eq!(profile["lifecycle"], "new");
+    assert_eq!(profile["first_touch"]["utm_campaign"], "tet");
+    assert_eq!(profile["first_touch"]["conversions"], 1);
+
+    // Lan's own interest first; Minh's product fills the list as trending.
+    let recs = eventually(Duration::from_secs(30), "recommendations with a trending fill", || async {
+        let (s, r) = get(format!("{base}/v1/users/lan/recommendations?limit=5"), Some("demo-read-key")).await;
+        (s == 200 && r["items"].as_array().is_some_and(|i| i.len() == 2)).then_some(r)
+    })
+    .await;
+    assert_eq!(recs["personalised"], true);
+    assert_eq!(recs["items"][0]["product_id"], "cf-suada");
+    assert_eq!(recs["items"][0]["reason"], "interest");
+    assert_eq!(recs["items"][1]["product_id"], "tea-dao");
+    assert_eq!(recs["items"][1]["reason"], "trending");
+    // Someone the app has never seen still gets the trending products.
+    let (s, r) = get(format!("{base}/v1/users/nobody/recommendations"), Some("demo-read-key")).await;
+    assert_eq!((s, &r["personalised"]), (200, &json!(false)));
+    assert_eq!(r["items"][0]["reason"], "trending");
+
+    let engagement = eventually(Duration::from_secs(30), "engagement of both users", || async {
+        let (s, e) = get(format!("{base}/v1/engagement"), Some("demo-read-key")).await;
+        (s == 200 && e["users"] == 2).then_some(e)
+    })
+    .await;
+    assert_eq!((engagement["dau"].clone(), engagement["mau"].clone(), engagement["stickiness"].clone()), (json!(2), json!(2), json!(1.0)));
+    assert_eq!(engagement["funnel"], json!({"users": 2, "viewed_product": 2, "added_to_cart": 1, "started_checkout": 1, "ordered": 1}));
+    assert_eq!(engagement["retention"][0]["users"], 2);
+    assert_eq!(engagement["top_categories"][0]["id"], "coffee");
+
+    // Keys and inputs are checked.
+    assert_eq!(get(format!("{base}/v1/users/lan/profile"), None).await.0, 401);
+    assert_eq!(get(format!("{base}/v1/users/lan/profile"), Some("demo-key")).await.0, 401, "a write key does not read");
+    assert_eq!(get(format!("{base}/v1/users/nobody/profile"), Some("demo-read-key")).await.0, 404);
+    let (s, e) = get(format!("{base}/v1/users/lan/recommendations?limit=0"), Some("demo-read-key")).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("bad_limit")));
+    let (status, _) = zcdp.terminate();
+    assert!(status.success());
+}
