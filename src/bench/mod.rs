@@ -3,6 +3,7 @@
 
 mod ingest;
 mod process;
+mod serve;
 
 use clap::Subcommand;
 
@@ -12,12 +13,15 @@ pub enum BenchCommand {
     Ingest(ingest::IngestBenchArgs),
     /// All the processors (sessions, interests, carts, profiles) with RocksDB against a bare consume + decode loop; and restore.
     Process(process::ProcessBenchArgs),
+    /// Profile and recommendation lookups through the query API at a fixed rate, against the same HTTP server answering a fixed body.
+    Serve(serve::ServeBenchArgs),
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Process(args) => process::run(args).await,
+        BenchCommand::Serve(args) => serve::run(args).await,
     }
 }
 
