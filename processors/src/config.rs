@@ -47,6 +47,10 @@ pub struct ProcessArgs {
     /// Decoded user states kept in memory per task and store.
     #[arg(long = "state-cache", env = "ZCDP_STATE_CACHE", default_value_t = 50_000)]
     pub state_cache: usize,
+    /// Segment definitions (TOML, see docs/segments.md); without it, the shipped
+    /// config/segments.toml. Read once at start.
+    #[arg(long = "segments", env = "ZCDP_SEGMENTS")]
+    pub segments: Option<PathBuf>,
 }
 
 impl Default for ProcessArgs {
@@ -64,6 +68,7 @@ impl Default for ProcessArgs {
             max_task_idle: Duration::from_millis(100),
             session_timeout: Duration::from_secs(30),
             state_cache: 50_000,
+            segments: None,
         }
     }
 }

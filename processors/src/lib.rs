@@ -17,6 +17,7 @@ pub mod output;
 pub mod processor;
 pub mod profiles;
 pub mod query;
+pub mod segments;
 pub mod sessions;
 pub mod store;
 pub mod task;

@@ -55,7 +55,11 @@ pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
         Box::new(Sessions::new(args.session_gap.as_millis() as i64)),
         Box::new(Interests::new(args.interest_half_life.as_millis() as i64, args.interest_top_n)),
         Box::new(Carts::new(args.cart_timeout.as_millis() as i64)),
-        Box::new(Profiles::new(args.session_gap.as_millis() as i64)),
+        Box::new(Profiles::new(
+            args.session_gap.as_millis() as i64,
+            args.cart_timeout.as_millis() as i64,
+            crate::segments::loaded(args.segments.as_deref()).expect("segments were checked when the member started"),
+        )),
     ]
 }
 
@@ -583,6 +587,7 @@ impl Member {
             );
         }
         let partitions = distinct[0];
+        crate::segments::loaded(args.segments.as_deref())?;
         let stores = all_stores(args);
         ensure_changelogs(kafka, args, partitions).await?;
 

@@ -9,13 +9,15 @@
 //! profiles.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use schemas::derived::{Consent, Profile, Touch};
+use schemas::derived::{AudienceChange, Consent, Profile, Touch};
 use schemas::event::*;
 
 use crate::processor::{Ctx, Processor, split_user_key, user_key};
+use crate::segments::{Facts, Segments, Since};
 use crate::store::{Change, KvCache, TaskDb};
 
 pub const STORE: &str = "profiles";
@@ -48,6 +50,7 @@ const KEEP_ANONYMOUS_IDS: usize = 20;
 const KEEP_ORDERS: usize = 100;
 const KEEP_ORDER_TIMES: usize = 20;
 const KEEP_DAYS: usize = 400;
+const KEEP_CATEGORIES: usize = 30;
 /// Days of activity a profile record lists (for DAU, WAU and MAU).
 pub const RECENT_DAYS: i64 = 30;
 /// Retention is reported for these days after the first day.
@@ -114,6 +117,12 @@ struct ProfileState {
     points_redeemed: i64,
     first_touch: Option<Touch>,
     last_touch: Option<Touch>,
+    last_product_view: Option<i64>,
+    /// Last view per category (the 30 most recent categories).
+    category_views: Vec<(String, i64)>,
+    last_cart_activity: Option<i64>,
+    /// The segments the user is in, sorted.
+    segments: Vec<String>,
 }
 
 fn granted(s: &ProfileState, purpose: &str) -> bool {
@@ -192,9 +201,11 @@ fn next_purchase(s: &ProfileState) -> (Option<i64>, String) {
     (Some(last + mean), format!("mean_interval_of_last_{}_orders", t.len()))
 }
 
-/// The next time the profile changes with time alone, after `at`.
-fn next_change(s: &ProfileState, at: i64) -> Option<i64> {
+/// The next time the profile changes with time alone, after `at`: a lifecycle or recency
+/// boundary, or one of `more` (the segments' rules).
+fn next_change(s: &ProfileState, at: i64, more: &[i64]) -> Option<i64> {
     let mut candidates = vec![s.first_seen + NEW_FOR_MS, s.last_seen + AT_RISK_AFTER_MS, s.last_seen + CHURNED_AFTER_MS];
+    candidates.extend_from_slice(more);
     if let Some(r) = s.returned_at {
         candidates.push(r + RETURNING_FOR_MS);
     }
@@ -459,8 +470,105 @@ impl ProfileState {
     }
 }
 
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// The first instant of the month after `t`'s, in Vietnam time.
+fn next_month_start(t: i64) -> i64 {
+    use chrono::Datelike;
+    let local = chrono::DateTime::from_timestamp_millis(t + VN_OFFSET_MS).unwrap_or_default().date_naive();
+    let (y, m) = if local.month() == 12 { (local.year() + 1, 1) } else { (local.year(), local.month() + 1) };
+    let first = chrono::NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(local).and_hms_opt(0, 0, 0).unwrap_or_default();
+    first.and_utc().timestamp_millis() - VN_OFFSET_MS
+}
+
+/// A profile's facts for the segments' rules.
+struct Eval<'a> {
+    s: &'a ProfileState,
+    cart_timeout_ms: i64,
+}
+
+impl Facts for Eval<'_> {
+    fn since(&self, what: &Since) -> Option<i64> {
+        let s = self.s;
+        match what {
+            Since::FirstSeen => Some(s.first_seen),
+            Since::LastSeen => Some(s.last_seen),
+            Since::LastOrder => s.last_order_at,
+            Since::ProductView => s.last_product_view,
+            Since::CategoryView(c) => s.category_views.iter().find(|(k, _)| k == c).map(|(_, t)| *t),
+            // A cart is abandoned when its timeout passes after the last cart activity with no
+            // order since.
+            Since::CartAbandoned => {
+                s.last_cart_activity.filter(|c| s.last_order_at.is_none_or(|o| o < *c)).map(|c| c + self.cart_timeout_ms)
+            }
+        }
+    }
+
+    fn number(&self, name: &str) -> f64 {
+        let s = self.s;
+        (match name {
+            "orders" => s.orders,
+            "revenue" => s.revenue,
+            "average_order_value" => {
+                if s.orders > 0 {
+                    s.revenue / s.orders
+                } else {
+                    0
+                }
+            }
+            "sessions" => s.sessions,
+            "active_days" => s.active_days,
+            "points_balance" => s.points_earned - s.points_redeemed,
+            "vouchers_used" => s.vouchers_used,
+            "vouchers_claimed" => s.vouchers_claimed,
+            "recency_score" => i64::from(recency_score(s.last_order_at, s.as_of)),
+            "frequency_score" => i64::from(frequency_score(s.orders)),
+            "monetary_score" => i64::from(monetary_score(s.revenue)),
+            "cart_adds" => s.cart_adds,
+            _ => 0,
+        }) as f64
+    }
+
+    fn text(&self, name: &str) -> &str {
+        match name {
+            "lifecycle" => lifecycle(self.s, self.s.as_of),
+            "funnel_stage" => funnel_stage(self.s),
+            _ => "",
+        }
+    }
+
+    fn flag(&self, name: &str, at: i64) -> bool {
+        let s = self.s;
+        match name {
+            "oa_following" => s.oa_following,
+            "has_phone" => s.phone.is_some(),
+            "birthday_this_month" => s.birthday.as_deref().and_then(birthday_month).is_some_and(|m| {
+                use chrono::Datelike;
+                chrono::DateTime::from_timestamp_millis(at + VN_OFFSET_MS).is_some_and(|d| d.month() == m)
+            }),
+            _ => false,
+        }
+    }
+
+    fn granted(&self, purpose: &str) -> bool {
+        granted(self.s, purpose)
+    }
+}
+
+/// The month of a birthday given as YYYY-MM-DD or --MM-DD.
+fn birthday_month(b: &str) -> Option<u32> {
+    let parts: Vec<&str> = b.trim_start_matches('-').split('-').collect();
+    let m = if parts.len() == 3 { parts[1] } else { parts.first()? };
+    m.parse().ok().filter(|m| (1..=12).contains(m))
+}
+
 pub struct Profiles {
     session_gap_ms: i64,
+    cart_timeout_ms: i64,
+    segments: Arc<Segments>,
     cache: KvCache<ProfileState>,
     /// Each user's pending timer. It may be earlier than the user's next boundary (most events
     /// move the boundaries later, and moving the timer on every event would cost more than an
@@ -471,8 +579,62 @@ pub struct Profiles {
 }
 
 impl Profiles {
-    pub fn new(session_gap_ms: i64) -> Profiles {
-        Profiles { session_gap_ms, cache: KvCache::new(STORE), scheduled: HashMap::new() }
+    pub fn new(session_gap_ms: i64, cart_timeout_ms: i64, segments: Arc<Segments>) -> Profiles {
+        Profiles { session_gap_ms, cart_timeout_ms, segments, cache: KvCache::new(STORE), scheduled: HashMap::new() }
+    }
+
+    /// The next boundary after the state's evaluation time, the segments' included.
+    fn next_change(&self, s: &ProfileState) -> Option<i64> {
+        let facts = Eval { s, cart_timeout_ms: self.cart_timeout_ms };
+        let mut more = Vec::new();
+        for seg in &self.segments.list {
+            for r in &seg.rules {
+                r.boundaries(&facts, &mut more);
+            }
+        }
+        if s.birthday.is_some() && self.segments.list.iter().any(|g| g.uses_birthday()) {
+            more.push(next_month_start(s.as_of));
+        }
+        next_change(s, s.as_of, &more)
+    }
+
+    /// Evaluates the user's segments at the state's time and emits entries and exits.
+    fn evaluate(&self, ctx: &mut Ctx<'_>, key: &[u8], s: &mut ProfileState) -> anyhow::Result<()> {
+        if self.segments.is_empty() {
+            return Ok(());
+        }
+        let Some((app, user)) = split_user_key(key) else { return Ok(()) };
+        let at = s.as_of;
+        let now: Vec<String> = {
+            let facts = Eval { s, cart_timeout_ms: self.cart_timeout_ms };
+            self.segments.list.iter().filter(|g| g.holds(&facts, at)).map(|g| g.name.clone()).collect()
+        };
+        if now == s.segments {
+            return Ok(());
+        }
+        let (sha, sha_e164) = match &s.phone {
+            Some(p) => (Some(sha256_hex(p)), Some(sha256_hex(&format!("+{p}")))),
+            None => (None, None),
+        };
+        for g in &self.segments.list {
+            let (was, is) = (s.segments.contains(&g.name), now.contains(&g.name));
+            if was != is {
+                let change = AudienceChange {
+                    app_id: app.to_string(),
+                    segment: g.name.clone(),
+                    user_key: user.to_string(),
+                    member: is,
+                    at,
+                    zalo_id: s.zalo_id.clone(),
+                    oa_user_id: s.oa_user_id.clone(),
+                    phone_sha256: sha.clone(),
+                    phone_sha256_e164: sha_e164.clone(),
+                };
+                ctx.emit(&change.key(), &change)?;
+            }
+        }
+        s.segments = now;
+        Ok(())
     }
 
     /// Makes sure a timer fires no later than the user's next boundary after `at`.
@@ -502,9 +664,29 @@ impl Processor for Profiles {
         let key = user_key(event.app_id(), &event.user().key);
         let state = self.cache.entry(ctx.db, &key)?.get_or_insert_with(ProfileState::default);
         state.seen(event, self.session_gap_ms);
+        if let InputEvent::Cart(c) = event {
+            let t = c.corrected_time;
+            state.last_cart_activity = Some(state.last_cart_activity.unwrap_or(t).max(t));
+        }
         match event {
             InputEvent::View(v) => match v.kind {
-                ViewType::ProductViewed => state.product_views += 1,
+                ViewType::ProductViewed => {
+                    let t = v.corrected_time;
+                    state.product_views += 1;
+                    state.last_product_view = Some(state.last_product_view.unwrap_or(t).max(t));
+                    if let Some(c) = &v.properties.category {
+                        match state.category_views.iter_mut().find(|(k, _)| k == c) {
+                            Some((_, at)) => *at = (*at).max(t),
+                            None => state.category_views.push((c.clone(), t)),
+                        }
+                        if state.category_views.len() > KEEP_CATEGORIES
+                            && let Some(i) =
+                                state.category_views.iter().enumerate().min_by_key(|(_, (k, at))| (*at, k.clone())).map(|(i, _)| i)
+                        {
+                            state.category_views.remove(i);
+                        }
+                    }
+                }
                 ViewType::ProductShared => state.shares += 1,
                 ViewType::PageViewed | ViewType::ProductClicked | ViewType::Search => {}
             },
@@ -527,7 +709,10 @@ impl Processor for Profiles {
                 }
             }
         }
-        let next = next_change(state, state.as_of);
+        let mut state = std::mem::take(state);
+        self.evaluate(ctx, &key, &mut state)?;
+        let next = self.next_change(&state);
+        *self.cache.entry(ctx.db, &key)?.as_mut().expect("present") = state;
         self.ensure_timer(ctx, &key, next);
         Ok(())
     }
@@ -538,12 +723,15 @@ impl Processor for Profiles {
         if self.scheduled.get(key) == Some(&deadline) {
             self.scheduled.remove(key);
         }
-        let Some(state) = self.cache.get(ctx.db, key)? else { return Ok(()) };
-        let next = match next_change(state, state.as_of) {
+        let Some(state) = self.cache.get(ctx.db, key)?.cloned() else { return Ok(()) };
+        let next = match self.next_change(&state) {
             Some(boundary) if boundary <= deadline => {
-                let state = self.cache.entry(ctx.db, key)?.as_mut().expect("present");
+                let mut state = self.cache.entry(ctx.db, key)?.take().expect("present");
                 state.as_of = state.as_of.max(deadline);
-                next_change(state, state.as_of)
+                self.evaluate(ctx, key, &mut state)?;
+                let next = self.next_change(&state);
+                *self.cache.entry(ctx.db, key)? = Some(state);
+                next
             }
             other => other, // an early timer: nothing changed yet
         };
@@ -553,7 +741,7 @@ impl Processor for Profiles {
 
     fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
         for (key, state) in self.cache.committed(db)? {
-            if let Some(t) = next_change(&state, state.as_of) {
+            if let Some(t) = self.next_change(&state) {
                 out.push((t, key));
             }
         }
@@ -604,9 +792,29 @@ mod tests {
 
     impl Harness {
         fn new() -> Harness {
+            Self::with_segments(Segments::default())
+        }
+
+        fn with_segments(segments: Segments) -> Harness {
             let dir = tempfile::tempdir().unwrap();
             let db = TaskDb::open(dir.path(), &[STORE]).unwrap();
-            Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles: Profiles::new(GAP) }
+            let profiles = Profiles::new(GAP, 3600 * 1000, Arc::new(segments));
+            Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles }
+        }
+
+        /// The audience changes emitted so far, as (segment, member, at), and forgets them.
+        fn audience(&mut self) -> Vec<(String, bool, i64)> {
+            let mut out = Vec::new();
+            self.outputs.retain(|o| {
+                if o.topic != schemas::topics::Topic::Audiences {
+                    return true;
+                }
+                let c = schemas::codec::decode::<AudienceChange>(&o.payload).unwrap();
+                assert_eq!(o.key, c.key());
+                out.push((c.segment, c.member, c.at));
+                false
+            });
+            out
         }
 
         /// Fires the timers due by `t` (as the task does when its stream time passes them),
@@ -631,7 +839,11 @@ mod tests {
             let mut changes = Vec::new();
             self.profiles.take_dirty(&mut changes).unwrap();
             self.db.write(&changes, None, false).unwrap();
-            let out = self.outputs.drain(..).rfind(|o| o.key == user).expect("a profile was emitted");
+            let out = self
+                .outputs
+                .drain(..)
+                .rfind(|o| o.key == user && o.topic == schemas::topics::Topic::Profiles)
+                .expect("a profile was emitted");
             schemas::codec::decode::<Profile>(&out.payload).unwrap()
         }
     }
@@ -828,6 +1040,55 @@ mod tests {
         assert!(!p.consents.iter().find(|c| c.purpose == PURPOSE_PROFILE).unwrap().granted);
         h.feed(consent("u", T0 + 5, PURPOSE_PHONE, false));
         assert_eq!(h.profile("u").phone, None);
+    }
+
+    #[test]
+    fn segments_are_entered_and_left_by_events_time_and_consent() {
+        let mut h = Harness::with_segments(Segments::load(None).unwrap());
+        let name = |v: &[(String, bool, i64)]| v.iter().map(|(s, m, t)| (s.clone(), *m, *t)).collect::<Vec<_>>();
+        h.feed(cart_add("u", T0, "c1", "p1", 1, 35_000));
+        // New at once; no marketing consent, so no marketing segment.
+        assert_eq!(name(&h.audience()), vec![("new_first_week".to_string(), true, T0)]);
+        h.feed(consent("u", T0 + 1000, "marketing", true));
+        // Consent alone enters nothing: no product viewed, the cart not abandoned yet.
+        assert_eq!(h.audience(), vec![]);
+        // The cart is abandoned an hour after its last activity (the cart timeout): in for 24 h.
+        h.advance(T0 + 3600 * 1000);
+        assert_eq!(h.audience(), vec![("cart_abandoned_24h".to_string(), true, T0 + 3600 * 1000)]);
+        h.advance(T0 + 25 * 3600 * 1000);
+        assert_eq!(h.audience(), vec![("cart_abandoned_24h".to_string(), false, T0 + 25 * 3600 * 1000)]);
+        // A product view enters the "viewed, no order" segment; revoking consent leaves it.
+        h.feed(schemas::testing::build::product_view("u", T0 + 2 * D, "p1", "coffee", 1000));
+        assert_eq!(h.audience(), vec![("viewed_no_order_7d".to_string(), true, T0 + 2 * D)]);
+        h.feed(consent("u", T0 + 2 * D + 1000, "marketing", false));
+        assert_eq!(h.audience(), vec![("viewed_no_order_7d".to_string(), false, T0 + 2 * D + 1000)]);
+        // Seven days after the first event, no longer new.
+        h.advance(T0 + 7 * D);
+        assert_eq!(h.audience(), vec![("new_first_week".to_string(), false, T0 + 7 * D)]);
+        // An order of 3,500,000 VND: high value.
+        h.feed(order("u", T0 + 8 * D, "o1", None, 3_500_000));
+        assert_eq!(h.audience(), vec![("high_value".to_string(), true, T0 + 8 * D)]);
+    }
+
+    #[test]
+    fn birthday_segment_follows_the_calendar_month() {
+        let mut h = Harness::with_segments(Segments::load(None).unwrap());
+        for (i, purpose) in ["profile", "phone", "marketing"].into_iter().enumerate() {
+            h.feed(consent("u", T0 + i as i64, purpose, true));
+        }
+        // Born 2 November; it is 1 January: not this month.
+        h.feed(identify("u", T0 + 10, "Lan", "84901234567"));
+        let in_birthday = |v: Vec<(String, bool, i64)>| v.into_iter().filter(|(s, _, _)| s == "birthday_this_month").collect::<Vec<_>>();
+        assert_eq!(in_birthday(h.audience()), vec![]);
+        // 1 November (Vietnam time) comes with no event: in; 1 December: out.
+        let nov1 = 1_793_466_000_000; // 2026-11-01T00:00:00+07:00
+        let dec1 = nov1 + 30 * D;
+        h.feed(page("u", nov1 - D));
+        h.advance(dec1 + D);
+        assert_eq!(
+            in_birthday(h.audience()),
+            vec![("birthday_this_month".to_string(), true, nov1), ("birthday_this_month".to_string(), false, dec1)]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::codec::Record;
-use schemas::derived::{CartTrigger, Profile, Session, UserInterests};
+use schemas::derived::{AudienceChange, CartTrigger, Profile, Session, UserInterests};
 use schemas::event::InputEvent;
 use schemas::kafka::Kafka;
 use schemas::testing::build::{page, shop_history};
@@ -123,13 +123,14 @@ impl History {
 
 /// A run's outputs as their consumers see them: every distinct session and trigger (a
 /// duplicate after a failure has the same id and the same content), the latest interests and
-/// profile of each user. The sentinels of [`History::finish`] are left out.
+/// profile of each user, the latest audience record of each segment and user. The sentinels of [`History::finish`] are left out.
 #[derive(Debug, PartialEq)]
 pub struct Outputs {
     pub sessions: BTreeMap<String, Session>,
     pub triggers: BTreeMap<String, CartTrigger>,
     pub interests: BTreeMap<String, UserInterests>,
     pub profiles: BTreeMap<String, Profile>,
+    pub audiences: BTreeMap<String, AudienceChange>,
 }
 
 pub async fn outputs(kafka: &Kafka) -> Outputs {
@@ -154,7 +155,11 @@ pub async fn outputs(kafka: &Kafka) -> Outputs {
     for (k, p) in read::<Profile>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
         profiles.insert(k, p);
     }
-    Outputs { sessions, triggers, interests, profiles }
+    let mut audiences = BTreeMap::new();
+    for (k, a) in read::<AudienceChange>(kafka).await.into_iter().filter(|(_, a)| real(&a.user_key)) {
+        audiences.insert(k, a);
+    }
+    Outputs { sessions, triggers, interests, profiles, audiences }
 }
 
 impl Outputs {
@@ -177,6 +182,7 @@ impl Outputs {
         side("triggers", &self.triggers, &other.triggers, &mut out);
         side("interests", &self.interests, &other.interests, &mut out);
         side("profiles", &self.profiles, &other.profiles, &mut out);
+        side("audiences", &self.audiences, &other.audiences, &mut out);
         out.join("\n")
     }
 }

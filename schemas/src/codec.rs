@@ -259,6 +259,13 @@ mod tests {
             first_touch: Some(Touch { utm_source: Some("zalo".into()), at: 7, conversions: 2, revenue: 90_000, ..Default::default() }),
             ..Default::default()
         });
+        same_bytes_as_apache_avro(&AudienceChange {
+            segment: "high_value".into(),
+            member: true,
+            at: 9,
+            phone_sha256: Some("ab".into()),
+            ..Default::default()
+        });
         same_bytes_as_apache_avro(&CartTrigger {
             user,
             items: vec![Item { product_id: "p".into(), quantity: 2, price: 35_000, category: Some("c".into()), ..Default::default() }],

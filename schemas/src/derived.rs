@@ -151,6 +151,32 @@ crate::avro_record!(UserInterests { app_id, user_key, as_of, half_life_ms, produ
 crate::avro_record!(ViewedProduct { product_id, product_name, category, price, viewed_at });
 crate::avro_record!(CartTrigger { trigger_id, app_id, user, cart_id, cart_version, items[array], value, last_activity, deadline, last_viewed_product });
 
+/// A user entering or leaving a segment (`zmp.audiences.v1`, compacted, key = `segment/user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceChange {
+    pub app_id: String,
+    pub segment: String,
+    pub user_key: String,
+    pub member: bool,
+    pub at: i64,
+    pub zalo_id: Option<String>,
+    pub oa_user_id: Option<String>,
+    pub phone_sha256: Option<String>,
+    pub phone_sha256_e164: Option<String>,
+}
+
+impl AudienceChange {
+    /// The record's Kafka key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.segment, self.user_key)
+    }
+}
+
+crate::avro_record!(AudienceChange { app_id, segment, user_key, member, at, zalo_id, oa_user_id, phone_sha256, phone_sha256_e164 });
+impl Record for AudienceChange {
+    const TOPIC: Topic = Topic::Audiences;
+}
+
 crate::avro_record!(Touch { utm_source, utm_medium, utm_campaign, affiliate_id, at, conversions, revenue });
 crate::avro_record!(Consent { purpose, granted, changed_at, policy_version });
 crate::avro_record!(Profile {

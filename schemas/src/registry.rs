@@ -120,6 +120,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.profiles.v1/v1.avsc"),
         fingerprint: "1de840a53c5bc5a5f5b35a6d50387889c36eda438a5fa35817442146c68ef3ee",
     },
+    Row {
+        id: 11,
+        topic: Topic::Audiences,
+        version: 1,
+        source: include_str!("../avro/zmp.audiences.v1/v1.avsc"),
+        fingerprint: "e621b5249e2b0bdd6e57b6aa55cd4ab21fc0fbb10ca7bc04bec2b448f16a4cf8",
+    },
 ];
 
 pub struct Registry {
