@@ -41,6 +41,11 @@ enum Command {
     /// The query API alone: profiles, recommendations and engagement from a local view of the
     /// compacted topics. Add replicas to scale.
     Serve(ServeRoleArgs),
+    /// Segment audiences: export the current members of a segment.
+    Audiences {
+        #[command(subcommand)]
+        action: AudiencesAction,
+    },
     /// The topic catalogue: list it, or create it on a real cluster.
     Topics {
         #[command(subcommand)]
@@ -98,6 +103,28 @@ pub struct HttpArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum AudiencesAction {
+    /// Write the current members of SEGMENT (from zmp.audiences.v1) to stdout or --output.
+    Export {
+        /// The segment's name, as in the segments file.
+        segment: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: processors::audiences::Format,
+        /// Only this app's members (default: every app's).
+        #[arg(long)]
+        app: Option<String>,
+        /// Write here instead of stdout (replaced atomically).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// The segments file the processors use, to check the name (default: the shipped one).
+        #[arg(long, env = "ZCDP_SEGMENTS")]
+        segments: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum TopicsAction {
     /// Print the catalogue: name, key, cleanup policy.
     List,
@@ -122,6 +149,9 @@ fn main() -> anyhow::Result<()> {
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
             Command::Serve(args) => up::run_serve(args.kafka, args.query, args.http).await,
+            Command::Audiences { action: AudiencesAction::Export { segment, format, app, output, segments, kafka } } => {
+                export_audience(&segment, format, app.as_deref(), output.as_deref(), segments.as_deref(), &kafka).await
+            }
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {
                     println!(
@@ -153,4 +183,42 @@ fn main() -> anyhow::Result<()> {
             Command::Bench { which } => bench::run(which).await,
         }
     })
+}
+
+/// `zcdp audiences export`.
+async fn export_audience(
+    segment: &str,
+    format: processors::audiences::Format,
+    app: Option<&str>,
+    output: Option<&std::path::Path>,
+    segments: Option<&std::path::Path>,
+    kafka: &KafkaArgs,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let defined = processors::segments::Segments::load(segments)?;
+    if !defined.list.iter().any(|s| s.name == segment) {
+        let names: Vec<&str> = defined.list.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!("no segment {segment:?} in the segments file; defined: {}", names.join(", "));
+    }
+    let kafka = schemas::kafka::Kafka::external(kafka)?;
+    let latest = tokio::task::spawn_blocking(move || processors::audiences::latest(&kafka)).await??;
+    let members = processors::audiences::members(&latest, segment, app);
+    let (written, skipped) = match output {
+        None => processors::audiences::write(format, &members, &mut std::io::stdout().lock())?,
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+            let counts = processors::audiences::write(format, &members, &mut f)?;
+            std::io::Write::flush(&mut f)?;
+            drop(f);
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            counts
+        }
+    };
+    eprintln!(
+        "zcdp: segment {segment}: {} members, {written} written{}",
+        members.len(),
+        if skipped > 0 { format!(", {skipped} without the id this format needs") } else { String::new() }
+    );
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `sessions`, `interests`, `carts`, `profiles`: the processors;
 //! - `query`: the query API over the compacted outputs.
 
+pub mod audiences;
 pub mod carts;
 pub mod checkpoint;
 pub mod config;

@@ -115,6 +115,48 @@ impl Kafka {
         self.embedded.as_ref()
     }
 
+    /// Reads every record of `topic` from its start up to its end as of the call. Blocking: call it
+    /// from `spawn_blocking` in async code.
+    pub fn read_to_end(&self, topic: &str, within: std::time::Duration) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use std::collections::HashMap;
+
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", format!("zcdp-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let md = consumer.fetch_metadata(Some(topic), within)?;
+        let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut remaining: HashMap<i32, i64> = HashMap::new();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, within)?;
+            if high > low {
+                remaining.insert(p, high);
+            }
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while !remaining.is_empty() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "{topic}: not read to its end within {within:?}; left: {remaining:?}");
+            match consumer.poll(std::time::Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+                        remaining.remove(&m.partition());
+                    }
+                    out.push(m.detach());
+                }
+                Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// A client config with the bootstrap servers and the operator's extra properties.
     pub fn client_config(&self) -> ClientConfig {
         let mut cfg = ClientConfig::new();

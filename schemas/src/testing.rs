@@ -124,43 +124,7 @@ pub fn read_to_end(
     topic: &str,
     within: std::time::Duration,
 ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
-    use rdkafka::Message;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use std::collections::HashMap;
-
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", format!("zcdp-test-reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), within)?;
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, within)?;
-        if high > low {
-            remaining.insert(p, high);
-        }
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + within;
-    let mut out = Vec::new();
-    while !remaining.is_empty() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "{topic}: not read to its end within {within:?}; left: {remaining:?}");
-        match consumer.poll(std::time::Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
-                    remaining.remove(&m.partition());
-                }
-                out.push(m.detach());
-            }
-            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    Ok(out)
+    kafka.read_to_end(topic, within)
 }
 
 /// Polls `check` until it returns `Some`, or fails after `within`: how tests wait for a condition
