@@ -122,6 +122,17 @@ enum AudiencesAction {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Keep every segment's member files current in DIR, with a log of adds and removes.
+    Sync {
+        /// The export directory: <dir>/<segment>/{members.csv, zalo_ids.txt, meta_sha256.txt, google_sha256.txt, changes.csv}.
+        #[arg(long, env = "ZCDP_EXPORT_DIR")]
+        dir: std::path::PathBuf,
+        /// Only this app's members (default: every app's).
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +162,17 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => up::run_serve(args.kafka, args.query, args.http).await,
             Command::Audiences { action: AudiencesAction::Export { segment, format, app, output, segments, kafka } } => {
                 export_audience(&segment, format, app.as_deref(), output.as_deref(), segments.as_deref(), &kafka).await
+            }
+            Command::Audiences { action: AudiencesAction::Sync { dir, app, kafka } } => {
+                let kafka = schemas::kafka::Kafka::external(&kafka)?;
+                let export = processors::audiences::ExportDir::new(&dir, app.as_deref())?;
+                println!("zcdp: keeping segment files in {}; Ctrl-C to stop", dir.display());
+                let shutdown = shutdown::Shutdown::default();
+                shutdown.on_signals();
+                tokio::select! {
+                    r = export.follow(kafka, std::time::Duration::from_secs(1)) => r,
+                    _ = shutdown.wait() => Ok(()),
+                }
             }
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {

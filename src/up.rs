@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// Events a second of the --demo traffic.
     #[arg(long = "demo-rate", env = "ZCDP_DEMO_RATE", default_value_t = 50)]
     pub demo_rate: u32,
+    /// Keep every segment's member files current in this directory (see `zcdp audiences sync`).
+    #[arg(long = "export-dir", env = "ZCDP_EXPORT_DIR")]
+    pub export_dir: Option<std::path::PathBuf>,
     /// Brokers of the embedded cluster (ignored with --brokers).
     #[arg(long = "embedded-brokers", env = "ZCDP_EMBEDDED_BROKERS", default_value_t = 1)]
     pub embedded_brokers: i32,
@@ -99,6 +102,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { simulate::run(&sim, shutdown).await })
     });
+    let export = match &args.export_dir {
+        Some(dir) => {
+            let export = processors::audiences::ExportDir::new(dir, None)?;
+            say(format!("zcdp: segment files kept in {}", dir.display()));
+            let kafka = kafka.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = export.follow(kafka, Duration::from_secs(1)).await {
+                    tracing::error!(error = format!("{e:#}"), "audience export stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     say("zcdp: running; Ctrl-C to stop".into());
 
     shutdown.wait().await;
@@ -113,6 +129,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     http.await??;
+    if let Some(e) = export {
+        e.abort();
+    }
     gateway.shutdown(Duration::from_secs(10));
     watch.abort();
     let failed = member.finished();

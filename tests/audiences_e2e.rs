@@ -64,7 +64,16 @@ fn recompute(events: &[InputEvent]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_segment_equals_the_segment_recomputed_from_the_raw_topics() {
     let data = tempfile::tempdir().unwrap();
-    let up = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    let exports = data.path().join("exports");
+    let up = Zcdp::start(&[
+        "up",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--export-dir",
+        exports.to_str().unwrap(),
+    ]);
     let target = format!("http://{}", up.http);
     zcdp(&["simulate", "--target", &target, "--rate", "1500", "--events", "4000", "--users", "300", "--seed", "7"]);
     let kafka =
@@ -103,6 +112,21 @@ async fn an_exported_segment_equals_the_segment_recomputed_from_the_raw_topics()
         String::from_utf8(zcdp(&["audiences", "export", "viewed_no_order_7d", "--format", "zalo", "--brokers", &up.bootstrap]).stdout)
             .unwrap();
     assert!(zalo.lines().count() <= expected.len() && zalo.lines().all(|l| expected.contains(l)), "{zalo}");
+
+    // The export dir catches up with the same members, each logged once as an add.
+    let dir = exports.join("viewed_no_order_7d");
+    schemas::testing::eventually(Duration::from_secs(30), "the export dir's members", || async {
+        let members = std::fs::read_to_string(dir.join("members.csv")).ok()?;
+        let set: BTreeSet<String> = members.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+        (set == expected).then_some(())
+    })
+    .await;
+    let changes = std::fs::read_to_string(dir.join("changes.csv")).unwrap();
+    let adds: BTreeSet<String> =
+        changes.lines().skip(1).filter(|l| l.split(',').nth(1) == Some("add")).map(|l| l.split(',').nth(2).unwrap().to_string()).collect();
+    assert!(expected.is_subset(&adds), "every member was logged as added");
+    assert_eq!(std::fs::read_to_string(dir.join("zalo_ids.txt")).unwrap(), zalo);
+
     let bad = zcdp(&["audiences", "export", "no_such_segment", "--brokers", &up.bootstrap]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("viewed_no_order_7d"), "the error lists the defined segments");

@@ -124,3 +124,176 @@ mod tests {
         assert!(members(&latest, "s", Some("other")).is_empty());
     }
 }
+
+/// Files of every segment kept current in a directory: `<dir>/<segment>/members.csv` (the CSV
+/// export), `zalo_ids.txt`, `meta_sha256.txt`, `google_sha256.txt`, each replaced atomically,
+/// and `changes.csv`, to which every difference between successive snapshots is appended as
+/// `time,add|remove,<the member's CSV row>`. The differences are taken against the files already
+/// there, so a restart appends nothing twice.
+pub struct ExportDir {
+    dir: std::path::PathBuf,
+    app: Option<String>,
+    latest: BTreeMap<String, AudienceChange>,
+    dirty: std::collections::BTreeSet<String>,
+}
+
+impl ExportDir {
+    pub fn new(dir: &std::path::Path, app: Option<&str>) -> anyhow::Result<ExportDir> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the export dir {}", dir.display()))?;
+        Ok(ExportDir { dir: dir.to_path_buf(), app: app.map(str::to_string), latest: BTreeMap::new(), dirty: Default::default() })
+    }
+
+    /// A record (or tombstone) of `zmp.audiences.v1`.
+    pub fn apply(&mut self, key: &str, change: Option<AudienceChange>) {
+        let segment = change.as_ref().map(|c| c.segment.clone()).or_else(|| self.latest.get(key).map(|c| c.segment.clone()));
+        match change {
+            Some(c) => {
+                self.latest.insert(key.to_string(), c);
+            }
+            None => {
+                self.latest.remove(key);
+            }
+        }
+        if let Some(s) = segment {
+            self.dirty.insert(s);
+        }
+    }
+
+    /// Writes the segments that changed since the last flush; `now` stamps the changes.
+    pub fn flush(&mut self, now: i64) -> anyhow::Result<()> {
+        for segment in std::mem::take(&mut self.dirty) {
+            let members = members(&self.latest, &segment, self.app.as_deref());
+            let dir = self.dir.join(&segment);
+            std::fs::create_dir_all(&dir)?;
+            let render = |f: Format| -> anyhow::Result<Vec<u8>> {
+                let mut buf = Vec::new();
+                write(f, &members, &mut buf)?;
+                Ok(buf)
+            };
+            let csv = render(Format::Csv)?;
+            let rows = |text: &str| -> BTreeMap<String, String> {
+                text.lines().skip(1).filter_map(|l| Some((l.split(',').next()?.to_string(), l.to_string()))).collect()
+            };
+            let before = rows(&std::fs::read_to_string(dir.join("members.csv")).unwrap_or_default());
+            let after = rows(std::str::from_utf8(&csv)?);
+            let stamp = chrono::DateTime::from_timestamp_millis(now).map(|t| t.to_rfc3339()).unwrap_or_default();
+            let mut changes = String::new();
+            for (user, row) in &after {
+                if !before.contains_key(user) {
+                    changes.push_str(&format!("{stamp},add,{row}\n"));
+                }
+            }
+            for (user, row) in &before {
+                if !after.contains_key(user) {
+                    changes.push_str(&format!("{stamp},remove,{row}\n"));
+                }
+            }
+            if !changes.is_empty() {
+                let path = dir.join("changes.csv");
+                let new_file = !path.exists();
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                if new_file {
+                    f.write_all(b"time,change,user_key,zalo_id,oa_user_id,phone_sha256,phone_sha256_e164,since\n")?;
+                }
+                f.write_all(changes.as_bytes())?;
+                f.sync_data()?;
+            }
+            for (name, bytes) in [
+                ("zalo_ids.txt", render(Format::Zalo)?),
+                ("meta_sha256.txt", render(Format::Meta)?),
+                ("google_sha256.txt", render(Format::Google)?),
+                ("members.csv", csv),
+            ] {
+                let tmp = dir.join(format!(".{name}.partial"));
+                std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows `zmp.audiences.v1` from the beginning and flushes every `every`, until the task is
+    /// dropped.
+    pub async fn follow(mut self, kafka: Kafka, every: Duration) -> anyhow::Result<()> {
+        use rdkafka::Message;
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        let topic = Topic::Audiences.name();
+        let consumer: StreamConsumer = kafka
+            .client_config()
+            .set("group.id", format!("zcdp-audience-export-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("creating the audience export's consumer")?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics().first().map(|t| t.partitions()).unwrap_or_default() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                m = consumer.recv() => match m {
+                    Ok(m) => {
+                        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                        match m.payload().map(schemas::codec::decode::<AudienceChange>) {
+                            None => self.apply(&key, None),
+                            Some(Ok(c)) => self.apply(&key, Some(c)),
+                            Some(Err(e)) => tracing::warn!(error = %e, key, "audience export: undecodable record skipped"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "audience export: consume error"),
+                },
+                _ = tick.tick() => {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    if let Err(e) = self.flush(now) {
+                        tracing::error!(error = format!("{e:#}"), dir = %self.dir.display(), "audience export: writing files failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod export_dir_tests {
+    use super::*;
+
+    fn change(user: &str, member: bool) -> AudienceChange {
+        AudienceChange {
+            app_id: "demo".into(),
+            segment: "s".into(),
+            user_key: user.into(),
+            member,
+            zalo_id: Some(format!("z{user}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_are_replaced_and_differences_appended_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = ExportDir::new(dir.path(), None).unwrap();
+        for c in [change("a", true), change("b", true)] {
+            x.apply(&c.key(), Some(c));
+        }
+        x.flush(0).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join("s").join(f)).unwrap();
+        assert_eq!(read("zalo_ids.txt"), "za\nzb\n");
+        x.apply("s/a", Some(change("a", false)));
+        x.flush(1000).unwrap();
+        assert_eq!(read("zalo_ids.txt"), "zb\n");
+        let changes = read("changes.csv");
+        let ops: Vec<(&str, &str)> =
+            changes.lines().skip(1).map(|l| (l.split(',').nth(1).unwrap(), l.split(',').nth(2).unwrap())).collect();
+        assert_eq!(ops, vec![("add", "a"), ("add", "b"), ("remove", "a")]);
+        // A restart replays the topic: nothing new is appended.
+        let mut again = ExportDir::new(dir.path(), None).unwrap();
+        for c in [change("a", true), change("b", true), change("a", false)] {
+            again.apply(&c.key(), Some(c));
+        }
+        again.flush(2000).unwrap();
+        assert_eq!(read("changes.csv"), changes);
+    }
+}
