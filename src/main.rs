@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         action: AudiencesAction,
     },
+    /// Users: erase one (the right to be forgotten).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// The topic catalogue: list it, or create it on a real cluster.
     Topics {
         #[command(subcommand)]
@@ -100,6 +105,20 @@ pub struct HttpArgs {
     /// Origins allowed to call the API from a browser (CORS), comma-separated; * for any.
     #[arg(long = "cors-origins", env = "ZCDP_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_origins: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersAction {
+    /// Erase a user from every store and write tombstones to every compacted topic.
+    Forget {
+        /// The user key: the Zalo id, or the anonymous id.
+        user: String,
+        /// The user's app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +192,13 @@ fn main() -> anyhow::Result<()> {
                     r = export.follow(kafka, std::time::Duration::from_secs(1)) => r,
                     _ = shutdown.wait() => Ok(()),
                 }
+            }
+            Command::Users { action: UsersAction::Forget { user, app, kafka } } => {
+                let kafka = schemas::kafka::Kafka::external(&kafka)?;
+                let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
+                let id = processors::query::request_forget(&producer, &app, &user).await?;
+                println!("zcdp: erasure of user {user} of app {app} requested (request {id}); the processors apply it as they reach it");
+                Ok(())
             }
             Command::Topics { action: TopicsAction::List } => {
                 for s in schemas::CATALOGUE {

@@ -79,7 +79,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
     say(format!(
-        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}})"
+        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
     ));
     for (kind, keys) in [("write", &args.ingest.write_keys), ("read", &args.query.read_keys)] {
         for key in keys {

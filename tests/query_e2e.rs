@@ -5,9 +5,14 @@ mod support;
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use rdkafka::Message;
 use serde_json::{Value, json};
 
-use schemas::testing::eventually;
+use schemas::kafka::{Kafka, KafkaArgs};
+use schemas::testing::{eventually, read_to_end};
+use schemas::topics::Topic;
 use support::Zcdp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +99,64 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     assert_eq!(get(format!("{base}/v1/users/nobody/profile"), Some("demo-read-key")).await.0, 404);
     let (s, e) = get(format!("{base}/v1/users/lan/recommendations?limit=0"), Some("demo-read-key")).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("bad_limit")));
+
+    // Erasure: accepted with the read key only; then no store and no compacted topic keeps Lan.
+    let delete = |key: Option<&'static str>| {
+        let client = client.clone();
+        let url = format!("{base}/v1/users/lan");
+        async move {
+            let mut req = client.delete(url);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(delete(None).await, 401);
+    assert_eq!(delete(Some("demo-key")).await, 401);
+    assert_eq!(delete(Some("demo-read-key")).await, 202);
+    eventually(Duration::from_secs(30), "lan's profile gone from the API", || async {
+        (get(format!("{base}/v1/users/lan/profile"), Some("demo-read-key")).await.0 == 404).then_some(())
+    })
+    .await;
+    let (_, r) = get(format!("{base}/v1/users/lan/recommendations"), Some("demo-read-key")).await;
+    assert_eq!(r["personalised"], false);
+    let kafka =
+        Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
+            .unwrap();
+    let latest = |topic: String| {
+        let kafka = kafka.clone();
+        async move {
+            let msgs = tokio::task::spawn_blocking(move || read_to_end(&kafka, &topic, Duration::from_secs(30)).unwrap()).await.unwrap();
+            let mut out: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            for m in msgs {
+                out.insert(m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec));
+            }
+            out
+        }
+    };
+    let lan_key = |k: &[u8]| k == b"lan" || k.ends_with(b"/lan") || k == b"demo\x1flan";
+    let mut topics: Vec<String> = [Topic::Profiles, Topic::Interests, Topic::Audiences].iter().map(|t| t.name().to_string()).collect();
+    topics.extend(["sessions", "interests", "carts", "profiles"].map(|s| processors::checkpoint::changelog_topic("cdp", s)));
+    for topic in topics {
+        let values = latest(topic.clone()).await;
+        let lan: Vec<_> = values.iter().filter(|(k, _)| lan_key(k)).collect();
+        assert!(!lan.is_empty() || topic.contains("sessions") || topic.contains("carts"), "{topic} never had lan");
+        for (k, v) in lan {
+            assert!(v.is_none(), "{topic}: the latest value of {} is not a tombstone", String::from_utf8_lossy(k));
+        }
+    }
+    // The same from the command line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zcdp"))
+        .args(["users", "forget", "minh", "--app", "demo", "--brokers", &zcdp.bootstrap])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually(Duration::from_secs(30), "minh's profile gone", || async {
+        (get(format!("{base}/v1/users/minh/profile"), Some("demo-read-key")).await.0 == 404).then_some(())
+    })
+    .await;
+
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }

@@ -527,6 +527,8 @@ fn identity_properties(kind: IdentityType, mut m: Fields<'_>) -> Result<Identity
             required(p.granted, "granted")?;
         }
         IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted => {}
+        // Not in the HTTP API's table of types: never reaches here from a request.
+        IdentityType::UserForgotten => unreachable!("internal event types are refused before validation"),
     }
     Ok(IdentityProperties { custom: custom(m), ..p })
 }
@@ -664,6 +666,8 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert_eq!(code(&base("nonsense", json!({}))), RejectCode::UnknownType);
+        // An erasure request is zcdp's own: a client cannot send one.
+        assert_eq!(code(&base("user_forgotten", json!({}))), RejectCode::UnknownType);
         let mut v = base("page_viewed", json!({}));
         v["event_id"] = json!("not-a-uuid");
         assert_eq!(code(&v), RejectCode::InvalidValue);

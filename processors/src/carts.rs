@@ -73,6 +73,11 @@ impl Processor for Carts {
     }
 
     fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()> {
+        if event.is_forget() {
+            // Erased: open carts go without a trigger (their timers find nothing).
+            *self.cache.entry(ctx.db, &user_key(event.app_id(), &event.user().key))? = None;
+            return Ok(());
+        }
         let relevant = match event {
             InputEvent::View(v) => v.kind == ViewType::ProductViewed,
             InputEvent::Cart(_) => true,

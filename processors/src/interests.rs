@@ -121,6 +121,11 @@ impl Processor for Interests {
     }
 
     fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()> {
+        if event.is_forget() {
+            // Erased; the commit writes the tombstone.
+            *self.cache.entry(ctx.db, &user_key(event.app_id(), &event.user().key))? = None;
+            return Ok(());
+        }
         // (product, category, weight) pairs and search terms this event contributes.
         let mut products: Vec<(&str, Option<&str>, f64)> = Vec::new();
         let mut term: Option<String> = None;
@@ -183,7 +188,11 @@ impl Processor for Interests {
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         let mut out = Vec::new();
         for (key, state) in self.cache.dirty_keys() {
-            let (Some((app, user)), Some(s)) = (split_user_key(key), state) else { continue };
+            let Some((app, user)) = split_user_key(key) else { continue };
+            let Some(s) = state else {
+                ctx.tombstone(schemas::topics::Topic::Interests, user); // forgotten
+                continue;
+            };
             let mut s = s.clone();
             s.forget_faint();
             out.push((

@@ -460,7 +460,7 @@ impl Engine {
 
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
     for o in task.outputs.drain(..) {
-        producer.send(o.topic.name(), None, o.key.as_bytes(), Some(&o.payload))?;
+        producer.send(o.topic.name(), None, o.key.as_bytes(), o.payload.as_deref())?;
         METRICS.outputs.with_label_values(&[o.topic.name()]).inc();
     }
     Ok(())

@@ -14,7 +14,8 @@ use crate::timers::{TimerKey, Timers};
 pub struct Output {
     pub topic: Topic,
     pub key: String,
-    pub payload: Vec<u8>,
+    /// None: a tombstone (the key's value is gone, on a compacted topic).
+    pub payload: Option<Vec<u8>>,
 }
 
 /// The task's facilities, lent to a processor for one call.
@@ -29,8 +30,13 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     pub fn emit<R: Record>(&mut self, key: &str, record: &R) -> anyhow::Result<()> {
         let payload = schemas::codec::encode(record)?;
-        self.outputs.push(Output { topic: R::TOPIC, key: key.to_string(), payload });
+        self.outputs.push(Output { topic: R::TOPIC, key: key.to_string(), payload: Some(payload) });
         Ok(())
+    }
+
+    /// Deletes `key` from a compacted output topic.
+    pub fn tombstone(&mut self, topic: Topic, key: &str) {
+        self.outputs.push(Output { topic, key: key.to_string(), payload: None });
     }
 
     pub fn schedule(&mut self, deadline: i64, key: Vec<u8>) {

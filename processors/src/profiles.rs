@@ -336,6 +336,7 @@ impl ProfileState {
             }
             IdentityType::OaUnfollowed => self.oa_following = false,
             IdentityType::OaInteracted => self.oa_last_interaction = Some(self.oa_last_interaction.unwrap_or(t).max(t)),
+            IdentityType::UserForgotten => {} // handled before any state is touched
         }
     }
 
@@ -662,6 +663,17 @@ impl Processor for Profiles {
 
     fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()> {
         let key = user_key(event.app_id(), &event.user().key);
+        if event.is_forget() {
+            // Erased: out of every segment (tombstones, so exports drop the user), the state
+            // deleted; the commit writes the profile's tombstone.
+            if let Some(old) = self.cache.entry(ctx.db, &key)?.take() {
+                for segment in &old.segments {
+                    ctx.tombstone(schemas::topics::Topic::Audiences, &format!("{segment}/{}", event.user().key));
+                }
+            }
+            self.scheduled.remove(&key);
+            return Ok(());
+        }
         let state = self.cache.entry(ctx.db, &key)?.get_or_insert_with(ProfileState::default);
         state.seen(event, self.session_gap_ms);
         if let InputEvent::Cart(c) = event {
@@ -751,12 +763,17 @@ impl Processor for Profiles {
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         let mut out = Vec::new();
         for (key, state) in self.cache.dirty_keys() {
-            if let (Some((app, user)), Some(s)) = (split_user_key(key), state) {
-                out.push((user.to_string(), s.record(app, user)));
+            match (split_user_key(key), state) {
+                (Some((app, user)), Some(s)) => out.push((user.to_string(), Some(s.record(app, user)))),
+                (Some((_, user)), None) => out.push((user.to_string(), None)), // forgotten
+                (None, _) => {}
             }
         }
         for (user, record) in out {
-            ctx.emit(&user, &record)?;
+            match record {
+                Some(r) => ctx.emit(&user, &r)?,
+                None => ctx.tombstone(schemas::topics::Topic::Profiles, &user),
+            }
         }
         Ok(())
     }
@@ -809,7 +826,7 @@ mod tests {
                 if o.topic != schemas::topics::Topic::Audiences {
                     return true;
                 }
-                let c = schemas::codec::decode::<AudienceChange>(&o.payload).unwrap();
+                let c = schemas::codec::decode::<AudienceChange>(o.payload.as_ref().unwrap()).unwrap();
                 assert_eq!(o.key, c.key());
                 out.push((c.segment, c.member, c.at));
                 false
@@ -844,7 +861,7 @@ mod tests {
                 .drain(..)
                 .rfind(|o| o.key == user && o.topic == schemas::topics::Topic::Profiles)
                 .expect("a profile was emitted");
-            schemas::codec::decode::<Profile>(&out.payload).unwrap()
+            schemas::codec::decode::<Profile>(out.payload.as_ref().expect("not a tombstone")).unwrap()
         }
     }
 
@@ -1068,6 +1085,36 @@ mod tests {
         // An order of 3,500,000 VND: high value.
         h.feed(order("u", T0 + 8 * D, "o1", None, 3_500_000));
         assert_eq!(h.audience(), vec![("high_value".to_string(), true, T0 + 8 * D)]);
+    }
+
+    #[test]
+    fn a_forgotten_user_leaves_every_segment_and_their_profile_is_tombstoned() {
+        let mut h = Harness::with_segments(Segments::load(None).unwrap());
+        h.feed(consent("u", T0, "marketing", true));
+        h.feed(schemas::testing::build::product_view("u", T0 + 1000, "p1", "coffee", 1000));
+        let mut entered: Vec<String> = h.audience().into_iter().map(|(s, _, _)| s).collect();
+        entered.sort();
+        assert_eq!(entered, vec!["new_first_week", "viewed_no_order_7d"]);
+        h.profile("u");
+        h.feed(schemas::event::forget_request("demo", "u", T0 + 2000));
+        let mut ctx = Ctx { db: &h.db, timers: &mut h.timers, outputs: &mut h.outputs, kind: 0 };
+        h.profiles.before_commit(&mut ctx).unwrap();
+        let mut got: Vec<(schemas::topics::Topic, String, bool)> =
+            h.outputs.iter().map(|o| (o.topic, o.key.clone(), o.payload.is_none())).collect();
+        got.sort();
+        use schemas::topics::Topic::{Audiences, Profiles};
+        // Tombstones only: the profile, and the user's key in each segment they were in.
+        let want = vec![
+            (Profiles, "u".into(), true),
+            (Audiences, "new_first_week/u".into(), true),
+            (Audiences, "viewed_no_order_7d/u".into(), true),
+        ];
+        assert_eq!(got, want);
+        // The store keeps nothing of the user.
+        let mut changes = Vec::new();
+        h.profiles.take_dirty(&mut changes).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].value, None);
     }
 
     #[test]

@@ -345,10 +345,24 @@ impl View {
     }
 }
 
+/// Writes an erasure request for a user to `zmp.identities.v1` (keyed like the user's events, so
+/// the task that holds the user reads it in order) and waits for Kafka's acknowledgement; returns
+/// the request's event id.
+pub async fn request_forget(producer: &rdkafka::producer::FutureProducer, app: &str, user: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let event = schemas::event::forget_request(app, user, now);
+    let mut payload = Vec::new();
+    schemas::codec::encode_input_into(&event, &mut payload)?;
+    let record = rdkafka::producer::FutureRecord::to(Topic::Identities.name()).key(user).payload(&payload);
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("writing the erasure request: {e}"))?;
+    Ok(event.event_id().to_string())
+}
+
 /// The query API: its view, its keys, and the tasks that keep the view current.
 pub struct QueryApi {
     view: Arc<View>,
     keys: AppKeys,
+    producer: rdkafka::producer::FutureProducer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -384,7 +398,8 @@ impl QueryApi {
                 }
             })
         };
-        Ok(Arc::new(QueryApi { view, keys, tasks: vec![follow, refresh] }))
+        let producer = kafka.producer_config().create().context("creating the erasure requests' producer")?;
+        Ok(Arc::new(QueryApi { view, keys, producer, tasks: vec![follow, refresh] }))
     }
 
     pub fn view(&self) -> &Arc<View> {
@@ -399,6 +414,7 @@ impl QueryApi {
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/v1/users/{id}/profile", get(profile))
+            .route("/v1/users/{id}", axum::routing::delete(forget))
             .route("/v1/users/{id}/recommendations", get(recommendations))
             .route("/v1/engagement", get(engagement_route))
             .with_state(self.clone())
@@ -438,6 +454,22 @@ async fn profile(State(api): State<Arc<QueryApi>>, headers: HeaderMap, Path(id):
     match api.view.profile(&app, &id) {
         Some(p) => Json(p.as_ref().clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "unknown_user", "no profile for this user id in this app (yet)"),
+    }
+}
+
+/// Erasure: accepted once the request is in Kafka; the processors then erase the user from every
+/// store and write tombstones to every compacted topic (the view drops the user when it reads them).
+async fn forget(State(api): State<Arc<QueryApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let app = match api.app(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if id.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_user", "give the user key (Zalo id or anonymous id)");
+    }
+    match request_forget(&api.producer, &app, &id).await {
+        Ok(request_id) => (StatusCode::ACCEPTED, Json(json!({"user": id, "request_id": request_id, "status": "accepted"}))).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}; nothing was requested: send it again")),
     }
 }
 

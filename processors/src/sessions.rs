@@ -96,6 +96,11 @@ impl Processor for Sessions {
         let key = user_key(app, &event.user().key);
         let gap = self.gap_ms;
         let slot = self.cache.entry(ctx.db, &key)?;
+        if event.is_forget() {
+            // Erased: the open session is dropped, not summarised (its timer finds nothing).
+            *slot = None;
+            return Ok(());
+        }
         if let Some(s) = slot.as_ref() {
             if t > s.end + gap {
                 // The old session ended before this event: close it now, in event time.

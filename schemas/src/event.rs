@@ -180,6 +180,9 @@ pub enum IdentityType {
     OaFollowed,
     OaUnfollowed,
     OaInteracted,
+    /// An erasure request, written by zcdp itself (never accepted from a Mini App): every
+    /// processor forgets the user. Schema v2.
+    UserForgotten,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,8 +406,41 @@ type_names!(OrderType {
 });
 type_names!(IdentityType {
     Identify => "identify", ConsentChanged => "consent_changed", OaFollowed => "oa_followed",
-    OaUnfollowed => "oa_unfollowed", OaInteracted => "oa_interacted",
+    OaUnfollowed => "oa_unfollowed", OaInteracted => "oa_interacted", UserForgotten => "user_forgotten",
 });
+impl IdentityType {
+    /// Types zcdp writes itself; the gateway refuses them from clients.
+    pub fn is_internal(self) -> bool {
+        self == IdentityType::UserForgotten
+    }
+}
+
+/// An erasure request for `user_key` of `app`: every processor forgets the user when it reads it.
+pub fn forget_request(app: &str, user_key: &str, now_ms: i64) -> InputEvent {
+    InputEvent::Identity(IdentityEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        app_id: app.to_string(),
+        kind: IdentityType::UserForgotten,
+        user: User { key: user_key.to_string(), zalo_id: None, anonymous_id: None, oa_user_id: None },
+        event_time: now_ms,
+        sent_at: None,
+        received_at: now_ms,
+        corrected_time: now_ms,
+        clock_skew_ms: 0,
+        future_clamped: false,
+        stale: false,
+        context: Context::default(),
+        properties: IdentityProperties::default(),
+    })
+}
+
+impl InputEvent {
+    /// Whether this is an erasure request ([`forget_request`]).
+    pub fn is_forget(&self) -> bool {
+        matches!(self, InputEvent::Identity(e) if e.kind == IdentityType::UserForgotten)
+    }
+}
+
 type_names!(EngagementType {
     MinigamePlayed => "minigame_played", VoucherClaimed => "voucher_claimed",
     PointsEarned => "points_earned", PointsRedeemed => "points_redeemed",
@@ -482,14 +518,15 @@ mod tests {
     use crate::topics::Topic;
 
     /// The table and the enums must name the same types: a type added to one and not the
-    /// other would be accepted by the gateway and then fail to encode.
+    /// other would be accepted by the gateway and then fail to encode. Internal types (written
+    /// by zcdp, never posted) are the one exception.
     #[test]
     fn event_type_table_matches_the_enums() {
         let mut from_enums: Vec<(&str, Topic)> = Vec::new();
         from_enums.extend(ViewType::ALL.iter().map(|t| (t.name(), Topic::Views)));
         from_enums.extend(CartType::ALL.iter().map(|t| (t.name(), Topic::Carts)));
         from_enums.extend(OrderType::ALL.iter().map(|t| (t.name(), Topic::Orders)));
-        from_enums.extend(IdentityType::ALL.iter().map(|t| (t.name(), Topic::Identities)));
+        from_enums.extend(IdentityType::ALL.iter().filter(|t| !t.is_internal()).map(|t| (t.name(), Topic::Identities)));
         from_enums.extend(EngagementType::ALL.iter().map(|t| (t.name(), Topic::Engagement)));
         assert_eq!(from_enums, EVENT_TYPES.to_vec());
     }

@@ -127,6 +127,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.audiences.v1/v1.avsc"),
         fingerprint: "e621b5249e2b0bdd6e57b6aa55cd4ab21fc0fbb10ca7bc04bec2b448f16a4cf8",
     },
+    Row {
+        id: 12,
+        topic: Topic::Identities,
+        version: 2,
+        source: include_str!("../avro/zmp.identities.v1/v2.avsc"),
+        fingerprint: "17aa12f8a13ed916641e5e0236ce4d0472b4a1d06a71513e5d879b93ec37a5bf",
+    },
 ];
 
 pub struct Registry {

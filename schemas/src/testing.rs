@@ -91,7 +91,7 @@ pub fn sample_events() -> Vec<InputEvent> {
         };
         out.push(InputEvent::Order(envelope!(OrderEvent, kind, next(), props)));
     }
-    for &kind in IdentityType::ALL {
+    for &kind in IdentityType::ALL.iter().filter(|k| !k.is_internal()) {
         let props = IdentityProperties {
             traits: (kind == IdentityType::Identify).then(|| Traits {
                 name: Some("Nguyễn Văn A".into()),
