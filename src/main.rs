@@ -92,6 +92,9 @@ struct ServeRoleArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     query: processors::query::QueryArgs,
+    /// The segments file the processors use (default: the shipped one), to refuse unknown names.
+    #[arg(long, env = "ZCDP_SEGMENTS")]
+    segments: Option<std::path::PathBuf>,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -178,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
-            Command::Serve(args) => up::run_serve(args.kafka, args.query, args.http).await,
+            Command::Serve(args) => up::run_serve(args.kafka, args.query, args.segments, args.http).await,
             Command::Audiences { action: AudiencesAction::Export { segment, format, app, output, segments, kafka } } => {
                 export_audience(&segment, format, app.as_deref(), output.as_deref(), segments.as_deref(), &kafka).await
             }

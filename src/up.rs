@@ -75,11 +75,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let gateway = Gateway::start(&kafka, &args.ingest).await?;
     let (listener, addr) = server::bind(&args.http.http).await?;
-    let query = QueryApi::start(&kafka, &args.query)?;
+    let query = QueryApi::start(&kafka, &args.query, args.process.segments.as_deref())?;
     let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
     say(format!(
-        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
+        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments/{{name}}/members, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
     ));
     for (kind, keys) in [("write", &args.ingest.write_keys), ("read", &args.query.read_keys)] {
         for key in keys {
@@ -207,14 +207,14 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
 }
 
 /// `zcdp serve`: the query API alone, on a real cluster.
-pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, http: HttpArgs) -> anyhow::Result<()> {
+pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, segments: Option<std::path::PathBuf>, http: HttpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
-    let api = QueryApi::start(&kafka, &query)?;
+    let api = QueryApi::start(&kafka, &query, segments.as_deref())?;
     let (listener, addr) = server::bind(&http.http).await?;
     say(format!(
-        "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/engagement, /readyz, /metrics)"
+        "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments/{{name}}/members, /v1/engagement, /readyz, /metrics; DELETE /v1/users/{{id}})"
     ));
     let routes = api.routes().merge(api.probes());
     server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await

@@ -93,6 +93,22 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     assert_eq!(engagement["retention"][0]["users"], 2);
     assert_eq!(engagement["top_categories"][0]["id"], "coffee");
 
+    // Both are new: members of the shipped segment new_first_week, a page at a time.
+    let seg = format!("{base}/v1/segments/new_first_week/members");
+    let members = eventually(Duration::from_secs(30), "both users in new_first_week", || async {
+        let (s, m) = get(seg.clone(), Some("demo-read-key")).await;
+        (s == 200 && m["members"].as_array().is_some_and(|a| a.len() == 2)).then_some(m)
+    })
+    .await;
+    assert_eq!(members["members"][0]["user_key"], "lan");
+    assert_eq!(members["members"][1]["zalo_id"], "minh");
+    let (_, page) = get(format!("{seg}?limit=1"), Some("demo-read-key")).await;
+    assert_eq!((page["members"].as_array().unwrap().len(), page["next_after"].as_str()), (1, Some("lan")));
+    let (_, page) = get(format!("{seg}?limit=1&after=lan"), Some("demo-read-key")).await;
+    assert_eq!((page["members"][0]["user_key"].as_str(), &page["next_after"]), (Some("minh"), &Value::Null));
+    let (s, e) = get(format!("{base}/v1/segments/no_such/members"), Some("demo-read-key")).await;
+    assert_eq!((s, e["error"].as_str()), (404, Some("unknown_segment")));
+
     // Keys and inputs are checked.
     assert_eq!(get(format!("{base}/v1/users/lan/profile"), None).await.0, 401);
     assert_eq!(get(format!("{base}/v1/users/lan/profile"), Some("demo-key")).await.0, 401, "a write key does not read");
@@ -121,6 +137,11 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     .await;
     let (_, r) = get(format!("{base}/v1/users/lan/recommendations"), Some("demo-read-key")).await;
     assert_eq!(r["personalised"], false);
+    eventually(Duration::from_secs(30), "lan out of the segment's members", || async {
+        let (_, m) = get(seg.clone(), Some("demo-read-key")).await;
+        (m["members"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
     let kafka =
         Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
             .unwrap();

@@ -20,9 +20,9 @@ use axum::{Json, Router};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use schemas::derived::{Profile, UserInterests};
+use schemas::derived::{AudienceChange, Profile, UserInterests};
 use schemas::duration::parse_duration;
 use schemas::kafka::Kafka;
 use schemas::keys::AppKeys;
@@ -228,6 +228,8 @@ pub struct View {
     profiles: RwLock<HashMap<String, Arc<Profile>>>,
     interests: RwLock<HashMap<String, Arc<UserInterests>>>,
     snapshots: RwLock<HashMap<String, Arc<Engagement>>>,
+    /// Segment → user key → the record that put the user in it.
+    audiences: RwLock<HashMap<String, std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
     caught_up: AtomicBool,
 }
 
@@ -240,13 +242,44 @@ impl View {
         self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), Arc::new(i));
     }
 
-    /// A tombstone: the user is gone from the topic (in whichever app had that key).
-    pub fn forget(&self, topic: Topic, user: &str) {
-        let suffix = format!("\u{1f}{user}");
+    pub fn apply_audience(&self, c: AudienceChange) {
+        let mut a = self.audiences.write().expect("view lock");
+        let members = a.entry(c.segment.clone()).or_default();
+        if c.member {
+            members.insert(c.user_key.clone(), Arc::new(c));
+        } else {
+            members.remove(&c.user_key);
+        }
+    }
+
+    /// A tombstone: the key is gone from the topic (in whichever app had it).
+    pub fn forget(&self, topic: Topic, key: &str) {
+        let suffix = format!("\u{1f}{key}");
         match topic {
             Topic::Profiles => self.profiles.write().expect("view lock").retain(|k, _| !k.ends_with(&suffix)),
+            Topic::Audiences => {
+                if let Some((segment, user)) = key.split_once('/')
+                    && let Some(m) = self.audiences.write().expect("view lock").get_mut(segment)
+                {
+                    m.remove(user);
+                }
+            }
             _ => self.interests.write().expect("view lock").retain(|k, _| !k.ends_with(&suffix)),
         }
+    }
+
+    /// Up to `limit` members of an app's segment with user keys after `after`, and whether more follow.
+    pub fn members(&self, app: &str, segment: &str, after: Option<&str>, limit: usize) -> (Vec<Arc<AudienceChange>>, bool) {
+        let a = self.audiences.read().expect("view lock");
+        let Some(m) = a.get(segment) else { return (Vec::new(), false) };
+        let range = match after {
+            Some(k) => m.range::<str, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => m.range::<str, _>(..),
+        };
+        let mut out: Vec<Arc<AudienceChange>> = range.filter(|(_, c)| c.app_id == app).map(|(_, c)| c.clone()).take(limit + 1).collect();
+        let more = out.len() > limit;
+        out.truncate(limit);
+        (out, more)
     }
 
     pub fn profile(&self, app: &str, user: &str) -> Option<Arc<Profile>> {
@@ -284,7 +317,7 @@ impl View {
     /// Reads both compacted topics from the beginning, forever; caught up once it has read what
     /// they held when it started.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
-        let topics = [Topic::Profiles, Topic::Interests];
+        let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences];
         let consumer: StreamConsumer = kafka
             .client_config()
             .set("group.id", format!("zcdp-query-{}", uuid::Uuid::new_v4()))
@@ -318,7 +351,7 @@ impl View {
                 }
                 Ok(Ok(m)) => m,
             };
-            let topic = if msg.topic() == Topic::Profiles.name() { Topic::Profiles } else { Topic::Interests };
+            let topic = topics.into_iter().find(|t| t.name() == msg.topic()).unwrap_or(Topic::Interests);
             let user = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
             let applied = match (topic, msg.payload()) {
                 (_, None) => {
@@ -326,6 +359,7 @@ impl View {
                     Ok(())
                 }
                 (Topic::Profiles, Some(p)) => schemas::codec::decode::<Profile>(p).map(|r| self.apply_profile(r)),
+                (Topic::Audiences, Some(p)) => schemas::codec::decode::<AudienceChange>(p).map(|r| self.apply_audience(r)),
                 (_, Some(p)) => schemas::codec::decode::<UserInterests>(p).map(|r| self.apply_interests(r)),
             };
             if let Err(e) = applied {
@@ -362,6 +396,7 @@ pub async fn request_forget(producer: &rdkafka::producer::FutureProducer, app: &
 pub struct QueryApi {
     view: Arc<View>,
     keys: AppKeys,
+    segments: Arc<crate::segments::Segments>,
     producer: rdkafka::producer::FutureProducer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -376,8 +411,11 @@ impl Drop for QueryApi {
 
 impl QueryApi {
     /// Starts following the topics and refreshing the engagement snapshots.
-    pub fn start(kafka: &Kafka, args: &QueryArgs) -> anyhow::Result<Arc<QueryApi>> {
+    /// `segments`: the segments file the processors use (None: the shipped one), to tell an
+    /// unknown segment from an empty one.
+    pub fn start(kafka: &Kafka, args: &QueryArgs, segments: Option<&std::path::Path>) -> anyhow::Result<Arc<QueryApi>> {
         let keys = AppKeys::parse(&args.read_keys, "--read-keys", "ZCDP_READ_KEYS", "x-read-key")?;
+        let segments = crate::segments::loaded(segments)?;
         let view = Arc::new(View::default());
         let follow = {
             let (view, kafka) = (view.clone(), kafka.clone());
@@ -399,7 +437,7 @@ impl QueryApi {
             })
         };
         let producer = kafka.producer_config().create().context("creating the erasure requests' producer")?;
-        Ok(Arc::new(QueryApi { view, keys, producer, tasks: vec![follow, refresh] }))
+        Ok(Arc::new(QueryApi { view, keys, segments, producer, tasks: vec![follow, refresh] }))
     }
 
     pub fn view(&self) -> &Arc<View> {
@@ -417,6 +455,7 @@ impl QueryApi {
             .route("/v1/users/{id}", axum::routing::delete(forget))
             .route("/v1/users/{id}/recommendations", get(recommendations))
             .route("/v1/engagement", get(engagement_route))
+            .route("/v1/segments/{name}/members", get(segment_members))
             .with_state(self.clone())
     }
 
@@ -492,6 +531,35 @@ async fn recommendations(
     let snapshot = api.view.engagement(&app);
     let items = recommend(interests.as_deref(), &snapshot.top_products, limit);
     Json(json!({"user": id, "personalised": interests.is_some(), "items": items})).into_response()
+}
+
+/// Most members one request may ask for.
+pub const MAX_MEMBERS: usize = 10_000;
+
+async fn segment_members(
+    State(api): State<Arc<QueryApi>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let app = match api.app(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !api.segments.list.iter().any(|s| s.name == name) {
+        let names: Vec<&str> = api.segments.list.iter().map(|s| s.name.as_str()).collect();
+        return error(StatusCode::NOT_FOUND, "unknown_segment", &format!("no segment {name:?}; defined: {}", names.join(", ")));
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=MAX_MEMBERS).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_limit", &format!("limit must be a whole number from 1 to {MAX_MEMBERS}")),
+    };
+    let (members, more) = api.view.members(&app, &name, q.get("after").map(String::as_str), limit);
+    let next = if more { members.last().map(|m| m.user_key.clone()) } else { None };
+    let list: Vec<Value> =
+        members.iter().map(|m| json!({"user_key": m.user_key, "zalo_id": m.zalo_id, "oa_user_id": m.oa_user_id, "since": m.at})).collect();
+    Json(json!({"segment": name, "members": list, "next_after": next})).into_response()
 }
 
 async fn engagement_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {

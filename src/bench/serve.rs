@@ -83,7 +83,7 @@ pub async fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         body
     };
 
-    let query = QueryApi::start(&kafka, &QueryArgs { read_keys: vec![format!("bench:{READ_KEY}")], ..QueryArgs::default() })?;
+    let query = QueryApi::start(&kafka, &QueryArgs { read_keys: vec![format!("bench:{READ_KEY}")], ..QueryArgs::default() }, None)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !query.view().caught_up() || query.view().profile("bench", &format!("user-{}", args.users - 1)).is_none() {
         anyhow::ensure!(Instant::now() < deadline, "the query view did not catch up within 2 minutes");
