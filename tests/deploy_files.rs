@@ -45,7 +45,8 @@ fn every_flag_and_variable_in_deploy_exists() {
     files(&root, &mut paths);
     assert!(paths.iter().any(|p| p.extension().is_some_and(|e| e == "service")), "deploy/ has systemd units");
 
-    let roles: [&[&str]; 5] = [&["up"], &["ingest"], &["process"], &["topics", "create"], &["simulate"]];
+    let roles: [&[&str]; 7] =
+        [&["up"], &["ingest"], &["process"], &["serve"], &["audiences", "sync"], &["topics", "create"], &["simulate"]];
     let known_env: String = roles.iter().map(|r| help(r)).collect();
     let mut checked = 0;
     for path in &paths {
