@@ -31,8 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Every role in one process: the embedded Kafka cluster (or --brokers), the gateway, and
-    /// with --demo, simulated shoppers.
+    /// Every role in one process: the embedded Kafka cluster (or --brokers), the gateway, the
+    /// processors, the query API, and with --demo, simulated shoppers.
     Up(up::UpArgs),
     /// The ingest gateway alone, against a real cluster.
     Ingest(IngestRoleArgs),
@@ -41,7 +41,7 @@ enum Command {
     /// The query API alone: profiles, recommendations and engagement from a local view of the
     /// compacted topics. Add replicas to scale.
     Serve(ServeRoleArgs),
-    /// Segment audiences: export the current members of a segment.
+    /// Segment audiences: export a segment's current members, or keep member files current.
     Audiences {
         #[command(subcommand)]
         action: AudiencesAction,
