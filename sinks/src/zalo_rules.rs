@@ -1,0 +1,136 @@
+//! Zalo's rules as zcdp understands them, each in one place, with how sure we are (the tags of
+//! `../shared/zalo-api.md`). The policy and the simulator both read this table, so correcting a
+//! fact here corrects both.
+
+/// Vietnam's offset from UTC (no daylight saving). [2nd: "assume Vietnam time"]
+pub const VN_OFFSET_MS: i64 = 7 * 3600 * 1000;
+pub const HOUR_MS: i64 = 3600 * 1000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Consultation messages are free within this long after the user's last interaction. [2nd]
+pub const FREE_REPLY_WINDOW_MS: i64 = 48 * HOUR_MS;
+/// Nothing may be sent by UID (OA user id) after this long without an interaction (-230). [2nd]
+pub const UID_WINDOW_MS: i64 = 7 * DAY_MS;
+/// Promotions are blocked from 22:00 to 06:00 Vietnam time (-234 for OA, -133 for ZNS). [2nd]
+pub const NIGHT_START_HOUR: i64 = 22;
+pub const NIGHT_END_HOUR: i64 = 6;
+/// Promotions a follower may receive a day, whatever the package. [2nd]
+pub const PROMOTIONS_PER_DAY: u32 = 1;
+
+/// An OA's package, which sets the monthly promotion quota per follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaPackage {
+    Basic,
+    Advanced,
+    Premium,
+}
+
+impl OaPackage {
+    /// Promotions a follower may receive a calendar month. [2nd: Basic 1, Trial/Advanced 4, Premium 6]
+    pub fn monthly_promotions(self) -> u32 {
+        match self {
+            OaPackage::Basic => 1,
+            OaPackage::Advanced => 4,
+            OaPackage::Premium => 6,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OaPackage> {
+        match s.to_ascii_lowercase().as_str() {
+            "basic" => Some(OaPackage::Basic),
+            "advanced" | "trial" => Some(OaPackage::Advanced),
+            "premium" => Some(OaPackage::Premium),
+            _ => None,
+        }
+    }
+}
+
+/// What a message costs, in VND. [2nd: 55 VND a consultation message outside the free window;
+/// transaction 165 VND; ZNS priced per template (a default until the template's price is known)]
+pub const COST_CONSULTATION_OUTSIDE_WINDOW: i64 = 55;
+pub const COST_TRANSACTION: i64 = 165;
+/// Promotions by UID are counted against the quota, not charged per message. UNCONFIRMED.
+pub const COST_PROMOTION: i64 = 0;
+pub const COST_ZNS_DEFAULT: i64 = 300;
+
+/// Zalo's OA error codes that the senders and the simulator use. [SDK/2nd]
+pub mod oa_error {
+    pub const RATE_LIMIT: i64 = -32;
+    pub const OUT_OF_QUOTA: i64 = -211;
+    pub const NOT_FOLLOWER: i64 = -213;
+    pub const TOKEN_INVALID: i64 = -216;
+    pub const TOKEN_EXPIRED: i64 = -220;
+    pub const NO_INTERACTION_7_DAYS: i64 = -230;
+    pub const NIGHT: i64 = -234;
+}
+
+/// The hour of the day (0-23) in Vietnam at `t` (epoch ms).
+pub fn vn_hour(t: i64) -> i64 {
+    (t + VN_OFFSET_MS).rem_euclid(DAY_MS) / HOUR_MS
+}
+
+/// Whether `t` falls in the night ban.
+pub fn is_night(t: i64) -> bool {
+    let h = vn_hour(t);
+    h >= NIGHT_START_HOUR || h < NIGHT_END_HOUR
+}
+
+/// The end of the night ban that `t` falls in: the next 06:00 Vietnam time.
+pub fn night_ends(t: i64) -> i64 {
+    let local = t + VN_OFFSET_MS;
+    let day_start = local - local.rem_euclid(DAY_MS);
+    let six = day_start + NIGHT_END_HOUR * HOUR_MS;
+    (if local < six { six } else { six + DAY_MS }) - VN_OFFSET_MS
+}
+
+/// The day number in Vietnam time, and the (year, month) — what the daily and monthly quotas count by.
+pub fn vn_day(t: i64) -> i64 {
+    (t + VN_OFFSET_MS).div_euclid(DAY_MS)
+}
+
+pub fn vn_month(t: i64) -> (i64, u32) {
+    // Civil-from-days (Howard Hinnant), on the Vietnam-time day.
+    let z = vn_day(t) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-23T23:00:00+07:00.
+    const ELEVEN_PM: i64 = 1_795_449_600_000;
+
+    #[test]
+    fn night_and_its_end_in_vietnam_time() {
+        assert_eq!(vn_hour(ELEVEN_PM), 23);
+        assert!(is_night(ELEVEN_PM));
+        // 06:00 the next morning is 7 hours later.
+        assert_eq!(night_ends(ELEVEN_PM), ELEVEN_PM + 7 * HOUR_MS);
+        // 02:00 is still night; it ends at 06:00 the same day.
+        let two_am = ELEVEN_PM + 3 * HOUR_MS;
+        assert!(is_night(two_am));
+        assert_eq!(night_ends(two_am), ELEVEN_PM + 7 * HOUR_MS);
+        assert!(!is_night(ELEVEN_PM + 7 * HOUR_MS));
+        assert!(!is_night(ELEVEN_PM - HOUR_MS - 1), "21:59:59 is day");
+    }
+
+    #[test]
+    fn months_and_packages() {
+        assert_eq!(vn_month(ELEVEN_PM), (2026, 11));
+        // 2026-11-30T23:00+07:00 is still November in Vietnam (16:00 UTC); one hour later December.
+        let nov30 = ELEVEN_PM + 7 * DAY_MS;
+        assert_eq!(vn_month(nov30), (2026, 11));
+        assert_eq!(vn_month(nov30 + HOUR_MS), (2026, 12));
+        assert_eq!(OaPackage::parse("Trial").unwrap().monthly_promotions(), 4);
+        assert_eq!(OaPackage::Basic.monthly_promotions(), 1);
+        assert_eq!(OaPackage::Premium.monthly_promotions(), 6);
+    }
+}
