@@ -1,0 +1,366 @@
+//! The Zalo simulator: the same HTTP as Zalo's OA Open API v3, OAuth v4 and ZNS template
+//! endpoints (paths, `access_token` header, errors in HTTP-200 bodies), enforcing the rules of
+//! [`crate::zalo_rules`] — rotating single-use refresh tokens, followers and the 7-day window,
+//! package quotas, the night ban, the per-minute rate limit — and listing what it received at
+//! `GET /sim/received`. `POST /sim/users` tells it who follows the OA and when they last
+//! interacted. First part of issue 5: the webhooks it signs and `zcdp zalo-sim` come next.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::zalo_rules::*;
+
+/// The simulated app and OA.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub app_id: String,
+    pub secret_key: String,
+    pub package: OaPackage,
+    /// Requests a minute the app may make (Zalo: 4,000).
+    pub rate_limit_per_minute: u32,
+    /// How long an access token lives (Zalo: 25 h, `expires_in` 90000 s).
+    pub access_ttl_ms: i64,
+    /// The refresh token that works first.
+    pub initial_refresh_token: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            app_id: "sim-app".into(),
+            secret_key: "sim-secret".into(),
+            package: OaPackage::Basic,
+            rate_limit_per_minute: 4000,
+            access_ttl_ms: 90_000 * 1000,
+            initial_refresh_token: "sim-refresh-0".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SimUser {
+    pub user_id: String,
+    pub follows: bool,
+    /// Epoch ms of the user's last interaction with the OA.
+    pub last_interaction: Option<i64>,
+}
+
+/// A request the simulator received, and what it answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    pub at: i64,
+    /// `cs`, `transaction`, `promotion`, `template` (OA) or `zns`.
+    pub kind: String,
+    pub to: String,
+    pub body: Value,
+    /// 0 when delivered, else Zalo's error code.
+    pub error: i64,
+}
+
+struct St {
+    access: HashMap<String, i64>,
+    refresh: String,
+    issued: u64,
+    users: HashMap<String, SimUser>,
+    received: Vec<Received>,
+    minute: (i64, u32),
+}
+
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub struct Simulator {
+    cfg: SimConfig,
+    st: Mutex<St>,
+    clock: Clock,
+}
+
+fn zalo_error(code: i64, message: &str) -> Json<Value> {
+    Json(json!({"error": code, "message": message}))
+}
+
+impl Simulator {
+    pub fn new(cfg: SimConfig, clock: Clock) -> Arc<Simulator> {
+        let st = St {
+            access: HashMap::new(),
+            refresh: cfg.initial_refresh_token.clone(),
+            issued: 0,
+            users: HashMap::new(),
+            received: Vec::new(),
+            minute: (0, 0),
+        };
+        Arc::new(Simulator { cfg, st: Mutex::new(st), clock })
+    }
+
+    /// The wall clock.
+    pub fn system_clock() -> Clock {
+        Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v4/oa/access_token", post(refresh))
+            .route("/v3.0/oa/message/{kind}", post(oa_message))
+            .route("/message/template", post(zns))
+            .route("/sim/users", post(put_user))
+            .route("/sim/received", get(received))
+            .with_state(self.clone())
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.st.lock().expect("sim lock").received.clone()
+    }
+
+    /// Checks the token and the rate limit of an API call; Err is Zalo's error body.
+    fn admit(&self, st: &mut St, headers: &HeaderMap, now: i64) -> Result<(), Json<Value>> {
+        let minute = now.div_euclid(60_000);
+        if st.minute.0 != minute {
+            st.minute = (minute, 0);
+        }
+        st.minute.1 += 1;
+        if st.minute.1 > self.cfg.rate_limit_per_minute {
+            return Err(zalo_error(oa_error::RATE_LIMIT, "rate limit exceeded"));
+        }
+        let token = headers.get("access_token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        match st.access.get(token) {
+            None => Err(zalo_error(oa_error::TOKEN_INVALID, "access token is invalid")),
+            Some(expires) if *expires <= now => Err(zalo_error(oa_error::TOKEN_EXPIRED, "access token has expired")),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshForm {
+    refresh_token: String,
+    app_id: String,
+    grant_type: String,
+}
+
+/// OAuth v4: a refresh token works once; the answer carries the next one.
+async fn refresh(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Form(f): Form<RefreshForm>) -> Json<Value> {
+    let secret = headers.get("secret_key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if secret != sim.cfg.secret_key || f.app_id != sim.cfg.app_id || f.grant_type != "refresh_token" {
+        return zalo_error(-14002, "invalid app id, secret key or grant type"); // code UNCONFIRMED
+    }
+    let now = (sim.clock)();
+    let mut st = sim.st.lock().expect("sim lock");
+    if f.refresh_token != st.refresh {
+        return zalo_error(-14014, "invalid refresh token"); // code UNCONFIRMED
+    }
+    st.issued += 1;
+    let access = format!("sim-access-{}-{}", st.issued, uuid::Uuid::new_v4().simple());
+    st.refresh = format!("sim-refresh-{}-{}", st.issued, uuid::Uuid::new_v4().simple());
+    st.access.insert(access.clone(), now + sim.cfg.access_ttl_ms);
+    Json(json!({"access_token": access, "refresh_token": st.refresh, "expires_in": (sim.cfg.access_ttl_ms / 1000).to_string()}))
+}
+
+async fn put_user(State(sim): State<Arc<Simulator>>, Json(u): Json<SimUser>) -> Json<Value> {
+    sim.st.lock().expect("sim lock").users.insert(u.user_id.clone(), u);
+    Json(json!({"ok": true}))
+}
+
+async fn received(State(sim): State<Arc<Simulator>>) -> Json<Value> {
+    Json(json!({"received": sim.received()}))
+}
+
+async fn oa_message(
+    State(sim): State<Arc<Simulator>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let now = (sim.clock)();
+    let mut st = sim.st.lock().expect("sim lock");
+    if let Err(e) = sim.admit(&mut st, &headers, now) {
+        return e;
+    }
+    if !["cs", "transaction", "promotion", "template"].contains(&kind.as_str()) {
+        return zalo_error(-201, "unknown message type");
+    }
+    let Some(to) = body["recipient"]["user_id"].as_str().or(body["user_id"].as_str()).map(str::to_string) else {
+        return zalo_error(-201, "recipient.user_id is required");
+    };
+    let user = st.users.get(&to).cloned().unwrap_or_default();
+    let promotional = kind == "promotion" || kind == "template";
+    let error = if !user.follows {
+        oa_error::NOT_FOLLOWER
+    } else if user.last_interaction.is_none_or(|t| now - t > UID_WINDOW_MS) {
+        oa_error::NO_INTERACTION_7_DAYS
+    } else if promotional && is_night(now) {
+        oa_error::NIGHT
+    } else if promotional && {
+        let sent: Vec<i64> = st
+            .received
+            .iter()
+            .filter(|r| r.to == to && r.error == 0 && (r.kind == "promotion" || r.kind == "template"))
+            .map(|r| r.at)
+            .collect();
+        sent.iter().filter(|t| vn_month(**t) == vn_month(now)).count() as u32 >= sim.cfg.package.monthly_promotions()
+            || sent.iter().filter(|t| vn_day(**t) == vn_day(now)).count() as u32 >= PROMOTIONS_PER_DAY
+    } {
+        oa_error::OUT_OF_QUOTA
+    } else {
+        0
+    };
+    st.received.push(Received { at: now, kind, to: to.clone(), body, error });
+    if error != 0 {
+        return zalo_error(error, "refused by the simulator's rules");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Json(json!({"data": {"message_id": id, "user_id": to, "sent_time": now.to_string()}, "error": 0, "message": "Success"}))
+}
+
+async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    let now = (sim.clock)();
+    let mut st = sim.st.lock().expect("sim lock");
+    if let Err(e) = sim.admit(&mut st, &headers, now) {
+        return e;
+    }
+    let phone = body["phone"].as_str().unwrap_or_default().to_string();
+    let error = if !(phone.starts_with("84") && (11..=12).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit())) {
+        -108
+    } else if body["template_id"].as_str().is_none_or(str::is_empty) {
+        -109
+    } else if body["tracking_id"].as_str().is_none_or(|t| t.is_empty() || t.len() > 48) {
+        -201
+    } else {
+        0
+    };
+    st.received.push(Received { at: now, kind: "zns".into(), to: phone, body, error });
+    if error != 0 {
+        return zalo_error(error, "refused by the simulator's rules");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Json(json!({"error": 0, "message": "Success", "data": {"msg_id": id, "sent_time": now.to_string(), "sending_mode": "1",
+        "quota": {"dailyQuota": "500", "remainingQuota": "499"}}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// 2026-11-23T10:00:00+07:00.
+    const TEN_AM: i64 = 1_795_402_800_000;
+
+    async fn start(cfg: SimConfig, now: Arc<AtomicI64>) -> (String, tokio::task::JoinHandle<()>) {
+        let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
+        let sim = Simulator::new(cfg, clock);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = tokio::spawn(async move { axum::serve(listener, sim.router()).await.unwrap() });
+        (format!("http://{addr}"), h)
+    }
+
+    async fn refresh(c: &reqwest::Client, base: &str, token: &str) -> Value {
+        c.post(format!("{base}/v4/oa/access_token"))
+            .header("secret_key", "sim-secret")
+            .form(&[("refresh_token", token), ("app_id", "sim-app"), ("grant_type", "refresh_token")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_work_once() {
+        let (base, _h) = start(SimConfig::default(), Arc::new(AtomicI64::new(TEN_AM))).await;
+        let c = reqwest::Client::new();
+        let first = refresh(&c, &base, "sim-refresh-0").await;
+        assert_eq!(first["expires_in"], "90000");
+        let next = first["refresh_token"].as_str().unwrap().to_string();
+        // The used one is dead; the new one works once.
+        assert_ne!(refresh(&c, &base, "sim-refresh-0").await["error"], json!(null));
+        assert!(refresh(&c, &base, &next).await["access_token"].is_string());
+        assert!(refresh(&c, &base, &next).await["error"].as_i64().is_some_and(|e| e < 0));
+    }
+
+    #[tokio::test]
+    async fn oa_messages_follow_followers_windows_quota_and_night() {
+        let now = Arc::new(AtomicI64::new(TEN_AM));
+        let (base, _h) = start(SimConfig::default(), now.clone()).await;
+        let c = reqwest::Client::new();
+        let token = refresh(&c, &base, "sim-refresh-0").await["access_token"].as_str().unwrap().to_string();
+        for (id, follows, last) in
+            [("u1", true, Some(TEN_AM - 3600_000)), ("u2", false, Some(TEN_AM)), ("u3", true, Some(TEN_AM - 8 * DAY_MS))]
+        {
+            c.post(format!("{base}/sim/users"))
+                .json(&json!({"user_id": id, "follows": follows, "last_interaction": last}))
+                .send()
+                .await
+                .unwrap();
+        }
+        let send = |kind: &'static str, to: &'static str, token: String| {
+            let (c, base) = (c.clone(), base.clone());
+            async move {
+                let r: Value = c
+                    .post(format!("{base}/v3.0/oa/message/{kind}"))
+                    .header("access_token", token)
+                    .json(&json!({"recipient": {"user_id": to}, "message": {"text": "hi"}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                r["error"].as_i64().unwrap()
+            }
+        };
+        assert_eq!(send("cs", "u1", "nope".into()).await, oa_error::TOKEN_INVALID);
+        assert_eq!(send("cs", "u1", token.clone()).await, 0);
+        assert_eq!(send("cs", "u2", token.clone()).await, oa_error::NOT_FOLLOWER);
+        assert_eq!(send("cs", "u3", token.clone()).await, oa_error::NO_INTERACTION_7_DAYS);
+        // Basic package: one promotion a month (and one a day).
+        assert_eq!(send("promotion", "u1", token.clone()).await, 0);
+        now.store(TEN_AM + 5 * 3600_000, Ordering::SeqCst);
+        assert_eq!(send("promotion", "u1", token.clone()).await, oa_error::OUT_OF_QUOTA);
+        // 23:00: night.
+        now.store(TEN_AM + 13 * 3600_000, Ordering::SeqCst);
+        assert_eq!(send("promotion", "u1", token.clone()).await, oa_error::NIGHT);
+        // After 25 h the token has expired.
+        now.store(TEN_AM + 26 * 3600_000, Ordering::SeqCst);
+        assert_eq!(send("cs", "u1", token).await, oa_error::TOKEN_EXPIRED);
+        let got: Value = c.get(format!("{base}/sim/received")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(got["received"].as_array().unwrap().len(), 6, "every admitted request is listed with its outcome");
+    }
+
+    #[tokio::test]
+    async fn zns_checks_phone_template_and_tracking_id_and_the_rate_limit() {
+        let cfg = SimConfig { rate_limit_per_minute: 4, ..SimConfig::default() };
+        let (base, _h) = start(cfg, Arc::new(AtomicI64::new(TEN_AM))).await;
+        let c = reqwest::Client::new();
+        let token = refresh(&c, &base, "sim-refresh-0").await["access_token"].as_str().unwrap().to_string();
+        let zns = |body: Value| {
+            let (c, base, token) = (c.clone(), base.clone(), token.clone());
+            async move {
+                let r: Value = c
+                    .post(format!("{base}/message/template"))
+                    .header("access_token", token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                r["error"].as_i64().unwrap()
+            }
+        };
+        let ok = json!({"phone": "84901234567", "template_id": "t1", "template_data": {}, "tracking_id": "trig-1"});
+        assert_eq!(zns(ok.clone()).await, 0);
+        assert_eq!(zns(json!({"phone": "0901234567", "template_id": "t1", "tracking_id": "x"})).await, -108);
+        assert_eq!(zns(json!({"phone": "84901234567", "template_id": "", "tracking_id": "x"})).await, -109);
+        assert_eq!(zns(ok.clone()).await, 0);
+        // The fifth call in the same minute is over the limit of 4.
+        assert_eq!(zns(ok).await, oa_error::RATE_LIMIT);
+    }
+}
