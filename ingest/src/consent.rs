@@ -13,10 +13,8 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::event::{IdentityEvent, IdentityType};
 use schemas::kafka::Kafka;
@@ -113,34 +111,12 @@ impl ConsentView {
     /// Reads the identities topic from the beginning, forever. Marks the view caught up once it
     /// has read everything that was in the topic when it started.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
-        let topic = Topic::Identities.name();
-        let consumer: StreamConsumer = kafka
-            .client_config()
-            .set("group.id", format!("zcdp-ingest-consent-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("creating the consent-view consumer")?;
-        let c2 = consumer_metadata(&consumer, topic).await?;
-        let mut tpl = TopicPartitionList::new();
-        for &(p, _) in &c2 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
-        // What "caught up" means: every partition read up to its end as of now.
-        let mut remaining: HashMap<i32, i64> = c2.into_iter().filter(|(_, high)| *high > 0).collect();
-        if remaining.is_empty() {
+        let mut tail = kafka.tail(&[Topic::Identities.name()], "ingest-consent")?;
+        if tail.caught_up() {
             self.caught_up.store(true, Ordering::Release);
         }
         loop {
-            let msg = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-                Err(_) => continue,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consent view: consume error");
-                    continue;
-                }
-                Ok(Ok(m)) => m,
-            };
+            let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
             // Most identity records are not consent decisions, and this gateway's own were applied
             // when Kafka acknowledged them: skip both without decoding.
             let is_consent = |p: &[u8]| schemas::codec::peek_type_index(p).is_none_or(|i| i == IdentityType::ConsentChanged as u32);
@@ -153,32 +129,14 @@ impl ConsentView {
                     }
                 }
             }
-            if !remaining.is_empty() {
-                if remaining.get(&msg.partition()).is_some_and(|high| msg.offset() + 1 >= *high) {
-                    remaining.remove(&msg.partition());
-                }
-                if remaining.is_empty() {
-                    tracing::info!("consent view caught up");
-                    self.caught_up.store(true, Ordering::Release);
-                }
+            let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+            drop(msg);
+            if tail.saw(&topic, partition, offset) {
+                tracing::info!("consent view caught up");
+                self.caught_up.store(true, Ordering::Release);
             }
         }
     }
-}
-
-/// Partitions of `topic` with their high watermarks.
-async fn consumer_metadata(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("reading metadata of {topic}"))?;
-    let t = md.topics().first().with_context(|| format!("{topic} missing from metadata"))?;
-    let mut out = Vec::new();
-    for p in t.partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .with_context(|| format!("reading watermarks of {topic}/{}", p.id()))?;
-        // An empty or fully-expired partition has nothing to wait for.
-        out.push((p.id(), if high > low { high } else { 0 }));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -216,21 +216,8 @@ impl ExportDir {
     /// dropped.
     pub async fn follow(mut self, kafka: Kafka, every: Duration) -> anyhow::Result<()> {
         use rdkafka::Message;
-        use rdkafka::consumer::{Consumer, StreamConsumer};
-        let topic = Topic::Audiences.name();
-        let consumer: StreamConsumer = kafka
-            .client_config()
-            .set("group.id", format!("zcdp-audience-export-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("creating the audience export's consumer")?;
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in md.topics().first().map(|t| t.partitions()).unwrap_or_default() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let tail = kafka.tail(&[Topic::Audiences.name()], "audience-export")?;
+        let consumer = &tail.consumer;
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {

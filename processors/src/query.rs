@@ -17,8 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -318,39 +317,12 @@ impl View {
     /// they held when it started.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
         let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences];
-        let consumer: StreamConsumer = kafka
-            .client_config()
-            .set("group.id", format!("zcdp-query-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("creating the query view's consumer")?;
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining: HashMap<(Topic, i32), i64> = HashMap::new();
-        for t in topics {
-            let md = consumer.fetch_metadata(Some(t.name()), Duration::from_secs(10)).with_context(|| format!("metadata of {t}"))?;
-            let parts = md.topics().first().map(|m| m.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()).unwrap_or_default();
-            for p in parts {
-                tpl.add_partition_offset(t.name(), p, Offset::Beginning)?;
-                let (low, high) = consumer.fetch_watermarks(t.name(), p, Duration::from_secs(10))?;
-                if high > low {
-                    remaining.insert((t, p), high);
-                }
-            }
-        }
-        consumer.assign(&tpl)?;
-        if remaining.is_empty() {
+        let mut tail = kafka.tail(&topics.map(|t| t.name()), "query")?;
+        if tail.caught_up() {
             self.caught_up.store(true, Ordering::Release);
         }
         loop {
-            let msg = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-                Err(_) => continue,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "query view: consume error");
-                    continue;
-                }
-                Ok(Ok(m)) => m,
-            };
+            let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
             let topic = topics.into_iter().find(|t| t.name() == msg.topic()).unwrap_or(Topic::Interests);
             let user = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
             let applied = match (topic, msg.payload()) {
@@ -365,15 +337,12 @@ impl View {
             if let Err(e) = applied {
                 tracing::warn!(error = %e, %topic, partition = msg.partition(), offset = msg.offset(), "query view: undecodable record skipped");
             }
-            if !remaining.is_empty() {
-                if remaining.get(&(topic, msg.partition())).is_some_and(|high| msg.offset() + 1 >= *high) {
-                    remaining.remove(&(topic, msg.partition()));
-                }
-                if remaining.is_empty() {
-                    tracing::info!("query view caught up");
-                    self.refresh();
-                    self.caught_up.store(true, Ordering::Release);
-                }
+            let (partition, offset) = (msg.partition(), msg.offset());
+            drop(msg);
+            if tail.saw(topic.name(), partition, offset) {
+                tracing::info!("query view caught up");
+                self.refresh();
+                self.caught_up.store(true, Ordering::Release);
             }
         }
     }

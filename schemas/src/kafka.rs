@@ -39,6 +39,44 @@ pub struct KafkaArgs {
     pub replication_factor: i32,
 }
 
+/// Whole topics read from their beginning ([`Kafka::tail`]), and whether everything they held
+/// when it started has been read.
+pub struct Tail {
+    pub consumer: rdkafka::consumer::StreamConsumer,
+    /// (topic, partition) → the high watermark at the start, until read up to it.
+    remaining: std::collections::HashMap<(String, i32), i64>,
+}
+
+impl Tail {
+    pub fn caught_up(&self) -> bool {
+        self.remaining.is_empty()
+    }
+
+    /// The next record, waiting at most `within`; consume errors are logged and skipped.
+    pub async fn next(&self, within: Duration) -> Option<rdkafka::message::BorrowedMessage<'_>> {
+        match tokio::time::timeout(within, self.consumer.recv()).await {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consume error");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Notes a record read; true when it was the last one missing for the catch-up.
+    pub fn saw(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        if self.remaining.is_empty() {
+            return false;
+        }
+        let key = (topic.to_string(), partition);
+        if self.remaining.get(&key).is_some_and(|high| offset + 1 >= *high) {
+            self.remaining.remove(&key);
+        }
+        self.remaining.is_empty()
+    }
+}
+
 /// Where the cluster is and how to talk to it; cheap to clone, shared by every role in a process.
 #[derive(Clone)]
 pub struct Kafka {
@@ -155,6 +193,37 @@ impl Kafka {
             }
         }
         Ok(out)
+    }
+
+    /// A consumer of whole topics from their beginning, outside any group's offsets (a view, an
+    /// export): `purpose` names it in errors and in its group id.
+    pub fn tail(&self, topics: &[&str], purpose: &str) -> anyhow::Result<Tail> {
+        let consumer: rdkafka::consumer::StreamConsumer = self
+            .client_config()
+            .set("group.id", format!("zcdp-{purpose}-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .with_context(|| format!("creating the {purpose} consumer"))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut remaining = std::collections::HashMap::new();
+        for &topic in topics {
+            let md =
+                consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("reading metadata of {topic}"))?;
+            let t = md.topics().first().with_context(|| format!("{topic} missing from metadata"))?;
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .with_context(|| format!("reading watermarks of {topic}/{}", p.id()))?;
+                // An empty or fully-expired partition has nothing to wait for.
+                if high > low {
+                    remaining.insert((topic.to_string(), p.id()), high);
+                }
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(Tail { consumer, remaining })
     }
 
     /// A client config with the bootstrap servers and the operator's extra properties.
