@@ -450,6 +450,15 @@ impl QueryApi {
     }
 }
 
+/// The `limit` query parameter: `default` when absent, 1..=`max` when given, else a 400.
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+    match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(default),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(error(StatusCode::BAD_REQUEST, "bad_limit", &format!("limit must be a whole number from 1 to {max}"))),
+    }
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
@@ -491,10 +500,9 @@ async fn recommendations(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 10,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_limit", &format!("limit must be a whole number from 1 to {MAX_LIMIT}")),
+    let limit = match limit(&q, 10, MAX_LIMIT) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let interests = api.view.interests(&app, &id);
     let snapshot = api.view.engagement(&app);
@@ -519,10 +527,9 @@ async fn segment_members(
         let names: Vec<&str> = api.segments.list.iter().map(|s| s.name.as_str()).collect();
         return error(StatusCode::NOT_FOUND, "unknown_segment", &format!("no segment {name:?}; defined: {}", names.join(", ")));
     }
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 1000,
-        Some(Ok(n)) if (1..=MAX_MEMBERS).contains(&n) => n,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_limit", &format!("limit must be a whole number from 1 to {MAX_MEMBERS}")),
+    let limit = match limit(&q, 1000, MAX_MEMBERS) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let (members, more) = api.view.members(&app, &name, q.get("after").map(String::as_str), limit);
     let next = if more { members.last().map(|m| m.user_key.clone()) } else { None };
