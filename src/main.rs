@@ -38,6 +38,11 @@ enum Command {
     Ingest(IngestRoleArgs),
     /// One processor member (sessions, interests, abandoned carts, profiles) of the consumer group.
     Process(ProcessRoleArgs),
+    /// One messaging sink member of the consumer group: campaigns, the policy, Zalo OA and ZNS sends.
+    Sink(SinkRoleArgs),
+    /// The Zalo simulator: OAuth, OA v3, ZNS and Graph endpoints with Zalo's rules, and webhooks.
+    #[command(name = "zalo-sim")]
+    ZaloSim(ZaloSimArgs),
     /// The query API alone: profiles, recommendations and engagement from a local view of the
     /// compacted topics. Add replicas to scale.
     Serve(ServeRoleArgs),
@@ -73,6 +78,45 @@ struct IngestRoleArgs {
     ingest: IngestArgs,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct SinkRoleArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    sink: sinks::sink::SinkArgs,
+    #[command(flatten)]
+    zalo: schemas::zalo::ZaloArgs,
+    /// Serves GET /metrics and /healthz.
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ZaloSimArgs {
+    /// Address the simulator listens on.
+    #[arg(long, env = "ZCDP_ZALO_SIM_HTTP", default_value = "127.0.0.1:8090")]
+    pub http: String,
+    /// Where to post webhook events (follows, messages, ZNS delivery receipts): the gateway's
+    /// /webhooks/zalo.
+    #[arg(long = "webhook-url", env = "ZCDP_ZALO_SIM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The OA's package (its monthly promotion quota): basic, advanced, trial, premium.
+    #[arg(long, env = "ZCDP_ZALO_SIM_PACKAGE", default_value = "basic")]
+    pub package: String,
+    #[arg(long = "app-id", env = "ZCDP_ZALO_SIM_APP_ID", default_value = "sim-app")]
+    pub app_id: String,
+    #[arg(long = "app-secret", env = "ZCDP_ZALO_SIM_APP_SECRET", default_value = "sim-secret")]
+    pub app_secret: String,
+    #[arg(long = "oa-secret", env = "ZCDP_ZALO_SIM_OA_SECRET", default_value = "sim-oa-secret")]
+    pub oa_secret: String,
+    /// The refresh token that works first.
+    #[arg(long = "refresh-token", env = "ZCDP_ZALO_SIM_REFRESH_TOKEN", default_value = "sim-refresh-0")]
+    pub refresh_token: String,
+    /// Requests a minute before -32.
+    #[arg(long = "rate-limit", env = "ZCDP_ZALO_SIM_RATE_LIMIT", default_value_t = 4000)]
+    pub rate_limit: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +225,8 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Ingest(args) => up::run_ingest(args.kafka, args.ingest, args.http).await,
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
+            Command::Sink(args) => up::run_sink(args.kafka, args.sink, args.zalo, args.http).await,
+            Command::ZaloSim(args) => up::run_zalo_sim(args).await,
             Command::Serve(args) => up::run_serve(args.kafka, args.query, args.segments, args.http).await,
             Command::Audiences { action: AudiencesAction::Export { segment, format, app, output, segments, kafka } } => {
                 export_audience(&segment, format, app.as_deref(), output.as_deref(), segments.as_deref(), &kafka).await

@@ -30,6 +30,11 @@ pub struct SimulateArgs {
     /// Seed of the generator: the same seed makes the same traffic.
     #[arg(long, env = "ZCDP_SIMULATE_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// A Zalo simulator (`zcdp zalo-sim`): shoppers then follow the OA in "Zalo" — the simulator
+    /// records the follower and posts the signed follow webhook to the gateway — instead of the
+    /// Mini App posting `oa_followed` itself.
+    #[arg(long = "zalo-sim", env = "ZCDP_SIMULATE_ZALO_SIM")]
+    pub zalo_sim: Option<String>,
 }
 
 pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tally> {
@@ -57,8 +62,13 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
             continue;
         }
         owed -= n as f64;
-        let body = shoppers.batch(n as usize, Utc::now());
-        post_until_stored(&client, &url, &args.write_key, &body, &shutdown).await?;
+        let mut body = shoppers.batch(n as usize, Utc::now());
+        if let Some(sim) = &args.zalo_sim {
+            follow_at_zalo(&client, sim, &mut body).await;
+        }
+        if body["events"].as_array().is_none_or(|e| !e.is_empty()) {
+            post_until_stored(&client, &url, &args.write_key, &body, &shutdown).await?;
+        }
         sent += n;
         if last_report.elapsed() > Duration::from_secs(30) {
             let t = &shoppers.tally;
@@ -74,6 +84,27 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
         }
     }
     Ok(shoppers.tally)
+}
+
+/// Takes the `oa_followed` events out of the batch and plays them at the Zalo simulator, which
+/// tells the gateway through its webhook, as Zalo would.
+async fn follow_at_zalo(client: &reqwest::Client, sim: &str, body: &mut serde_json::Value) {
+    let Some(events) = body["events"].as_array_mut() else { return };
+    let mut follows = Vec::new();
+    events.retain(|e| {
+        let follow = e["type"] == "oa_followed" && e["user"]["oa_user_id"].is_string();
+        if follow {
+            follows.push(serde_json::json!({"event_name": "follow", "user_id": e["user"]["oa_user_id"],
+                "user_id_by_app": e["user"]["zalo_id"]}));
+        }
+        !follow
+    });
+    let url = format!("{}/sim/oa_events", sim.trim_end_matches('/'));
+    for f in follows {
+        if let Err(e) = client.post(&url).json(&f).send().await {
+            tracing::warn!(error = %e, "the Zalo simulator did not take a follow");
+        }
+    }
 }
 
 /// Posts one batch until the gateway stores it (or shutdown). Rejections inside a 200 are the

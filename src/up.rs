@@ -14,6 +14,9 @@ use crate::HttpArgs;
 use crate::server;
 use crate::shutdown::Shutdown;
 use crate::simulate::{self, SimulateArgs};
+use sinks::simulator::{SimConfig, Simulator};
+use sinks::sink::{Sink, SinkArgs};
+use sinks::zalo::ZaloClient;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -27,6 +30,8 @@ pub struct UpArgs {
     pub process: ProcessArgs,
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub sink: SinkArgs,
     /// Send simulated shopper traffic through the HTTP API.
     #[arg(long, env = "ZCDP_DEMO")]
     pub demo: bool,
@@ -60,6 +65,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     kafka.ensure_catalogue().await?;
 
     let mut process = args.process.clone();
+    if args.demo && process.cart_timeout == ProcessArgs::default().cart_timeout {
+        // Demo shoppers should see their abandoned-cart message within minutes, not an hour.
+        process.cart_timeout = Duration::from_secs(120);
+        say("zcdp: demo: carts count as abandoned after 2 minutes (--cart-timeout to change)".into());
+    }
     let run_dir = if kafka.is_embedded() {
         // The embedded cluster starts empty, so its state starts empty too, in a directory of
         // this run (another `zcdp up` may be running beside it).
@@ -73,8 +83,48 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     say(format!("zcdp: processors running (sessions, interests, abandoned carts, profiles); state in {}", process.data_dir.display()));
     let watch = watch_member(&member, shutdown.clone());
 
-    let gateway = Gateway::start(&kafka, &args.ingest).await?;
     let (listener, addr) = server::bind(&args.http.http).await?;
+    // Without a real Zalo app, the Zalo simulator stands in for Zalo, on its own port, posting its
+    // webhooks to this gateway.
+    let mut ingest_args = args.ingest.clone();
+    let mut sim_base = None;
+    let token_file_of_run = if ingest_args.zalo.configured() {
+        None
+    } else {
+        let sim = Simulator::new(
+            SimConfig { webhook_url: Some(format!("http://{addr}/webhooks/zalo")), ..SimConfig::default() },
+            sinks::system_clock(),
+        );
+        let (base, _handle) = sim.serve("127.0.0.1:0").await?;
+        let cfg = SimConfig::default();
+        let z = &mut ingest_args.zalo;
+        z.app_id = Some(cfg.app_id);
+        z.app_secret = Some(cfg.secret_key);
+        z.oa_secret = Some(cfg.oa_secret);
+        z.refresh_token = Some(cfg.initial_refresh_token);
+        // The simulator starts from its first refresh token each run: so does the token file.
+        let file = process.data_dir.join(format!("zalo-sim-tokens-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        z.token_file = file.clone();
+        for url in [&mut z.oa_url, &mut z.zns_url, &mut z.oauth_url, &mut z.graph_url] {
+            *url = base.clone();
+        }
+        say(format!("zcdp: Zalo simulator on {base} (no --zalo-app-id given): every OA / ZNS message goes there; GET {base}/sim/received lists them"));
+        sim_base = Some(base);
+        Some(file)
+    };
+    let gateway = Gateway::start(&kafka, &ingest_args).await?;
+    let client = ZaloClient::new(sinks::zalo::ClientConfig {
+        args: &ingest_args.zalo,
+        clock: sinks::system_clock(),
+        rate_window: Duration::from_secs(60),
+        timeout: Duration::from_secs(10),
+    })?;
+    let sink = Sink::start(&kafka, &args.sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
+    say(format!(
+        "zcdp: messaging sink running (campaigns: {})",
+        args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into())
+    ));
     let query = QueryApi::start(&kafka, &args.query, args.process.segments.as_deref())?;
     let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
@@ -98,6 +148,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             users: 500,
             events: None,
             seed: rand::random(),
+            zalo_sim: sim_base.clone(),
         };
         let shutdown = shutdown.clone();
         tokio::spawn(async move { simulate::run(&sim, shutdown).await })
@@ -129,6 +180,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     http.await??;
+    if let Err(e) = sink.stop().await {
+        tracing::warn!(error = format!("{e:#}"), "the sink stopped with an error");
+    }
+    if let Some(f) = token_file_of_run {
+        let _ = std::fs::remove_file(f);
+    }
     if let Some(e) = export {
         e.abort();
     }
@@ -218,6 +275,58 @@ pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, segments: Option<std:
     ));
     let routes = api.routes().merge(api.probes());
     server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await
+}
+
+/// `zcdp sink`: one messaging sink member of the consumer group, on a real cluster.
+pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::ZaloArgs, http: HttpArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let kafka = Kafka::external(&kafka)?;
+    let client = ZaloClient::new(sinks::zalo::ClientConfig {
+        args: &zalo,
+        clock: sinks::system_clock(),
+        rate_window: Duration::from_secs(60),
+        timeout: Duration::from_secs(10),
+    })?;
+    let (listener, addr) = server::bind(&http.http).await?;
+    let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
+    let sink = Sink::start(&kafka, &sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
+    say(format!("zcdp: sink member running on {}; metrics on http://{addr}/metrics; Ctrl-C to stop", kafka.bootstrap));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => if sink.finished() { break },
+        }
+    }
+    shutdown.trigger();
+    let stopped = sink.stop().await;
+    ops.await??;
+    stopped
+}
+
+/// `zcdp zalo-sim`: the Zalo simulator alone.
+pub async fn run_zalo_sim(args: crate::ZaloSimArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let package = sinks::zalo_rules::OaPackage::parse(&args.package)
+        .with_context(|| format!("--package {:?}: use basic, advanced, trial or premium", args.package))?;
+    let cfg = SimConfig {
+        app_id: args.app_id,
+        secret_key: args.app_secret,
+        oa_secret: args.oa_secret,
+        initial_refresh_token: args.refresh_token,
+        package,
+        rate_limit_per_minute: args.rate_limit,
+        webhook_url: args.webhook_url,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(cfg, sinks::system_clock());
+    let (base, handle) = sim.serve(&args.http).await?;
+    say(format!("zcdp: Zalo simulator on {base}  (OAuth /v4/oa/access_token, OA /v3.0/oa/message/*, ZNS /message/template, Graph /v2.0/me/info; GET /sim/received)"));
+    shutdown.wait().await;
+    handle.abort();
+    Ok(())
 }
 
 /// `zcdp ingest`: the gateway alone, on a real cluster.

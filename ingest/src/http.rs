@@ -35,6 +35,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/batch", post(batch))
         .route("/v1/events", post(single))
+        .route("/v1/users/phone", post(crate::zalo_hooks::phone))
+        .route("/webhooks/zalo", post(crate::zalo_hooks::webhook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::schema_api::router())
@@ -45,7 +47,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -53,7 +55,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), retry_after: None }
     }
     fn retry(mut self, after: Duration) -> ApiError {
@@ -109,7 +111,7 @@ fn observe(endpoint: &str, resp: &Response, start: Instant) {
 
 /// Checks the key, the body's presence and size, and Kafka's reachability: what every ingest
 /// request needs before its events are looked at.
-fn admit<'g>(
+pub(crate) fn admit<'g>(
     gw: &'g Gateway,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -256,13 +258,13 @@ fn mask_digit_runs(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-struct Outcome {
-    accepted: usize,
-    rejected: Vec<(usize, Option<String>, Rejection)>,
+pub(crate) struct Outcome {
+    pub(crate) accepted: usize,
+    pub(crate) rejected: Vec<(usize, Option<String>, Rejection)>,
 }
 
 impl Outcome {
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let rejected: Vec<Value> = self
             .rejected
             .iter()
@@ -280,7 +282,7 @@ fn read_json<'a>(body: &'a [u8], what: &str) -> Result<json::Value<'a>, String> 
 
 /// Validates, checks consent, writes accepted events to their topics and rejected ones to the
 /// dead-letter topic, and waits until Kafka has all of them.
-async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
+pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
     let raws: Vec<&str> = events.iter().map(|e| e.raw).collect();
     let mut results: Vec<Result<ParsedEvent, Rejection>> = events.into_iter().map(|e| parse_event_value(e, receipt)).collect();
 

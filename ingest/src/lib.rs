@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod schema_api;
 pub mod validate;
 pub mod writer;
+pub mod zalo_hooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,10 @@ pub struct IngestArgs {
     /// How long the producer waits to fill a batch (librdkafka linger.ms).
     #[arg(long = "linger", env = "ZCDP_LINGER", default_value = "2ms", value_parser = parse_duration)]
     pub linger: Duration,
+    /// The Zalo app: verifies webhooks (`POST /webhooks/zalo`) and exchanges phone tokens
+    /// (`POST /v1/users/phone`). The sink takes the same flags.
+    #[command(flatten)]
+    pub zalo: schemas::zalo::ZaloArgs,
 }
 
 impl Default for IngestArgs {
@@ -57,6 +62,7 @@ impl Default for IngestArgs {
             rate_burst: 20000,
             ack_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(2),
+            zalo: schemas::zalo::ZaloArgs::default(),
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct Gateway {
     writer: Arc<EventWriter>,
     consent: Arc<ConsentView>,
     tasks: Vec<JoinHandle<()>>,
+    zalo: schemas::zalo::ZaloArgs,
+    http: reqwest::Client,
 }
 
 impl Gateway {
@@ -110,6 +118,8 @@ impl Gateway {
             writer,
             consent,
             tasks,
+            zalo: args.zalo.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         }))
     }
 

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub produce_seconds: Histogram,
     pub producer_queue: IntGauge,
     pub consent_users: IntGauge,
+    pub webhooks: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -51,6 +52,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     producer_queue: register_int_gauge!(
         "zcdp_ingest_producer_queue_messages",
         "Messages in the producer waiting to be sent or acknowledged"
+    )
+    .expect("metric"),
+    webhooks: register_int_counter_vec!(
+        Opts::new("zcdp_ingest_webhooks_total", "Zalo webhook events, by outcome (accepted, bad_signature, refused)"),
+        &["outcome"]
     )
     .expect("metric"),
     consent_users: register_int_gauge!(

@@ -460,7 +460,10 @@ impl Engine {
 
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
     for o in task.outputs.drain(..) {
-        producer.send(o.topic.name(), None, o.key.as_bytes(), o.payload.as_deref())?;
+        // Keyed by `segment/user`, audience changes still go to the user's partition (the task's),
+        // so the sinks read them co-partitioned with the user's profile and messages.
+        let partition = (o.topic == Topic::Audiences).then_some(task.id);
+        producer.send(o.topic.name(), partition, o.key.as_bytes(), o.payload.as_deref())?;
         METRICS.outputs.with_label_values(&[o.topic.name()]).inc();
     }
     Ok(())

@@ -266,6 +266,17 @@ mod tests {
             phone_sha256: Some("ab".into()),
             ..Default::default()
         });
+        same_bytes_as_apache_avro(&MessageEvent {
+            message_id: "m".into(),
+            status: "deferred".into(),
+            reason: Some("night_ban".into()),
+            zalo_error: Some(-234),
+            cost_vnd: 165,
+            promotional: true,
+            retry_at: Some(1 << 40),
+            data: Some("{}".into()),
+            ..Default::default()
+        });
         same_bytes_as_apache_avro(&CartTrigger {
             user,
             items: vec![Item { product_id: "p".into(), quantity: 2, price: 35_000, category: Some("c".into()), ..Default::default() }],

@@ -200,6 +200,36 @@ impl Record for CartTrigger {
     const TOPIC: Topic = Topic::CartTriggers;
 }
 
+/// One decision or outcome of the messaging sinks (`zmp.messages.v1`, key = user key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub message_id: String,
+    pub app_id: String,
+    pub user_key: String,
+    pub campaign: String,
+    pub trigger: String,
+    pub trigger_id: String,
+    pub channel: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub zalo_error: Option<i64>,
+    pub cost_vnd: i64,
+    pub promotional: bool,
+    pub at: i64,
+    pub retry_at: Option<i64>,
+    pub template_id: Option<String>,
+    pub zalo_message_id: Option<String>,
+    pub data: Option<String>,
+}
+
+crate::avro_record!(MessageEvent {
+    message_id, app_id, user_key, campaign, trigger, trigger_id, channel, status, reason, zalo_error, cost_vnd, promotional, at,
+    retry_at, template_id, zalo_message_id, data,
+});
+impl Record for MessageEvent {
+    const TOPIC: Topic = Topic::Messages;
+}
+
 /// A short, stable id from the parts that identify a derived record (hex of SHA-256, 32 chars).
 pub fn stable_id(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};

@@ -156,6 +156,17 @@ impl Kafka {
     /// Reads every record of `topic` from its start up to its end as of the call. Blocking: call it
     /// from `spawn_blocking` in async code.
     pub fn read_to_end(&self, topic: &str, within: std::time::Duration) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+        Ok(self.read_partitions_to_end(topic, None, within)?.0)
+    }
+
+    /// Reads `partitions` of `topic` (all without) from their start up to their end as of the
+    /// call; returns the records and each partition's end offset (where to go on from). Blocking.
+    pub fn read_partitions_to_end(
+        &self,
+        topic: &str,
+        partitions: Option<&[i32]>,
+        within: std::time::Duration,
+    ) -> anyhow::Result<(Vec<rdkafka::message::OwnedMessage>, std::collections::HashMap<i32, i64>)> {
         use rdkafka::Message;
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use std::collections::HashMap;
@@ -165,16 +176,26 @@ impl Kafka {
             .set("group.id", format!("zcdp-reader-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .create()?;
-        let md = consumer.fetch_metadata(Some(topic), within)?;
-        let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let chosen: Vec<i32> = match partitions {
+            Some(p) => p.to_vec(),
+            None => {
+                let md = consumer.fetch_metadata(Some(topic), within)?;
+                md.topics()[0].partitions().iter().map(|p| p.id()).collect()
+            }
+        };
         let mut remaining: HashMap<i32, i64> = HashMap::new();
+        let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in partitions {
+        for p in chosen {
             let (low, high) = consumer.fetch_watermarks(topic, p, within)?;
             if high > low {
                 remaining.insert(p, high);
             }
+            ends.insert(p, high);
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        }
+        if remaining.is_empty() {
+            return Ok((Vec::new(), ends));
         }
         consumer.assign(&tpl)?;
         let deadline = std::time::Instant::now() + within;
@@ -183,16 +204,19 @@ impl Kafka {
             anyhow::ensure!(std::time::Instant::now() < deadline, "{topic}: not read to its end within {within:?}; left: {remaining:?}");
             match consumer.poll(std::time::Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+                    let Some(high) = remaining.get(&m.partition()).copied() else { continue };
+                    if m.offset() + 1 >= high {
                         remaining.remove(&m.partition());
                     }
-                    out.push(m.detach());
+                    if m.offset() < high {
+                        out.push(m.detach());
+                    }
                 }
                 Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
                 None => {}
             }
         }
-        Ok(out)
+        Ok((out, ends))
     }
 
     /// A consumer of whole topics from their beginning, outside any group's offsets (a view, an

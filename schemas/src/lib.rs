@@ -14,6 +14,7 @@ pub mod phone;
 pub mod registry;
 pub mod testing;
 pub mod topics;
+pub mod zalo;
 
 pub use codec::{CodecError, Record};
 pub use event::*;

@@ -134,6 +134,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.identities.v1/v2.avsc"),
         fingerprint: "17aa12f8a13ed916641e5e0236ce4d0472b4a1d06a71513e5d879b93ec37a5bf",
     },
+    Row {
+        id: 13,
+        topic: Topic::Messages,
+        version: 1,
+        source: include_str!("../avro/zmp.messages.v1/v1.avsc"),
+        fingerprint: "0691d78d38c5cb59800828aa35207d102df3fe9e58b6ac20d59fa0627035caf6",
+    },
 ];
 
 pub struct Registry {

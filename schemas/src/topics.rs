@@ -47,7 +47,8 @@ pub enum KeyKind {
     User,
     /// The app id, UTF-8.
     App,
-    /// `segment/user key`, UTF-8.
+    /// `segment/user key`, UTF-8; written to the user's partition (not the key's hash), so it is
+    /// co-partitioned with the user-keyed topics.
     SegmentUser,
 }
 
@@ -172,7 +173,8 @@ pub const CATALOGUE: &[TopicSpec] = &[
         key: KeyKind::User,
         cleanup: Cleanup::Delete,
         input: false,
-        retention_ms: None,
+        // The sinks rebuild dedup and the monthly promotion quotas from it: keep over a month.
+        retention_ms: Some(40 * 24 * 3600 * 1000),
         doc: "every send, suppression, deferral and delivery, with reason and cost",
     },
 ];

@@ -3,7 +3,10 @@
 //! [`crate::zalo_rules`] — rotating single-use refresh tokens, followers and the 7-day window,
 //! package quotas, the night ban, the per-minute rate limit — and listing what it received at
 //! `GET /sim/received`. `POST /sim/users` tells it who follows the OA and when they last
-//! interacted. First part of issue 5: the webhooks it signs and `zcdp zalo-sim` come next.
+//! interacted; `POST /sim/oa_events` plays a user following, unfollowing or writing to the OA, and
+//! posts the signed webhook to `webhook_url` as Zalo does; a delivered ZNS message is followed by
+//! a signed `user_received_message` webhook. `GET /v2.0/me/info` answers the Mini App phone
+//! exchange for tokens of the form `sim-phone-<84…>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,12 @@ pub struct SimConfig {
     pub access_ttl_ms: i64,
     /// The refresh token that works first.
     pub initial_refresh_token: String,
+    /// The rate limit's window (a minute at Zalo; shorter in tests).
+    pub rate_window_ms: i64,
+    /// Where Zalo's webhook events go (the gateway's `/webhooks/zalo`), if anywhere.
+    pub webhook_url: Option<String>,
+    /// The OA secret key that signs webhook events.
+    pub oa_secret: String,
 }
 
 impl Default for SimConfig {
@@ -40,6 +49,9 @@ impl Default for SimConfig {
             rate_limit_per_minute: 4000,
             access_ttl_ms: 90_000 * 1000,
             initial_refresh_token: "sim-refresh-0".into(),
+            rate_window_ms: 60_000,
+            webhook_url: None,
+            oa_secret: "sim-oa-secret".into(),
         }
     }
 }
@@ -71,9 +83,12 @@ struct St {
     users: HashMap<String, SimUser>,
     received: Vec<Received>,
     minute: (i64, u32),
+    refreshes: u64,
+    refused_refreshes: u64,
+    webhooks_sent: u64,
 }
 
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub use crate::Clock;
 
 pub struct Simulator {
     cfg: SimConfig,
@@ -94,13 +109,11 @@ impl Simulator {
             users: HashMap::new(),
             received: Vec::new(),
             minute: (0, 0),
+            refreshes: 0,
+            refused_refreshes: 0,
+            webhooks_sent: 0,
         };
         Arc::new(Simulator { cfg, st: Mutex::new(st), clock })
-    }
-
-    /// The wall clock.
-    pub fn system_clock() -> Clock {
-        Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -108,7 +121,10 @@ impl Simulator {
             .route("/v4/oa/access_token", post(refresh))
             .route("/v3.0/oa/message/{kind}", post(oa_message))
             .route("/message/template", post(zns))
+            .route("/message/template/hashphone", post(zns))
+            .route("/v2.0/me/info", get(phone_info))
             .route("/sim/users", post(put_user))
+            .route("/sim/oa_events", post(oa_event))
             .route("/sim/received", get(received))
             .with_state(self.clone())
     }
@@ -117,9 +133,58 @@ impl Simulator {
         self.st.lock().expect("sim lock").received.clone()
     }
 
+    /// Successful refreshes, and refreshes refused (a used or unknown refresh token).
+    pub fn refreshes(&self) -> (u64, u64) {
+        let st = self.st.lock().expect("sim lock");
+        (st.refreshes, st.refused_refreshes)
+    }
+
+    /// Starts the simulator on `addr`; returns its base URL.
+    pub async fn serve(self: &Arc<Self>, addr: &str) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let router = self.router();
+        let h = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the Zalo simulator stopped");
+            }
+        });
+        Ok((base, h))
+    }
+
+    /// Posts a webhook event signed as Zalo signs it, in the background (Zalo retries; the
+    /// simulator tries three times).
+    fn post_webhook(self: &Arc<Self>, mut event: Value) {
+        let Some(url) = self.cfg.webhook_url.clone() else { return };
+        let now = (self.clock)();
+        event["app_id"] = json!(self.cfg.app_id);
+        event["timestamp"] = json!(now.to_string());
+        let body = event.to_string();
+        let sig = schemas::zalo::event_signature(&self.cfg.app_id, &body, &now.to_string(), &self.cfg.oa_secret);
+        self.st.lock().expect("sim lock").webhooks_sent += 1;
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for attempt in 0..3u64 {
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-ZEvent-Signature", &sig)
+                    .header("X-ZEvent-Server", "ZNS")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+            }
+            tracing::warn!("the simulator's webhook was not accepted after 3 tries");
+        });
+    }
+
     /// Checks the token and the rate limit of an API call; Err is Zalo's error body.
     fn admit(&self, st: &mut St, headers: &HeaderMap, now: i64) -> Result<(), Json<Value>> {
-        let minute = now.div_euclid(60_000);
+        let minute = now.div_euclid(self.cfg.rate_window_ms.max(1));
         if st.minute.0 != minute {
             st.minute = (minute, 0);
         }
@@ -152,9 +217,11 @@ async fn refresh(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Form(f):
     let now = (sim.clock)();
     let mut st = sim.st.lock().expect("sim lock");
     if f.refresh_token != st.refresh {
+        st.refused_refreshes += 1;
         return zalo_error(-14014, "invalid refresh token"); // code UNCONFIRMED
     }
     st.issued += 1;
+    st.refreshes += 1;
     let access = format!("sim-access-{}-{}", st.issued, uuid::Uuid::new_v4().simple());
     st.refresh = format!("sim-refresh-{}-{}", st.issued, uuid::Uuid::new_v4().simple());
     st.access.insert(access.clone(), now + sim.cfg.access_ttl_ms);
@@ -167,7 +234,64 @@ async fn put_user(State(sim): State<Arc<Simulator>>, Json(u): Json<SimUser>) -> 
 }
 
 async fn received(State(sim): State<Arc<Simulator>>) -> Json<Value> {
-    Json(json!({"received": sim.received()}))
+    let (refreshes, refused) = sim.refreshes();
+    let webhooks = sim.st.lock().expect("sim lock").webhooks_sent;
+    Json(json!({"received": sim.received(), "refreshes": refreshes, "refused_refreshes": refused, "webhooks_sent": webhooks}))
+}
+
+#[derive(Deserialize)]
+struct OaEventIn {
+    /// follow, unfollow, user_send_text, …
+    event_name: String,
+    /// The user's OA user id (UID).
+    user_id: String,
+    /// The user's id for the app (the Mini App's Zalo id).
+    #[serde(default)]
+    user_id_by_app: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// A user acts on the OA in Zalo: the simulator updates what it knows and posts the webhook.
+async fn oa_event(State(sim): State<Arc<Simulator>>, Json(e): Json<OaEventIn>) -> Json<Value> {
+    let now = (sim.clock)();
+    {
+        let mut st = sim.st.lock().expect("sim lock");
+        let u = st.users.entry(e.user_id.clone()).or_insert_with(|| SimUser { user_id: e.user_id.clone(), ..SimUser::default() });
+        match e.event_name.as_str() {
+            "follow" => u.follows = true,
+            "unfollow" => u.follows = false,
+            _ => {}
+        }
+        if e.event_name != "unfollow" {
+            u.last_interaction = Some(now);
+        }
+    }
+    let mut event = match e.event_name.as_str() {
+        "follow" | "unfollow" => json!({"event_name": e.event_name, "oa_id": "sim-oa", "source": "oa_profile", "follower": {"id": e.user_id}}),
+        _ => json!({"event_name": e.event_name, "sender": {"id": e.user_id}, "recipient": {"id": "sim-oa"},
+            "message": {"text": e.text.unwrap_or_default(), "msg_id": uuid::Uuid::new_v4().simple().to_string()}}),
+    };
+    if let Some(by_app) = e.user_id_by_app {
+        event["user_id_by_app"] = json!(by_app);
+    }
+    sim.post_webhook(event);
+    Json(json!({"ok": true}))
+}
+
+/// The Mini App phone exchange: `code` `sim-phone-84…` is that number; anything else -201.
+async fn phone_info(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Json<Value> {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if h("secret_key") != sim.cfg.secret_key {
+        return zalo_error(-124, "invalid secret key");
+    }
+    if h("access_token").is_empty() {
+        return zalo_error(-124, "invalid access token");
+    }
+    match h("code").strip_prefix("sim-phone-") {
+        Some(n) if n.starts_with("84") && n.bytes().all(|b| b.is_ascii_digit()) => Json(json!({"data": {"number": n}, "error": 0, "message": "Success"})),
+        _ => zalo_error(-201, "invalid code"),
+    }
 }
 
 async fn oa_message(
@@ -223,8 +347,13 @@ async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): 
     if let Err(e) = sim.admit(&mut st, &headers, now) {
         return e;
     }
-    let phone = body["phone"].as_str().unwrap_or_default().to_string();
-    let error = if !(phone.starts_with("84") && (11..=12).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit())) {
+    let hashed = body["hash_phone"].as_str();
+    let phone = hashed.or(body["phone"].as_str()).unwrap_or_default().to_string();
+    let phone_ok = match hashed {
+        Some(h) => h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => phone.starts_with("84") && (11..=12).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let error = if !phone_ok {
         -108
     } else if body["template_id"].as_str().is_none_or(str::is_empty) {
         -109
@@ -233,11 +362,15 @@ async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): 
     } else {
         0
     };
-    st.received.push(Received { at: now, kind: "zns".into(), to: phone, body, error });
+    let tracking = body["tracking_id"].as_str().unwrap_or_default().to_string();
+    st.received.push(Received { at: now, kind: "zns".into(), to: phone.clone(), body, error });
     if error != 0 {
         return zalo_error(error, "refused by the simulator's rules");
     }
+    drop(st);
     let id = uuid::Uuid::new_v4().simple().to_string();
+    sim.post_webhook(json!({"event_name": "user_received_message", "sender": {"id": "sim-oa"}, "recipient": {"id": phone},
+        "message": {"delivery_time": now.to_string(), "msg_id": id, "tracking_id": tracking}}));
     Json(json!({"error": 0, "message": "Success", "data": {"msg_id": id, "sent_time": now.to_string(), "sending_mode": "1",
         "quota": {"dailyQuota": "500", "remainingQuota": "499"}}}))
 }

@@ -1,0 +1,190 @@
+//! What Zalo sends to zcdp, and the one call the Mini App cannot make itself.
+//!
+//! - `POST /webhooks/zalo`: Zalo's webhook events, signed in `X-ZEvent-Signature` with
+//!   sha256(appId + body + timestamp + OA secret). A bad or missing signature gets 401. OA events
+//!   become `zmp.identities.v1` events through the same validation as the Mini App's (follow →
+//!   `oa_followed`, unfollow → `oa_unfollowed`, a user's message, reaction or form →
+//!   `oa_interacted`, which opens the 48 h window); ZNS delivery receipts
+//!   (`user_received_message`) become `delivered` records in `zmp.messages.v1`. Event ids are
+//!   derived from the event, so Zalo's retries are dropped as duplicates downstream.
+//! - `POST /v1/users/phone` (write key): the Mini App's `getPhoneNumber()` token is exchanged
+//!   server-side at graph.zalo.me with the app secret, and the number recorded as an `identify`
+//!   event — accepted only under the user's consent to purpose `phone`, like any other.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use schemas::derived::MessageEvent;
+use schemas::topics::Topic;
+
+use crate::Gateway;
+use crate::http::{ApiError, admit, ingest};
+use crate::metrics::METRICS;
+use crate::validate::{MAX_EVENT_BYTES, Receipt};
+use crate::writer::{Pending, now_ms};
+
+fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+/// The identities event an OA webhook event stands for, if any.
+fn oa_event_type(name: &str) -> Option<&'static str> {
+    match name {
+        "follow" => Some("oa_followed"),
+        "unfollow" => Some("oa_unfollowed"),
+        n if n.starts_with("user_send_") || n == "user_submit_info" || n == "user_reacted_message" || n == "user_received_message_oa" => {
+            Some("oa_interacted")
+        }
+        _ => None,
+    }
+}
+
+pub async fn webhook(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let outcome = handle_webhook(&gw, &headers, body).await;
+    let label = match &outcome {
+        Ok(_) => "accepted",
+        Err(r) if r.status() == StatusCode::UNAUTHORIZED => "bad_signature",
+        Err(_) => "refused",
+    };
+    METRICS.webhooks.with_label_values(&[label]).inc();
+    outcome.unwrap_or_else(|r| r)
+}
+
+async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, Response> {
+    let (Some(app_id), Some(secret)) = (gw.zalo.app_id.as_deref(), gw.zalo.oa_secret.as_deref()) else {
+        return Err(refuse(StatusCode::NOT_FOUND, "not_configured", "no Zalo app is configured (--zalo-app-id, --zalo-oa-secret)"));
+    };
+    let body = body.map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()))?;
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a webhook event is at most 32 KB"));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| refuse(StatusCode::BAD_REQUEST, "invalid_json", "body is not UTF-8"))?;
+    let event: Value = serde_json::from_str(text).map_err(|e| refuse(StatusCode::BAD_REQUEST, "invalid_json", &e.to_string()))?;
+    let timestamp = match &event["timestamp"] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    let signature = headers.get("x-zevent-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if event["app_id"].as_str() != Some(app_id) || !schemas::zalo::signature_ok(signature, app_id, text, &timestamp, secret) {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "X-ZEvent-Signature does not match this app's OA secret"));
+    }
+    let ts: i64 = timestamp.parse().unwrap_or_else(|_| now_ms());
+    let name = event["event_name"].as_str().unwrap_or_default();
+    if name == "user_received_message" {
+        return delivered(gw, &event, ts).await.map_err(|e| e.into_response());
+    }
+    let Some(kind) = oa_event_type(name) else {
+        return Ok((StatusCode::OK, Json(json!({"ignored": name})))).map(IntoResponse::into_response);
+    };
+    // follow/unfollow name the user in `follower`, messages in `sender`.
+    let uid = event["follower"]["id"].as_str().or(event["sender"]["id"].as_str()).unwrap_or_default();
+    if uid.is_empty() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "no_user", "the event names no follower or sender id"));
+    }
+    let mut user = json!({"oa_user_id": uid});
+    match event["user_id_by_app"].as_str().filter(|s| !s.is_empty()) {
+        Some(by_app) => user["zalo_id"] = json!(by_app),
+        // Without the app-scoped id the user is known by their OA id alone (a profile of its own).
+        None => user["anonymous_id"] = json!(format!("oa:{uid}")),
+    }
+    let event_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("zalo-webhook/{app_id}/{name}/{uid}/{timestamp}").as_bytes());
+    let time = chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let oa_id = event["oa_id"].as_str().or(event["recipient"]["id"].as_str()).unwrap_or_default();
+    let zcdp_event = json!({"event_id": event_id.to_string(), "type": kind, "event_time": time, "user": user,
+        "context": {"library": "zalo-webhook"}, "properties": {"oa_id": oa_id}})
+    .to_string();
+    let parsed = crate::json::parse(&zcdp_event).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
+    let receipt = Receipt { app_id: &gw.zalo.cdp_app, received_at: now_ms(), sent_at: None };
+    let outcome = ingest(gw, &receipt, vec![parsed], "webhook:zalo").await.map_err(|e| e.into_response())?;
+    // Zalo retries anything but a 200; a rejected event (dead-lettered with its reason) would be
+    // rejected again, so it is acknowledged too.
+    Ok((StatusCode::OK, Json(outcome.body())).into_response())
+}
+
+/// A ZNS delivery receipt → a `delivered` record on the user's partition of `zmp.messages.v1`.
+async fn delivered(gw: &Gateway, event: &Value, ts: i64) -> Result<Response, ApiError> {
+    let tracking = event["message"]["tracking_id"].as_str().unwrap_or_default();
+    let (message_id, user_key) = tracking.split_once('.').unwrap_or((tracking, ""));
+    let at = event["message"]["delivery_time"].as_str().and_then(|t| t.parse().ok()).unwrap_or(ts);
+    let rec = MessageEvent {
+        message_id: message_id.to_string(),
+        app_id: gw.zalo.cdp_app.clone(),
+        user_key: user_key.to_string(),
+        channel: "zns".into(),
+        status: "delivered".into(),
+        zalo_message_id: event["message"]["msg_id"].as_str().map(str::to_string),
+        at,
+        ..MessageEvent::default()
+    };
+    let bytes = schemas::codec::encode(&rec).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let key = if user_key.is_empty() { message_id } else { user_key };
+    let mut pending = Pending::default();
+    let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", e);
+    gw.writer.send(&mut pending, Topic::Messages.name(), key.as_bytes(), &bytes, now_ms()).map_err(|e| unavailable(e.to_string()))?;
+    gw.writer.wait(pending).await.map_err(|e| unavailable(e.to_string()))?;
+    Ok((StatusCode::OK, Json(json!({"recorded": "delivered"}))).into_response())
+}
+
+/// `POST /v1/users/phone` `{"user": {…}, "access_token": "<user's>", "code": "<phone token>"}`.
+pub async fn phone(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    match handle_phone(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "a phone exchange")?;
+    let Some(secret) = gw.zalo.app_secret.as_deref() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
+    };
+    let req: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {e}")))?;
+    let (Some(token), Some(code)) = (req["access_token"].as_str(), req["code"].as_str()) else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "access_token and code (getPhoneNumber's token) are required"));
+    };
+    if !req["user"].is_object() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "user {zalo_id} is required"));
+    }
+    let number = exchange(gw, token, code, secret).await?;
+    let event_id = req["event_id"].as_str().map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let event = json!({"event_id": event_id, "type": "identify", "user": req["user"], "context": {"library": "zcdp-phone-exchange"},
+        "properties": {"phone": number}})
+    .to_string();
+    let parsed = crate::json::parse(&event).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+    let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
+    let outcome = ingest(gw, &receipt, vec![parsed], "http:/v1/users/phone").await?;
+    let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::FORBIDDEN };
+    Ok((status, Json(outcome.body())).into_response())
+}
+
+/// GET {graph}/v2.0/me/info with the user's access token, the phone token and the app secret.
+async fn exchange(gw: &Gateway, token: &str, code: &str, secret: &str) -> Result<String, ApiError> {
+    let url = format!("{}/v2.0/me/info", gw.zalo.graph_url.trim_end_matches('/'));
+    let resp = gw
+        .http
+        .get(url)
+        .header("access_token", token)
+        .header("code", code)
+        .header("secret_key", secret)
+        .send()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_unreachable", format!("graph.zalo.me: {}", e.without_url())))?;
+    let v: Value = resp.json().await.map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_bad_answer", "graph.zalo.me answered non-JSON"))?;
+    match (v["error"].as_i64().unwrap_or(0), v["data"]["number"].as_str()) {
+        (0, Some(n)) => Ok(n.to_string()),
+        (code, _) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "phone_token_refused",
+            format!("Zalo refused the phone token (error {code}: {})", v["message"].as_str().unwrap_or_default()),
+        )),
+    }
+}

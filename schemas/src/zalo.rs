@@ -1,0 +1,111 @@
+//! What two roles must agree on about Zalo: the app's credentials and base URLs (one set of
+//! flags, taken by the gateway for webhooks and the phone exchange, and by the sink for sending),
+//! and how Zalo signs the events it posts to a webhook.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+/// The Zalo app and OA zcdp acts for. Without `--zalo-app-id`, `zcdp up` runs the Zalo
+/// simulator in-process and points everything at it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ZaloArgs {
+    /// Zalo app id (developers.zalo.me). Given: real Zalo (or the server the URLs name).
+    #[arg(long = "zalo-app-id", env = "ZCDP_ZALO_APP_ID")]
+    pub app_id: Option<String>,
+    /// The app's secret key: the `secret_key` header of token refreshes and the phone exchange.
+    #[arg(long = "zalo-app-secret", env = "ZCDP_ZALO_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// The OA secret key that signs webhook events (X-ZEvent-Signature).
+    #[arg(long = "zalo-oa-secret", env = "ZCDP_ZALO_OA_SECRET", hide_env_values = true)]
+    pub oa_secret: Option<String>,
+    /// The first refresh token (from the OA authorisation). Used only while --zalo-token-file
+    /// does not exist; after that the file holds the current, rotated one.
+    #[arg(long = "zalo-refresh-token", env = "ZCDP_ZALO_REFRESH_TOKEN", hide_env_values = true)]
+    pub refresh_token: Option<String>,
+    /// Where the current access and refresh tokens are kept (replaced atomically on each refresh).
+    #[arg(long = "zalo-token-file", env = "ZCDP_ZALO_TOKEN_FILE", default_value = "./data/zalo-tokens.json")]
+    pub token_file: PathBuf,
+    /// The zcdp app (write-key app id) that Zalo's webhook events are recorded under.
+    #[arg(long = "zalo-cdp-app", env = "ZCDP_ZALO_CDP_APP", default_value = "demo")]
+    pub cdp_app: String,
+    /// OA Open API base URL.
+    #[arg(long = "zalo-oa-url", env = "ZCDP_ZALO_OA_URL", default_value = "https://openapi.zalo.me")]
+    pub oa_url: String,
+    /// ZNS (ZBS template message) base URL.
+    #[arg(long = "zalo-zns-url", env = "ZCDP_ZALO_ZNS_URL", default_value = "https://business.openapi.zalo.me")]
+    pub zns_url: String,
+    /// OAuth base URL (token refresh).
+    #[arg(long = "zalo-oauth-url", env = "ZCDP_ZALO_OAUTH_URL", default_value = "https://oauth.zaloapp.com")]
+    pub oauth_url: String,
+    /// Graph API base URL (the Mini App phone-token exchange).
+    #[arg(long = "zalo-graph-url", env = "ZCDP_ZALO_GRAPH_URL", default_value = "https://graph.zalo.me")]
+    pub graph_url: String,
+    /// Requests a minute the app may make to Zalo (Zalo's limit is 4,000 a minute per app).
+    #[arg(long = "zalo-rate-limit", env = "ZCDP_ZALO_RATE_LIMIT", default_value_t = 4000)]
+    pub rate_limit: u32,
+}
+
+impl Default for ZaloArgs {
+    fn default() -> Self {
+        ZaloArgs {
+            app_id: None,
+            app_secret: None,
+            oa_secret: None,
+            refresh_token: None,
+            token_file: PathBuf::from("./data/zalo-tokens.json"),
+            cdp_app: "demo".into(),
+            oa_url: "https://openapi.zalo.me".into(),
+            zns_url: "https://business.openapi.zalo.me".into(),
+            oauth_url: "https://oauth.zaloapp.com".into(),
+            graph_url: "https://graph.zalo.me".into(),
+            rate_limit: 4000,
+        }
+    }
+}
+
+impl ZaloArgs {
+    /// Whether an app is configured (else webhooks and the phone exchange are off).
+    pub fn configured(&self) -> bool {
+        self.app_id.is_some()
+    }
+}
+
+/// The signature Zalo puts in `X-ZEvent-Signature` of a webhook event:
+/// `mac=` + hex sha256(appId + body + timeStamp + OA secret key) — a plain SHA-256, not an HMAC.
+/// [DocCopy/2nd in zalo-api.md: `mac = sha256(appId + data + timeStamp + OAsecretKey)`]
+pub fn event_signature(app_id: &str, body: &str, timestamp: &str, oa_secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(app_id.as_bytes());
+    h.update(body.as_bytes());
+    h.update(timestamp.as_bytes());
+    h.update(oa_secret.as_bytes());
+    format!("mac={}", hex::encode(h.finalize()))
+}
+
+/// Checks a webhook's signature header (with or without the `mac=` prefix), in constant time.
+pub fn signature_ok(header: &str, app_id: &str, body: &str, timestamp: &str, oa_secret: &str) -> bool {
+    let want = event_signature(app_id, body, timestamp, oa_secret);
+    let want = want.trim_start_matches("mac=").as_bytes();
+    let got = header.trim();
+    let got = got.strip_prefix("mac=").unwrap_or(got).trim().to_ascii_lowercase();
+    let got = got.as_bytes();
+    got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_cover_app_body_time_and_secret() {
+        let sig = event_signature("app", r#"{"a":1}"#, "1700000000000", "s3cret");
+        assert!(sig.starts_with("mac=") && sig.len() == 4 + 64);
+        assert!(signature_ok(&sig, "app", r#"{"a":1}"#, "1700000000000", "s3cret"));
+        assert!(signature_ok(sig.trim_start_matches("mac="), "app", r#"{"a":1}"#, "1700000000000", "s3cret"));
+        assert!(!signature_ok(&sig, "app", r#"{"a":2}"#, "1700000000000", "s3cret"), "another body");
+        assert!(!signature_ok(&sig, "app", r#"{"a":1}"#, "1700000000001", "s3cret"), "another time");
+        assert!(!signature_ok(&sig, "app", r#"{"a":1}"#, "1700000000000", "other"), "another secret");
+        assert!(!signature_ok("", "app", r#"{"a":1}"#, "1700000000000", "s3cret"));
+    }
+}

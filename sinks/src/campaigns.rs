@@ -1,0 +1,406 @@
+//! Campaigns: a trigger → a channel → a template filled from the trigger and the profile, with an
+//! optional fallback channel. Read from a TOML file (docs/messaging.md; `config/campaigns.toml`
+//! is the shipped default) and checked whole at start: an unknown trigger, channel or template
+//! variable is an error that names the campaign.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::policy::Channel;
+use crate::zalo::{Content, OaKind};
+use crate::zalo_rules::OaPackage;
+
+/// What starts a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A cart abandoned (`zmp.cart-triggers.v1`).
+    CartAbandoned,
+    /// A user's first session (a new profile).
+    Welcome,
+    /// A new OA follower.
+    OaFollowed,
+    /// The user's birthday (from the `birthday` trait), at 09:00 Vietnam time.
+    Birthday,
+    /// An order paid, changed status, cancelled or refunded (`zmp.orders.v1`): transactional.
+    OrderStatus,
+    /// The profile's expected next purchase was reached without an order.
+    NextPurchase,
+    /// The user entered a segment (`segment = "…"`).
+    SegmentEntered,
+}
+
+impl Trigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::CartAbandoned => "cart_abandoned",
+            Trigger::Welcome => "welcome",
+            Trigger::OaFollowed => "oa_followed",
+            Trigger::Birthday => "birthday",
+            Trigger::OrderStatus => "order_status",
+            Trigger::NextPurchase => "next_purchase",
+            Trigger::SegmentEntered => "segment_entered",
+        }
+    }
+
+    /// The variables its template may use, beyond the profile's.
+    fn variables(self) -> &'static [&'static str] {
+        match self {
+            Trigger::CartAbandoned => &["cart_id", "cart_value", "item_count", "product_name", "product_id"],
+            Trigger::OrderStatus => &["order_id", "order_status", "order_total"],
+            Trigger::SegmentEntered => &["segment"],
+            Trigger::NextPurchase => &["expected_date"],
+            Trigger::Welcome | Trigger::OaFollowed | Trigger::Birthday => &[],
+        }
+    }
+}
+
+/// Variables every template may use, from the profile.
+pub const PROFILE_VARIABLES: &[&str] = &["name", "user_key", "points_balance", "orders", "campaign"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelName {
+    OaConsultation,
+    OaTransaction,
+    OaPromotion,
+    OaTemplate,
+    Zns,
+}
+
+impl ChannelName {
+    pub fn channel(self) -> Channel {
+        match self {
+            ChannelName::OaConsultation => Channel::OaConsultation,
+            ChannelName::OaTransaction => Channel::OaTransaction,
+            ChannelName::OaPromotion | ChannelName::OaTemplate => Channel::OaPromotion,
+            ChannelName::Zns => Channel::Zns,
+        }
+    }
+
+    pub fn oa_kind(self) -> Option<OaKind> {
+        match self {
+            ChannelName::OaConsultation => Some(OaKind::Consultation),
+            ChannelName::OaTransaction => Some(OaKind::Transaction),
+            ChannelName::OaPromotion => Some(OaKind::Promotion),
+            ChannelName::OaTemplate => Some(OaKind::Template),
+            ChannelName::Zns => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelName::OaConsultation => "oa_consultation",
+            ChannelName::OaTransaction => "oa_transaction",
+            ChannelName::OaPromotion => "oa_promotion",
+            ChannelName::OaTemplate => "oa_template",
+            ChannelName::Zns => "zns",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChannelName> {
+        [ChannelName::OaConsultation, ChannelName::OaTransaction, ChannelName::OaPromotion, ChannelName::OaTemplate, ChannelName::Zns]
+            .into_iter()
+            .find(|c| c.name() == s)
+    }
+
+    fn needs_template_id(self) -> bool {
+        matches!(self, ChannelName::OaTemplate | ChannelName::Zns)
+    }
+}
+
+/// One way of sending: a channel and what to put in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub channel: ChannelName,
+    /// OA messages: the header (promotion, transaction).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// OA messages: the text, with `{variables}`.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// A button that opens a URL (OA promotion and transaction).
+    #[serde(default)]
+    pub button_title: Option<String>,
+    #[serde(default)]
+    pub button_url: Option<String>,
+    /// ZNS and OA template messages: the approved template.
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// Template parameters, each a string with `{variables}`.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// ZNS: the template's price in VND, when known (else zalo_rules' default).
+    #[serde(default)]
+    pub price_vnd: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    pub name: String,
+    pub trigger: Trigger,
+    /// For `segment_entered`: the segment.
+    #[serde(default)]
+    pub segment: Option<String>,
+    /// The consent purpose the message needs; none for messages the user's own action calls for.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// Promotional: the night ban, the quotas and the frequency cap apply. Default: true unless
+    /// the trigger is order_status.
+    #[serde(default)]
+    pub promotional: Option<bool>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub primary: Step,
+    /// Tried when the primary channel cannot reach the user (not a follower, outside the UID
+    /// window, quota used up, or Zalo refuses the recipient).
+    #[serde(default)]
+    pub fallback: Option<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Campaign {
+    pub fn promotional(&self) -> bool {
+        self.promotional.unwrap_or(self.trigger != Trigger::OrderStatus)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The OA's package: basic, advanced (or trial), premium.
+    #[serde(default = "basic")]
+    pub package: String,
+    /// Promotional messages a user may get in any 24 hours, across campaigns.
+    #[serde(default = "two")]
+    pub frequency_cap: u32,
+    /// Triggers older than this (hours) are not acted on: a replay of old data sends nothing.
+    #[serde(default = "day")]
+    pub max_trigger_age_hours: i64,
+}
+
+fn basic() -> String {
+    "basic".into()
+}
+fn two() -> u32 {
+    2
+}
+fn day() -> i64 {
+    24
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { package: basic(), frequency_cap: two(), max_trigger_age_hours: day() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    campaign: Vec<Campaign>,
+}
+
+/// The loaded, checked campaigns.
+#[derive(Debug, Clone)]
+pub struct Campaigns {
+    pub campaigns: Vec<Campaign>,
+    pub limits: crate::policy::Limits,
+    pub max_trigger_age_ms: i64,
+}
+
+/// The shipped default (`config/campaigns.toml`).
+pub const DEFAULT: &str = include_str!("../../config/campaigns.toml");
+
+impl Campaigns {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Campaigns> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading the campaigns file {}", p.display()))?;
+                Campaigns::parse(&text).with_context(|| format!("in the campaigns file {}", p.display()))
+            }
+            None => Campaigns::parse(DEFAULT).context("in the shipped config/campaigns.toml"),
+        }
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Campaigns> {
+        let f: File = toml::from_str(text)?;
+        let package = OaPackage::parse(&f.limits.package)
+            .with_context(|| format!("limits.package {:?}: use basic, advanced, trial or premium", f.limits.package))?;
+        let mut names = std::collections::HashSet::new();
+        for c in &f.campaign {
+            if !names.insert(c.name.as_str()) {
+                bail!("two campaigns are named {:?}", c.name);
+            }
+            check(c).with_context(|| format!("campaign {:?}", c.name))?;
+        }
+        Ok(Campaigns {
+            campaigns: f.campaign.into_iter().filter(|c| c.enabled).collect(),
+            limits: crate::policy::Limits { package, frequency_cap: f.limits.frequency_cap },
+            max_trigger_age_ms: f.limits.max_trigger_age_hours * 3600 * 1000,
+        })
+    }
+
+    pub fn for_trigger(&self, t: Trigger) -> impl Iterator<Item = &Campaign> {
+        self.campaigns.iter().filter(move |c| c.trigger == t)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Campaign> {
+        self.campaigns.iter().find(|c| c.name == name)
+    }
+}
+
+fn check(c: &Campaign) -> anyhow::Result<()> {
+    if c.name.is_empty() || c.name.len() > 64 {
+        bail!("a campaign's name must be 1 to 64 characters");
+    }
+    if (c.trigger == Trigger::SegmentEntered) != c.segment.is_some() {
+        bail!("`segment` is required for trigger segment_entered, and only for it");
+    }
+    for (which, step) in std::iter::once(("channel", &c.primary)).chain(c.fallback.iter().map(|f| ("fallback", f))) {
+        if step.channel.needs_template_id() && step.template_id.as_deref().is_none_or(str::is_empty) {
+            bail!("{which} {} needs a template_id", step.channel.name());
+        }
+        if !step.channel.needs_template_id() && step.text.as_deref().is_none_or(str::is_empty) {
+            bail!("{which} {} needs a text", step.channel.name());
+        }
+        if step.button_title.is_some() != step.button_url.is_some() {
+            bail!("{which}: button_title and button_url go together");
+        }
+        let known = |v: &str| PROFILE_VARIABLES.contains(&v) || c.trigger.variables().contains(&v);
+        for t in step.title.iter().chain(step.text.iter()).chain(step.data.values()).chain(step.button_url.iter()) {
+            for v in variables(t)? {
+                if !known(v) {
+                    bail!(
+                        "{which}: unknown variable {{{v}}}; this trigger has {}",
+                        PROFILE_VARIABLES.iter().chain(c.trigger.variables()).map(|v| format!("{{{v}}}")).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+        }
+    }
+    if c.fallback.as_ref().is_some_and(|f| f.channel.channel().by_uid()) {
+        bail!("the fallback must be zns: it is for users OA messages cannot reach");
+    }
+    Ok(())
+}
+
+/// The `{variable}` names in a template (`{{` and `}}` are literal braces).
+fn variables(t: &str) -> anyhow::Result<Vec<&str>> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(i) = rest.find(['{', '}']) {
+        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.as_bytes().first() == Some(&c) {
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            bail!("unmatched }} in {t:?}");
+        }
+        let end = after.find('}').with_context(|| format!("unclosed {{ in {t:?}"))?;
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// Fills `{variables}` from `vars`; a missing one becomes empty.
+pub fn render(t: &str, vars: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.as_bytes().first() == Some(&c) {
+            out.push(c as char);
+            rest = &after[1..];
+            continue;
+        }
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        match vars.get(&after[..end]) {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {}
+            Some(v) => out.push_str(&v.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a step sends, filled in.
+pub fn content(step: &Step, vars: &serde_json::Map<String, Value>) -> Content {
+    Content {
+        title: step.title.as_deref().map(|t| render(t, vars)),
+        text: step.text.as_deref().map(|t| render(t, vars)).unwrap_or_default(),
+        button: step.button_title.as_ref().zip(step.button_url.as_ref()).map(|(t, u)| (render(t, vars), render(u, vars))),
+        template_id: step.template_id.clone(),
+        template_data: step.data.iter().map(|(k, v)| (k.clone(), Value::String(render(v, vars)))).collect(),
+        table: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_shipped_campaigns_load_and_cover_every_trigger() {
+        let c = Campaigns::load(None).unwrap();
+        for t in [
+            Trigger::CartAbandoned,
+            Trigger::Welcome,
+            Trigger::OaFollowed,
+            Trigger::Birthday,
+            Trigger::OrderStatus,
+            Trigger::NextPurchase,
+            Trigger::SegmentEntered,
+        ] {
+            assert!(c.for_trigger(t).next().is_some(), "no shipped campaign for {}", t.name());
+        }
+        let cart = c.for_trigger(Trigger::CartAbandoned).next().unwrap();
+        assert_eq!(cart.fallback.as_ref().unwrap().channel, ChannelName::Zns, "OA first, ZNS when OA cannot reach");
+        assert!(!c.for_trigger(Trigger::OrderStatus).next().unwrap().promotional());
+    }
+
+    #[test]
+    fn bad_campaigns_are_refused_with_the_campaign_named() {
+        let err = |t: &str| format!("{:#}", Campaigns::parse(t).unwrap_err());
+        let e = err("[[campaign]]\nname = \"c\"\ntrigger = \"cart_abandoned\"\nchannel = \"oa_consultation\"\ntext = \"hi {order_id}\"\n");
+        assert!(e.contains("campaign \"c\"") && e.contains("unknown variable {order_id}"), "{e}");
+        let e = err("[[campaign]]\nname = \"c\"\ntrigger = \"birthday\"\nchannel = \"zns\"\n");
+        assert!(e.contains("needs a template_id"), "{e}");
+        let e = err("[[campaign]]\nname = \"c\"\ntrigger = \"lunch\"\nchannel = \"zns\"\n");
+        assert!(e.contains("lunch"), "{e}");
+        let e = err("[limits]\npackage = \"gold\"\n");
+        assert!(e.contains("gold"), "{e}");
+        let e = err("[[campaign]]\nname = \"c\"\ntrigger = \"segment_entered\"\nchannel = \"oa_consultation\"\ntext = \"x\"\n");
+        assert!(e.contains("segment"), "{e}");
+    }
+
+    #[test]
+    fn templates_fill_variables_and_keep_literal_braces() {
+        let vars = json!({"name": "Lan", "cart_value": "350.000"}).as_object().unwrap().clone();
+        assert_eq!(render("Chào {name}, giỏ {cart_value} đ {{ok}} {missing}.", &vars), "Chào Lan, giỏ 350.000 đ {ok} .");
+        assert_eq!(variables("a {x} {{y}} {z}").unwrap(), vec!["x", "z"]);
+        assert!(variables("a {x").is_err());
+    }
+}
