@@ -109,7 +109,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         for url in [&mut z.oa_url, &mut z.zns_url, &mut z.oauth_url, &mut z.graph_url] {
             *url = base.clone();
         }
-        say(format!("zcdp: Zalo simulator on {base} (no --zalo-app-id given): every OA / ZNS message goes there; GET {base}/sim/received lists them"));
+        say(format!(
+            "zcdp: Zalo simulator on {base} (no --zalo-app-id given): every OA / ZNS message goes there; GET {base}/sim/received lists them"
+        ));
         sim_base = Some(base);
         Some(file)
     };
@@ -323,7 +325,9 @@ pub async fn run_zalo_sim(args: crate::ZaloSimArgs) -> anyhow::Result<()> {
     };
     let sim = Simulator::new(cfg, sinks::system_clock());
     let (base, handle) = sim.serve(&args.http).await?;
-    say(format!("zcdp: Zalo simulator on {base}  (OAuth /v4/oa/access_token, OA /v3.0/oa/message/*, ZNS /message/template, Graph /v2.0/me/info; GET /sim/received)"));
+    say(format!(
+        "zcdp: Zalo simulator on {base}  (OAuth /v4/oa/access_token, OA /v3.0/oa/message/*, ZNS /message/template, Graph /v2.0/me/info; GET /sim/received)"
+    ));
     shutdown.wait().await;
     handle.abort();
     Ok(())

@@ -146,8 +146,8 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let Some(secret) = gw.zalo.app_secret.as_deref() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
     };
-    let req: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {e}")))?;
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {e}")))?;
     let (Some(token), Some(code)) = (req["access_token"].as_str(), req["code"].as_str()) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "access_token and code (getPhoneNumber's token) are required"));
     };
@@ -178,7 +178,8 @@ async fn exchange(gw: &Gateway, token: &str, code: &str, secret: &str) -> Result
         .send()
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_unreachable", format!("graph.zalo.me: {}", e.without_url())))?;
-    let v: Value = resp.json().await.map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_bad_answer", "graph.zalo.me answered non-JSON"))?;
+    let v: Value =
+        resp.json().await.map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_bad_answer", "graph.zalo.me answered non-JSON"))?;
     match (v["error"].as_i64().unwrap_or(0), v["data"]["number"].as_str()) {
         (0, Some(n)) => Ok(n.to_string()),
         (code, _) => Err(ApiError::new(

@@ -223,8 +223,23 @@ pub struct MessageEvent {
 }
 
 crate::avro_record!(MessageEvent {
-    message_id, app_id, user_key, campaign, trigger, trigger_id, channel, status, reason, zalo_error, cost_vnd, promotional, at,
-    retry_at, template_id, zalo_message_id, data,
+    message_id,
+    app_id,
+    user_key,
+    campaign,
+    trigger,
+    trigger_id,
+    channel,
+    status,
+    reason,
+    zalo_error,
+    cost_vnd,
+    promotional,
+    at,
+    retry_at,
+    template_id,
+    zalo_message_id,
+    data,
 });
 impl Record for MessageEvent {
     const TOPIC: Topic = Topic::Messages;

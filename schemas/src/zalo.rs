@@ -11,38 +11,38 @@ use sha2::{Digest, Sha256};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ZaloArgs {
     /// Zalo app id (developers.zalo.me). Given: real Zalo (or the server the URLs name).
-    #[arg(long = "zalo-app-id", env = "ZCDP_ZALO_APP_ID")]
+    #[arg(id = "zalo_app_id", long = "zalo-app-id", env = "ZCDP_ZALO_APP_ID")]
     pub app_id: Option<String>,
     /// The app's secret key: the `secret_key` header of token refreshes and the phone exchange.
-    #[arg(long = "zalo-app-secret", env = "ZCDP_ZALO_APP_SECRET", hide_env_values = true)]
+    #[arg(id = "zalo_app_secret", long = "zalo-app-secret", env = "ZCDP_ZALO_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
     /// The OA secret key that signs webhook events (X-ZEvent-Signature).
-    #[arg(long = "zalo-oa-secret", env = "ZCDP_ZALO_OA_SECRET", hide_env_values = true)]
+    #[arg(id = "zalo_oa_secret", long = "zalo-oa-secret", env = "ZCDP_ZALO_OA_SECRET", hide_env_values = true)]
     pub oa_secret: Option<String>,
     /// The first refresh token (from the OA authorisation). Used only while --zalo-token-file
     /// does not exist; after that the file holds the current, rotated one.
-    #[arg(long = "zalo-refresh-token", env = "ZCDP_ZALO_REFRESH_TOKEN", hide_env_values = true)]
+    #[arg(id = "zalo_refresh_token", long = "zalo-refresh-token", env = "ZCDP_ZALO_REFRESH_TOKEN", hide_env_values = true)]
     pub refresh_token: Option<String>,
     /// Where the current access and refresh tokens are kept (replaced atomically on each refresh).
-    #[arg(long = "zalo-token-file", env = "ZCDP_ZALO_TOKEN_FILE", default_value = "./data/zalo-tokens.json")]
+    #[arg(id = "zalo_token_file", long = "zalo-token-file", env = "ZCDP_ZALO_TOKEN_FILE", default_value = "./data/zalo-tokens.json")]
     pub token_file: PathBuf,
     /// The zcdp app (write-key app id) that Zalo's webhook events are recorded under.
-    #[arg(long = "zalo-cdp-app", env = "ZCDP_ZALO_CDP_APP", default_value = "demo")]
+    #[arg(id = "zalo_cdp_app", long = "zalo-cdp-app", env = "ZCDP_ZALO_CDP_APP", default_value = "demo")]
     pub cdp_app: String,
     /// OA Open API base URL.
-    #[arg(long = "zalo-oa-url", env = "ZCDP_ZALO_OA_URL", default_value = "https://openapi.zalo.me")]
+    #[arg(id = "zalo_oa_url", long = "zalo-oa-url", env = "ZCDP_ZALO_OA_URL", default_value = "https://openapi.zalo.me")]
     pub oa_url: String,
     /// ZNS (ZBS template message) base URL.
-    #[arg(long = "zalo-zns-url", env = "ZCDP_ZALO_ZNS_URL", default_value = "https://business.openapi.zalo.me")]
+    #[arg(id = "zalo_zns_url", long = "zalo-zns-url", env = "ZCDP_ZALO_ZNS_URL", default_value = "https://business.openapi.zalo.me")]
     pub zns_url: String,
     /// OAuth base URL (token refresh).
-    #[arg(long = "zalo-oauth-url", env = "ZCDP_ZALO_OAUTH_URL", default_value = "https://oauth.zaloapp.com")]
+    #[arg(id = "zalo_oauth_url", long = "zalo-oauth-url", env = "ZCDP_ZALO_OAUTH_URL", default_value = "https://oauth.zaloapp.com")]
     pub oauth_url: String,
     /// Graph API base URL (the Mini App phone-token exchange).
-    #[arg(long = "zalo-graph-url", env = "ZCDP_ZALO_GRAPH_URL", default_value = "https://graph.zalo.me")]
+    #[arg(id = "zalo_graph_url", long = "zalo-graph-url", env = "ZCDP_ZALO_GRAPH_URL", default_value = "https://graph.zalo.me")]
     pub graph_url: String,
     /// Requests a minute the app may make to Zalo (Zalo's limit is 4,000 a minute per app).
-    #[arg(long = "zalo-rate-limit", env = "ZCDP_ZALO_RATE_LIMIT", default_value_t = 4000)]
+    #[arg(id = "zalo_rate_limit", long = "zalo-rate-limit", env = "ZCDP_ZALO_RATE_LIMIT", default_value_t = 4000)]
     pub rate_limit: u32,
 }
 

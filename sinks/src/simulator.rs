@@ -268,7 +268,9 @@ async fn oa_event(State(sim): State<Arc<Simulator>>, Json(e): Json<OaEventIn>) -
         }
     }
     let mut event = match e.event_name.as_str() {
-        "follow" | "unfollow" => json!({"event_name": e.event_name, "oa_id": "sim-oa", "source": "oa_profile", "follower": {"id": e.user_id}}),
+        "follow" | "unfollow" => {
+            json!({"event_name": e.event_name, "oa_id": "sim-oa", "source": "oa_profile", "follower": {"id": e.user_id}})
+        }
         _ => json!({"event_name": e.event_name, "sender": {"id": e.user_id}, "recipient": {"id": "sim-oa"},
             "message": {"text": e.text.unwrap_or_default(), "msg_id": uuid::Uuid::new_v4().simple().to_string()}}),
     };
@@ -289,7 +291,9 @@ async fn phone_info(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Js
         return zalo_error(-124, "invalid access token");
     }
     match h("code").strip_prefix("sim-phone-") {
-        Some(n) if n.starts_with("84") && n.bytes().all(|b| b.is_ascii_digit()) => Json(json!({"data": {"number": n}, "error": 0, "message": "Success"})),
+        Some(n) if n.starts_with("84") && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Json(json!({"data": {"number": n}, "error": 0, "message": "Success"}))
+        }
         _ => zalo_error(-201, "invalid code"),
     }
 }

@@ -395,19 +395,20 @@ impl Engine {
         self.next_offsets.insert((t, partition), offset + 1);
         let Some(payload) = payload else { return Ok(()) };
         let wait_until = tokio::time::Instant::now() + self.profile_wait;
-        let job = |app: &str, user: &str, trigger: Trigger, trigger_id: String, at: i64, vars: Map<String, Value>, segment: Option<String>| Job {
-            partition,
-            topic: t,
-            offset,
-            app: app.to_string(),
-            user: user.to_string(),
-            trigger,
-            trigger_id,
-            at,
-            vars,
-            segment,
-            wait_until,
-        };
+        let job =
+            |app: &str, user: &str, trigger: Trigger, trigger_id: String, at: i64, vars: Map<String, Value>, segment: Option<String>| Job {
+                partition,
+                topic: t,
+                offset,
+                app: app.to_string(),
+                user: user.to_string(),
+                trigger,
+                trigger_id,
+                at,
+                vars,
+                segment,
+                wait_until,
+            };
         let job = match t {
             Topic::CartTriggers => {
                 let Ok(c) = decode::<CartTrigger>(payload) else { return Ok(()) };
@@ -577,8 +578,17 @@ impl Engine {
             }
             let job = self.jobs.remove(i).expect("index in range");
             if self.parts.contains_key(&job.partition) {
-                self.decide_trigger(job.partition, &job.app, &job.user, job.trigger, &job.trigger_id, job.at, job.vars, job.segment.as_deref())
-                    .await?;
+                self.decide_trigger(
+                    job.partition,
+                    &job.app,
+                    &job.user,
+                    job.trigger,
+                    &job.trigger_id,
+                    job.at,
+                    job.vars,
+                    job.segment.as_deref(),
+                )
+                .await?;
             }
             if let Some(s) = self.in_flight.get_mut(&(job.topic, job.partition)) {
                 s.remove(&job.offset);
@@ -784,7 +794,7 @@ impl Engine {
         if rec.status != "sending" {
             METRICS.messages.with_label_values(&[&rec.campaign, &rec.channel, &rec.status, rec.reason.as_deref().unwrap_or("")]).inc();
         }
-        if rec.status == "sent" && rec.cost_vnd > 0 {
+        if rec.status == "sent" {
             METRICS.cost.with_label_values(&[&rec.campaign, &rec.channel]).inc_by(rec.cost_vnd as u64);
         }
         tracing::debug!(campaign = %rec.campaign, channel = %rec.channel, status = %rec.status, reason = ?rec.reason, "message decision");

@@ -35,9 +35,11 @@ struct ZaloMetrics {
 }
 
 static METRICS: LazyLock<ZaloMetrics> = LazyLock::new(|| ZaloMetrics {
-    requests: register_int_counter_vec!("zcdp_zalo_requests_total", "Requests to Zalo, by API and outcome (ok or Zalo's error code)", &[
-        "api", "outcome"
-    ])
+    requests: register_int_counter_vec!(
+        "zcdp_zalo_requests_total",
+        "Requests to Zalo, by API and outcome (ok or Zalo's error code)",
+        &["api", "outcome"]
+    )
     .expect("metric"),
     seconds: register_histogram_vec!("zcdp_zalo_request_seconds", "Latency of requests to Zalo", &["api"]).expect("metric"),
     refreshes: register_int_counter!("zcdp_zalo_token_refreshes_total", "Access-token refreshes").expect("metric"),
@@ -164,9 +166,7 @@ impl TokenStore {
                 access_expires_at: 0,
                 refresh_token: initial_refresh
                     .filter(|t| !t.is_empty())
-                    .with_context(|| {
-                        format!("no Zalo token file at {} and no --zalo-refresh-token to start from", path.display())
-                    })?
+                    .with_context(|| format!("no Zalo token file at {} and no --zalo-refresh-token to start from", path.display()))?
                     .to_string(),
             },
             Err(e) => return Err(e).with_context(|| format!("reading the token file {}", path.display())),
@@ -205,11 +205,18 @@ impl TokenStore {
             .await;
         let body = read_answer("oauth", answer, started).await?;
         let (Some(access), Some(refresh)) = (body["access_token"].as_str(), body["refresh_token"].as_str()) else {
-            return Err(ZaloError::Token(format!("the refresh was refused ({}); authorise the OA again and set --zalo-refresh-token", body["message"])));
+            return Err(ZaloError::Token(format!(
+                "the refresh was refused ({}); authorise the OA again and set --zalo-refresh-token",
+                body["message"]
+            )));
         };
         // `expires_in` is a string of seconds ("90000"); accept a number too.
         let expires_s = body["expires_in"].as_str().and_then(|s| s.parse::<i64>().ok()).or(body["expires_in"].as_i64()).unwrap_or(3600);
-        let next = Tokens { access_token: Some(access.to_string()), access_expires_at: now + expires_s * 1000, refresh_token: refresh.to_string() };
+        let next = Tokens {
+            access_token: Some(access.to_string()),
+            access_expires_at: now + expires_s * 1000,
+            refresh_token: refresh.to_string(),
+        };
         METRICS.refreshes.inc();
         // The old refresh token is dead now: the new one must reach the disk before anything else.
         if let Err(e) = write_atomically(&self.path, &serde_json::to_vec_pretty(&next).expect("tokens serialise")) {
@@ -326,7 +333,10 @@ pub fn oa_body(kind: OaKind, user_id: &str, c: &Content) -> Value {
         OaKind::Consultation => json!({"recipient": {"user_id": user_id}, "message": {"text": text}}),
         OaKind::Transaction => {
             let table: Vec<Value> = c.table.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-            let mut elements = vec![json!({"type": "header", "content": header, "align": "left"}), json!({"type": "text", "content": text, "align": "left"})];
+            let mut elements = vec![
+                json!({"type": "header", "content": header, "align": "left"}),
+                json!({"type": "text", "content": text, "align": "left"}),
+            ];
             if !table.is_empty() {
                 elements.push(json!({"type": "table", "content": table}));
             }
@@ -389,7 +399,8 @@ impl ZaloClient {
         let app_id = a.app_id.as_deref().context("--zalo-app-id is needed to send")?;
         let app_secret = a.app_secret.as_deref().context("--zalo-app-secret is needed to send")?;
         let http = reqwest::Client::builder().timeout(cfg.timeout).build()?;
-        let tokens = TokenStore::open(&a.token_file, a.refresh_token.as_deref(), &a.oauth_url, app_id, app_secret, http.clone(), cfg.clock)?;
+        let tokens =
+            TokenStore::open(&a.token_file, a.refresh_token.as_deref(), &a.oauth_url, app_id, app_secret, http.clone(), cfg.clock)?;
         Ok(ZaloClient {
             http,
             oa_url: a.oa_url.trim_end_matches('/').into(),
@@ -421,7 +432,8 @@ impl ZaloClient {
             let token = self.tokens.access_token(stale.as_deref()).await?;
             self.limiter.acquire().await;
             let started = std::time::Instant::now();
-            let answer = self.http.post(url).header("access_token", &token).header("appsecret_proof", self.proof(&token)).json(body).send().await;
+            let answer =
+                self.http.post(url).header("access_token", &token).header("appsecret_proof", self.proof(&token)).json(body).send().await;
             match read_answer(api, answer, started).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.token_rejected() && !refreshed => {
@@ -445,7 +457,8 @@ impl ZaloClient {
     }
 
     pub async fn send_zns(&self, phone: &str, content: &Content, tracking_id: &str) -> Result<Accepted, ZaloError> {
-        let v = self.post("zns", &format!("{}/message/template", self.zns_url), &zns_body(phone, false, content, tracking_id, false)).await?;
+        let v =
+            self.post("zns", &format!("{}/message/template", self.zns_url), &zns_body(phone, false, content, tracking_id, false)).await?;
         Ok(Accepted { message_id: v["data"]["msg_id"].as_str().unwrap_or_default().to_string() })
     }
 
@@ -481,10 +494,7 @@ pub async fn exchange_phone_token(
         .send()
         .await;
     let v = read_answer("graph", answer, started).await?;
-    v["data"]["number"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| ZaloError::Api { code: -201, message: "no number in the answer".into() })
+    v["data"]["number"].as_str().map(str::to_string).ok_or_else(|| ZaloError::Api { code: -201, message: "no number in the answer".into() })
 }
 
 #[cfg(test)]
@@ -524,7 +534,10 @@ mod tests {
         let promo = oa_body(OaKind::Promotion, "u1", &c);
         assert_eq!(promo["message"]["attachment"]["payload"]["template_type"], "promotion");
         let zns = zns_body("84901234567", false, &Content { template_id: Some("t".into()), ..c.clone() }, "trk", false);
-        assert_eq!((zns["phone"].as_str(), zns["template_id"].as_str(), zns["tracking_id"].as_str()), (Some("84901234567"), Some("t"), Some("trk")));
+        assert_eq!(
+            (zns["phone"].as_str(), zns["template_id"].as_str(), zns["tracking_id"].as_str()),
+            (Some("84901234567"), Some("t"), Some("trk"))
+        );
         assert!(zns_body("ab", true, &c, "trk", false)["hash_phone"].is_string());
     }
 
