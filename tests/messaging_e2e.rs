@@ -1,0 +1,485 @@
+//! The messaging sink end to end: triggers and profiles on the in-process cluster, the sink's
+//! decisions in zmp.messages.v1, and what the Zalo simulator received — with one clock shared by
+//! the sink and the simulator, so a test can stand at 23:00 in Vietnam and then at 06:00.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+use schemas::derived::{AudienceChange, CartTrigger, Consent, MessageEvent, Profile};
+use schemas::kafka::{EmbeddedCluster, Kafka};
+use schemas::testing::eventually;
+use schemas::topics::Topic;
+use schemas::zalo::ZaloArgs;
+use sinks::Clock;
+use sinks::simulator::{SimConfig, Simulator};
+use sinks::sink::{Sink, SinkArgs};
+use sinks::zalo::{ClientConfig, ZaloClient};
+
+/// 2026-11-23T10:00:00+07:00.
+const TEN_AM: i64 = 1_795_402_800_000;
+const HOUR: i64 = 3_600_000;
+
+struct Env {
+    _cluster: Arc<EmbeddedCluster>,
+    kafka: Kafka,
+    now: Arc<AtomicI64>,
+    sim: Arc<Simulator>,
+    base: String,
+    dir: tempfile::TempDir,
+    campaigns: std::path::PathBuf,
+    producer: FutureProducer,
+}
+
+impl Env {
+    async fn new(campaigns: &str, sim: SimConfig) -> Env {
+        let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+        let kafka = Kafka::embedded(cluster.clone(), 6);
+        kafka.ensure_catalogue().await.unwrap();
+        let now = Arc::new(AtomicI64::new(TEN_AM));
+        let sim = Simulator::new(sim, clock(&now));
+        let (base, _h) = sim.serve("127.0.0.1:0").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("campaigns.toml");
+        std::fs::write(&path, campaigns).unwrap();
+        let producer = kafka.producer_config().create().unwrap();
+        Env { _cluster: cluster, kafka, now, sim, base, dir, campaigns: path, producer }
+    }
+
+    async fn sink(&self, rate_limit: u32) -> Sink {
+        let zalo = ZaloArgs {
+            app_id: Some("sim-app".into()),
+            app_secret: Some("sim-secret".into()),
+            refresh_token: Some("sim-refresh-0".into()),
+            token_file: self.dir.path().join("tokens.json"),
+            oa_url: self.base.clone(),
+            zns_url: self.base.clone(),
+            oauth_url: self.base.clone(),
+            graph_url: self.base.clone(),
+            rate_limit,
+            ..ZaloArgs::default()
+        };
+        let client = ZaloClient::new(ClientConfig {
+            args: &zalo,
+            clock: clock(&self.now),
+            rate_window: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let args = SinkArgs { campaigns: Some(self.campaigns.clone()), profile_wait: Duration::from_millis(300), ..SinkArgs::default() };
+        Sink::start(&self.kafka, &args, Arc::new(client), clock(&self.now)).await.unwrap()
+    }
+
+    async fn put<R: schemas::Record>(&self, key: &str, r: &R) {
+        let payload = schemas::codec::encode(r).unwrap();
+        self.producer.send(FutureRecord::to(R::TOPIC.name()).key(key).payload(&payload), Duration::from_secs(10)).await.unwrap();
+    }
+
+    async fn follower(&self, uid: &str, last: i64) {
+        reqwest::Client::new()
+            .post(format!("{}/sim/users", self.base))
+            .json(&json!({"user_id": uid, "follows": true, "last_interaction": last}))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn messages(&self) -> Vec<MessageEvent> {
+        let kafka = self.kafka.clone();
+        let records =
+            tokio::task::spawn_blocking(move || kafka.read_to_end(Topic::Messages.name(), Duration::from_secs(30))).await.unwrap().unwrap();
+        let mut out: Vec<MessageEvent> =
+            records.iter().filter_map(|m| rdkafka::Message::payload(m).and_then(|p| schemas::codec::decode(p).ok())).collect();
+        out.sort_by_key(|m| m.at);
+        out
+    }
+
+    /// The final status of each (user, campaign, channel), once every one of `n` has one.
+    async fn outcomes(&self, n: usize) -> HashMap<(String, String), (String, Option<String>)> {
+        eventually(Duration::from_secs(60), "the sink's decisions", || async {
+            let mut last = HashMap::new();
+            for m in self.messages().await {
+                if m.status != "sending" {
+                    last.insert((m.user_key.clone(), m.channel.clone()), (m.status.clone(), m.reason.clone()));
+                }
+            }
+            (last.len() >= n).then_some(last)
+        })
+        .await
+    }
+}
+
+fn clock(now: &Arc<AtomicI64>) -> Clock {
+    let now = now.clone();
+    Arc::new(move || now.load(Ordering::SeqCst))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn profile(user: &str, marketing: bool, follows: bool, last_interaction: Option<i64>, phone: Option<&str>) -> Profile {
+    Profile {
+        app_id: "demo".into(),
+        user_key: user.into(),
+        zalo_id: Some(user.into()),
+        oa_user_id: Some(format!("oa-{user}")),
+        as_of: TEN_AM,
+        consents: vec![Consent { purpose: "marketing".into(), granted: marketing, changed_at: TEN_AM - HOUR, policy_version: None }],
+        name: Some(format!("Khách {user}")),
+        phone: phone.map(str::to_string),
+        oa_following: follows,
+        oa_last_interaction: last_interaction,
+        first_seen: TEN_AM - 40 * 24 * HOUR,
+        last_seen: TEN_AM,
+        lifecycle: "active".into(),
+        ..Profile::default()
+    }
+}
+
+fn cart(user: &str, trigger: &str, at: i64) -> CartTrigger {
+    CartTrigger {
+        trigger_id: trigger.into(),
+        app_id: "demo".into(),
+        user: schemas::User { key: user.into(), zalo_id: Some(user.into()), ..Default::default() },
+        cart_id: format!("cart-{trigger}"),
+        cart_version: 1,
+        items: vec![schemas::Item {
+            product_id: "p1".into(),
+            product_name: Some("Áo thun".into()),
+            quantity: 2,
+            price: 175_000,
+            ..Default::default()
+        }],
+        value: 350_000,
+        last_activity: at - HOUR,
+        deadline: at,
+        last_viewed_product: None,
+    }
+}
+
+const CART_CAMPAIGN: &str = r#"
+[limits]
+package = "basic"
+frequency_cap = 1
+
+[[campaign]]
+name = "cart_reminder"
+trigger = "cart_abandoned"
+purpose = "marketing"
+channel = "oa_consultation"
+text = "Chào {name}, giỏ {cart_value} đ"
+fallback = { channel = "zns", template_id = "cart_v1", data = { name = "{name}", value = "{cart_value}" } }
+"#;
+
+/// Every rule of the policy, allowing and refusing, through the whole path: Kafka in, the
+/// simulator's inbox and zmp.messages.v1 out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_policy_rule_allows_and_refuses_at_the_simulator() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    env.follower("oa-ok", recent).await;
+    env.follower("oa-old", TEN_AM - 8 * 24 * HOUR).await;
+    let users = [
+        profile("ok", true, true, Some(recent), Some("84900000001")),
+        profile("noconsent", false, true, Some(recent), Some("84900000002")),
+        profile("phoneonly", true, false, None, Some("84900000003")),
+        profile("nobody", true, false, None, None),
+        profile("old", true, true, Some(TEN_AM - 8 * 24 * HOUR), None),
+    ];
+    for p in &users {
+        env.put(&p.user_key, p).await;
+    }
+    let sink = env.sink(4000).await;
+    for p in &users {
+        env.put(&p.user_key, &cart(&p.user_key, &format!("t-{}", p.user_key), TEN_AM)).await;
+    }
+    let o = env.outcomes(7).await;
+    let get = |u: &str, ch: &str| o.get(&(u.to_string(), ch.to_string())).cloned().map(|(s, r)| (s, r.unwrap_or_default()));
+    let st = |s: &str, r: &str| Some((s.to_string(), r.to_string()));
+    assert_eq!(get("ok", "oa_consultation"), st("sent", ""), "consent, follower, inside the window: sent by OA");
+    assert_eq!(get("ok", "zns"), None, "no fallback once OA reached the user");
+    assert_eq!(get("noconsent", "oa_consultation"), st("suppressed", "no_consent"));
+    assert_eq!(get("noconsent", "zns"), None, "no consent is not a reason to try another channel");
+    assert_eq!(get("phoneonly", "oa_consultation"), st("suppressed", "not_follower"));
+    assert_eq!(get("phoneonly", "zns"), st("sent", ""), "not a follower: ZNS to the phone instead");
+    assert_eq!(get("nobody", "zns"), st("suppressed", "no_phone"));
+    assert_eq!(get("old", "oa_consultation"), st("suppressed", "outside_uid_window"));
+    assert_eq!(get("old", "zns"), st("suppressed", "no_phone"));
+
+    let received = env.sim.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let cs = received.iter().find(|r| r.kind == "cs").unwrap();
+    assert_eq!((cs.to.as_str(), cs.error), ("oa-ok", 0));
+    assert_eq!(cs.body["message"]["text"], "Chào Khách ok, giỏ 350.000 đ");
+    let zns = received.iter().find(|r| r.kind == "zns").unwrap();
+    assert_eq!((zns.to.as_str(), zns.body["template_id"].as_str()), ("84900000003", Some("cart_v1")));
+    let sent: Vec<MessageEvent> = env.messages().await.into_iter().filter(|m| m.status == "sent").collect();
+    assert_eq!(sent.iter().find(|m| m.channel == "zns").unwrap().cost_vnd, sinks::zalo_rules::COST_ZNS_DEFAULT);
+    assert_eq!(sent.iter().find(|m| m.channel == "oa_consultation").unwrap().cost_vnd, 0, "free within 48 h of the interaction");
+
+    // The same trigger again: nothing more. Another trigger within 24 h: the frequency cap (1).
+    env.put("ok", &cart("ok", "t-ok", TEN_AM)).await;
+    env.put("ok", &cart("ok", "t-ok-2", TEN_AM)).await;
+    eventually(Duration::from_secs(30), "the second cart decided", || async {
+        env.messages().await.into_iter().find(|m| m.trigger_id == "t-ok-2").map(|m| assert_eq!(m.reason.as_deref(), Some("frequency_cap")))
+    })
+    .await;
+    // A day later the cap has room again.
+    env.now.fetch_add(25 * HOUR, Ordering::SeqCst);
+    env.follower("oa-ok", env.now.load(Ordering::SeqCst) - HOUR).await;
+    let mut fresh = profile("ok", true, true, Some(env.now.load(Ordering::SeqCst) - HOUR), Some("84900000001"));
+    fresh.as_of = env.now.load(Ordering::SeqCst);
+    env.put("ok", &fresh).await;
+    env.put("ok", &cart("ok", "t-ok-3", env.now.load(Ordering::SeqCst))).await;
+    eventually(Duration::from_secs(30), "the third cart sent", || async {
+        env.messages().await.into_iter().find(|m| m.trigger_id == "t-ok-3" && m.status == "sent").map(|_| ())
+    })
+    .await;
+    let to_ok = env.sim.received().iter().filter(|r| r.to == "oa-ok").count();
+    assert_eq!(to_ok, 2, "t-ok once, t-ok-2 capped, t-ok-3 sent: the replayed t-ok was not sent again");
+    sink.stop().await.unwrap();
+}
+
+const PROMO_CAMPAIGN: &str = r#"
+[limits]
+package = "basic"
+frequency_cap = 5
+
+[[campaign]]
+name = "vip_promo"
+trigger = "segment_entered"
+segment = "high_value"
+purpose = "marketing"
+channel = "oa_promotion"
+title = "Ưu đãi VIP"
+text = "Chào {name}"
+"#;
+
+fn entered(user: &str, at: i64) -> AudienceChange {
+    AudienceChange { app_id: "demo".into(), segment: "high_value".into(), user_key: user.into(), member: true, at, ..Default::default() }
+}
+
+/// A promotion at 23:00 Vietnam time is deferred — recorded with its 06:00 — and sent at 06:00;
+/// the package's monthly quota (Basic: 1) then refuses the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_at_night_waits_for_six_and_the_monthly_quota_holds() {
+    let env = Env::new(PROMO_CAMPAIGN, SimConfig::default()).await;
+    let eleven_pm = TEN_AM + 13 * HOUR;
+    let six_am = TEN_AM + 20 * HOUR;
+    env.now.store(eleven_pm, Ordering::SeqCst);
+    env.follower("oa-vip", eleven_pm - HOUR).await;
+    let mut p = profile("vip", true, true, Some(eleven_pm - HOUR), None);
+    p.as_of = eleven_pm;
+    env.put("vip", &p).await;
+    let sink = env.sink(4000).await;
+    env.put("high_value/vip", &entered("vip", eleven_pm)).await;
+    let deferred =
+        eventually(Duration::from_secs(30), "the deferral", || async { env.messages().await.into_iter().find(|m| m.status == "deferred") })
+            .await;
+    assert_eq!((deferred.reason.as_deref(), deferred.retry_at), (Some("night_ban"), Some(six_am)));
+    assert!(env.sim.received().is_empty(), "nothing goes out at night");
+    // 05:59: still waiting. 06:00: sent.
+    env.now.store(six_am - 60_000, Ordering::SeqCst);
+    // Not a synchronisation: a check that nothing happens while the sink ticks (every 250 ms).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(env.sim.received().is_empty());
+    env.now.store(six_am, Ordering::SeqCst);
+    let got = eventually(Duration::from_secs(30), "the promotion at 06:00", || async { env.sim.received().first().cloned() }).await;
+    assert_eq!((got.kind.as_str(), got.to.as_str(), got.error, got.at), ("promotion", "oa-vip", 0, six_am));
+    // Entering again later this month (Basic package: one promotion a month).
+    env.now.store(six_am + 2 * 24 * HOUR, Ordering::SeqCst);
+    env.put("high_value/vip", &entered("vip", six_am + 2 * 24 * HOUR)).await;
+    eventually(Duration::from_secs(30), "the quota", || async {
+        env.messages().await.into_iter().find(|m| m.reason.as_deref() == Some("monthly_promotion_quota")).map(|_| ())
+    })
+    .await;
+    assert_eq!(env.sim.received().len(), 1);
+    sink.stop().await.unwrap();
+}
+
+/// A sink member killed mid-stream (no shutdown, no commit) and started again sends nothing twice:
+/// counted at the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_duplicate_send_after_a_member_is_killed_and_restarted() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let users: Vec<String> = (0..120).map(|i| format!("k{i}")).collect();
+    for u in &users {
+        env.follower(&format!("oa-{u}"), TEN_AM - HOUR).await;
+        env.put(u, &profile(u, true, true, Some(TEN_AM - HOUR), None)).await;
+    }
+    // 25 requests a second: the 120 sends take about five seconds.
+    let first = env.sink(25).await;
+    for u in &users {
+        env.put(u, &cart(u, &format!("t-{u}"), TEN_AM)).await;
+    }
+    eventually(Duration::from_secs(60), "some sends", || async { (env.sim.received().len() >= 40).then_some(()) }).await;
+    first.kill();
+    let second = env.sink(25).await;
+    let at_kill = env.sim.received().len();
+    assert!(at_kill < users.len(), "the member was killed mid-stream");
+    let o = env.outcomes(users.len()).await;
+    second.stop().await.unwrap();
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for r in env.sim.received().iter().filter(|r| r.kind == "cs") {
+        *per_user.entry(r.to.clone()).or_default() += 1;
+    }
+    assert!(per_user.values().all(|n| *n == 1), "a user got a message twice: {per_user:?}");
+    let unknown: Vec<_> = o.iter().filter(|(_, (s, _))| s == "unknown").collect();
+    assert!(unknown.len() <= 1, "at most the one send in flight at the kill is unknown: {unknown:?}");
+    for u in &users {
+        let (status, _) = &o[&(u.clone(), "oa_consultation".to_string())];
+        assert!(status == "sent" || status == "unknown", "{u}: {status}");
+        if status == "sent" {
+            assert_eq!(per_user.get(&format!("oa-{u}")), Some(&1), "{u} recorded as sent but not received");
+        }
+    }
+}
+
+/// The gateway's Zalo webhooks: a good signature is taken (a follow becomes an identities event, a
+/// ZNS receipt a delivered record), a bad one is refused with 401; the Mini App's phone token is
+/// exchanged server-side and kept only under consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_and_the_phone_token_is_exchanged_under_consent() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let mut args = ingest::IngestArgs::default();
+    args.zalo = ZaloArgs {
+        app_id: Some("sim-app".into()),
+        app_secret: Some("sim-secret".into()),
+        oa_secret: Some("sim-oa-secret".into()),
+        graph_url: env.base.clone(),
+        ..ZaloArgs::default()
+    };
+    let gateway = ingest::Gateway::start(&env.kafka, &args).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = format!("http://{}", listener.local_addr().unwrap());
+    let router = gateway.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let c = reqwest::Client::new();
+    let post = |body: String, sig: String| {
+        let (c, url) = (c.clone(), format!("{gw}/webhooks/zalo"));
+        async move { c.post(url).header("X-ZEvent-Signature", sig).body(body).send().await.unwrap().status().as_u16() }
+    };
+    let ts = "1795402800000";
+    let follow = json!({"app_id": "sim-app", "event_name": "follow", "timestamp": ts, "oa_id": "oa1", "user_id_by_app": "lan",
+        "follower": {"id": "uid-lan"}})
+    .to_string();
+    let good = schemas::zalo::event_signature("sim-app", &follow, ts, "sim-oa-secret");
+    let bad = schemas::zalo::event_signature("sim-app", &follow, ts, "wrong-secret");
+    assert_eq!(post(follow.clone(), bad).await, 401);
+    assert_eq!(post(follow.clone(), String::new()).await, 401, "no signature");
+    let tampered = follow.replace("uid-lan", "uid-eve");
+    assert_eq!(post(tampered, good.clone()).await, 401, "a changed body");
+    assert_eq!(post(follow, good).await, 200);
+    let receipt = json!({"app_id": "sim-app", "event_name": "user_received_message", "timestamp": ts,
+        "sender": {"id": "oa1"}, "recipient": {"id": "84900000001"},
+        "message": {"delivery_time": ts, "msg_id": "z-1", "tracking_id": "0123456789abcdef.lan"}})
+    .to_string();
+    let sig = schemas::zalo::event_signature("sim-app", &receipt, ts, "sim-oa-secret");
+    assert_eq!(post(receipt, sig).await, 200);
+
+    let kafka = env.kafka.clone();
+    let follows = eventually(Duration::from_secs(30), "the follow in zmp.identities.v1", || async {
+        let k = kafka.clone();
+        let recs =
+            tokio::task::spawn_blocking(move || k.read_to_end(Topic::Identities.name(), Duration::from_secs(10))).await.unwrap().unwrap();
+        let events: Vec<_> = recs
+            .iter()
+            .filter_map(|m| rdkafka::Message::payload(m).and_then(|p| schemas::codec::decode_input(Topic::Identities, p).ok()))
+            .collect();
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(follows.len(), 1, "only the verified follow");
+    assert_eq!(follows[0].type_name(), "oa_followed");
+    assert_eq!((follows[0].user().key.as_str(), follows[0].user().oa_user_id.as_deref()), ("lan", Some("uid-lan")));
+    let delivered =
+        eventually(Duration::from_secs(30), "the receipt", || async { env.messages().await.into_iter().find(|m| m.status == "delivered") })
+            .await;
+    assert_eq!((delivered.message_id.as_str(), delivered.user_key.as_str()), ("0123456789abcdef", "lan"));
+
+    // Phone exchange: refused without consent to purpose phone, accepted with it.
+    let exchange = |code: &str| {
+        let (c, url) = (c.clone(), format!("{gw}/v1/users/phone"));
+        let body = json!({"user": {"zalo_id": "lan"}, "access_token": "user-token", "code": code});
+        async move {
+            let r = c.post(url).bearer_auth("demo-key").json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = exchange("sim-phone-84901234567").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["rejected"][0]["code"].as_str().unwrap().contains("consent"), "{body}");
+    let consent = json!({"events": [{"event_id": uuid::Uuid::new_v4().to_string(), "type": "consent_changed", "user": {"zalo_id": "lan"},
+        "properties": {"purpose": "phone", "granted": true, "policy_version": "v1"}}]});
+    let r = c.post(format!("{gw}/v1/batch")).bearer_auth("demo-key").json(&consent).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = eventually(Duration::from_secs(30), "the consent seen by the gateway", || async {
+        let (s, b) = exchange("sim-phone-84901234567").await;
+        (s == 200).then_some((s, b))
+    })
+    .await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)));
+    let (status, _) = exchange("not-a-token").await;
+    assert_eq!(status, 400, "Zalo refused the token");
+}
+
+/// `zcdp up --demo`: abandoned carts of the demo shoppers become messages at the in-process Zalo
+/// simulator, with the sends and their cost in /metrics. (Between 22:00 and 06:00 Vietnam time
+/// the reminders are promotional and wait for 06:00: then the deferrals are what is checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_demo_sends_abandoned_cart_messages_to_the_simulator() {
+    let data = tempfile::tempdir().unwrap();
+    let mut zcdp = support::Zcdp::spawn(&[
+        "up",
+        "--demo",
+        "--demo-rate",
+        "300",
+        "--http",
+        "127.0.0.1:0",
+        "--cart-timeout",
+        "3s",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    let line = zcdp.wait_line("/sim/received");
+    let received_url = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let line = zcdp.wait_line("HTTP API on http://");
+    let http = line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let night = sinks::zalo_rules::is_night(sinks::system_clock()());
+    let c = reqwest::Client::new();
+    let metrics = eventually(Duration::from_secs(120), "abandoned-cart messages", || async {
+        let m = c.get(format!("http://{http}/metrics")).send().await.ok()?.text().await.ok()?;
+        let want = if night {
+            "campaign=\"cart_reminder\",channel=\"oa_consultation\",reason=\"night_ban\",status=\"deferred\""
+        } else {
+            "zcdp_sink_cost_vnd_total{campaign=\"cart_reminder\""
+        };
+        m.contains(want).then_some(m)
+    })
+    .await;
+    if !night {
+        let sent_line = metrics
+            .lines()
+            .find(|l| l.starts_with("zcdp_sink_messages_total{campaign=\"cart_reminder\"") && l.contains("status=\"sent\""))
+            .expect("sent cart reminders counted");
+        assert!(sent_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0, "{sent_line}");
+        let got: Value = c.get(&received_url).send().await.unwrap().json().await.unwrap();
+        let carts = got["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["error"] == 0
+                    && (r["body"]["template_id"] == "cart_reminder_v1"
+                        || r["body"]["message"]["text"].as_str().is_some_and(|t| t.contains("Giỏ hàng")))
+            })
+            .count();
+        assert!(carts >= 1, "no abandoned-cart message at the simulator: {got}");
+    }
+    let (status, _) = zcdp.terminate();
+    assert!(status.success());
+}
