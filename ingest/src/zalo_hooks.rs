@@ -82,7 +82,7 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
         return delivered(gw, &event, ts).await.map_err(|e| e.into_response());
     }
     let Some(kind) = oa_event_type(name) else {
-        return Ok((StatusCode::OK, Json(json!({"ignored": name})))).map(IntoResponse::into_response);
+        return Ok((StatusCode::OK, Json(json!({"ignored": name}))).into_response());
     };
     // follow/unfollow name the user in `follower`, messages in `sender`.
     let uid = event["follower"]["id"].as_str().or(event["sender"]["id"].as_str()).unwrap_or_default();
