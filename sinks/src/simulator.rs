@@ -428,7 +428,7 @@ mod tests {
         let c = reqwest::Client::new();
         let token = refresh(&c, &base, "sim-refresh-0").await["access_token"].as_str().unwrap().to_string();
         for (id, follows, last) in
-            [("u1", true, Some(TEN_AM - 3600_000)), ("u2", false, Some(TEN_AM)), ("u3", true, Some(TEN_AM - 8 * DAY_MS))]
+            [("u1", true, Some(TEN_AM - 3_600_000)), ("u2", false, Some(TEN_AM)), ("u3", true, Some(TEN_AM - 8 * DAY_MS))]
         {
             c.post(format!("{base}/sim/users"))
                 .json(&json!({"user_id": id, "follows": follows, "last_interaction": last}))

@@ -792,7 +792,13 @@ impl Engine {
             replay(part, rec);
         }
         if rec.status != "sending" {
-            METRICS.messages.with_label_values(&[&rec.campaign, &rec.channel, &rec.status, rec.reason.as_deref().unwrap_or("")]).inc();
+            // Failures are labelled by Zalo's code, not its message: a bounded set of series.
+            let reason = match (rec.status.as_str(), rec.zalo_error) {
+                ("failed", Some(code)) => format!("zalo_error_{code}"),
+                ("failed", None) => "zalo_unreachable".to_string(),
+                _ => rec.reason.clone().unwrap_or_default(),
+            };
+            METRICS.messages.with_label_values(&[&rec.campaign, &rec.channel, &rec.status, &reason]).inc();
         }
         if rec.status == "sent" {
             METRICS.cost.with_label_values(&[&rec.campaign, &rec.channel]).inc_by(rec.cost_vnd as u64);
@@ -878,7 +884,7 @@ pub fn vnd(v: i64) -> String {
     let digits = v.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push('.');
         }
         out.push(c);

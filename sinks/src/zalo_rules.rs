@@ -72,7 +72,7 @@ pub fn vn_hour(t: i64) -> i64 {
 /// Whether `t` falls in the night ban.
 pub fn is_night(t: i64) -> bool {
     let h = vn_hour(t);
-    h >= NIGHT_START_HOUR || h < NIGHT_END_HOUR
+    !(NIGHT_END_HOUR..NIGHT_START_HOUR).contains(&h)
 }
 
 /// The end of the night ban that `t` falls in: the next 06:00 Vietnam time.
