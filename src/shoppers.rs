@@ -49,6 +49,8 @@ pub struct Tally {
     pub carts: u64,
     pub orders: u64,
     pub abandoned: u64,
+    /// Shoppers who came back and ordered after a message from the shop.
+    pub returned: u64,
 }
 
 /// A shopper's id set. Some are known by Zalo id, some only by a device id.
@@ -59,6 +61,8 @@ struct Shopper {
     oa_user_id: Option<String>,
     consented: bool,
     identified: bool,
+    /// The verified phone, normalised (84…), once identified.
+    phone: Option<String>,
 }
 
 pub struct Shoppers {
@@ -84,6 +88,7 @@ impl Shoppers {
                     oa_user_id: (known && rng.random_bool(0.5)).then(|| format!("{}", 8_000_000_000_000_000_000u64 + i as u64)),
                     consented: rng.random_bool(0.7),
                     identified: false,
+                    phone: None,
                 }
             })
             .collect();
@@ -115,6 +120,46 @@ impl Shoppers {
 
     fn event_id(&mut self) -> String {
         uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
+    }
+
+    /// A message from the shop reached `to` (an OA user id or a phone, as Zalo was given it):
+    /// the shopper comes back and orders with probability `p`. True when they will.
+    pub fn message_received(&mut self, to: &str, p: f64) -> bool {
+        let Some(idx) = self.shoppers.iter().position(|s| s.oa_user_id.as_deref() == Some(to) || s.phone.as_deref() == Some(to)) else {
+            return false;
+        };
+        if !self.rng.random_bool(p.clamp(0.0, 1.0)) {
+            return false;
+        }
+        self.tally.returned += 1;
+        self.tally.orders += 1;
+        let s = self.shoppers[idx].clone();
+        let mut user = json!({"anonymous_id": s.anonymous_id});
+        if let Some(z) = &s.zalo_id {
+            user["zalo_id"] = json!(z);
+        }
+        if let Some(o) = &s.oa_user_id {
+            user["oa_user_id"] = json!(o);
+        }
+        let ctx = json!({"screen": "/cart", "platform": "android", "app_version": "2.3.1", "locale": "vi-VN",
+            "library": "zcdp-sim/1", "utm_source": "zalo_oa", "utm_campaign": "reminder"});
+        let p = *PRODUCTS.choose(&mut self.rng).expect("products");
+        let q = self.rng.random_range(1..=3);
+        let items = json!([{"product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}]);
+        let total = q * p.3 + if q * p.3 >= 200_000 { 0 } else { 15_000 };
+        let order_id = format!("ord-{}-{}", self.app_seed, self.tally.orders);
+        let mut visit = VecDeque::new();
+        for (kind, props) in [
+            ("page_viewed", json!({"page_title": "Giỏ hàng"})),
+            ("checkout_started", json!({"items": items, "cart_value": q * p.3})),
+            ("order_placed", json!({"order_id": order_id, "items": items, "total": total, "payment_method": "zalopay"})),
+            ("order_paid", json!({"order_id": order_id, "total": total, "payment_method": "zalopay"})),
+        ] {
+            let id = self.event_id();
+            visit.push_back(json!({"event_id": id, "type": kind, "user": user, "context": ctx, "properties": props}));
+        }
+        self.visits.push(visit);
+        true
     }
 
     fn new_visit(&mut self, _now: DateTime<Utc>) -> VecDeque<Value> {
@@ -157,6 +202,7 @@ impl Shoppers {
             if shopper.consented {
                 let name = *NAMES.choose(&mut self.rng).expect("names");
                 let phone = format!("09{:08}", self.rng.random_range(0..100_000_000u32));
+                self.shoppers[idx].phone = Some(format!("84{}", &phone[1..]));
                 let month = self.rng.random_range(1..=12);
                 let day = self.rng.random_range(1..=28);
                 let birthday = format!("{}-{month:02}-{day:02}", self.rng.random_range(1970..2006));

@@ -48,6 +48,10 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_report = std::time::Instant::now();
+    // With a Zalo simulator: what it received, read every few seconds, so that some shoppers
+    // come back and order after a message.
+    let mut inbox = args.zalo_sim.as_ref().map(|sim| Inbox { url: format!("{}/sim/received", sim.trim_end_matches('/')), seen: 0 });
+    let mut last_inbox = std::time::Instant::now();
     while !shutdown.is_triggered() && args.events.is_none_or(|max| sent < max) {
         tokio::select! {
             _ = interval.tick() => {}
@@ -62,6 +66,10 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
             continue;
         }
         owed -= n as f64;
+        if let Some(inbox) = inbox.as_mut().filter(|_| last_inbox.elapsed() > Duration::from_secs(3)) {
+            last_inbox = std::time::Instant::now();
+            inbox.read(&client, &mut shoppers).await;
+        }
         let mut body = shoppers.batch(n as usize, Utc::now());
         if let Some(sim) = &args.zalo_sim {
             follow_at_zalo(&client, sim, &mut body).await;
@@ -78,12 +86,42 @@ pub async fn run(args: &SimulateArgs, shutdown: Shutdown) -> anyhow::Result<Tall
                 carts = t.carts,
                 orders = t.orders,
                 abandoned = t.abandoned,
+                returned_after_a_message = t.returned,
                 "simulated traffic"
             );
             last_report = std::time::Instant::now();
         }
     }
     Ok(shoppers.tally)
+}
+
+/// Share of shoppers who come back and order after a message reached them.
+const RETURN_AFTER_MESSAGE: f64 = 0.35;
+
+struct Inbox {
+    url: String,
+    seen: u64,
+}
+
+impl Inbox {
+    /// New messages delivered at the Zalo simulator; each may bring its shopper back.
+    async fn read(&mut self, client: &reqwest::Client, shoppers: &mut Shoppers) {
+        let got: serde_json::Value = match client.get(format!("{}?since={}", self.url, self.seen)).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the Zalo simulator's inbox is not reachable");
+                return;
+            }
+        };
+        let Some(total) = got["total"].as_u64() else { return };
+        for m in got["received"].as_array().into_iter().flatten() {
+            // Order updates are not a reason to shop again.
+            if m["error"] == 0 && m["kind"] != "transaction" {
+                shoppers.message_received(m["to"].as_str().unwrap_or_default(), RETURN_AFTER_MESSAGE);
+            }
+        }
+        self.seen = total;
+    }
 }
 
 /// Takes the `oa_followed` events out of the batch and plays them at the Zalo simulator, which

@@ -195,7 +195,9 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
         | Topic::CartTriggers
         | Topic::Profiles
         | Topic::Audiences
-        | Topic::Messages => unreachable!("EVENT_TYPES maps only to input topics"),
+        | Topic::Messages
+        | Topic::CampaignResults
+        | Topic::Activity => unreachable!("EVENT_TYPES maps only to input topics"),
     };
     Ok(ParsedEvent { event, needs_consent })
 }

@@ -82,7 +82,7 @@ impl Processor for Carts {
             InputEvent::View(v) => v.kind == ViewType::ProductViewed,
             InputEvent::Cart(_) => true,
             InputEvent::Order(o) => matches!(o.kind, OrderType::OrderPlaced | OrderType::OrderPaid),
-            InputEvent::Identity(_) | InputEvent::Engagement(_) => false,
+            InputEvent::Identity(_) | InputEvent::Engagement(_) | InputEvent::Message(_) => false,
         };
         if !relevant {
             return Ok(());
@@ -201,7 +201,7 @@ impl Processor for Carts {
                     }
                 }
             }
-            InputEvent::Identity(_) | InputEvent::Engagement(_) => {}
+            InputEvent::Identity(_) | InputEvent::Engagement(_) | InputEvent::Message(_) => {}
         }
         Ok(())
     }

@@ -51,6 +51,10 @@ pub struct ProcessArgs {
     /// config/segments.toml. Read once at start.
     #[arg(long = "segments", env = "ZCDP_SEGMENTS")]
     pub segments: Option<PathBuf>,
+    /// An order within this time after a campaign's message to the same user is credited to the
+    /// campaign (and recovers an abandoned cart the campaign decided on).
+    #[arg(long = "attribution-window", env = "ZCDP_ATTRIBUTION_WINDOW", default_value = "72h", value_parser = parse_duration)]
+    pub attribution_window: Duration,
 }
 
 impl Default for ProcessArgs {
@@ -69,6 +73,7 @@ impl Default for ProcessArgs {
             session_timeout: Duration::from_secs(30),
             state_cache: 50_000,
             segments: None,
+            attribution_window: Duration::from_secs(72 * 3600),
         }
     }
 }

@@ -160,7 +160,7 @@ impl Processor for Interests {
                     products.push((&item.product_id, item.category.as_deref(), W_PURCHASE));
                 }
             }
-            InputEvent::Cart(_) | InputEvent::Order(_) | InputEvent::Identity(_) | InputEvent::Engagement(_) => {}
+            InputEvent::Cart(_) | InputEvent::Order(_) | InputEvent::Identity(_) | InputEvent::Engagement(_) | InputEvent::Message(_) => {}
         }
         if products.is_empty() && term.is_none() {
             return Ok(());

@@ -4,10 +4,13 @@
 //! - `task`: one partition number across the co-partitioned inputs, in event-time order;
 //! - `store`, `timers`: a task's RocksDB and its in-memory layer; durable timers;
 //! - `checkpoint`: what a commit writes, and how a task restores from its changelogs;
-//! - `sessions`, `interests`, `carts`, `profiles`: the processors;
+//! - `sessions`, `interests`, `carts`, `profiles`, `campaign_results`, `activity`: the
+//!   processors;
 //! - `query`: the query API over the compacted outputs.
 
+pub mod activity;
 pub mod audiences;
+pub mod campaign_results;
 pub mod carts;
 pub mod checkpoint;
 pub mod config;

@@ -24,6 +24,7 @@ use schemas::event::DeadLetter;
 use schemas::kafka::Kafka;
 use schemas::topics::Topic;
 
+use crate::campaign_results::CampaignResults;
 use crate::carts::Carts;
 use crate::checkpoint::{CHECKPOINT_KEY, Restored, changelog_topic, checkpoint_topic, restore};
 use crate::config::ProcessArgs;
@@ -60,6 +61,8 @@ pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
             args.cart_timeout.as_millis() as i64,
             crate::segments::loaded(args.segments.as_deref()).expect("segments were checked when the member started"),
         )),
+        Box::new(CampaignResults::new(args.attribution_window.as_millis() as i64)),
+        Box::new(crate::activity::Activity::new()),
     ]
 }
 
@@ -134,7 +137,7 @@ impl ConsumerContext for MemberContext {
 }
 
 /// Cached (low, high) watermarks of a task's input partitions, read once per loop turn.
-struct Highs([Option<(i64, i64)>; 5]);
+struct Highs([Option<(i64, i64)>; INPUTS.len()]);
 
 impl Lag for Highs {
     fn position(&self, input: usize, next_fetch: i64) -> Position {
@@ -341,7 +344,7 @@ impl Engine {
 
     /// Watermarks librdkafka has seen, or else those read when the task restored.
     fn highs(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Highs {
-        let mut h = [None; 5];
+        let mut h = [None; INPUTS.len()];
         for (i, slot) in h.iter_mut().enumerate() {
             // librdkafka keeps what it last saw of a partition this member owned before, which may
             // be older than what the restore read: watermarks only grow, so the larger is right.
@@ -461,8 +464,10 @@ impl Engine {
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
     for o in task.outputs.drain(..) {
         // Keyed by `segment/user`, audience changes still go to the user's partition (the task's),
-        // so the sinks read them co-partitioned with the user's profile and messages.
-        let partition = (o.topic == Topic::Audiences).then_some(task.id);
+        // so the sinks read them co-partitioned with the user's profile and messages; campaign
+        // results (`app/campaign/partition`) and activity (`app/partition`) to the partition they
+        // count.
+        let partition = matches!(o.topic, Topic::Audiences | Topic::CampaignResults | Topic::Activity).then_some(task.id);
         producer.send(o.topic.name(), partition, o.key.as_bytes(), o.payload.as_deref())?;
         METRICS.outputs.with_label_values(&[o.topic.name()]).inc();
     }

@@ -25,6 +25,8 @@ pub struct Ctx<'a> {
     pub outputs: &'a mut Vec<Output>,
     /// This processor's timer kind.
     pub kind: u8,
+    /// The task: the partition number of its inputs and of its outputs.
+    pub task: i32,
 }
 
 impl Ctx<'_> {
@@ -52,6 +54,11 @@ pub trait Processor: Send {
     /// The processor's store (a column family and a changelog topic of that name).
     fn store(&self) -> &'static str;
     fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()>;
+    /// Whether the processor is given `zmp.messages.v1` records (`InputEvent::Message`); the
+    /// others see only what the Mini App sent.
+    fn reads_messages(&self) -> bool {
+        false
+    }
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], deadline: i64) -> anyhow::Result<()>;
     /// The timers its stored state implies, as (deadline, key): called when a task starts, on the
     /// restored store, since timers are not stored themselves. Listing a timer that turns out to

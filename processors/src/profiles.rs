@@ -720,6 +720,8 @@ impl Processor for Profiles {
                     EngagementType::MinigamePlayed => {}
                 }
             }
+            // Only the campaign-results processor is given messages (see `Processor::reads_messages`).
+            InputEvent::Message(_) => {}
         }
         let mut state = std::mem::take(state);
         self.evaluate(ctx, &key, &mut state)?;
@@ -838,20 +840,20 @@ mod tests {
         /// then processes the event.
         fn feed(&mut self, e: InputEvent) {
             self.advance(e.time());
-            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0 };
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0, task: 0 };
             self.profiles.process(&mut ctx, &e).unwrap();
         }
 
         fn advance(&mut self, to: i64) {
             while let Some(t) = self.timers.pop_due(to) {
-                let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0 };
+                let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0, task: 0 };
                 self.profiles.on_timer(&mut ctx, &t.key, t.deadline).unwrap();
             }
         }
 
         /// Commits, and returns the profile the commit emitted for `user`.
         fn profile(&mut self, user: &str) -> Profile {
-            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0 };
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: 0, task: 0 };
             self.profiles.before_commit(&mut ctx).unwrap();
             let mut changes = Vec::new();
             self.profiles.take_dirty(&mut changes).unwrap();
@@ -1097,7 +1099,7 @@ mod tests {
         assert_eq!(entered, vec!["new_first_week", "viewed_no_order_7d"]);
         h.profile("u");
         h.feed(schemas::event::forget_request("demo", "u", T0 + 2000));
-        let mut ctx = Ctx { db: &h.db, timers: &mut h.timers, outputs: &mut h.outputs, kind: 0 };
+        let mut ctx = Ctx { db: &h.db, timers: &mut h.timers, outputs: &mut h.outputs, kind: 0, task: 0 };
         h.profiles.before_commit(&mut ctx).unwrap();
         let mut got: Vec<(schemas::topics::Topic, String, bool)> =
             h.outputs.iter().map(|o| (o.topic, o.key.clone(), o.payload.is_none())).collect();

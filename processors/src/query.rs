@@ -21,7 +21,7 @@ use rdkafka::Message;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use schemas::derived::{AudienceChange, Profile, UserInterests};
+use schemas::derived::{Activity, AudienceChange, CampaignResult, Profile, UserInterests};
 use schemas::duration::parse_duration;
 use schemas::kafka::Kafka;
 use schemas::keys::AppKeys;
@@ -229,7 +229,82 @@ pub struct View {
     snapshots: RwLock<HashMap<String, Arc<Engagement>>>,
     /// Segment → user key → the record that put the user in it.
     audiences: RwLock<HashMap<String, std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
+    /// `app/campaign/partition` → that partition's results.
+    campaigns: RwLock<HashMap<String, Arc<CampaignResult>>>,
+    /// `app/partition` → that partition's activity.
+    activity: RwLock<HashMap<String, Arc<Activity>>>,
     caught_up: AtomicBool,
+}
+
+/// An app's events by type (`GET /v1/activity`), summed over partitions.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ActivitySummary {
+    pub as_of: i64,
+    /// One entry per minute of the last hour up to `as_of`, oldest first, with the counts by type
+    /// (minutes without events are there, with none).
+    pub minutes: Vec<MinuteSummary>,
+    pub totals: std::collections::BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MinuteSummary {
+    pub minute: i64,
+    pub counts: std::collections::BTreeMap<String, i64>,
+}
+
+/// A campaign's results over every partition (`GET /v1/campaigns`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CampaignSummary {
+    pub campaign: String,
+    pub sent: i64,
+    pub deferred: i64,
+    pub suppressed: std::collections::BTreeMap<String, i64>,
+    pub suppressed_total: i64,
+    pub failed: i64,
+    pub unknown: i64,
+    pub delivered: i64,
+    pub cost_vnd: i64,
+    pub conversions: i64,
+    pub revenue_vnd: i64,
+    /// Revenue per VND spent; null while nothing was spent (free messages).
+    pub revenue_per_vnd: Option<f64>,
+    /// Share of sent messages followed by an order within the window.
+    pub conversion_rate: Option<f64>,
+    pub carts_triggered: i64,
+    pub carts_recovered: i64,
+    pub recovered_revenue_vnd: i64,
+    pub recovery_rate: Option<f64>,
+    pub window_ms: i64,
+    pub as_of: i64,
+}
+
+/// Sums a campaign's partitions.
+pub fn summarise(campaign: &str, parts: &[&CampaignResult]) -> CampaignSummary {
+    let mut s = CampaignSummary { campaign: campaign.to_string(), ..Default::default() };
+    for r in parts {
+        s.sent += r.sent;
+        s.deferred += r.deferred;
+        for rc in &r.suppressed {
+            *s.suppressed.entry(rc.reason.clone()).or_default() += rc.count;
+            s.suppressed_total += rc.count;
+        }
+        s.failed += r.failed;
+        s.unknown += r.unknown;
+        s.delivered += r.delivered;
+        s.cost_vnd += r.cost_vnd;
+        s.conversions += r.conversions;
+        s.revenue_vnd += r.revenue_vnd;
+        s.carts_triggered += r.carts_triggered;
+        s.carts_recovered += r.carts_recovered;
+        s.recovered_revenue_vnd += r.recovered_revenue_vnd;
+        s.window_ms = s.window_ms.max(r.window_ms);
+        s.as_of = s.as_of.max(r.as_of);
+    }
+    let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+    s.revenue_per_vnd = ratio(s.revenue_vnd, s.cost_vnd);
+    s.conversion_rate = ratio(s.conversions, s.sent);
+    s.recovery_rate = ratio(s.carts_recovered, s.carts_triggered);
+    s
 }
 
 impl View {
@@ -251,10 +326,94 @@ impl View {
         }
     }
 
+    pub fn apply_campaign_result(&self, r: CampaignResult) {
+        let key = format!("{}/{}/{}", r.app_id, r.campaign, r.partition);
+        self.campaigns.write().expect("view lock").insert(key, Arc::new(r));
+    }
+
+    pub fn apply_activity(&self, a: Activity) {
+        let key = format!("{}/{}", a.app_id, a.partition);
+        self.activity.write().expect("view lock").insert(key, Arc::new(a));
+    }
+
+    /// An app's events by type: per minute over the hour up to its latest event, and in all.
+    pub fn activity(&self, app: &str) -> ActivitySummary {
+        let all = self.activity.read().expect("view lock");
+        let parts: Vec<&Arc<Activity>> = all.values().filter(|a| a.app_id == app).collect();
+        let as_of = parts.iter().map(|a| a.as_of).max().unwrap_or(0);
+        let last = as_of - as_of.rem_euclid(60_000);
+        let first = last - (crate::activity::MINUTES - 1) * 60_000;
+        let mut minutes: Vec<MinuteSummary> =
+            (0..crate::activity::MINUTES).map(|i| MinuteSummary { minute: first + i * 60_000, ..Default::default() }).collect();
+        let mut totals = std::collections::BTreeMap::new();
+        for a in parts {
+            for m in a.minutes.iter().filter(|m| m.minute >= first && m.minute <= last) {
+                *minutes[((m.minute - first) / 60_000) as usize].counts.entry(m.event_type.clone()).or_default() += m.count;
+            }
+            for t in &a.totals {
+                *totals.entry(t.event_type.clone()).or_default() += t.count;
+            }
+        }
+        if as_of == 0 {
+            minutes.clear();
+        }
+        ActivitySummary { as_of, minutes, totals }
+    }
+
+    /// The size of each segment of an app, by name.
+    pub fn segment_sizes(&self, app: &str) -> std::collections::BTreeMap<String, usize> {
+        let a = self.audiences.read().expect("view lock");
+        a.iter().map(|(segment, members)| (segment.clone(), members.values().filter(|c| c.app_id == app).count())).collect()
+    }
+
+    /// Every campaign of an app with results, by name.
+    pub fn campaigns(&self, app: &str) -> Vec<CampaignSummary> {
+        let c = self.campaigns.read().expect("view lock");
+        let mut by_name: std::collections::BTreeMap<&str, Vec<&CampaignResult>> = Default::default();
+        for r in c.values().filter(|r| r.app_id == app) {
+            by_name.entry(r.campaign.as_str()).or_default().push(r);
+        }
+        by_name.into_iter().map(|(name, parts)| summarise(name, &parts)).collect()
+    }
+
+    /// Sets the `zcdp_campaign_*` gauges from the view.
+    fn export_campaign_metrics(&self) {
+        let apps: Vec<String> = {
+            let c = self.campaigns.read().expect("view lock");
+            let mut apps: Vec<String> = c.values().map(|r| r.app_id.clone()).collect();
+            apps.sort_unstable();
+            apps.dedup();
+            apps
+        };
+        let m = &*crate::metrics::CAMPAIGN_METRICS;
+        for app in apps {
+            for s in self.campaigns(&app) {
+                let l = [app.as_str(), s.campaign.as_str()];
+                m.sent.with_label_values(&l).set(s.sent);
+                m.delivered.with_label_values(&l).set(s.delivered);
+                m.cost.with_label_values(&l).set(s.cost_vnd);
+                m.conversions.with_label_values(&l).set(s.conversions);
+                m.revenue.with_label_values(&l).set(s.revenue_vnd);
+                m.revenue_per_vnd.with_label_values(&l).set(s.revenue_per_vnd.unwrap_or(0.0));
+                m.carts_triggered.with_label_values(&l).set(s.carts_triggered);
+                m.carts_recovered.with_label_values(&l).set(s.carts_recovered);
+                for (reason, n) in &s.suppressed {
+                    m.suppressed.with_label_values(&[app.as_str(), s.campaign.as_str(), reason.as_str()]).set(*n);
+                }
+            }
+        }
+    }
+
     /// A tombstone: the key is gone from the topic (in whichever app had it).
     pub fn forget(&self, topic: Topic, key: &str) {
         let suffix = format!("\u{1f}{key}");
         match topic {
+            Topic::CampaignResults => {
+                self.campaigns.write().expect("view lock").remove(key);
+            }
+            Topic::Activity => {
+                self.activity.write().expect("view lock").remove(key);
+            }
             Topic::Profiles => self.profiles.write().expect("view lock").retain(|k, _| !k.ends_with(&suffix)),
             Topic::Audiences => {
                 if let Some((segment, user)) = key.split_once('/')
@@ -303,6 +462,7 @@ impl View {
             snapshots.insert(app.to_string(), Arc::new(engagement(app, &p, &i)));
         }
         *self.snapshots.write().expect("view lock") = snapshots;
+        self.export_campaign_metrics();
     }
 
     pub fn engagement(&self, app: &str) -> Arc<Engagement> {
@@ -316,7 +476,7 @@ impl View {
     /// Reads both compacted topics from the beginning, forever; caught up once it has read what
     /// they held when it started.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
-        let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences];
+        let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::CampaignResults, Topic::Activity];
         let mut tail = kafka.tail(&topics.map(|t| t.name()), "query")?;
         if tail.caught_up() {
             self.caught_up.store(true, Ordering::Release);
@@ -332,6 +492,8 @@ impl View {
                 }
                 (Topic::Profiles, Some(p)) => schemas::codec::decode::<Profile>(p).map(|r| self.apply_profile(r)),
                 (Topic::Audiences, Some(p)) => schemas::codec::decode::<AudienceChange>(p).map(|r| self.apply_audience(r)),
+                (Topic::CampaignResults, Some(p)) => schemas::codec::decode::<CampaignResult>(p).map(|r| self.apply_campaign_result(r)),
+                (Topic::Activity, Some(p)) => schemas::codec::decode::<Activity>(p).map(|r| self.apply_activity(r)),
                 (_, Some(p)) => schemas::codec::decode::<UserInterests>(p).map(|r| self.apply_interests(r)),
             };
             if let Err(e) = applied {
@@ -425,6 +587,9 @@ impl QueryApi {
             .route("/v1/users/{id}/recommendations", get(recommendations))
             .route("/v1/engagement", get(engagement_route))
             .route("/v1/segments/{name}/members", get(segment_members))
+            .route("/v1/campaigns", get(campaigns_route))
+            .route("/v1/activity", get(activity_route))
+            .route("/v1/segments", get(segments_route))
             .with_state(self.clone())
     }
 
@@ -536,6 +701,40 @@ async fn segment_members(
     let list: Vec<Value> =
         members.iter().map(|m| json!({"user_key": m.user_key, "zalo_id": m.zalo_id, "oa_user_id": m.oa_user_id, "since": m.at})).collect();
     Json(json!({"segment": name, "members": list, "next_after": next})).into_response()
+}
+
+async fn activity_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {
+    match api.app(&headers) {
+        Ok(app) => Json(api.view.activity(&app)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Every defined segment with its current size (0 for a defined segment nobody is in).
+async fn segments_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {
+    match api.app(&headers) {
+        Ok(app) => {
+            let sizes = api.view.segment_sizes(&app);
+            let list: Vec<Value> = api
+                .segments
+                .list
+                .iter()
+                .map(|s| json!({"name": s.name, "size": sizes.get(s.name.as_str()).copied().unwrap_or(0)}))
+                .collect();
+            Json(json!({"app_id": app, "segments": list})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn campaigns_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {
+    match api.app(&headers) {
+        Ok(app) => {
+            let campaigns = api.view.campaigns(&app);
+            Json(json!({"app_id": app, "campaigns": campaigns})).into_response()
+        }
+        Err(r) => r,
+    }
 }
 
 async fn engagement_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {

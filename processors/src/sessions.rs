@@ -155,7 +155,7 @@ impl Processor for Sessions {
                 s.orders += 1;
                 s.revenue += o.properties.total.unwrap_or(0);
             }
-            InputEvent::Cart(_) | InputEvent::Order(_) | InputEvent::Identity(_) | InputEvent::Engagement(_) => {}
+            InputEvent::Cart(_) | InputEvent::Order(_) | InputEvent::Identity(_) | InputEvent::Engagement(_) | InputEvent::Message(_) => {}
         }
         let new_deadline = s.end + gap;
         if is_new {

@@ -15,8 +15,10 @@ use crate::processor::{Ctx, Output, Processor};
 use crate::store::{Change, Dedup, TaskDb};
 use crate::timers::{TimerKey, Timers};
 
-/// The co-partitioned inputs, in the order ties are broken.
-pub const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
+/// The co-partitioned inputs, in the order ties are broken: the Mini App's five topics, then the
+/// messaging outcomes (for campaign results), so a message and an order at the same millisecond
+/// are taken order first.
+pub const INPUTS: [Topic; 6] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement, Topic::Messages];
 
 pub fn input_index(topic: &str) -> Option<usize> {
     INPUTS.iter().position(|t| t.name() == topic)
@@ -60,13 +62,13 @@ pub struct Task {
     processors: Vec<Box<dyn Processor>>,
     timers: Timers,
     dedup: Dedup,
-    buffers: [VecDeque<Buffered>; 5],
+    buffers: [VecDeque<Buffered>; INPUTS.len()],
     /// Next offset to process, per input (-1: unknown, take what comes).
-    next: [i64; 5],
+    next: [i64; INPUTS.len()],
     /// Next offset to fetch, per input.
-    fetched: [i64; 5],
+    fetched: [i64; INPUTS.len()],
     /// Time of the last record processed from each input.
-    last_time: [i64; 5],
+    last_time: [i64; INPUTS.len()],
     pub stream_time: i64,
     checkpoint: Checkpoint,
     compensation: Vec<Change>,
@@ -74,16 +76,16 @@ pub struct Task {
     dirty: bool,
     /// Per input: since when it has been read to its end (or first held records back) while
     /// the task holds records; cleared when it receives.
-    idle_since: [Option<Instant>; 5],
+    idle_since: [Option<Instant>; INPUTS.len()],
     /// Inputs not waited for any more: their wait ran out. Cleared when the input delivers a
     /// record and when the task has nothing buffered, so the next burst waits again.
-    waived: [bool; 5],
+    waived: [bool; INPUTS.len()],
     /// Since when every input has been read to its end with nothing buffered.
     drained_since: Option<Instant>,
     max_cached: usize,
     /// Watermarks read at restore, until the consumer has its own.
-    pub initial_watermarks: [Option<(i64, i64)>; 5],
-    counters: [prometheus::IntCounter; 5],
+    pub initial_watermarks: [Option<(i64, i64)>; INPUTS.len()],
+    counters: [prometheus::IntCounter; INPUTS.len()],
 }
 
 /// What a commit of this task writes.
@@ -103,14 +105,14 @@ impl Task {
                 timers.schedule(TimerKey { deadline, kind: kind as u8, key });
             }
         }
-        let mut next = [-1; 5];
+        let mut next = [-1; INPUTS.len()];
         for (i, t) in INPUTS.iter().enumerate() {
             if let Some(o) = restored.checkpoint.inputs.get(t.name()) {
                 next[i] = *o;
             }
         }
         let dirty = !restored.compensation.is_empty();
-        let mut initial_watermarks = [None; 5];
+        let mut initial_watermarks = [None; INPUTS.len()];
         for (i, w) in restored.input_watermarks.iter().enumerate().take(5) {
             initial_watermarks[i] = *w;
         }
@@ -123,14 +125,14 @@ impl Task {
             buffers: Default::default(),
             next,
             fetched: next,
-            last_time: [i64::MIN; 5],
+            last_time: [i64::MIN; INPUTS.len()],
             stream_time: i64::MIN,
             checkpoint: restored.checkpoint,
             compensation: restored.compensation,
             outputs: Vec::new(),
             dirty,
-            idle_since: [None; 5],
-            waived: [false; 5],
+            idle_since: [None; INPUTS.len()],
+            waived: [false; INPUTS.len()],
             drained_since: None,
             max_cached,
             initial_watermarks,
@@ -139,7 +141,7 @@ impl Task {
     }
 
     /// The offsets the task resumes from: where its checkpoint says its state ends.
-    pub fn resume_offsets(&self) -> [i64; 5] {
+    pub fn resume_offsets(&self) -> [i64; INPUTS.len()] {
         self.next
     }
 
@@ -215,8 +217,8 @@ impl Task {
     pub fn process(&mut self, lag: &dyn Lag, budget: usize, max_idle: Duration, now_ms: i64) -> anyhow::Result<usize> {
         let mut done = 0;
         if !self.has_work() {
-            self.waived = [false; 5];
-            self.idle_since = [None; 5];
+            self.waived = [false; INPUTS.len()];
+            self.idle_since = [None; INPUTS.len()];
             return Ok(0);
         }
         // An input's idle time counts from when it was read to its end with records held here:
@@ -235,7 +237,7 @@ impl Task {
                 break;
             };
             let head_time = self.buffers[input][0].event.time();
-            let waits: [Wait; 5] = std::array::from_fn(|i| self.wait_for(i, lag, head_time));
+            let waits: [Wait; INPUTS.len()] = std::array::from_fn(|i| self.wait_for(i, lag, head_time));
             if waits.contains(&Wait::UntilFetched) {
                 break;
             }
@@ -282,8 +284,12 @@ impl Task {
             METRICS.duplicates.inc();
             return Ok(());
         }
+        let message = matches!(*r.event, InputEvent::Message(_));
         for (kind, p) in self.processors.iter_mut().enumerate() {
-            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8 };
+            if message && !p.reads_messages() {
+                continue;
+            }
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8, task: self.id };
             p.process(&mut ctx, &r.event)?;
         }
         Ok(())
@@ -294,7 +300,7 @@ impl Task {
         let mut n = 0;
         while let Some(key) = self.timers.pop_due(before.saturating_sub(1)) {
             let Some(p) = self.processors.get_mut(key.kind as usize) else { continue };
-            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: key.kind };
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: key.kind, task: self.id };
             p.on_timer(&mut ctx, &key.key, key.deadline)?;
             self.dirty = true;
             n += 1;
@@ -338,7 +344,7 @@ impl Task {
     /// Collects what the commit writes; the processors emit their commit-time outputs now.
     pub fn prepare_commit(&mut self) -> anyhow::Result<Prepared> {
         for (kind, p) in self.processors.iter_mut().enumerate() {
-            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8 };
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8, task: self.id };
             p.before_commit(&mut ctx)?;
         }
         // Leftovers of an unfinished commit first: anything newer overwrites them.

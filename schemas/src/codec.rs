@@ -164,6 +164,7 @@ pub fn decode_input(topic: Topic, bytes: &[u8]) -> Result<InputEvent, CodecError
         Topic::Orders => InputEvent::Order(decode(bytes)?),
         Topic::Identities => InputEvent::Identity(decode(bytes)?),
         Topic::Engagement => InputEvent::Engagement(decode(bytes)?),
+        Topic::Messages => InputEvent::Message(Box::new(crate::event::MessageInput::new(decode(bytes)?))),
         other => return Err(CodecError::NotAnInput(other)),
     })
 }
@@ -176,6 +177,7 @@ pub fn encode_input_into(event: &InputEvent, buf: &mut Vec<u8>) -> Result<(), Co
         InputEvent::Order(e) => encode_into(e, buf),
         InputEvent::Identity(e) => encode_into(e, buf),
         InputEvent::Engagement(e) => encode_into(e, buf),
+        InputEvent::Message(m) => encode_into(&m.message, buf),
     }
 }
 
@@ -215,6 +217,7 @@ mod tests {
                 InputEvent::Order(e) => same_bytes_as_apache_avro(e),
                 InputEvent::Identity(e) => same_bytes_as_apache_avro(e),
                 InputEvent::Engagement(e) => same_bytes_as_apache_avro(e),
+                InputEvent::Message(m) => same_bytes_as_apache_avro(&m.message),
             }
         }
         same_bytes_as_apache_avro(&DeadLetter {
@@ -258,6 +261,24 @@ mod tests {
             next_purchase_expected: Some(1 << 41),
             first_touch: Some(Touch { utm_source: Some("zalo".into()), at: 7, conversions: 2, revenue: 90_000, ..Default::default() }),
             ..Default::default()
+        });
+        same_bytes_as_apache_avro(&CampaignResult {
+            app_id: "demo".into(),
+            campaign: "cart".into(),
+            partition: 3,
+            as_of: 1 << 41,
+            suppressed: vec![ReasonCount { reason: "no_consent".into(), count: 2 }, ReasonCount { reason: "night_ban".into(), count: 300 }],
+            cost_vnd: 330,
+            revenue_vnd: -1,
+            carts_recovered: 1,
+            ..Default::default()
+        });
+        same_bytes_as_apache_avro(&Activity {
+            app_id: "demo".into(),
+            partition: 0,
+            as_of: 60_000,
+            minutes: vec![MinuteCount { minute: 60_000, event_type: "page_viewed".into(), count: 7 }],
+            totals: vec![TypeCount { event_type: "page_viewed".into(), count: 70 }],
         });
         same_bytes_as_apache_avro(&AudienceChange {
             segment: "high_value".into(),
@@ -316,6 +337,8 @@ mod tests {
                 InputEvent::Order(e) => e.kind as u32,
                 InputEvent::Identity(e) => e.kind as u32,
                 InputEvent::Engagement(e) => e.kind as u32,
+                // Messages have no type enum at the front.
+                InputEvent::Message(_) => continue,
             };
             assert_eq!(peek_type_index(&buf), Some(expected), "{}", event.type_name());
         }

@@ -286,3 +286,89 @@ mod tests {
         assert_eq!(stable_id(&["x"]), stable_id(&["x"]));
     }
 }
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: i64,
+}
+
+crate::avro_record!(ReasonCount { reason, count });
+
+/// A campaign's results among one task's users (`zmp.campaign-results.v1`, compacted, key
+/// `app/campaign/partition`). Readers sum the partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignResult {
+    pub app_id: String,
+    pub campaign: String,
+    pub partition: i64,
+    pub as_of: i64,
+    pub window_ms: i64,
+    pub sent: i64,
+    pub deferred: i64,
+    pub suppressed: Vec<ReasonCount>,
+    pub failed: i64,
+    pub unknown: i64,
+    pub delivered: i64,
+    pub cost_vnd: i64,
+    pub conversions: i64,
+    pub revenue_vnd: i64,
+    pub carts_triggered: i64,
+    pub carts_recovered: i64,
+    pub recovered_revenue_vnd: i64,
+}
+
+crate::avro_record!(CampaignResult {
+    app_id,
+    campaign,
+    partition,
+    as_of,
+    window_ms,
+    sent,
+    deferred,
+    suppressed[array],
+    failed,
+    unknown,
+    delivered,
+    cost_vnd,
+    conversions,
+    revenue_vnd,
+    carts_triggered,
+    carts_recovered,
+    recovered_revenue_vnd,
+});
+impl Record for CampaignResult {
+    const TOPIC: Topic = Topic::CampaignResults;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    pub minute: i64,
+    pub event_type: String,
+    pub count: i64,
+}
+
+crate::avro_record!(MinuteCount { minute, event_type, count });
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCount {
+    pub event_type: String,
+    pub count: i64,
+}
+
+crate::avro_record!(TypeCount { event_type, count });
+
+/// Events by type among one task's users (`zmp.activity.v1`, compacted, key `app/partition`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub app_id: String,
+    pub partition: i64,
+    pub as_of: i64,
+    pub minutes: Vec<MinuteCount>,
+    pub totals: Vec<TypeCount>,
+}
+
+crate::avro_record!(Activity { app_id, partition, as_of, minutes[array], totals[array] });
+impl Record for Activity {
+    const TOPIC: Topic = Topic::Activity;
+}

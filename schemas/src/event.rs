@@ -280,6 +280,34 @@ pub enum InputEvent {
     Order(OrderEvent),
     Identity(IdentityEvent),
     Engagement(EngagementEvent),
+    /// A messaging decision or outcome from `zmp.messages.v1`, read by the campaign-results
+    /// processor (the other processors never see it).
+    Message(Box<MessageInput>),
+}
+
+/// A `zmp.messages.v1` record with the envelope the processor runtime needs: the dedup id is the
+/// message id with its status (one message has a record per status), the time is the decision's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageInput {
+    pub event_id: String,
+    pub app_id: String,
+    pub user: User,
+    pub context: Context,
+    pub corrected_time: i64,
+    pub message: crate::derived::MessageEvent,
+}
+
+impl MessageInput {
+    pub fn new(message: crate::derived::MessageEvent) -> MessageInput {
+        MessageInput {
+            event_id: format!("{}:{}", message.message_id, message.status),
+            app_id: message.app_id.clone(),
+            user: User { key: message.user_key.clone(), ..Default::default() },
+            context: Context::default(),
+            corrected_time: message.at,
+            message,
+        }
+    }
 }
 
 /// The envelope fields every input event has, whatever its topic.
@@ -291,6 +319,7 @@ macro_rules! each_input {
             InputEvent::Order($e) => $body,
             InputEvent::Identity($e) => $body,
             InputEvent::Engagement($e) => $body,
+            InputEvent::Message($e) => $body,
         }
     };
 }
@@ -321,6 +350,7 @@ impl InputEvent {
             InputEvent::Order(_) => Topic::Orders,
             InputEvent::Identity(_) => Topic::Identities,
             InputEvent::Engagement(_) => Topic::Engagement,
+            InputEvent::Message(_) => Topic::Messages,
         }
     }
     /// The event, when it is a consent decision (`consent_changed`).
@@ -338,6 +368,7 @@ impl InputEvent {
             InputEvent::Order(e) => e.kind.name(),
             InputEvent::Identity(e) => e.kind.name(),
             InputEvent::Engagement(e) => e.kind.name(),
+            InputEvent::Message(_) => "message",
         }
     }
 }

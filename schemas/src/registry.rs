@@ -141,6 +141,20 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.messages.v1/v1.avsc"),
         fingerprint: "0691d78d38c5cb59800828aa35207d102df3fe9e58b6ac20d59fa0627035caf6",
     },
+    Row {
+        id: 14,
+        topic: Topic::CampaignResults,
+        version: 1,
+        source: include_str!("../avro/zmp.campaign-results.v1/v1.avsc"),
+        fingerprint: "3c8ba8ec6dd9cacd2df8bc9c271eecfe988502843167f22382e0f9b327a29c8a",
+    },
+    Row {
+        id: 15,
+        topic: Topic::Activity,
+        version: 1,
+        source: include_str!("../avro/zmp.activity.v1/v1.avsc"),
+        fingerprint: "a69ab25ba8b996655ad7e4cba3680cb7afbe3f878afe892590fe2ec917f166be",
+    },
 ];
 
 pub struct Registry {

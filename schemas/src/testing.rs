@@ -271,6 +271,7 @@ pub mod build {
             InputEvent::Order(x) => x.event_id = id.into(),
             InputEvent::Identity(x) => x.event_id = id.into(),
             InputEvent::Engagement(x) => x.event_id = id.into(),
+            InputEvent::Message(x) => x.event_id = id.into(),
         }
         e
     }

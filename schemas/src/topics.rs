@@ -21,6 +21,8 @@ pub enum Topic {
     Profiles,
     Audiences,
     Messages,
+    CampaignResults,
+    Activity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub enum KeyKind {
     /// `segment/user key`, UTF-8; written to the user's partition (not the key's hash), so it is
     /// co-partitioned with the user-keyed topics.
     SegmentUser,
+    /// `app/campaign/partition`, UTF-8; written to that partition: one record per campaign and
+    /// task, summed by readers.
+    AppCampaignPartition,
+    /// `app/partition`, UTF-8; written to that partition.
+    AppPartition,
 }
 
 pub struct TopicSpec {
@@ -176,6 +183,24 @@ pub const CATALOGUE: &[TopicSpec] = &[
         // The sinks rebuild dedup and the monthly promotion quotas from it: keep over a month.
         retention_ms: Some(40 * 24 * 3600 * 1000),
         doc: "every send, suppression, deferral and delivery, with reason and cost",
+    },
+    TopicSpec {
+        topic: Topic::CampaignResults,
+        name: "zmp.campaign-results.v1",
+        key: KeyKind::AppCampaignPartition,
+        cleanup: Cleanup::Compact,
+        input: false,
+        retention_ms: None,
+        doc: "per campaign and partition: sent, suppressed by reason, delivered, cost, conversions, revenue, carts recovered",
+    },
+    TopicSpec {
+        topic: Topic::Activity,
+        name: "zmp.activity.v1",
+        key: KeyKind::AppPartition,
+        cleanup: Cleanup::Compact,
+        input: false,
+        retention_ms: None,
+        doc: "per app and partition: events by type per minute over the last hour, and in all",
     },
 ];
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -233,10 +233,16 @@ async fn put_user(State(sim): State<Arc<Simulator>>, Json(u): Json<SimUser>) -> 
     Json(json!({"ok": true}))
 }
 
-async fn received(State(sim): State<Arc<Simulator>>) -> Json<Value> {
+/// Everything received, oldest first; `?since=N` skips the first N (`total` says how many there
+/// are, so a poller asks for `since=total` next time).
+async fn received(State(sim): State<Arc<Simulator>>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
     let (refreshes, refused) = sim.refreshes();
     let webhooks = sim.st.lock().expect("sim lock").webhooks_sent;
-    Json(json!({"received": sim.received(), "refreshes": refreshes, "refused_refreshes": refused, "webhooks_sent": webhooks}))
+    let all = sim.received();
+    let total = all.len();
+    let since = q.get("since").and_then(|s| s.parse::<usize>().ok()).unwrap_or(0).min(total);
+    let list: Vec<Received> = all.into_iter().skip(since).collect();
+    Json(json!({"received": list, "total": total, "refreshes": refreshes, "refused_refreshes": refused, "webhooks_sent": webhooks}))
 }
 
 #[derive(Deserialize)]
