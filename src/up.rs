@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Events a second of the --demo traffic.
     #[arg(long = "demo-rate", env = "ZCDP_DEMO_RATE", default_value_t = 50)]
     pub demo_rate: u32,
+    /// Stop the --demo traffic after this many events (default: until zcdp stops).
+    #[arg(long = "demo-events", env = "ZCDP_DEMO_EVENTS")]
+    pub demo_events: Option<u64>,
     /// Keep every segment's member files current in this directory (see `zcdp audiences sync`).
     #[arg(long = "export-dir", env = "ZCDP_EXPORT_DIR")]
     pub export_dir: Option<std::path::PathBuf>,
@@ -131,8 +134,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
     say(format!(
-        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments/{{name}}/members, /v1/engagement, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
+        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
     ));
+    if let Some((_, key)) = args.query.read_keys.first().and_then(|k| k.split_once(':')) {
+        say(format!("zcdp: report page: http://{addr}/report?key={key}"));
+    }
     for (kind, keys) in [("write", &args.ingest.write_keys), ("read", &args.query.read_keys)] {
         for key in keys {
             if let Some((app, key)) = key.split_once(':') {
@@ -148,12 +154,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             rate: args.demo_rate,
             write_key: args.ingest.write_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()).unwrap_or_default(),
             users: 500,
-            events: None,
+            events: args.demo_events,
             seed: rand::random(),
             zalo_sim: sim_base.clone(),
         };
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { simulate::run(&sim, shutdown).await })
+        tokio::spawn(async move {
+            let tally = simulate::run(&sim, shutdown).await?;
+            say(format!(
+                "zcdp: demo sent {} events ({} carts, {} orders, {} abandoned, {} shoppers back after a message)",
+                tally.events, tally.carts, tally.orders, tally.abandoned, tally.returned
+            ));
+            anyhow::Ok(tally)
+        })
     });
     let export = match &args.export_dir {
         Some(dir) => {
@@ -174,9 +187,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     say("zcdp: shutting down: finishing requests, flushing Kafka".into());
     if let Some(demo) = demo {
         match demo.await {
-            Ok(Ok(t)) => {
-                say(format!("zcdp: demo sent {} events ({} carts, {} orders, {} abandoned)", t.events, t.carts, t.orders, t.abandoned))
-            }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "demo traffic stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "demo traffic task failed"),
         }
@@ -273,7 +284,7 @@ pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, segments: Option<std:
     let api = QueryApi::start(&kafka, &query, segments.as_deref())?;
     let (listener, addr) = server::bind(&http.http).await?;
     say(format!(
-        "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments/{{name}}/members, /v1/engagement, /readyz, /metrics; DELETE /v1/users/{{id}})"
+        "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}})"
     ));
     let routes = api.routes().merge(api.probes());
     server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await

@@ -1,7 +1,8 @@
 //! Campaign results: what each campaign sent, what the policy held back and why, what was
 //! delivered and what it cost — and what it earned. An order placed within `--attribution-window`
 //! (default 72 h) after a message was sent to the same user is credited to that message's
-//! campaign (the latest message sent before the order: last touch); an abandoned cart the sinks
+//! campaign (the latest message sent before the order: last touch; order-status updates are
+//! never credited, they answer an order); an abandoned cart the sinks
 //! decided on, followed by the user's order within the window, counts as recovered — whatever the
 //! message's outcome, so a shop sees the recovery rate of carts nobody could be messaged about
 //! too.
@@ -33,6 +34,8 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 const MEMORY: usize = 100;
 /// The trigger name the sinks give abandoned carts.
 const CART_TRIGGER: &str = "cart_abandoned";
+/// Order updates answer an order: they are counted, but never credited with the next one.
+const ORDER_STATUS_TRIGGER: &str = "order_status";
 
 /// What a user's state remembers of one message.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -42,6 +45,8 @@ struct Seen {
     at: i64,
     sent_at: Option<i64>,
     delivered: bool,
+    /// Whether an order after it may be credited to it.
+    credits: bool,
 }
 
 /// An abandoned cart a campaign decided on.
@@ -167,6 +172,7 @@ impl CampaignResults {
                     message_id: m.message_id.clone(),
                     campaign: m.campaign.clone(),
                     at: m.at,
+                    credits: m.trigger != ORDER_STATUS_TRIGGER,
                     ..Default::default()
                 });
                 state.messages.len() - 1
@@ -211,8 +217,12 @@ impl CampaignResults {
         let total = o.properties.total.unwrap_or_else(|| o.properties.items.iter().map(|i| i.quantity * i.price).sum());
         let window = self.window_ms;
         let within = |at: i64| at <= t && t - at <= window;
-        let credited =
-            state.messages.iter().filter(|m| m.sent_at.is_some_and(within)).max_by_key(|m| m.sent_at).map(|m| m.campaign.clone());
+        let credited = state
+            .messages
+            .iter()
+            .filter(|m| m.credits && m.sent_at.is_some_and(within))
+            .max_by_key(|m| m.sent_at)
+            .map(|m| m.campaign.clone());
         if let Some(campaign) = credited {
             let totals = self.totals(ctx, app, &campaign, t)?;
             totals.conversions += 1;

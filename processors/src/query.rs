@@ -268,7 +268,7 @@ pub struct CampaignSummary {
     pub revenue_vnd: i64,
     /// Revenue per VND spent; null while nothing was spent (free messages).
     pub revenue_per_vnd: Option<f64>,
-    /// Share of sent messages followed by an order within the window.
+    /// Credited orders per message sent (above 1 when users order more than once in the window).
     pub conversion_rate: Option<f64>,
     pub carts_triggered: i64,
     pub carts_recovered: i64,
@@ -590,6 +590,7 @@ impl QueryApi {
             .route("/v1/campaigns", get(campaigns_route))
             .route("/v1/activity", get(activity_route))
             .route("/v1/segments", get(segments_route))
+            .route("/report", get(report))
             .with_state(self.clone())
     }
 
@@ -701,6 +702,16 @@ async fn segment_members(
     let list: Vec<Value> =
         members.iter().map(|m| json!({"user_key": m.user_key, "zalo_id": m.zalo_id, "oa_user_id": m.oa_user_id, "since": m.at})).collect();
     Json(json!({"segment": name, "members": list, "next_after": next})).into_response()
+}
+
+/// The report page: one static file, no build step; it reads the API with the read key given in
+/// `?key=` (or typed in), and refreshes itself every 5 s (`?refresh=ms`).
+async fn report() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"), (axum::http::header::CACHE_CONTROL, "no-cache")],
+        include_str!("report.html"),
+    )
+        .into_response()
 }
 
 async fn activity_route(State(api): State<Arc<QueryApi>>, headers: HeaderMap) -> Response {

@@ -37,9 +37,14 @@ impl Zcdp {
 
     /// The next line of stdout that contains `text`, waiting up to a minute.
     pub fn wait_line(&mut self, text: &str) -> String {
+        self.wait_line_within(text, Duration::from_secs(60))
+    }
+
+    /// The next line of stdout that contains `text`, waiting up to `within` for each line.
+    pub fn wait_line_within(&mut self, text: &str, within: Duration) -> String {
         loop {
-            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) else {
-                panic!("zcdp printed no line with {text:?} within a minute");
+            let Ok(line) = self.lines.recv_timeout(within) else {
+                panic!("zcdp printed no line with {text:?} within {within:?}");
             };
             if line.contains(text) {
                 return line;
