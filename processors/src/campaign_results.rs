@@ -337,12 +337,13 @@ mod tests {
             self.p.process(&mut ctx, &e).unwrap();
         }
         fn msg(&mut self, user: &str, campaign: &str, trigger_id: &str, status: &str, reason: Option<&str>, cost: i64, at: i64) {
+            let trigger = if campaign == "order_status" { ORDER_STATUS_TRIGGER } else { CART_TRIGGER };
             let m = MessageEvent {
                 message_id: format!("{campaign}-{trigger_id}-0123456789abcdef"),
                 app_id: "demo".into(),
                 user_key: user.into(),
                 campaign: campaign.into(),
-                trigger: CART_TRIGGER.into(),
+                trigger: trigger.into(),
                 trigger_id: trigger_id.into(),
                 channel: "oa_consultation".into(),
                 status: status.into(),
@@ -404,6 +405,8 @@ mod tests {
         let mut h = Harness::new();
         h.msg("u", "welcome", "w1", "sent", None, 0, T0);
         h.msg("u", "cart", "t1", "sent", None, 330, T0 + H);
+        // An order update after both answers an order: never credited with the next one.
+        h.msg("u", "order_status", "s1", "sent", None, 0, T0 + H + 10);
         // A receipt names a 16-hex prefix of the id; Zalo may send it twice.
         for _ in 0..2 {
             let receipt = MessageEvent {
@@ -423,6 +426,7 @@ mod tests {
         let r = h.results();
         assert_eq!((r["cart"].conversions, r["cart"].revenue_vnd, r["cart"].delivered), (1, 200_000, 1));
         assert_eq!((r["welcome"].conversions, r["welcome"].sent), (0, 1));
+        assert_eq!((r["order_status"].conversions, r["order_status"].sent), (0, 1));
     }
 
     #[test]
