@@ -1,6 +1,8 @@
 //! Running the real `zcdp` binary in tests: start it, read its start-up lines, stop it.
 #![allow(dead_code)]
 
+pub mod campaign_flow;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
