@@ -5,22 +5,17 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use processors::ProcessArgs;
-use processors::testing::{History, outputs, progress, read, reference_run, wait_progress};
+use processors::testing::read;
 use schemas::derived::{CartTrigger, Profile, Session, UserInterests};
 use schemas::kafka::{EmbeddedCluster, Kafka, KafkaArgs};
 use schemas::testing::eventually;
 use support::Zcdp;
-
-const USERS: usize = 5000;
-const GROUP: &str = "zcdp-cdp";
 
 async fn cluster() -> (Arc<EmbeddedCluster>, Kafka) {
     let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
@@ -29,94 +24,10 @@ async fn cluster() -> (Arc<EmbeddedCluster>, Kafka) {
     (cluster, kafka)
 }
 
-fn member_process(bootstrap: &str, data_dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_zcdp"))
-        // Timers in event time only, as in the reference run: see `reference_run`.
-        .args([
-            "process",
-            "--brokers",
-            bootstrap,
-            "--partitions",
-            "6",
-            "--instance-id",
-            "killable",
-            "--commit-interval",
-            "100ms",
-            "--session-timeout",
-            "6s",
-            "--timer-grace",
-            "1h",
-            "--max-task-idle",
-            "2s",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("ZCDP_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start zcdp process")
-}
-
-fn sigkill(mut child: Child) {
-    child.kill().unwrap(); // SIGKILL: no flush, no commit, no leave
-    child.wait().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_mid_stream_and_restarted_changes_no_output() {
-    let history = History::new(USERS, 3);
-    let dir = tempfile::tempdir().unwrap();
-    // The reference: one member, never interrupted, the same phases.
-    let (_c1, reference) = cluster().await;
-    let args = ProcessArgs {
-        data_dir: dir.path().join("reference"),
-        commit_interval: Duration::from_millis(100),
-        timer_grace: Duration::from_secs(3600),
-        max_task_idle: Duration::from_secs(2),
-        ..ProcessArgs::default()
-    };
-    let expected = reference_run(&reference, &history, &args).await;
-    assert!(
-        expected.sessions.len() > USERS
-            && !expected.triggers.is_empty()
-            && expected.interests.len() == USERS
-            && expected.profiles.len() == USERS
-    );
-
-    // The same history, with a member killed twice while a phase streams in: once restarting on
-    // its own disk, once on a new, empty one (a lost machine: everything restores from the
-    // changelogs).
     let (_c2, kafka) = cluster().await;
-    // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
-    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
-    let disk = dir.path().join("killed");
-    let child = member_process(&kafka.bootstrap, &disk);
-    history.produce(&kafka, 0).await;
-    wait_progress(&kafka, GROUP, 1.0, Duration::from_secs(300)).await;
-
-    history.produce(&kafka, 1).await;
-    sigkill(child);
-    let (done, end) = progress(&kafka, GROUP).await;
-    assert!(done < end, "the member had committed everything before it was killed");
-    let child = member_process(&kafka.bootstrap, &disk);
-    wait_progress(&kafka, GROUP, 1.0, Duration::from_secs(300)).await;
-
-    history.produce(&kafka, 2).await;
-    sigkill(child);
-    let (done, end) = progress(&kafka, GROUP).await;
-    assert!(done < end, "the member had committed everything before the second kill");
-    let mut child = member_process(&kafka.bootstrap, &dir.path().join("new-disk"));
-    wait_progress(&kafka, GROUP, 1.0, Duration::from_secs(300)).await;
-    history.finish(&kafka).await;
-    wait_progress(&kafka, GROUP, 1.0, Duration::from_secs(300)).await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success(), "a member stops cleanly on SIGTERM");
-
-    let actual = outputs(&kafka).await;
-    assert!(actual == expected, "outputs differ from an uninterrupted run (lost or counted twice):\n{}", actual.difference(&expected));
+    support::kill_flow::killed_member_changes_no_output(&kafka, Some("killable")).await;
 }
 
 /// `zcdp up --cart-timeout 5s --session-gap 5s`: the shopper who leaves a cart gets a trigger

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod campaign_flow;
+pub mod kill_flow;
+pub mod up_flows;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
