@@ -148,11 +148,19 @@ impl Shoppers {
         let items = json!([{"product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}]);
         let total = q * p.3 + if q * p.3 >= 200_000 { 0 } else { 15_000 };
         let order_id = format!("ord-{}-{}", self.app_seed, self.tally.orders);
+        let cart_id = format!("cart-{}-back-{}", self.app_seed, self.tally.returned);
         let mut visit = VecDeque::new();
         for (kind, props) in [
             ("page_viewed", json!({"page_title": "Giỏ hàng"})),
-            ("checkout_started", json!({"items": items, "cart_value": q * p.3})),
-            ("order_placed", json!({"order_id": order_id, "items": items, "total": total, "payment_method": "zalopay"})),
+            (
+                "cart_item_added",
+                json!({"cart_id": cart_id, "product_id": p.0, "product_name": p.1, "category": p.2, "quantity": q, "price": p.3}),
+            ),
+            ("checkout_started", json!({"cart_id": cart_id, "items": items, "cart_value": q * p.3})),
+            (
+                "order_placed",
+                json!({"order_id": order_id, "cart_id": cart_id, "items": items, "total": total, "payment_method": "zalopay"}),
+            ),
             ("order_paid", json!({"order_id": order_id, "total": total, "payment_method": "zalopay"})),
         ] {
             let id = self.event_id();
@@ -323,5 +331,36 @@ mod tests {
         assert!(count("cart_item_added") > count("order_placed"));
         assert!(count("order_placed") > 0 && count("identify") > 0 && count("search") > 0);
         assert!(a.tally.abandoned > 0);
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+
+    /// Every event the generator makes — visits, and shoppers coming back after a message —
+    /// passes the gateway's validation.
+    #[test]
+    fn every_generated_event_is_valid_for_the_gateway() {
+        let now = Utc::now();
+        let mut s = Shoppers::new(3, 50, 10);
+        let mut events: Vec<Value> = (0..3000).map(|_| s.next_event(now)).collect();
+        let mut back = 0;
+        for sh in s.shoppers.clone() {
+            let to = sh.oa_user_id.or(sh.phone);
+            if let Some(to) = to {
+                back += usize::from(s.message_received(&to, 1.0));
+            }
+        }
+        assert!(back > 0, "some shoppers came back");
+        events.extend((0..back * 6).map(|_| s.next_event(now)));
+        assert!(events.iter().any(|e| e["properties"]["order_id"].as_str().is_some_and(|_| e["context"]["utm_campaign"] == "reminder")));
+        let receipt = ingest::validate::Receipt { app_id: "demo", received_at: now.timestamp_millis(), sent_at: None };
+        for e in &events {
+            let raw = e.to_string();
+            if let Err(r) = ingest::validate::parse_event(&raw, &receipt) {
+                panic!("the gateway rejects a generated event ({r:?}): {raw}");
+            }
+        }
     }
 }
