@@ -90,8 +90,7 @@ impl Processor for Activity {
             });
         }
         for r in out {
-            let key = format!("{}/{}", r.app_id, r.partition);
-            ctx.emit(&key, &r)?;
+            ctx.emit(&r.key(), &r)?;
         }
         Ok(())
     }

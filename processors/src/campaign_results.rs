@@ -292,8 +292,7 @@ impl Processor for CampaignResults {
             });
         }
         for r in out {
-            let key = format!("{}/{}/{}", r.app_id, r.campaign, r.partition);
-            ctx.emit(&key, &r)?;
+            ctx.emit(&r.key(), &r)?;
         }
         Ok(())
     }

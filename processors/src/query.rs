@@ -327,13 +327,11 @@ impl View {
     }
 
     pub fn apply_campaign_result(&self, r: CampaignResult) {
-        let key = format!("{}/{}/{}", r.app_id, r.campaign, r.partition);
-        self.campaigns.write().expect("view lock").insert(key, Arc::new(r));
+        self.campaigns.write().expect("view lock").insert(r.key(), Arc::new(r));
     }
 
     pub fn apply_activity(&self, a: Activity) {
-        let key = format!("{}/{}", a.app_id, a.partition);
-        self.activity.write().expect("view lock").insert(key, Arc::new(a));
+        self.activity.write().expect("view lock").insert(a.key(), Arc::new(a));
     }
 
     /// An app's events by type: per minute over the hour up to its latest event, and in all.

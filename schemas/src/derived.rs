@@ -341,6 +341,13 @@ impl Record for CampaignResult {
     const TOPIC: Topic = Topic::CampaignResults;
 }
 
+impl CampaignResult {
+    /// The record's Kafka key: `app/campaign/partition`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.app_id, self.campaign, self.partition)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinuteCount {
     pub minute: i64,
@@ -371,4 +378,11 @@ pub struct Activity {
 crate::avro_record!(Activity { app_id, partition, as_of, minutes[array], totals[array] });
 impl Record for Activity {
     const TOPIC: Topic = Topic::Activity;
+}
+
+impl Activity {
+    /// The record's Kafka key: `app/partition`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.app_id, self.partition)
+    }
 }

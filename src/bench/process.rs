@@ -86,7 +86,9 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     println!("| path | records | records/s |");
     println!("|---|---:|---:|");
     println!("| bare consume + Avro decode (rdkafka BaseConsumer) | {n} | {bare_rate:.0} |");
-    println!("| processors: sessions + interests + carts + profiles + campaign results + activity, RocksDB, changelogs, commit every 1 s | {n} | {processed_rate:.0} |");
+    println!(
+        "| processors: sessions + interests + carts + profiles + campaign results + activity, RocksDB, changelogs, commit every 1 s | {n} | {processed_rate:.0} |"
+    );
     println!("| restore of {} tasks from their changelogs | {restored} | {restore_rate:.0} |", kafka.partitions);
     println!();
     let per_event: Vec<String> = rounds[0].per_store.iter().map(|(s, c)| format!("{s} {:.2}", *c as f64 / n as f64)).collect();
