@@ -64,7 +64,10 @@ impl Processor for Activity {
         if minute >= horizon {
             *a.minutes.entry(minute).or_default().entry(kind.to_string()).or_default() += 1;
         }
-        a.minutes = a.minutes.split_off(&horizon);
+        // Runs per input event: drop the minutes that fell off the hour in place.
+        while a.minutes.first_key_value().is_some_and(|(m, _)| *m < horizon) {
+            a.minutes.pop_first();
+        }
         Ok(())
     }
 

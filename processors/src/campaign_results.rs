@@ -75,16 +75,16 @@ impl UserState {
         self.messages.retain(|m| m.at >= horizon);
         self.carts.retain(|c| c.at >= horizon);
         self.orders.retain(|(_, t)| *t >= horizon);
-        if self.messages.len() > MEMORY {
-            self.messages.drain(..self.messages.len() - MEMORY);
-        }
-        if self.carts.len() > MEMORY {
-            self.carts.drain(..self.carts.len() - MEMORY);
-        }
-        if self.orders.len() > MEMORY {
-            self.orders.drain(..self.orders.len() - MEMORY);
-        }
+        keep_newest(&mut self.messages);
+        keep_newest(&mut self.carts);
+        keep_newest(&mut self.orders);
     }
+}
+
+/// Keeps the last [`MEMORY`] entries of a list kept oldest first.
+fn keep_newest<T>(list: &mut Vec<T>) {
+    let excess = list.len().saturating_sub(MEMORY);
+    list.drain(..excess);
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
