@@ -197,7 +197,10 @@ async fn each_policy_rule_allows_and_refuses_at_the_simulator() {
     for p in &users {
         env.put(&p.user_key, &cart(&p.user_key, &format!("t-{}", p.user_key), TEN_AM)).await;
     }
-    let o = env.outcomes(7).await;
+    // Eight final outcomes: ok, noconsent and phoneonly by OA, phoneonly's ZNS fallback, nobody
+    // and old by OA and then ZNS. (Waiting for seven let the test read phoneonly's ZNS send while
+    // it was still only `sending`: the flake seen in sessions 4 and 5.)
+    let o = env.outcomes(8).await;
     let get = |u: &str, ch: &str| o.get(&(u.to_string(), ch.to_string())).cloned().map(|(s, r)| (s, r.unwrap_or_default()));
     let st = |s: &str, r: &str| Some((s.to_string(), r.to_string()));
     assert_eq!(get("ok", "oa_consultation"), st("sent", ""), "consent, follower, inside the window: sent by OA");
