@@ -28,7 +28,12 @@ struct Decision {
     at: i64,
 }
 
-type UserConsents = HashMap<String, Decision>;
+/// A user's decisions by purpose: a handful at most, so a list, not a map.
+type UserConsents = Vec<(Box<str>, Decision)>;
+
+/// Keys come from clients, so the hasher is seeded; foldhash is several times faster than SipHash
+/// on short keys, and every consent and identify a gateway takes looks here.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The header naming the gateway process that wrote a consent record.
 pub const ORIGIN_HEADER: &str = "zcdp-origin";
@@ -40,7 +45,7 @@ pub fn origin_headers(origin: &str) -> OwnedHeaders {
 
 pub struct ConsentView {
     /// Keyed by app and user id, joined by a unit separator (looked up without allocating).
-    users: RwLock<HashMap<String, UserConsents>>,
+    users: RwLock<FastMap<String, UserConsents>>,
     caught_up: AtomicBool,
     /// This process's origin header value.
     pub origin: String,
@@ -62,27 +67,32 @@ fn user_key(buf: &mut String, app: &str, id: &str) {
 impl ConsentView {
     /// Applies a consent decision; an older one than what is known changes nothing.
     pub fn apply(&self, event: &IdentityEvent) {
-        if event.kind != IdentityType::ConsentChanged {
-            return;
-        }
-        let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { return };
-        let decision = Decision { granted, at: event.corrected_time };
+        self.apply_all(std::slice::from_ref(event));
+    }
+
+    /// Applies consent decisions under one lock (those of a batch once Kafka has them).
+    pub fn apply_all(&self, events: &[IdentityEvent]) {
         let mut key = String::new();
         let mut users = self.users.write().expect("consent lock");
-        // Record under every id the event names, so a consent given while anonymous still
-        // counts once the user logs in with the same device id.
-        let ids = [event.user.zalo_id.as_ref(), event.user.anonymous_id.as_ref()];
-        for id in ids.into_iter().flatten() {
-            user_key(&mut key, &event.app_id, id);
-            let entry = match users.get_mut(key.as_str()) {
-                Some(e) => e,
-                None => users.entry(key.clone()).or_default(),
-            };
-            match entry.get_mut(purpose.as_str()) {
-                Some(known) if known.at > decision.at => {}
-                Some(known) => *known = decision,
-                None => {
-                    entry.insert(purpose.clone(), decision);
+        for event in events {
+            if event.kind != IdentityType::ConsentChanged {
+                continue;
+            }
+            let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { continue };
+            let decision = Decision { granted, at: event.corrected_time };
+            // Record under every id the event names, so a consent given while anonymous still
+            // counts once the user logs in with the same device id.
+            let ids = [event.user.zalo_id.as_ref(), event.user.anonymous_id.as_ref()];
+            for id in ids.into_iter().flatten() {
+                user_key(&mut key, &event.app_id, id);
+                let entry = match users.get_mut(key.as_str()) {
+                    Some(e) => e,
+                    None => users.entry(key.clone()).or_default(),
+                };
+                match entry.iter_mut().find(|(p, _)| **p == **purpose) {
+                    Some((_, known)) if known.at > decision.at => {}
+                    Some((_, known)) => *known = decision,
+                    None => entry.push((purpose.as_str().into(), decision)),
                 }
             }
         }
@@ -99,7 +109,7 @@ impl ConsentView {
                 user_key(&mut key, app, id);
                 users.get(key.as_str())
             })
-            .filter_map(|c| c.get(purpose))
+            .filter_map(|c| c.iter().find(|(p, _)| **p == *purpose).map(|(_, d)| d))
             .max_by_key(|d| d.at);
         latest.is_some_and(|d| d.granted)
     }

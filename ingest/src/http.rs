@@ -297,43 +297,51 @@ pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json
         results[i] = Err(Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"));
     }
 
-    // Consent decisions in this batch count for the identify events beside them.
-    let mut batch_consent: HashMap<(String, String), (bool, i64)> = HashMap::new();
-    for p in results.iter().flatten() {
-        if let Some(e) = p.event.consent_decision()
-            && let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted)
-        {
-            for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
-                let slot = batch_consent.entry((id.clone(), purpose.clone())).or_insert((granted, e.corrected_time));
-                if e.corrected_time >= slot.1 {
-                    *slot = (granted, e.corrected_time);
+    // Consent decisions in this batch count for the identify events beside them: the latest
+    // (by corrected time) per user id and purpose. Most batches have none to look up.
+    let needs_any = results.iter().flatten().any(|p| !p.needs_consent.is_empty());
+    let mut batch_consent: HashMap<(&str, &str), (bool, i64), foldhash::fast::RandomState> = HashMap::default();
+    if needs_any {
+        for p in results.iter().flatten() {
+            if let Some(e) = p.event.consent_decision()
+                && let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted)
+            {
+                for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
+                    let slot = batch_consent.entry((id.as_str(), purpose.as_str())).or_insert((granted, e.corrected_time));
+                    if e.corrected_time >= slot.1 {
+                        *slot = (granted, e.corrected_time);
+                    }
                 }
             }
         }
     }
-    for r in results.iter_mut() {
+    let mut refused = Vec::new();
+    for (i, r) in results.iter().enumerate() {
         let Ok(p) = r else { continue };
         if p.needs_consent.is_empty() {
             continue;
         }
         let user = p.event.user();
         let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
-        for purpose in &p.needs_consent {
-            let in_batch = ids.iter().filter_map(|id| batch_consent.get(&(id.to_string(), purpose.to_string()))).max_by_key(|d| d.1);
+        if let Some(purpose) = p.needs_consent.iter().find(|purpose| {
+            let in_batch = ids.iter().filter_map(|id| batch_consent.get(&(*id, **purpose))).max_by_key(|d| d.1);
             let ok = match in_batch {
                 Some(&(granted, _)) => granted,
                 None => gw.consent.granted(receipt.app_id, &ids, purpose),
             };
-            if !ok {
-                *r = Err(Rejection::new(
-                    RejectCode::NoConsent,
-                    format!(
-                        "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
-                    ),
-                ));
-                break;
-            }
+            !ok
+        }) {
+            refused.push((i, *purpose));
         }
+    }
+    drop(batch_consent);
+    for (i, purpose) in refused {
+        results[i] = Err(Rejection::new(
+            RejectCode::NoConsent,
+            format!(
+                "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
+            ),
+        ));
     }
 
     let mut pending = Pending::default();
@@ -375,9 +383,7 @@ pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json
         unavailable(&e)
     })?;
     METRICS.produce_seconds.observe(waited.as_secs_f64());
-    for c in &consents {
-        gw.consent.apply(c);
-    }
+    gw.consent.apply_all(&consents);
     for (topic, n) in accepted_by_topic {
         METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
     }

@@ -143,10 +143,11 @@ impl<'a> Parser<'a> {
 
     fn object(&mut self) -> Result<Fields<'a>, Error> {
         self.enter()?;
-        let mut items = Vec::new();
         if self.leave(b'}') {
-            return Ok(Fields { items });
+            return Ok(Fields::default());
         }
+        // Events' objects have a handful of members: one allocation, not a doubling series.
+        let mut items = Vec::with_capacity(8);
         loop {
             if self.b.get(self.i) != Some(&b'"') {
                 return Err(self.err("expected a member name in double quotes"));
@@ -325,9 +326,11 @@ impl<'a> Fields<'a> {
     /// Takes a member out (the last one, if the key is repeated, as JSON parsers do).
     pub fn take(&mut self, key: &str) -> Option<Value<'a>> {
         let i = self.items.iter().rposition(|(k, _)| k == key)?;
+        // Earlier copies of the key (rare) go too; only the members before `i` can be one.
+        let repeated = self.items[..i].iter().any(|(k, _)| k == key);
         let v = self.items.swap_remove(i).1;
-        while let Some(j) = self.items.iter().position(|(k, _)| k == key) {
-            self.items.swap_remove(j);
+        if repeated {
+            self.items.retain(|(k, _)| k != key);
         }
         Some(v)
     }

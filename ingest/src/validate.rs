@@ -347,10 +347,13 @@ fn integer(map: &mut Fields<'_>, scope: &str, key: &str, min: i64, money: bool) 
     let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
     let v = match map.take_kind(key) {
         Kind::Null => return Ok(None),
-        Kind::Num(n) => match (n.parse::<i64>(), n.parse::<f64>()) {
-            (Ok(i), _) => i,
-            (Err(_), Ok(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-            _ => return Err(invalid(&field(), what)),
+        // Whole numbers first; 1.5e3 or 2000.0 only when that fails.
+        Kind::Num(n) => match n.parse::<i64>() {
+            Ok(i) => i,
+            Err(_) => match n.parse::<f64>() {
+                Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+                _ => return Err(invalid(&field(), what)),
+            },
         },
         _ => return Err(invalid(&field(), what)),
     };
