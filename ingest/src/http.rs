@@ -2,7 +2,7 @@
 //! Kafka and every rejected one is in the dead-letter topic; anything less is a 503 the client
 //! retries (event ids make the retry harmless).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use schemas::event::{DeadLetter, InputEvent};
+use schemas::event::{DeadLetter, IdentityEvent, IdentityType, InputEvent};
 use schemas::topics::Topic;
 
 use crate::Gateway;
@@ -282,116 +282,156 @@ fn read_json<'a>(body: &'a [u8], what: &str) -> Result<json::Value<'a>, String> 
 
 /// Validates, checks consent, writes accepted events to their topics and rejected ones to the
 /// dead-letter topic, and waits until Kafka has all of them.
+///
+/// One pass: each event is validated, encoded and handed to the producer while it is still in
+/// the cache, and dropped. Only events whose data needs a consent wait until the whole batch has
+/// been seen (a consent later in the same batch counts for them); they are written after the
+/// others.
 pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
-    let raws: Vec<&str> = events.iter().map(|e| e.raw).collect();
-    let mut results: Vec<Result<ParsedEvent, Rejection>> = events.into_iter().map(|e| parse_event_value(e, receipt)).collect();
-
-    // Duplicated ids inside one batch: the first one counts.
-    let duplicates: Vec<usize> = {
-        let mut ids: Vec<(&str, usize)> =
-            results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|p| (p.event.event_id(), i))).collect();
-        ids.sort_unstable();
-        ids.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| w[1].1).collect()
+    let total = events.len();
+    let mut w = BatchWriter {
+        gw,
+        receipt,
+        source,
+        pending: Pending::default(),
+        buf: Vec::with_capacity(1024),
+        accepted_by_topic: [0; INPUT_TOPICS.len()],
+        outcome: Outcome { accepted: 0, rejected: Vec::new() },
     };
-    for i in duplicates {
-        results[i] = Err(Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"));
+    // Duplicated ids inside one batch: the first one counts. Ids are canonical UUIDs by now.
+    let mut seen: HashSet<u128, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(total, Default::default());
+    let mut consents: Vec<IdentityEvent> = Vec::new();
+    let mut waiting: Vec<(usize, &str, ParsedEvent)> = Vec::new();
+    for (i, e) in events.into_iter().enumerate() {
+        let raw = e.raw;
+        let parsed = match parse_event_value(e, receipt) {
+            Ok(p) => p,
+            Err(r) => {
+                w.reject(i, raw, r)?;
+                continue;
+            }
+        };
+        if !seen.insert(parsed.id) {
+            w.reject(i, raw, Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"))?;
+            continue;
+        }
+        if !parsed.needs_consent.is_empty() {
+            waiting.push((i, raw, parsed));
+            continue;
+        }
+        w.accept(&parsed.event)?;
+        if let InputEvent::Identity(e) = parsed.event
+            && e.kind == IdentityType::ConsentChanged
+        {
+            consents.push(e);
+        }
     }
 
-    // Consent decisions in this batch count for the identify events beside them: the latest
-    // (by corrected time) per user id and purpose. Most batches have none to look up.
-    let needs_any = results.iter().flatten().any(|p| !p.needs_consent.is_empty());
-    let mut batch_consent: HashMap<(&str, &str), (bool, i64), foldhash::fast::RandomState> = HashMap::default();
-    if needs_any {
-        for p in results.iter().flatten() {
-            if let Some(e) = p.event.consent_decision()
-                && let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted)
-            {
+    if !waiting.is_empty() {
+        // Consent decisions in this batch: the latest (by corrected time) per user id and purpose.
+        let mut in_batch: HashMap<(&str, &str), (bool, i64), foldhash::fast::RandomState> = HashMap::default();
+        for e in &consents {
+            if let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted) {
                 for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
-                    let slot = batch_consent.entry((id.as_str(), purpose.as_str())).or_insert((granted, e.corrected_time));
+                    let slot = in_batch.entry((id.as_str(), purpose.as_str())).or_insert((granted, e.corrected_time));
                     if e.corrected_time >= slot.1 {
                         *slot = (granted, e.corrected_time);
                     }
                 }
             }
         }
-    }
-    let mut refused = Vec::new();
-    for (i, r) in results.iter().enumerate() {
-        let Ok(p) = r else { continue };
-        if p.needs_consent.is_empty() {
-            continue;
+        for (i, raw, p) in &waiting {
+            let user = p.event.user();
+            let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
+            let refused = p.needs_consent.iter().find(|purpose| {
+                let latest = ids.iter().filter_map(|id| in_batch.get(&(*id, **purpose))).max_by_key(|d| d.1);
+                !match latest {
+                    Some(&(granted, _)) => granted,
+                    None => gw.consent.granted(receipt.app_id, &ids, purpose),
+                }
+            });
+            match refused {
+                Some(purpose) => w.reject(
+                    *i,
+                    raw,
+                    Rejection::new(
+                        RejectCode::NoConsent,
+                        format!(
+                            "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
+                        ),
+                    ),
+                )?,
+                None => w.accept(&p.event)?,
+            }
         }
-        let user = p.event.user();
-        let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
-        if let Some(purpose) = p.needs_consent.iter().find(|purpose| {
-            let in_batch = ids.iter().filter_map(|id| batch_consent.get(&(*id, **purpose))).max_by_key(|d| d.1);
-            let ok = match in_batch {
-                Some(&(granted, _)) => granted,
-                None => gw.consent.granted(receipt.app_id, &ids, purpose),
-            };
-            !ok
-        }) {
-            refused.push((i, *purpose));
-        }
-    }
-    drop(batch_consent);
-    for (i, purpose) in refused {
-        results[i] = Err(Rejection::new(
-            RejectCode::NoConsent,
-            format!(
-                "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
-            ),
-        ));
+        w.outcome.rejected.sort_by_key(|(i, _, _)| *i);
     }
 
-    let mut pending = Pending::default();
-    let mut buf = Vec::with_capacity(512);
-    let mut accepted_by_topic: HashMap<Topic, u64> = HashMap::with_capacity(5);
-    let mut consents = Vec::new();
-    let mut outcome = Outcome { accepted: 0, rejected: Vec::new() };
-    for (i, r) in results.into_iter().enumerate() {
-        buf.clear();
-        match r {
-            Ok(p) => {
-                schemas::codec::encode_input_into(&p.event, &mut buf)
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
-                let topic = p.event.topic();
-                let is_consent = p.event.consent_decision().is_some();
-                let headers = is_consent.then(|| origin_headers(&gw.consent.origin));
-                gw.writer
-                    .send_with_headers(&mut pending, topic.name(), p.event.user().key.as_bytes(), &buf, receipt.received_at, headers)
-                    .map_err(|e| unavailable(&e))?;
-                *accepted_by_topic.entry(topic).or_default() += 1;
-                outcome.accepted += 1;
-                if is_consent && let InputEvent::Identity(e) = p.event {
-                    consents.push(e);
-                }
-            }
-            Err(rejection) => {
-                let letter = dead_letter(receipt, source, i, raws[i], &rejection);
-                schemas::codec::encode_into(&letter, &mut buf)
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
-                gw.writer
-                    .send(&mut pending, Topic::DeadLetter.name(), receipt.app_id.as_bytes(), &buf, receipt.received_at)
-                    .map_err(|e| unavailable(&e))?;
-                outcome.rejected.push((i, letter.event_id, rejection));
-            }
-        }
-    }
+    let BatchWriter { pending, accepted_by_topic, outcome, .. } = w;
     let waited = gw.writer.wait(pending).await.map_err(|e| {
-        tracing::warn!(app = receipt.app_id, events = raws.len(), error = %e, "batch not acknowledged");
+        tracing::warn!(app = receipt.app_id, events = total, error = %e, "batch not acknowledged");
         unavailable(&e)
     })?;
     METRICS.produce_seconds.observe(waited.as_secs_f64());
     gw.consent.apply_all(&consents);
-    for (topic, n) in accepted_by_topic {
-        METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
+    for (topic, n) in INPUT_TOPICS.iter().zip(accepted_by_topic) {
+        if n > 0 {
+            METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
+        }
     }
     for (_, _, r) in &outcome.rejected {
         METRICS.rejected.with_label_values(&[r.code.as_str()]).inc();
     }
     tracing::debug!(app = receipt.app_id, accepted = outcome.accepted, rejected = outcome.rejected.len(), "batch stored");
     Ok(outcome)
+}
+
+/// The topics events are accepted into, for counting per topic without a map.
+const INPUT_TOPICS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
+
+/// One request's writes: records handed to the producer, counts, the answer being built.
+struct BatchWriter<'g, 'r> {
+    gw: &'g Gateway,
+    receipt: &'r Receipt<'r>,
+    source: &'r str,
+    pending: Pending,
+    buf: Vec<u8>,
+    accepted_by_topic: [u64; INPUT_TOPICS.len()],
+    outcome: Outcome,
+}
+
+impl BatchWriter<'_, '_> {
+    /// Encodes an accepted event and hands it to the producer.
+    fn accept(&mut self, event: &InputEvent) -> Result<(), ApiError> {
+        self.buf.clear();
+        schemas::codec::encode_input_into(event, &mut self.buf)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
+        let topic = event.topic();
+        let headers = event.consent_decision().is_some().then(|| origin_headers(&self.gw.consent.origin));
+        self.gw
+            .writer
+            .send_with_headers(&mut self.pending, topic.name(), event.user().key.as_bytes(), &self.buf, self.receipt.received_at, headers)
+            .map_err(|e| unavailable(&e))?;
+        if let Some(n) = INPUT_TOPICS.iter().position(|t| *t == topic) {
+            self.accepted_by_topic[n] += 1;
+        }
+        self.outcome.accepted += 1;
+        Ok(())
+    }
+
+    /// Writes a rejected event to the dead-letter topic and notes it for the answer.
+    fn reject(&mut self, index: usize, raw: &str, rejection: Rejection) -> Result<(), ApiError> {
+        let letter = dead_letter(self.receipt, self.source, index, raw, &rejection);
+        self.buf.clear();
+        schemas::codec::encode_into(&letter, &mut self.buf)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
+        self.gw
+            .writer
+            .send(&mut self.pending, Topic::DeadLetter.name(), self.receipt.app_id.as_bytes(), &self.buf, self.receipt.received_at)
+            .map_err(|e| unavailable(&e))?;
+        self.outcome.rejected.push((index, letter.event_id, rejection));
+        Ok(())
+    }
 }
 
 /// The dead-letter record of one rejected event. The phone and traits are replaced: a rejected

@@ -335,6 +335,18 @@ impl<'a> Fields<'a> {
         Some(v)
     }
 
+    /// The values of `keys`, in one pass; the other members are dropped. A repeated key gives its
+    /// last value, as [`Fields::take`] does.
+    pub fn pick<const N: usize>(self, keys: [&str; N]) -> [Option<Value<'a>>; N] {
+        let mut out = [const { None }; N];
+        for (k, v) in self.items {
+            if let Some(i) = keys.iter().position(|key| *key == k) {
+                out[i] = Some(v);
+            }
+        }
+        out
+    }
+
     /// Every member, in order.
     pub fn into_members(self) -> impl Iterator<Item = (Cow<'a, str>, Value<'a>)> {
         self.items.into_iter()

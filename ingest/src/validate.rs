@@ -86,6 +86,8 @@ pub struct Receipt<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedEvent {
     pub event: InputEvent,
+    /// The event id as a number, for finding repeats cheaply.
+    pub id: u128,
     pub needs_consent: Vec<&'static str>,
 }
 
@@ -107,21 +109,27 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
     if value.raw.len() > MAX_EVENT_BYTES {
         return Err(too_large(value.raw.len()));
     }
-    let Kind::Object(mut fields) = value.kind else {
+    let Kind::Object(fields) = value.kind else {
         return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
     };
+    let [event_id, type_name, user, event_time, sent_at, context, properties] =
+        fields.pick(["event_id", "type", "user", "event_time", "sent_at", "context", "properties"]);
 
-    let event_id = match fields.take_kind("event_id") {
-        Kind::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
-        Kind::Str(s) => {
-            uuid::Uuid::parse_str(s.trim()).map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?.hyphenated().to_string()
+    let (event_id, id) = match event_id.map(|v| v.kind) {
+        None | Some(Kind::Null) => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
+        Some(Kind::Str(s)) => {
+            let uuid = uuid::Uuid::try_parse(s.trim()).map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?;
+            // Already canonical (as SDKs send it): kept as it came, not formatted again.
+            let text =
+                if s.len() == 36 && !s.bytes().any(|b| b.is_ascii_uppercase()) { s.into_owned() } else { uuid.hyphenated().to_string() };
+            (text, uuid.as_u128())
         }
-        _ => return Err(invalid("event_id", "must be a string UUID")),
+        Some(_) => return Err(invalid("event_id", "must be a string UUID")),
     };
-    let type_name = match fields.take_kind("type") {
-        Kind::Null => return Err(missing("type", "")),
-        Kind::Str(s) => s,
-        _ => return Err(invalid("type", "must be a string")),
+    let type_name = match type_name.map(|v| v.kind) {
+        None | Some(Kind::Null) => return Err(missing("type", "")),
+        Some(Kind::Str(s)) => s,
+        Some(_) => return Err(invalid("type", "must be a string")),
     };
     let Some(&(_, topic)) = EVENT_TYPES.iter().find(|(n, _)| *n == &*type_name) else {
         let known: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
@@ -131,10 +139,10 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
         ));
     };
 
-    let user = parse_user(fields.take("user"))?;
-    let times = parse_times(fields.take("event_time"), fields.take("sent_at"), receipt)?;
-    let context = parse_context(fields.take("context"))?;
-    let props = object(fields.take("properties"), "properties")?.unwrap_or_default();
+    let user = parse_user(user)?;
+    let times = parse_times(event_time, sent_at, receipt)?;
+    let context = parse_context(context)?;
+    let props = object(properties, "properties")?.unwrap_or_default();
 
     let mut needs_consent = Vec::new();
     macro_rules! event {
@@ -199,7 +207,7 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
         | Topic::CampaignResults
         | Topic::Activity => unreachable!("EVENT_TYPES maps only to input topics"),
     };
-    Ok(ParsedEvent { event, needs_consent })
+    Ok(ParsedEvent { event, id, needs_consent })
 }
 
 /// An optional member that must be an object.
@@ -212,15 +220,16 @@ fn object<'a>(v: Option<Value<'a>>, field: &str) -> Result<Option<Fields<'a>>> {
 }
 
 fn parse_user(user: Option<Value<'_>>) -> Result<User> {
-    let Some(mut map) = object(user, "user")? else {
+    let Some(map) = object(user, "user")? else {
         return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id"));
     };
-    let mut id = |name: &str| -> Result<Option<String>> {
-        match map.take_kind(name) {
+    let [zalo_id, anonymous_id, oa_user_id] = map.pick(["zalo_id", "anonymous_id", "oa_user_id"]);
+    let id = |name: &str, v: Option<Value<'_>>| -> Result<Option<String>> {
+        match v.map_or(Kind::Null, |v| v.kind) {
             Kind::Null => Ok(None),
             Kind::Str(s) => {
                 let t = s.trim();
-                if PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
+                if t.len() <= 15 && PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
                     return Err(Rejection::new(
                         RejectCode::PlaceholderId,
                         format!("user.{name} is the placeholder {s:?}; send a real id or leave the field out"),
@@ -237,9 +246,9 @@ fn parse_user(user: Option<Value<'_>>) -> Result<User> {
             _ => Err(invalid(&format!("user.{name}"), "must be a string")),
         }
     };
-    let zalo_id = id("zalo_id")?;
-    let anonymous_id = id("anonymous_id")?;
-    let oa_user_id = id("oa_user_id")?;
+    let zalo_id = id("zalo_id", zalo_id)?;
+    let anonymous_id = id("anonymous_id", anonymous_id)?;
+    let oa_user_id = id("oa_user_id", oa_user_id)?;
     let key = zalo_id
         .clone()
         .or_else(|| anonymous_id.clone())

@@ -47,6 +47,8 @@ struct Row {
     p99_ms: Option<f64>,
     /// CPU seconds the whole process used during the run.
     cpu_secs: Option<f64>,
+    /// CPU seconds by [`THREAD_GROUPS`].
+    threads: [f64; THREAD_GROUPS.len()],
 }
 
 impl Row {
@@ -88,13 +90,16 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let url = format!("http://{addr}/v1/batch");
     wait_ready(&addr.to_string()).await?;
 
+    let bare = Bare::new(&kafka, &records, args.linger).await?;
     // Five runs of each, alternating, so both see the same machine; the median counts.
     let mut bares = Vec::new();
     let mut fulls = Vec::new();
     for _ in 0..RUNS {
-        bares.push(with_cpu(bare_producer(&kafka, &records, args.linger)).await?);
+        bares.push(with_cpu(bare.run(&records)).await?);
         fulls.push(with_cpu(drive(&url, &bodies, &counts, args.concurrency, None, "gateway POST /v1/batch")).await?);
     }
+    // The baseline's producer goes before the cluster does.
+    drop(bare);
     let all = |rows: &[Row]| rows.iter().map(|r| format!("{:.0}", r.rate())).collect::<Vec<_>>().join(", ");
     let runs = format!("every run, events/s: bare {}; gateway {}", all(&bares), all(&fulls));
     let bare = median(bares);
@@ -135,6 +140,14 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         );
     }
     println!();
+    println!("CPU µs per event by thread (10 ms ticks):");
+    println!("| path | {} |", THREAD_GROUPS.map(|(_, what)| what).join(" | "));
+    println!("|---|{}", "---:|".repeat(THREAD_GROUPS.len()));
+    for r in [&bare, &full, &paced] {
+        let cells: Vec<String> = r.threads.iter().map(|s| format!("{:.2}", s * 1e6 / r.events as f64)).collect();
+        println!("| {} | {} |", r.path, cells.join(" | "));
+    }
+    println!();
     println!("Gateway work per event on one thread, same bodies (µs): {stages}");
     println!();
     let ratio = full.rate() / bare.rate();
@@ -147,10 +160,27 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a run's CPU went, by the threads that spent it.
+const THREAD_GROUPS: [(&str, &str); 5] = [
+    ("tokio-rt-worker", "tokio workers (HTTP server and client, gateway work)"),
+    ("rdk:broker", "librdkafka broker threads"),
+    ("rdk:mock", "embedded broker"),
+    ("producer pollin", "delivery reports"),
+    ("", "other threads"),
+];
+
+fn thread_group(name: &str) -> usize {
+    THREAD_GROUPS.iter().position(|(prefix, _)| name.starts_with(prefix)).unwrap_or(THREAD_GROUPS.len() - 1)
+}
+
 /// Runs a path and notes the CPU the process spent meanwhile.
 async fn with_cpu(run: impl std::future::Future<Output = anyhow::Result<Row>>) -> anyhow::Result<Row> {
     let before = super::cpu_seconds();
+    let threads_before = super::thread_cpu_seconds();
     let mut row = run.await?;
+    for (name, secs) in super::thread_cpu_seconds() {
+        row.threads[thread_group(&name)] += secs - threads_before.get(&name).unwrap_or(&0.0);
+    }
     row.cpu_secs = before.zip(super::cpu_seconds()).map(|(a, b)| b - a);
     Ok(row)
 }
@@ -238,32 +268,65 @@ impl rdkafka::producer::ProducerContext for Count {
     }
 }
 
-/// The raw client at its fastest: a threaded producer and a counter, no futures.
-async fn bare_producer(kafka: &Kafka, (records, origin): &(Vec<Encoded>, String), linger: Duration) -> anyhow::Result<Row> {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let producer: ThreadedProducer<Count> = kafka
-        .producer_config()
-        .set("linger.ms", linger.as_millis().to_string())
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("compression.type", "lz4")
-        .create_with_context(Count(AtomicUsize::new(0), AtomicUsize::new(0)))?;
-    let start = Instant::now();
-    for r in records {
-        let mut record = BaseRecord::to(r.topic).key(r.key.as_bytes()).payload(&r.payload);
-        if r.consent {
-            record = record.headers(ingest::consent::origin_headers(origin));
+/// The raw client at its fastest: a threaded producer and a counter, no futures. Made once and
+/// warmed up (metadata, connections, the idempotent producer id), as the gateway's producer is
+/// by the time it is measured: a cold producer's first records wait for all that, and made the
+/// baseline swing between runs.
+struct Bare {
+    producer: rdkafka::producer::ThreadedProducer<Count>,
+}
+
+impl Bare {
+    async fn new(kafka: &Kafka, (records, origin): &(Vec<Encoded>, String), linger: Duration) -> anyhow::Result<Bare> {
+        use std::sync::atomic::AtomicUsize;
+        let producer = kafka
+            .producer_config()
+            .set("linger.ms", linger.as_millis().to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("compression.type", "lz4")
+            .create_with_context(Count(AtomicUsize::new(0), AtomicUsize::new(0)))?;
+        let bare = Bare { producer };
+        // One record of each topic the run writes to.
+        let mut firsts: Vec<Encoded> = Vec::new();
+        for r in records {
+            if !firsts.iter().any(|f| f.topic == r.topic) {
+                firsts.push(Encoded { topic: r.topic, key: r.key.clone(), payload: r.payload.clone(), consent: r.consent });
+            }
         }
-        producer.send(record).map_err(|(e, _)| e)?;
+        bare.run(&(firsts, origin.clone())).await?;
+        Ok(bare)
     }
-    let ctx = producer.context();
-    while ctx.0.load(Ordering::Relaxed) + ctx.1.load(Ordering::Relaxed) < records.len() {
-        tokio::time::sleep(Duration::from_micros(200)).await;
+
+    async fn run(&self, (records, origin): &(Vec<Encoded>, String)) -> anyhow::Result<Row> {
+        use rdkafka::producer::{BaseRecord, Producer};
+        use std::sync::atomic::Ordering;
+        let ctx = self.producer.context();
+        let done = || ctx.0.load(Ordering::Relaxed) + ctx.1.load(Ordering::Relaxed);
+        let (before, failed_before) = (done(), ctx.1.load(Ordering::Relaxed));
+        let start = Instant::now();
+        for r in records {
+            let mut record = BaseRecord::to(r.topic).key(r.key.as_bytes()).payload(&r.payload);
+            if r.consent {
+                record = record.headers(ingest::consent::origin_headers(origin));
+            }
+            self.producer.send(record).map_err(|(e, _)| e)?;
+        }
+        while done() - before < records.len() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        anyhow::ensure!(ctx.1.load(Ordering::Relaxed) == failed_before, "the bare producer failed to deliver records");
+        Ok(Row {
+            path: "bare rdkafka producer (same records)",
+            events: records.len(),
+            secs,
+            p50_ms: None,
+            p99_ms: None,
+            cpu_secs: None,
+            threads: Default::default(),
+        })
     }
-    let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(ctx.1.load(Ordering::Relaxed) == 0, "the bare producer failed to deliver records");
-    Ok(Row { path: "bare rdkafka producer (same records)", events: records.len(), secs, p50_ms: None, p99_ms: None, cpu_secs: None })
 }
 
 async fn wait_ready(addr: &str) -> anyhow::Result<()> {
@@ -309,6 +372,7 @@ async fn drive(
         let (client, next, bodies, offsets, url) = (client.clone(), next.clone(), bodies.clone(), offsets.clone(), url.to_string());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut rejected = std::collections::BTreeMap::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
@@ -318,16 +382,30 @@ async fn drive(
                 let resp =
                     client.post(&url).bearer_auth("demo-key").header("content-type", "application/json").body(body.clone()).send().await?;
                 let status = resp.status();
-                resp.bytes().await?;
-                anyhow::ensure!(status.is_success(), "gateway answered {status}");
+                let answer = resp.bytes().await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                anyhow::ensure!(status.is_success(), "gateway answered {status}");
+                if !answer.ends_with(br#""rejected":[]}"#) {
+                    let v: serde_json::Value = serde_json::from_slice(&answer)?;
+                    for r in v["rejected"].as_array().into_iter().flatten() {
+                        *rejected.entry(r["code"].as_str().unwrap_or("?").to_string()).or_insert(0usize) += 1;
+                    }
+                }
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, rejected))
         })
     });
     let mut latencies = Vec::new();
+    let mut rejected = std::collections::BTreeMap::new();
     for w in join_all(workers).await {
-        latencies.extend(w??);
+        let (l, r) = w??;
+        latencies.extend(l);
+        for (code, n) in r {
+            *rejected.entry(code).or_insert(0) += n;
+        }
+    }
+    if !rejected.is_empty() {
+        eprintln!("{path}: events the gateway rejected: {rejected:?}");
     }
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
@@ -338,5 +416,6 @@ async fn drive(
         p50_ms: Some(quantile(&latencies, 0.5)),
         p99_ms: Some(quantile(&latencies, 0.99)),
         cpu_secs: None,
+        threads: Default::default(),
     })
 }

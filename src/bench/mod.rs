@@ -34,6 +34,20 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// CPU seconds (user + system) each live thread of this process has used so far, summed by
+/// thread name; empty where /proc is not there. Threads that ended are not counted.
+pub fn thread_cpu_seconds() -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<&str> = stat.get(close + 2..).unwrap_or_default().split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        *by_name.entry(stat[open + 1..close].to_string()).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    by_name
+}
+
 /// CPU seconds (user + system) this process has used so far, every thread counted; `None` where
 /// /proc is not there.
 pub fn cpu_seconds() -> Option<f64> {
