@@ -28,8 +28,9 @@ pub struct IngestBenchArgs {
     /// Events a request.
     #[arg(long, env = "ZCDP_BENCH_BATCH", default_value_t = 200)]
     batch: usize,
-    /// Requests in flight at once.
-    #[arg(long, env = "ZCDP_BENCH_CONCURRENCY", default_value_t = 8)]
+    /// Requests in flight at once. Enough to keep the gateway busy: with 8, both cores were ~10%
+    /// idle while requests waited for Kafka's acknowledgements.
+    #[arg(long, env = "ZCDP_BENCH_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
     /// Producer linger for both paths.
     #[arg(long, env = "ZCDP_BENCH_LINGER", default_value = "2ms", value_parser = schemas::duration::parse_duration)]
@@ -157,6 +158,12 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "batch p99 at half the bare rate ({half_rate:.0} events/s): {p99:.1} ms (target < 50 ms: {})",
         if p99 < 50.0 { "met" } else { "NOT met" }
     );
+    if paced.rate() < half_rate * 0.95 {
+        println!(
+            "  (the gateway did not reach that rate: the paced row ran at {:.0} events/s, as fast as it could, so its p99 is at full load)",
+            paced.rate()
+        );
+    }
     Ok(())
 }
 
