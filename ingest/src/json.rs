@@ -228,7 +228,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Skips string bytes that need no attention (not `"`, `\\` or a control character), eight
-    /// at a time while they last.
+    /// at a time, stopping on the first that does.
     fn skip_plain(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -241,7 +241,10 @@ impl<'a> Parser<'a> {
             // Bytes below 0x20: subtracting 0x20 borrows into the high bit (bytes >= 0x80 are
             // masked out by `!w`).
             let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-            if quote | backslash | control != 0 {
+            let special = quote | backslash | control;
+            if special != 0 {
+                // The lowest flagged byte is exact (borrows only run upwards): stop right on it.
+                self.i += (special.trailing_zeros() / 8) as usize;
                 return;
             }
             self.i += 8;
