@@ -452,6 +452,37 @@ mod tests {
         }
     }
 
+    /// The eight-bytes-at-a-time skip must stop exactly on a quote, backslash or control
+    /// character wherever it falls in a chunk, and on multi-byte UTF-8 around it.
+    #[test]
+    fn special_bytes_at_every_position_agree_with_serde_json() {
+        for len in 0..24 {
+            for at in 0..=len {
+                for special in ["\\\"", "\\\\", "\\n", "\\u00e9", "\u{1}", "\"", "ệ"] {
+                    let mut text = String::from("\"");
+                    text.push_str(&"a".repeat(at));
+                    text.push_str(special);
+                    text.push_str(&"b".repeat(len - at));
+                    text.push_str("\",1]");
+                    let text = format!("[{text}");
+                    let ours = parse(&text).map(|v| match v.kind {
+                        Kind::Array(a) => match &a[0].kind {
+                            Kind::Str(s) => s.to_string(),
+                            _ => panic!("a string"),
+                        },
+                        _ => panic!("an array"),
+                    });
+                    let theirs = serde_json::from_str::<(String, i32)>(&text).map(|(s, _)| s);
+                    match (ours, theirs) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{text:?}"),
+                        (Err(_), Err(_)) => {}
+                        (a, b) => panic!("{text:?}: ours {a:?}, serde_json {b:?}"),
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn raw_text_is_kept_for_every_value() {
         let v = parse(r#"{"events": [ {"a": 1} , {"b": "x"} ]}"#).unwrap();
