@@ -54,7 +54,7 @@ impl std::error::Error for Error {}
 
 /// Parses a whole JSON text.
 pub fn parse(text: &str) -> Result<Value<'_>, Error> {
-    let mut p = Parser { s: text, b: text.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser { s: text, b: text.as_bytes(), i: 0, depth: 0, members: Vec::new() };
     p.ws();
     let v = p.value()?;
     p.ws();
@@ -69,6 +69,9 @@ struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: u32,
+    /// Members of the objects being read, innermost last; each object takes its own off the
+    /// top when it closes, into a list of exactly its size (a batch's tree stays small).
+    members: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
 impl<'a> Parser<'a> {
@@ -146,8 +149,7 @@ impl<'a> Parser<'a> {
         if self.leave(b'}') {
             return Ok(Fields::default());
         }
-        // Events' objects have a handful of members: one allocation, not a doubling series.
-        let mut items = Vec::with_capacity(8);
+        let base = self.members.len();
         loop {
             if self.b.get(self.i) != Some(&b'"') {
                 return Err(self.err("expected a member name in double quotes"));
@@ -160,9 +162,9 @@ impl<'a> Parser<'a> {
             self.i += 1;
             self.ws();
             let v = self.value()?;
-            items.push((key, v));
+            self.members.push((key, v));
             if self.next_or_close(b'}', "expected ',' or '}' in an object")? {
-                return Ok(Fields { items });
+                return Ok(Fields { items: self.members.drain(base..).collect() });
             }
         }
     }
