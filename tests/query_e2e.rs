@@ -181,3 +181,33 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }
+
+/// The HTTP contract lets one batch carry a consent after the `identify` that needs it. The
+/// profiles apply consents in the order they read them, so the gateway writes such an identify
+/// after the batch's other events: the name and the phone must end up in the profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_before_its_consent_in_the_same_batch_reaches_the_profile() {
+    let data = tempfile::tempdir().unwrap();
+    let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    let base = format!("http://{}", zcdp.http);
+    let client = reqwest::Client::new();
+    let ev = |kind: &str, props: Value| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": "hoa"}, "properties": props});
+    let events = vec![
+        ev("identify", json!({"traits": {"name": "Hoa", "city": "Đà Nẵng"}, "phone": "0912 345 678"})),
+        ev("consent_changed", json!({"purpose": "profile", "granted": true})),
+        ev("consent_changed", json!({"purpose": "phone", "granted": true})),
+    ];
+    let r = client.post(format!("{base}/v1/batch")).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["accepted"], 3, "{answer}");
+
+    let profile = eventually(Duration::from_secs(30), "hoa's profile with her consents", || async {
+        let r = client.get(format!("{base}/v1/users/hoa/profile")).bearer_auth("demo-read-key").send().await.ok()?;
+        let p: Value = r.json().await.ok()?;
+        (p["consents"].as_array().is_some_and(|c| c.len() == 2)).then_some(p)
+    })
+    .await;
+    assert_eq!(profile["name"], "Hoa", "{profile}");
+    assert_eq!(profile["phone"], "84912345678", "{profile}");
+}
