@@ -51,6 +51,24 @@ fn move_leaders(cluster: &EmbeddedCluster, topics: &[Topic], round: i32) {
     }
 }
 
+/// Warnings and errors of the runtime, captured with the test's output (shown when it fails).
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+}
+
+/// Waits for the group to commit all the input, failing at once (with the member's error) if the
+/// member stops instead.
+async fn wait_all(kafka: &Kafka, group: &str, member: &processors::Member) {
+    let ended = member.ended_flag();
+    tokio::select! {
+        _ = wait_progress(kafka, group, 1.0, Duration::from_secs(300)) => {}
+        _ = eventually(Duration::from_secs(300), "the member to stop", || {
+            let ended = ended.clone();
+            async move { ended.load(Ordering::Acquire).then_some(()) }
+        }) => panic!("the member stopped while the input was being processed (its error is in the log above)"),
+    }
+}
+
 fn view(user: &str, i: usize) -> Value {
     json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "product_viewed", "user": {"zalo_id": user},
            "properties": {"product_id": format!("p{}", i % 13), "category": "coffee", "price": 35000, "dwell_ms": 1200}})
@@ -168,6 +186,7 @@ async fn ingest_through_leader_changes_produce_errors_and_every_broker_down_lose
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processors_through_leader_changes_request_errors_and_a_moving_coordinator_give_a_clean_runs_outputs() {
+    capture_logs();
     let history = History::new(1500, 4);
     let dir = tempfile::tempdir().unwrap();
     let args = |name: &str| ProcessArgs {
@@ -191,7 +210,7 @@ async fn processors_through_leader_changes_request_errors_and_a_moving_coordinat
     // Phase 0: input leaders move while it streams in.
     history.produce(&kafka, 0).await;
     move_leaders(&cluster, &inputs, 1);
-    wait_progress(&kafka, group, 1.0, Duration::from_secs(300)).await;
+    wait_all(&kafka, group, &member).await;
 
     // Phase 1: produce (outputs, changelogs), fetch and offset-commit requests fail for a while.
     let errs = |e: &[RDKafkaRespErr]| e.to_vec();
@@ -208,22 +227,22 @@ async fn processors_through_leader_changes_request_errors_and_a_moving_coordinat
         RDKafkaApiKey::OffsetCommit,
         &errs(&[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE]),
     );
-    wait_progress(&kafka, group, 1.0, Duration::from_secs(300)).await;
+    wait_all(&kafka, group, &member).await;
 
     // Phase 2: the group coordinator moves to another broker mid-stream, and the changelogs'
     // and outputs' leaders move too.
     history.produce(&kafka, 2).await;
     cluster.mock().coordinator(MockCoordinator::Group(group.to_string()), 2).unwrap();
     move_leaders(&cluster, &[Topic::Sessions, Topic::Profiles, Topic::Interests, Topic::CartTriggers], 2);
-    wait_progress(&kafka, group, 1.0, Duration::from_secs(300)).await;
+    wait_all(&kafka, group, &member).await;
 
     // Phase 3: and back, with another round of input leader changes.
     history.produce(&kafka, 3).await;
     cluster.mock().coordinator(MockCoordinator::Group(group.to_string()), 3).unwrap();
     move_leaders(&cluster, &inputs, 2);
-    wait_progress(&kafka, group, 1.0, Duration::from_secs(300)).await;
+    wait_all(&kafka, group, &member).await;
     history.finish(&kafka).await;
-    wait_progress(&kafka, group, 1.0, Duration::from_secs(300)).await;
+    wait_all(&kafka, group, &member).await;
     tokio::task::spawn_blocking(move || member.stop()).await.unwrap().expect("the member stops cleanly after the faults");
 
     let actual = outputs(&kafka).await;

@@ -41,6 +41,14 @@ use crate::task::{INPUTS, Lag, Position, Task, input_index};
 const BUFFER_HIGH: usize = 5_000;
 const BUFFER_LOW: usize = 1_000;
 
+/// Every input offset is committed again this often even when it has not moved, so a commit
+/// that was lost without a failure report cannot leave the group's offsets behind for good.
+const RECOMMIT_EVERY: Duration = Duration::from_secs(5);
+
+/// An input partition known to hold records past the task's position, from which nothing has
+/// arrived for this long, is sought again to wake librdkafka's fetcher for it.
+const FETCH_STALL: Duration = Duration::from_secs(15);
+
 /// What happened to a task on a member; tests use it to check that no task ever runs on two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskEvent {
@@ -93,6 +101,11 @@ struct Engine {
     last_commit: Instant,
     /// Offsets last handed to the group coordinator, per input partition.
     committed: HashMap<(Topic, i32), i64>,
+    /// When `committed` was last emptied, so every offset is sent again.
+    recommitted: Instant,
+    /// Per (input, task): the position at which the task started waiting for records that Kafka
+    /// has and that have not arrived, and since when.
+    waiting_fetch: HashMap<(usize, i32), (i64, Instant)>,
     fatal: Option<anyhow::Error>,
     observer: Option<TaskObserver>,
 }
@@ -211,6 +224,10 @@ impl Engine {
         }
         // Offsets of every task, dirty or not: a task restored from a checkpoint ahead of the
         // group's committed offsets must still bring them up to date.
+        if self.recommitted.elapsed() >= RECOMMIT_EVERY {
+            self.committed.clear();
+            self.recommitted = Instant::now();
+        }
         let mut tpl = TopicPartitionList::new();
         for (id, task) in self.tasks.iter().filter(|(id, _)| ids.contains(id)) {
             for (topic, offset) in task.committable() {
@@ -397,6 +414,7 @@ impl Engine {
             send_outputs(&self.producer, task)?;
         }
         self.flow_control(consumer)?;
+        self.watch_fetches(consumer);
         if self.last_commit.elapsed() >= self.args.commit_interval {
             let ids: Vec<i32> = self.tasks.keys().copied().collect();
             self.commit(consumer, &ids, CommitMode::Async)?;
@@ -442,6 +460,43 @@ impl Engine {
             consumer.resume(&resume)?;
         }
         Ok(())
+    }
+
+    /// Seeks again an input partition that Kafka has records of past the task's position when
+    /// none has arrived for [`FETCH_STALL`]: the task waits for them to keep event-time order,
+    /// so a fetcher that stopped for that partition would stall the task.
+    fn watch_fetches(&mut self, consumer: &BaseConsumer<MemberContext>) {
+        let mut waiting = HashMap::new();
+        let mut reseek = Vec::new();
+        for (id, task) in &self.tasks {
+            let highs = Self::highs(consumer, task);
+            for i in 0..INPUTS.len() {
+                let next = task.next_fetch(i);
+                if task.buffered(i) > 0 || self.flow_paused.contains(&(i, *id)) || highs.position(i, next) != Position::Behind {
+                    continue;
+                }
+                let since = match self.waiting_fetch.get(&(i, *id)) {
+                    Some((at, since)) if *at == next => *since,
+                    _ => Instant::now(),
+                };
+                if since.elapsed() >= FETCH_STALL {
+                    reseek.push((i, *id, next, highs.0[i]));
+                    waiting.insert((i, *id), (next, Instant::now()));
+                } else {
+                    waiting.insert((i, *id), (next, since));
+                }
+            }
+        }
+        self.waiting_fetch = waiting;
+        for (i, id, next, high) in reseek {
+            let topic = INPUTS[i].name();
+            tracing::warn!(member = %self.name, %topic, partition = id, next, watermarks = ?high, "no records from a partition that has some for {FETCH_STALL:?}; seeking it again");
+            METRICS.fetch_reseeks.with_label_values(&[topic]).inc();
+            let offset = if next >= 0 { Offset::Offset(next) } else { Offset::Beginning };
+            if let Err(e) = consumer.seek(topic, id, offset, Duration::from_secs(5)) {
+                tracing::warn!(%topic, partition = id, error = %e, "seeking a stalled partition failed; trying again later");
+            }
+        }
     }
 
     fn report(&self, consumer: &BaseConsumer<MemberContext>) {
@@ -613,6 +668,8 @@ impl Member {
             flow_paused: BTreeSet::new(),
             last_commit: Instant::now(),
             committed: HashMap::new(),
+            recommitted: Instant::now(),
+            waiting_fetch: HashMap::new(),
             fatal: None,
             observer,
         }));

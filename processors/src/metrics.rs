@@ -22,6 +22,7 @@ pub struct Metrics {
     pub restore_remaining: IntGaugeVec,
     pub tasks: IntGaugeVec,
     pub idle_expired: IntCounterVec,
+    pub fetch_reseeks: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -77,6 +78,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         Opts::new(
             "zcdp_process_idle_expired_total",
             "Times a task gave up waiting --max-task-idle for an input that might still receive earlier records"
+        ),
+        &["topic"]
+    )
+    .expect("metric"),
+    fetch_reseeks: register_int_counter_vec!(
+        Opts::new(
+            "zcdp_process_fetch_reseeks_total",
+            "Input partitions sought again because Kafka had records for them that did not arrive for 15 s"
         ),
         &["topic"]
     )

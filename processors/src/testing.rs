@@ -13,7 +13,7 @@ use schemas::derived::{AudienceChange, CartTrigger, Profile, Session, UserIntere
 use schemas::event::InputEvent;
 use schemas::kafka::Kafka;
 use schemas::testing::build::{page, shop_history};
-use schemas::testing::{eventually, produce, produce_to_partition, read_to_end};
+use schemas::testing::{produce, produce_to_partition, read_to_end};
 
 use crate::task::INPUTS;
 
@@ -36,6 +36,22 @@ pub async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
 
 /// (committed, end) offsets of a group, summed over every input partition.
 pub async fn progress(kafka: &Kafka, group: &str) -> (i64, i64) {
+    progress_by_partition(kafka, group).await.iter().fold((0, 0), |(d, e), p| (d + p.committed.unwrap_or(0), e + p.end))
+}
+
+/// How far a group has committed one input partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub topic: &'static str,
+    pub partition: i32,
+    /// The group's committed offset, if it committed one.
+    pub committed: Option<i64>,
+    /// The high watermark.
+    pub end: i64,
+}
+
+/// The group's committed offset and the end of every input partition.
+pub async fn progress_by_partition(kafka: &Kafka, group: &str) -> Vec<PartitionProgress> {
     let (kafka, group) = (kafka.clone(), group.to_string());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = kafka.client_config().set("group.id", &group).create().expect("consumer");
@@ -46,27 +62,43 @@ pub async fn progress(kafka: &Kafka, group: &str) -> (i64, i64) {
             }
         }
         let committed = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-        let (mut done, mut end) = (0, 0);
+        let mut out = Vec::new();
         for e in committed.elements() {
             let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).expect("watermarks");
-            end += high;
-            if let Offset::Offset(o) = e.offset() {
-                done += o;
-            }
+            let topic = INPUTS.iter().find(|t| t.name() == e.topic()).expect("an input topic").name();
+            let committed = if let Offset::Offset(o) = e.offset() { Some(o) } else { None };
+            out.push(PartitionProgress { topic, partition: e.partition(), committed, end: high });
         }
-        (done, end)
+        out
     })
     .await
     .expect("progress thread")
 }
 
-/// Waits until the group has committed at least `fraction` of the input.
+/// Waits until the group has committed at least `fraction` of the input. On time-out, the
+/// panic names the partitions that are behind.
 pub async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64, within: Duration) {
-    eventually(within, &format!("{:.0}% of the input processed and committed", fraction * 100.0), || async {
-        let (done, end) = progress(kafka, group).await;
-        (end > 0 && done as f64 >= end as f64 * fraction).then_some(())
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let parts = progress_by_partition(kafka, group).await;
+        let (done, end) = parts.iter().fold((0, 0), |(d, e), p| (d + p.committed.unwrap_or(0), e + p.end));
+        if end > 0 && done as f64 >= end as f64 * fraction {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let behind: Vec<String> = parts
+                .iter()
+                .filter(|p| p.committed.unwrap_or(0) < p.end)
+                .map(|p| format!("{}/{} committed {:?} of {}", p.topic, p.partition, p.committed, p.end))
+                .collect();
+            panic!(
+                "timed out after {within:?} waiting for {:.0}% of the input processed and committed by {group}: {done} of {end}; behind: {}",
+                fraction * 100.0,
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `history` through one member that nothing interrupts, phase after phase, and returns
