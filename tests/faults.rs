@@ -76,6 +76,7 @@ fn view(user: &str, i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_through_leader_changes_produce_errors_and_every_broker_down_loses_no_acknowledged_event() {
+    capture_logs();
     let (cluster, kafka) = cluster(BROKERS).await;
     let args = IngestArgs { ack_timeout: Duration::from_secs(2), ..IngestArgs::default() };
     let gw = Gateway::start(&kafka, &args).await.unwrap();

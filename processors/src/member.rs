@@ -106,6 +106,7 @@ struct Engine {
     /// Per (input, task): the position at which the task started waiting for records that Kafka
     /// has and that have not arrived, and since when.
     waiting_fetch: HashMap<(usize, i32), (i64, Instant)>,
+    last_fetch_watch: Instant,
     fatal: Option<anyhow::Error>,
     observer: Option<TaskObserver>,
 }
@@ -466,6 +467,10 @@ impl Engine {
     /// none has arrived for [`FETCH_STALL`]: the task waits for them to keep event-time order,
     /// so a fetcher that stopped for that partition would stall the task.
     fn watch_fetches(&mut self, consumer: &BaseConsumer<MemberContext>) {
+        if self.last_fetch_watch.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_fetch_watch = Instant::now();
         let mut waiting = HashMap::new();
         let mut reseek = Vec::new();
         for (id, task) in &self.tasks {
@@ -670,6 +675,7 @@ impl Member {
             committed: HashMap::new(),
             recommitted: Instant::now(),
             waiting_fetch: HashMap::new(),
+            last_fetch_watch: Instant::now(),
             fatal: None,
             observer,
         }));
