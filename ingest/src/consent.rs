@@ -28,6 +28,15 @@ struct Decision {
     at: i64,
 }
 
+/// A consent decision: the user's ids, the purpose, granted or revoked, and when (corrected time).
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentDecision<'s> {
+    pub ids: [Option<&'s str>; 2],
+    pub purpose: &'s str,
+    pub granted: bool,
+    pub at: i64,
+}
+
 /// A user's decisions by purpose: a handful at most, so a list, not a map.
 type UserConsents = Vec<(Box<str>, Decision)>;
 
@@ -65,34 +74,36 @@ fn user_key(buf: &mut String, app: &str, id: &str) {
 }
 
 impl ConsentView {
-    /// Applies a consent decision; an older one than what is known changes nothing.
+    /// Applies a consent decision read from Kafka; an older one than what is known changes
+    /// nothing.
     pub fn apply(&self, event: &IdentityEvent) {
-        self.apply_all(std::slice::from_ref(event));
+        if event.kind != IdentityType::ConsentChanged {
+            return;
+        }
+        let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { return };
+        let ids = [event.user.zalo_id.as_deref(), event.user.anonymous_id.as_deref()];
+        self.apply_all(&event.app_id, &[ConsentDecision { ids, purpose, granted, at: event.corrected_time }]);
     }
 
-    /// Applies consent decisions under one lock (those of a batch once Kafka has them).
-    pub fn apply_all(&self, events: &[IdentityEvent]) {
+    /// Applies the consent decisions of app `app` under one lock (those of a batch once Kafka has
+    /// them).
+    pub fn apply_all(&self, app: &str, decisions: &[ConsentDecision<'_>]) {
         let mut key = String::new();
         let mut users = self.users.write().expect("consent lock");
-        for event in events {
-            if event.kind != IdentityType::ConsentChanged {
-                continue;
-            }
-            let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { continue };
-            let decision = Decision { granted, at: event.corrected_time };
+        for d in decisions {
+            let decision = Decision { granted: d.granted, at: d.at };
             // Record under every id the event names, so a consent given while anonymous still
             // counts once the user logs in with the same device id.
-            let ids = [event.user.zalo_id.as_ref(), event.user.anonymous_id.as_ref()];
-            for id in ids.into_iter().flatten() {
-                user_key(&mut key, &event.app_id, id);
+            for id in d.ids.into_iter().flatten() {
+                user_key(&mut key, app, id);
                 let entry = match users.get_mut(key.as_str()) {
                     Some(e) => e,
                     None => users.entry(key.clone()).or_default(),
                 };
-                match entry.iter_mut().find(|(p, _)| **p == **purpose) {
+                match entry.iter_mut().find(|(p, _)| **p == *d.purpose) {
                     Some((_, known)) if known.at > decision.at => {}
                     Some((_, known)) => *known = decision,
-                    None => entry.push((purpose.as_str().into(), decision)),
+                    None => entry.push((d.purpose.into(), decision)),
                 }
             }
         }

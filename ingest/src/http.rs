@@ -16,18 +16,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use schemas::event::{DeadLetter, IdentityEvent, IdentityType, InputEvent};
+use schemas::event::DeadLetter;
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::consent::origin_headers;
-use crate::json::{self, Kind};
+use crate::consent::{ConsentDecision, origin_headers};
+use crate::json::{self, Reader, Tok};
 use crate::metrics::METRICS;
-use crate::validate::{MAX_EVENT_BYTES, ParsedEvent, Receipt, RejectCode, Rejection, parse_event_value, parse_timestamp};
+use crate::validate::{
+    Checked, Encoded, Events, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Receipt, RejectCode, Rejection, Times, parse_timestamp, read_batch,
+};
 use crate::writer::{Pending, WriteError, now_ms};
 
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
-pub const MAX_BATCH_EVENTS: usize = 1000;
 /// How much of an unparseable body the dead-letter record keeps.
 const MAX_DEADLETTER_RAW: usize = 4096;
 
@@ -149,38 +150,32 @@ fn too_large(what: &str, limit: usize) -> ApiError {
 async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
     let received_at = now_ms();
-    // One pass over the whole body: the envelope and every event in it.
-    let mut envelope = match read_json(&body, "a JSON batch").map(|v| v.kind) {
-        Ok(Kind::Object(fields)) => fields,
-        Ok(_) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body is not a JSON object".into()).await),
+    // One pass over the whole body: the envelope and every event in it, checked and encoded.
+    let batch = match std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8: {e}")).and_then(|text| read_batch(text, app)) {
+        Ok(b) => b,
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, reason).await),
     };
-    let Some(Kind::Array(events)) = envelope.take("events").map(|v| v.kind) else {
-        return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, "body has no \"events\" array".into()).await);
-    };
-    if events.len() > MAX_BATCH_EVENTS {
+    if batch.count > MAX_BATCH_EVENTS {
         METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_events",
-            format!("the batch has {} events; the limit is {MAX_BATCH_EVENTS}", events.len()),
+            format!("the batch has {} events; the limit is {MAX_BATCH_EVENTS}", batch.count),
         ));
     }
-    if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.raw.len() > MAX_EVENT_BYTES) {
+    if let Some((i, bytes)) = batch.events.too_large {
         METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "event_too_large",
-            format!("event {i} is {} bytes; the limit is 32 KB an event", e.raw.len()),
+            format!("event {i} is {bytes} bytes; the limit is 32 KB an event"),
         ));
     }
-    let sent_at = match envelope.take("sent_at") {
-        Some(v) if !v.is_null() => {
-            Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?)
-        }
-        _ => None,
+    let sent_at = match batch.sent_at {
+        Some(Tok::Null) | None => None,
+        Some(v) => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
     };
-    gw.limiter.take(app, events.len()).map_err(|wait| {
+    gw.limiter.take(app, batch.count).map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -189,14 +184,26 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at };
-    let outcome = ingest(gw, &receipt, events, "http:/v1/batch").await?;
+    let outcome = ingest(gw, &receipt, batch.events, "http:/v1/batch").await?;
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
+}
+
+/// One event's text, read and checked; the error when it is not JSON.
+pub(crate) fn read_one<'a>(text: &'a str, app: &str) -> Result<Events<'a>, json::Error> {
+    let mut r = Reader::new(text);
+    let mut events = Events::with_capacity(1);
+    events.read(&mut r, app)?;
+    r.finish()?;
+    Ok(events)
 }
 
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
     let received_at = now_ms();
-    let event = match read_json(&body, "a JSON event") {
+    let events = match std::str::from_utf8(&body)
+        .map_err(|e| format!("body is not UTF-8: {e}"))
+        .and_then(|text| read_one(text, app).map_err(|e| format!("body is not a JSON event: {e}")))
+    {
         Ok(v) => v,
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, reason).await),
     };
@@ -205,7 +212,7 @@ async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, By
             .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at: None };
-    let outcome = ingest(gw, &receipt, vec![event], "http:/v1/events").await?;
+    let outcome = ingest(gw, &receipt, events, "http:/v1/events").await?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(outcome.body())).into_response())
 }
@@ -274,12 +281,6 @@ impl Outcome {
     }
 }
 
-/// A request body as JSON, or why it is not (`what` names what it should have been).
-fn read_json<'a>(body: &'a [u8], what: &str) -> Result<json::Value<'a>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    json::parse(text).map_err(|e| format!("body is not {what}: {e}"))
-}
-
 /// Validates, checks consent, writes accepted events to their topics and rejected ones to the
 /// dead-letter topic, and waits until Kafka has all of them.
 ///
@@ -287,8 +288,9 @@ fn read_json<'a>(body: &'a [u8], what: &str) -> Result<json::Value<'a>, String> 
 /// the cache, and dropped. Only events whose data needs a consent wait until the whole batch has
 /// been seen (a consent later in the same batch counts for them); they are written after the
 /// others.
-pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json::Value<'_>>, source: &str) -> Result<Outcome, ApiError> {
+pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, source: &str) -> Result<Outcome, ApiError> {
     let total = events.len();
+    let Events { buf: parts, checked, .. } = events;
     let mut w = BatchWriter {
         gw,
         receipt,
@@ -300,51 +302,46 @@ pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json
     };
     // Duplicated ids inside one batch: the first one counts. Ids are canonical UUIDs by now.
     let mut seen: HashSet<u128, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(total, Default::default());
-    let mut consents: Vec<IdentityEvent> = Vec::new();
-    let mut waiting: Vec<(usize, &str, ParsedEvent)> = Vec::new();
-    for (i, e) in events.into_iter().enumerate() {
-        let raw = e.raw;
-        let parsed = match parse_event_value(e, receipt) {
-            Ok(p) => p,
-            Err(r) => {
-                w.reject(i, raw, r)?;
+    let mut consents: Vec<ConsentDecision<'_>> = Vec::new();
+    let mut waiting: Vec<(usize, &str, Encoded, Times)> = Vec::new();
+    for (i, c) in checked.into_iter().enumerate() {
+        let (raw, e) = match c {
+            Checked::Accepted(raw, e) => (raw, e),
+            Checked::Rejected(raw, why) => {
+                w.reject(i, raw, why)?;
                 continue;
             }
         };
-        if !seen.insert(parsed.id) {
+        if !seen.insert(e.id) {
             w.reject(i, raw, Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"))?;
             continue;
         }
-        if !parsed.needs_consent.is_empty() {
-            waiting.push((i, raw, parsed));
+        let times = e.times(receipt.sent_at, receipt.received_at);
+        if !e.needs_consent.is_empty() {
+            waiting.push((i, raw, e, times));
             continue;
         }
-        w.accept(&parsed.event)?;
-        if let InputEvent::Identity(e) = parsed.event
-            && e.kind == IdentityType::ConsentChanged
-        {
-            consents.push(e);
+        w.accept(&e, &parts, &times)?;
+        if let Some((purpose, granted)) = e.consent {
+            consents.push(ConsentDecision { ids: e.user_ids(&parts), purpose, granted, at: times.corrected });
         }
     }
 
     if !waiting.is_empty() {
         // Consent decisions in this batch: the latest (by corrected time) per user id and purpose.
         let mut in_batch: HashMap<(&str, &str), (bool, i64), foldhash::fast::RandomState> = HashMap::default();
-        for e in &consents {
-            if let (Some(purpose), Some(granted)) = (&e.properties.purpose, e.properties.granted) {
-                for id in [&e.user.zalo_id, &e.user.anonymous_id].into_iter().flatten() {
-                    let slot = in_batch.entry((id.as_str(), purpose.as_str())).or_insert((granted, e.corrected_time));
-                    if e.corrected_time >= slot.1 {
-                        *slot = (granted, e.corrected_time);
-                    }
+        for d in &consents {
+            for id in d.ids.into_iter().flatten() {
+                let slot = in_batch.entry((id, d.purpose)).or_insert((d.granted, d.at));
+                if d.at >= slot.1 {
+                    *slot = (d.granted, d.at);
                 }
             }
         }
-        for (i, raw, p) in &waiting {
-            let user = p.event.user();
-            let ids: Vec<&str> = [&user.zalo_id, &user.anonymous_id].into_iter().flatten().map(String::as_str).collect();
-            let refused = p.needs_consent.iter().find(|purpose| {
-                let latest = ids.iter().filter_map(|id| in_batch.get(&(*id, **purpose))).max_by_key(|d| d.1);
+        for (i, raw, e, times) in &waiting {
+            let ids: Vec<&str> = e.user_ids(&parts).into_iter().flatten().collect();
+            let refused = e.needs_consent.purposes().find(|purpose| {
+                let latest = ids.iter().filter_map(|id| in_batch.get(&(*id, *purpose))).max_by_key(|d| d.1);
                 !match latest {
                     Some(&(granted, _)) => granted,
                     None => gw.consent.granted(receipt.app_id, &ids, purpose),
@@ -361,7 +358,7 @@ pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json
                         ),
                     ),
                 )?,
-                None => w.accept(&p.event)?,
+                None => w.accept(e, &parts, times)?,
             }
         }
         w.outcome.rejected.sort_by_key(|(i, _, _)| *i);
@@ -373,7 +370,7 @@ pub(crate) async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Vec<json
         unavailable(&e)
     })?;
     METRICS.produce_seconds.observe(waited.as_secs_f64());
-    gw.consent.apply_all(&consents);
+    gw.consent.apply_all(receipt.app_id, &consents);
     for (topic, n) in INPUT_TOPICS.iter().zip(accepted_by_topic) {
         if n > 0 {
             METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
@@ -401,16 +398,14 @@ struct BatchWriter<'g, 'r> {
 }
 
 impl BatchWriter<'_, '_> {
-    /// Encodes an accepted event and hands it to the producer.
-    fn accept(&mut self, event: &InputEvent) -> Result<(), ApiError> {
-        self.buf.clear();
-        schemas::codec::encode_input_into(event, &mut self.buf)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()))?;
-        let topic = event.topic();
-        let headers = event.consent_decision().is_some().then(|| origin_headers(&self.gw.consent.origin));
+    /// Frames an accepted event with its times and hands it to the producer.
+    fn accept(&mut self, event: &Encoded, parts: &[u8], times: &Times) -> Result<(), ApiError> {
+        event.frame(parts, times, &mut self.buf);
+        let topic = event.topic;
+        let headers = event.consent.is_some().then(|| origin_headers(&self.gw.consent.origin));
         self.gw
             .writer
-            .send_with_headers(&mut self.pending, topic.name(), event.user().key.as_bytes(), &self.buf, self.receipt.received_at, headers)
+            .send_with_headers(&mut self.pending, topic.name(), event.key(parts), &self.buf, self.receipt.received_at, headers)
             .map_err(|e| unavailable(&e))?;
         if let Some(n) = INPUT_TOPICS.iter().position(|t| *t == topic) {
             self.accepted_by_topic[n] += 1;

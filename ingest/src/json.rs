@@ -1,7 +1,8 @@
-//! Reading request JSON in one pass, without serde: the body becomes a borrowed tree whose every
-//! value keeps its raw text (for the 32 KB limit and dead letters). Strings without escapes are
-//! borrowed from the body; objects are lists of members (events have a dozen at most: a list
-//! beats a map), so nothing is hashed and each byte is looked at once.
+//! Reading request JSON in one pass, without serde. The gateway walks a body with a [`Reader`]:
+//! member names and values come one at a time, scalars as [`Tok`]s (strings without escapes
+//! borrowed from the body), and whatever the caller does not want is checked and stepped over,
+//! so nothing is built that is not used and each byte is looked at once. [`parse`] builds a
+//! whole borrowed tree instead, every value with its raw text.
 //!
 //! It accepts exactly RFC 8259 JSON: the grammar of numbers, escapes (surrogate pairs joined,
 //! lone surrogates refused), no control characters inside strings, nothing after the value.
@@ -54,17 +55,40 @@ impl std::error::Error for Error {}
 
 /// Parses a whole JSON text.
 pub fn parse(text: &str) -> Result<Value<'_>, Error> {
-    let mut p = Parser { s: text, b: text.as_bytes(), i: 0, depth: 0, members: Vec::new() };
-    p.ws();
+    let mut p = Reader::new(text);
     let v = p.value()?;
-    p.ws();
-    if p.i != p.b.len() {
-        return Err(p.err("unexpected characters after the JSON value"));
-    }
+    p.finish()?;
     Ok(v)
 }
 
-struct Parser<'a> {
+/// A scalar as read, or an object or array kept as its raw text (checked, not built).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tok<'a> {
+    Null,
+    Bool(bool),
+    Num(&'a str),
+    Str(Cow<'a, str>),
+    Object(&'a str),
+    Array(&'a str),
+}
+
+impl<'a> Tok<'a> {
+    /// The value as text: a string as itself, anything else as its JSON.
+    pub fn into_text(self) -> Cow<'a, str> {
+        match self {
+            Tok::Null => Cow::Borrowed("null"),
+            Tok::Bool(true) => Cow::Borrowed("true"),
+            Tok::Bool(false) => Cow::Borrowed("false"),
+            Tok::Str(s) => s,
+            Tok::Num(raw) | Tok::Object(raw) | Tok::Array(raw) => Cow::Borrowed(raw),
+        }
+    }
+}
+
+/// A JSON text read a piece at a time: the caller walks objects and arrays and takes each value
+/// as a [`Tok`], a [`Value`] tree, or skips it. Every byte is still checked, so a text that is
+/// not JSON is refused wherever the error is.
+pub struct Reader<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
@@ -74,7 +98,145 @@ struct Parser<'a> {
     members: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Reader<'a> {
+    pub fn new(text: &'a str) -> Reader<'a> {
+        let mut r = Reader { s: text, b: text.as_bytes(), i: 0, depth: 0, members: Vec::new() };
+        r.ws();
+        r
+    }
+
+    /// Where the reader is, as a byte offset into the text.
+    pub fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// The text from `start` to where the reader is.
+    pub fn since(&self, start: usize) -> &'a str {
+        &self.s[start..self.i]
+    }
+
+    /// The next byte (whitespace is always skipped already).
+    pub fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// The text must end here (whitespace aside).
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(self.err("unexpected characters after the JSON value"));
+        }
+        Ok(())
+    }
+
+    /// Enters the object that is next; false when it is empty (and already left).
+    pub fn open_object(&mut self) -> Result<bool, Error> {
+        if self.peek() != Some(b'{') {
+            return Err(self.err("expected an object"));
+        }
+        self.enter()?;
+        Ok(!self.leave(b'}'))
+    }
+
+    /// A member's name and the `:` after it; the value is next.
+    pub fn key(&mut self) -> Result<Cow<'a, str>, Error> {
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected a member name in double quotes"));
+        }
+        let key = self.string()?;
+        self.ws();
+        if self.peek() != Some(b':') {
+            return Err(self.err("expected ':' after a member name"));
+        }
+        self.i += 1;
+        self.ws();
+        Ok(key)
+    }
+
+    /// After a member's value: true when another member follows, false at the object's end.
+    pub fn next_member(&mut self) -> Result<bool, Error> {
+        Ok(!self.next_or_close(b'}', "expected ',' or '}' in an object")?)
+    }
+
+    /// Enters the array that is next; false when it is empty (and already left).
+    pub fn open_array(&mut self) -> Result<bool, Error> {
+        if self.peek() != Some(b'[') {
+            return Err(self.err("expected an array"));
+        }
+        self.enter()?;
+        Ok(!self.leave(b']'))
+    }
+
+    /// After an element: true when another follows, false at the array's end.
+    pub fn next_element(&mut self) -> Result<bool, Error> {
+        Ok(!self.next_or_close(b']', "expected ',' or ']' in an array")?)
+    }
+
+    /// The next value as a [`Tok`]: objects and arrays are checked and kept as raw text.
+    pub fn token(&mut self) -> Result<Tok<'a>, Error> {
+        let start = self.i;
+        Ok(match self.peek() {
+            Some(b'"') => Tok::Str(self.string()?),
+            Some(b'{') => {
+                self.skip()?;
+                Tok::Object(self.since(start))
+            }
+            Some(b'[') => {
+                self.skip()?;
+                Tok::Array(self.since(start))
+            }
+            Some(b'-' | b'0'..=b'9') => Tok::Num(self.number()?),
+            Some(b't') => {
+                self.literal("true", Kind::Bool(true))?;
+                Tok::Bool(true)
+            }
+            Some(b'f') => {
+                self.literal("false", Kind::Bool(false))?;
+                Tok::Bool(false)
+            }
+            Some(b'n') => {
+                self.literal("null", Kind::Null)?;
+                Tok::Null
+            }
+            Some(_) => return Err(self.err("expected a JSON value")),
+            None => return Err(self.err("unexpected end of the JSON text")),
+        })
+    }
+
+    /// Checks the next value and steps over it, building nothing.
+    pub fn skip(&mut self) -> Result<(), Error> {
+        match self.peek() {
+            Some(b'{') => {
+                if self.open_object()? {
+                    loop {
+                        self.key()?;
+                        self.skip()?;
+                        if !self.next_member()? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(b'[') => {
+                if self.open_array()? {
+                    loop {
+                        self.skip()?;
+                        if !self.next_element()? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(b'"') => {
+                self.string()?;
+            }
+            _ => {
+                self.value()?;
+            }
+        }
+        Ok(())
+    }
+
     fn err(&self, what: &'static str) -> Error {
         Error { at: self.i, what }
     }
@@ -85,7 +247,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<Value<'a>, Error> {
+    /// The next value as a tree.
+    pub fn value(&mut self) -> Result<Value<'a>, Error> {
         let start = self.i;
         let kind = match self.b.get(self.i) {
             Some(b'{') => Kind::Object(self.object()?),
@@ -256,7 +419,7 @@ impl<'a> Parser<'a> {
     /// `\uXXXX` (and the low half of a surrogate pair), `self.i` at the `u`; leaves `self.i` on
     /// the last hex digit.
     fn unicode_escape(&mut self) -> Result<char, Error> {
-        let hex4 = |p: &Parser<'_>, at: usize| -> Result<u32, Error> {
+        let hex4 = |p: &Reader<'_>, at: usize| -> Result<u32, Error> {
             let digits = p.b.get(at..at + 4).ok_or_else(|| p.err("short \\u escape"))?;
             let text = std::str::from_utf8(digits).map_err(|_| p.err("invalid \\u escape"))?;
             if !text.bytes().all(|c| c.is_ascii_hexdigit()) {
@@ -285,7 +448,7 @@ impl<'a> Parser<'a> {
 
     fn number(&mut self) -> Result<&'a str, Error> {
         let start = self.i;
-        let digits = |p: &mut Parser<'_>| {
+        let digits = |p: &mut Reader<'_>| {
             let from = p.i;
             while let Some(b'0'..=b'9') = p.b.get(p.i) {
                 p.i += 1;
@@ -339,39 +502,6 @@ impl<'a> Fields<'a> {
         }
         Some(v)
     }
-
-    /// The values of `keys`, in one pass; the other members are dropped. A repeated key gives its
-    /// last value, as [`Fields::take`] does.
-    pub fn pick<const N: usize>(self, keys: [&str; N]) -> [Option<Value<'a>>; N] {
-        let mut out = [const { None }; N];
-        for (k, v) in self.items {
-            if let Some(i) = keys.iter().position(|key| *key == k) {
-                out[i] = Some(v);
-            }
-        }
-        out
-    }
-
-    /// Every member, in order.
-    pub fn into_members(self) -> impl Iterator<Item = (Cow<'a, str>, Value<'a>)> {
-        self.items.into_iter()
-    }
-
-    /// Takes a member's value; absent reads as null.
-    pub fn take_kind(&mut self, key: &str) -> Kind<'a> {
-        self.take(key).map_or(Kind::Null, |v| v.kind)
-    }
-
-    /// What is left, each value as text: a string as itself, anything else as its JSON.
-    pub fn into_rest(self) -> impl Iterator<Item = (String, String)> + 'a {
-        self.items.into_iter().map(|(k, v)| {
-            let text = match v.kind {
-                Kind::Str(s) => s.into_owned(),
-                _ => v.raw.to_string(),
-            };
-            (k.into_owned(), text)
-        })
-    }
 }
 
 #[cfg(test)]
@@ -379,17 +509,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_are_borrowed_and_typed() {
-        let text = r#"{"a": "x", "b": 12.5, "c": {"d": [1]}, "e": "line\nbreak", "f": null, "g": true, "a": "last"}"#;
-        let Kind::Object(mut f) = parse(text).unwrap().kind else { panic!("an object") };
-        assert!(matches!(f.take_kind("a"), Kind::Str(Cow::Borrowed("last"))));
-        assert!(matches!(f.take_kind("b"), Kind::Num("12.5")));
-        assert!(matches!(f.take_kind("c"), Kind::Object(_)));
-        assert!(matches!(f.take_kind("e"), Kind::Str(Cow::Owned(ref s)) if s == "line\nbreak"));
-        assert!(matches!(f.take_kind("f"), Kind::Null));
-        assert!(matches!(f.take_kind("missing"), Kind::Null));
-        let rest: Vec<(String, String)> = f.into_rest().collect();
-        assert_eq!(rest, vec![("g".to_string(), "true".to_string())]);
+    fn members_come_one_at_a_time_borrowed_and_typed() {
+        let text = r#"{"a": "x", "b": 12.5, "c": {"d": [1]}, "e": "line\nbreak", "f": null, "g": true, "h": [2, {}]}"#;
+        let mut r = Reader::new(text);
+        let mut got = Vec::new();
+        assert!(r.open_object().unwrap());
+        loop {
+            let key = r.key().unwrap();
+            got.push((key.into_owned(), r.token().unwrap()));
+            if !r.next_member().unwrap() {
+                break;
+            }
+        }
+        r.finish().unwrap();
+        assert!(matches!(got[0].1, Tok::Str(Cow::Borrowed("x"))));
+        assert_eq!(got[1].1, Tok::Num("12.5"));
+        assert_eq!(got[2].1, Tok::Object(r#"{"d": [1]}"#));
+        assert!(matches!(got[3].1, Tok::Str(Cow::Owned(ref s)) if s == "line\nbreak"));
+        assert_eq!(got[4].1, Tok::Null);
+        assert_eq!(got[5].1, Tok::Bool(true));
+        assert_eq!(got[6].1, Tok::Array("[2, {}]"));
+        assert_eq!(got.iter().map(|(k, _)| k.as_str()).collect::<String>(), "abcefgh");
+        assert_eq!(got[2].1.clone().into_text(), r#"{"d": [1]}"#);
         assert!(matches!(parse("[1]").unwrap().kind, Kind::Array(_)));
     }
 
@@ -446,6 +587,9 @@ mod tests {
         for t in texts {
             let ours = parse(t);
             let theirs = serde_json::from_str::<serde_json::Value>(t);
+            // Stepping over the text accepts and refuses exactly what building the tree does.
+            let mut r = Reader::new(t);
+            assert_eq!(r.skip().and_then(|()| r.finish()).is_ok(), ours.is_ok(), "{t}");
             match (&ours, &theirs) {
                 (Ok(a), Ok(b)) => assert_eq!(&to_serde(a), b, "{t}"),
                 (Err(_), Err(_)) => {}

@@ -1,7 +1,8 @@
 //! The ingest gateway: Mini Apps POST events with a write key; the gateway checks them, corrects
 //! their time, and writes each to its topic, answering only once Kafka has them.
 //!
-//! - `validate`: the HTTP contract, as pure functions;
+//! - `json`: the JSON reader; `validate`: the HTTP contract, as pure functions — each event read,
+//!   checked and written as Avro in one pass;
 //! - `consent`: who agreed to what, read from `zmp.identities.v1`;
 //! - `writer`: the Kafka producer and the bounded wait for acknowledgements;
 //! - `http`: the endpoints; `schema_api`: the Confluent-compatible schema reads.

@@ -1,20 +1,33 @@
-//! From the JSON a Mini App posts to the typed event written to Kafka: every check the HTTP
+//! From the JSON a Mini App posts to the Avro record written to Kafka: every check the HTTP
 //! contract promises, each failure with a reason code and a sentence a front-end developer can
 //! act on.
 //!
+//! One pass, nothing built that is not written: an event's members are read into slots (strings
+//! borrowed from the body), checked, and written as Avro straight into the request's buffer in
+//! schema order. Only the time fields wait: the batch's `sent_at` may come after its events, so
+//! each record is kept as the part before the times and the part after them, and framed with
+//! the times once the whole body is read ([`Encoded::frame`]).
+//!
 //! This module is pure: no I/O, no state. Consent, which needs state, is decided by the caller
-//! from [`ParsedEvent::needs_consent`].
+//! from [`Encoded::needs_consent`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
 
 use chrono::DateTime;
 
-use crate::json::{self, Fields, Kind, Value};
-
+use schemas::avro_write::write_long;
 use schemas::event::*;
 use schemas::phone::normalize_vn_phone;
 use schemas::topics::Topic;
 
+use crate::json::{self, Reader, Tok};
+
 /// Largest accepted event, serialized.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Most events a batch may hold.
+pub const MAX_BATCH_EVENTS: usize = 1000;
 /// An event older than this (corrected time before receipt) is flagged `stale`.
 pub const STALE_AFTER_MS: i64 = 30 * 24 * 3600 * 1000;
 
@@ -64,12 +77,16 @@ impl Rejection {
 
 type Result<T> = std::result::Result<T, Rejection>;
 
-fn invalid(field: &str, what: &str) -> Rejection {
+fn invalid(field: impl fmt::Display, what: &str) -> Rejection {
     Rejection::new(RejectCode::InvalidValue, format!("{field} {what}"))
 }
 
-fn missing(field: &str, hint: &str) -> Rejection {
+fn missing(field: impl fmt::Display, hint: &str) -> Rejection {
     Rejection::new(RejectCode::MissingField, format!("{field} is required{hint}"))
+}
+
+fn too_large(bytes: usize) -> Rejection {
+    Rejection::new(RejectCode::TooLarge, format!("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"))
 }
 
 /// What the server knows about the request an event came in.
@@ -82,13 +99,609 @@ pub struct Receipt<'a> {
     pub sent_at: Option<i64>,
 }
 
-/// A valid event and the consent purposes it needs before it may be stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedEvent {
-    pub event: InputEvent,
+// ---- the members the contract names ----------------------------------------------------------
+
+/// Declares the member names of one kind of object: a constant per name (its slot), `NAMES`,
+/// `COUNT` and `index`, a `match` on the name.
+macro_rules! member_names {
+    ($m:ident { $($c:ident = $s:literal),* $(,)? }) => {
+        #[allow(non_upper_case_globals, dead_code)]
+        mod $m {
+            pub const NAMES: &[&str] = &[$($s),*];
+            pub const COUNT: usize = NAMES.len();
+            member_names!(@slot 0usize; $($c)*);
+            pub fn index(member_name: &str) -> Option<usize> {
+                match member_name { $($s => Some($c),)* _ => None }
+            }
+        }
+    };
+    (@slot $n:expr; $c:ident $($rest:ident)*) => {
+        pub const $c: usize = $n;
+        member_names!(@slot $n + 1; $($rest)*);
+    };
+    (@slot $n:expr;) => {};
+}
+
+member_names!(ev { event_id = "event_id", type_ = "type", user = "user", event_time = "event_time", sent_at = "sent_at",
+    context = "context", properties = "properties" });
+member_names!(us { zalo_id = "zalo_id", anonymous_id = "anonymous_id", oa_user_id = "oa_user_id" });
+// In the schema's order: the record is written slot by slot.
+member_names!(cx { screen = "screen", utm_source = "utm_source", utm_medium = "utm_medium", utm_campaign = "utm_campaign",
+    utm_content = "utm_content", affiliate_id = "affiliate_id", referrer = "referrer", app_version = "app_version",
+    zalo_version = "zalo_version", platform = "platform", os_version = "os_version", device_model = "device_model",
+    locale = "locale", library = "library" });
+// Every property any type names; what a type does not name goes to its `custom` map.
+member_names!(pr { page_title = "page_title", product_id = "product_id", product_name = "product_name", category = "category",
+    price = "price", dwell_ms = "dwell_ms", query = "query", results_count = "results_count", share_channel = "share_channel",
+    list_id = "list_id", cart_id = "cart_id", quantity = "quantity", cart_value = "cart_value", items = "items",
+    order_id = "order_id", total = "total", shipping_fee = "shipping_fee", discount = "discount",
+    payment_method = "payment_method", voucher_code = "voucher_code", points_used = "points_used", status = "status",
+    refund_amount = "refund_amount", reason = "reason", traits = "traits", phone = "phone", purpose = "purpose",
+    granted = "granted", policy_version = "policy_version", oa_id = "oa_id", interaction = "interaction",
+    game_id = "game_id", result = "result", reward = "reward", points = "points", rating = "rating",
+    referral_code = "referral_code" });
+member_names!(tr { name = "name", gender = "gender", birthday = "birthday", email = "email", city = "city", phone = "phone" });
+member_names!(it { product_id = "product_id", product_name = "product_name", category = "category", quantity = "quantity",
+    price = "price" });
+
+/// An object's members by slot; members it does not name are dropped, or kept in `rest` when the
+/// object has a `custom` map. A repeated name keeps its last value, as JSON parsers do.
+#[derive(Debug)]
+struct Members<'a, const N: usize> {
+    slots: [Option<Tok<'a>>; N],
+    rest: Vec<(Cow<'a, str>, Tok<'a>)>,
+}
+
+impl<'a, const N: usize> Members<'a, N> {
+    fn new() -> Self {
+        Members { slots: [const { None }; N], rest: Vec::new() }
+    }
+
+    /// Reads the object the reader is at into these slots (empty ones, but for a repeated
+    /// member). Objects and arrays inside stay raw text.
+    fn read_into(&mut self, r: &mut Reader<'a>, index: fn(&str) -> Option<usize>, keep_rest: bool) -> std::result::Result<(), json::Error> {
+        if r.open_object()? {
+            loop {
+                let key = r.key()?;
+                match index(&key) {
+                    Some(i) => self.slots[i] = Some(r.token()?),
+                    None if keep_rest => {
+                        let v = r.token()?;
+                        self.rest.retain(|(k, _)| *k != key);
+                        self.rest.push((key, v));
+                    }
+                    None => r.skip()?,
+                }
+                if !r.next_member()? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an object kept as raw text by [`Reader::token`] (already checked once).
+    fn parse(raw: &'a str, index: fn(&str) -> Option<usize>, keep_rest: bool) -> Result<Self> {
+        let mut m = Members::new();
+        m.read_into(&mut Reader::new(raw), index, keep_rest)
+            .map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
+        Ok(m)
+    }
+
+    fn take(&mut self, slot: usize) -> Tok<'a> {
+        self.slots[slot].take().unwrap_or(Tok::Null)
+    }
+
+    /// Takes what no field took, for the `custom` map: name → the value as text. The slots are
+    /// empty afterwards.
+    fn rest(&mut self, names: &[&'static str]) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+        let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+        for (i, v) in self.slots.iter_mut().enumerate() {
+            if let Some(v) = v.take() {
+                out.push((Cow::Borrowed(names[i]), v.into_text()));
+            }
+        }
+        out.extend(self.rest.drain(..).map(|(k, v)| (k, v.into_text())));
+        out
+    }
+
+    fn clear(&mut self) {
+        self.slots.fill(None);
+        self.rest.clear();
+    }
+}
+
+/// What a member that should be an object was.
+#[derive(Debug, Default)]
+enum Shape<'a> {
+    #[default]
+    Absent,
+    /// An object, read into its slots.
+    Object,
+    Other(Tok<'a>),
+}
+
+/// A member that should be an object: its shape and, when it is one, its members.
+#[derive(Debug)]
+struct Nested<'a, const N: usize> {
+    shape: Shape<'a>,
+    members: Members<'a, N>,
+}
+
+impl<'a, const N: usize> Nested<'a, N> {
+    fn new() -> Self {
+        Nested { shape: Shape::Absent, members: Members::new() }
+    }
+
+    fn read(&mut self, r: &mut Reader<'a>, index: fn(&str) -> Option<usize>, keep_rest: bool) -> std::result::Result<(), json::Error> {
+        if matches!(self.shape, Shape::Object) {
+            self.members.clear();
+        }
+        if r.peek() == Some(b'{') {
+            self.shape = Shape::Object;
+            self.members.read_into(r, index, keep_rest)
+        } else {
+            self.shape = Shape::Other(r.token()?);
+            Ok(())
+        }
+    }
+
+    /// The members; `None` when absent or null; a rejection naming `field` when not an object.
+    fn object(&mut self, field: &str) -> Result<Option<&mut Members<'a, N>>> {
+        match std::mem::take(&mut self.shape) {
+            Shape::Absent | Shape::Other(Tok::Null) => Ok(None),
+            Shape::Object => Ok(Some(&mut self.members)),
+            Shape::Other(_) => Err(invalid(field, "must be an object")),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.shape = Shape::Absent;
+        self.members.clear();
+    }
+}
+
+/// One event as read: scalars in slots, user, context and properties read into theirs. Kept
+/// from one event to the next (its slots are about 2 KB): every slot is taken by the checks, and
+/// all of them are cleared when an event is rejected.
+#[derive(Debug)]
+struct EventIn<'a> {
+    top: Members<'a, { ev::COUNT }>,
+    user: Nested<'a, { us::COUNT }>,
+    context: Nested<'a, { cx::COUNT }>,
+    properties: Nested<'a, { pr::COUNT }>,
+}
+
+impl<'a> EventIn<'a> {
+    fn new() -> Box<Self> {
+        Box::new(EventIn { top: Members::new(), user: Nested::new(), context: Nested::new(), properties: Nested::new() })
+    }
+
+    /// Reads the event object the reader is at.
+    fn read(&mut self, r: &mut Reader<'a>) -> std::result::Result<(), json::Error> {
+        if r.open_object()? {
+            loop {
+                let key = r.key()?;
+                match ev::index(&key) {
+                    Some(ev::user) => self.user.read(r, us::index, false)?,
+                    Some(ev::context) => self.context.read(r, cx::index, false)?,
+                    Some(ev::properties) => self.properties.read(r, pr::index, true)?,
+                    Some(i) => self.top.slots[i] = Some(r.token()?),
+                    None => r.skip()?,
+                }
+                if !r.next_member()? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.top.clear();
+        self.user.clear();
+        self.context.clear();
+        self.properties.clear();
+    }
+
+    fn is_clear(&self) -> bool {
+        let empty = |slots: &[Option<Tok<'_>>], rest: usize| slots.iter().all(Option::is_none) && rest == 0;
+        empty(&self.top.slots, self.top.rest.len())
+            && empty(&self.user.members.slots, 0)
+            && empty(&self.context.members.slots, 0)
+            && empty(&self.properties.members.slots, self.properties.members.rest.len())
+            && [&self.user.shape, &self.context.shape, &self.properties.shape].iter().all(|s| matches!(s, Shape::Absent))
+    }
+}
+
+// ---- Avro, written as the checks pass ------------------------------------------------------
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Range<u32> {
+    write_long(s.len() as i64, out);
+    let start = out.len() as u32;
+    out.extend_from_slice(s.as_bytes());
+    start..out.len() as u32
+}
+
+/// A `["null", string]` union.
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) -> Option<Range<u32>> {
+    match s {
+        None => {
+            out.push(0);
+            None
+        }
+        Some(s) => {
+            out.push(2);
+            Some(put_str(out, s))
+        }
+    }
+}
+
+/// A `["null", long]` union.
+fn put_opt_long(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(2);
+            write_long(v, out);
+        }
+    }
+}
+
+/// An Avro array (or map) of `count` items already written from `at`: one block, then the end.
+fn close_block(out: &mut Vec<u8>, at: usize, count: usize) {
+    match count {
+        0 => {}
+        // A count below 64 is one byte (zig-zag doubles it).
+        1..64 => out.insert(at, (count as u8) << 1),
+        _ => {
+            let mut head = Vec::new();
+            write_long(count as i64, &mut head);
+            out.splice(at..at, head);
+        }
+    }
+    out.push(0);
+}
+
+/// The `custom` map: keys in order, so the same properties always give the same bytes.
+fn put_custom(out: &mut Vec<u8>, mut entries: Vec<(Cow<'_, str>, Cow<'_, str>)>) {
+    let at = out.len();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in &entries {
+        put_str(out, k);
+        put_str(out, v);
+    }
+    close_block(out, at, entries.len());
+}
+
+// ---- checks ------------------------------------------------------------------------------
+
+/// Where a member is, for messages: `properties.price`, `properties.items[2].quantity`.
+#[derive(Clone, Copy)]
+enum Scope {
+    Properties,
+    Context,
+    Traits,
+    Item(usize),
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Properties => f.write_str("properties"),
+            Scope::Context => f.write_str("context"),
+            Scope::Traits => f.write_str("properties.traits"),
+            Scope::Item(i) => write!(f, "properties.items[{i}]"),
+        }
+    }
+}
+
+/// A text value: strings, or numbers and booleans written as text (product ids are often numbers).
+fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow<'a, str>>> {
+    match v {
+        Tok::Null => Ok(None),
+        Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
+        scalar => Ok(Some(scalar.into_text())),
+    }
+}
+
+/// A whole number at least `min`. Money fields say so in their message.
+fn integer(v: Tok<'_>, scope: Scope, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
+    let field = format_args!("{scope}.{key}");
+    let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
+    let v = match v {
+        Tok::Null => return Ok(None),
+        // Whole numbers first; 1.5e3 or 2000.0 only when that fails.
+        Tok::Num(n) => match n.parse::<i64>() {
+            Ok(i) => i,
+            Err(_) => match n.parse::<f64>() {
+                Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+                _ => return Err(invalid(field, what)),
+            },
+        },
+        _ => return Err(invalid(field, what)),
+    };
+    if v < min {
+        return Err(invalid(field, &format!("must be at least {min}, got {v}")));
+    }
+    Ok(Some(v))
+}
+
+fn required<T>(v: Option<T>, key: &str) -> Result<T> {
+    v.ok_or_else(|| missing(format_args!("properties.{key}"), ""))
+}
+
+/// Parses an RFC 3339 timestamp, or epoch milliseconds, into epoch ms.
+pub fn parse_timestamp(field: &str, v: Tok<'_>) -> Result<i64> {
+    match v {
+        Tok::Str(s) => DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
+        Tok::Num(n) => n.parse::<i64>().ok().filter(|ms| *ms > 0).ok_or_else(|| invalid(field, "as a number must be epoch milliseconds")),
+        _ => Err(invalid(field, "must be an RFC 3339 string")),
+    }
+}
+
+fn optional_time(field: &str, v: Tok<'_>) -> Result<Option<i64>> {
+    match v {
+        Tok::Null => Ok(None),
+        v => parse_timestamp(field, v).map(Some),
+    }
+}
+
+/// The envelope's time fields, in schema order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub event_time: i64,
+    pub sent_at: Option<i64>,
+    pub received_at: i64,
+    pub corrected: i64,
+    pub skew: i64,
+    pub future_clamped: bool,
+    pub stale: bool,
+}
+
+impl Times {
+    fn new(event_time: Option<i64>, sent_at: Option<i64>, received_at: i64) -> Times {
+        let (event_time, corrected, skew) = match (event_time, sent_at) {
+            // The device clock may be off; what it measured between event and send is not.
+            (Some(et), Some(sa)) => (et, received_at - (sa - et), received_at - sa),
+            (Some(et), None) => (et, et, 0),
+            (None, Some(sa)) => (received_at, received_at, received_at - sa),
+            (None, None) => (received_at, received_at, 0),
+        };
+        Times {
+            event_time,
+            sent_at,
+            received_at,
+            corrected: corrected.min(received_at),
+            skew,
+            future_clamped: corrected > received_at,
+            stale: received_at - corrected > STALE_AFTER_MS,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        write_long(self.event_time, out);
+        put_opt_long(out, self.sent_at);
+        write_long(self.received_at, out);
+        write_long(self.corrected, out);
+        write_long(self.skew, out);
+        out.push(u8::from(self.future_clamped));
+        out.push(u8::from(self.stale));
+    }
+}
+
+/// The consent purposes an event's data needs, as bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs(u8);
+
+impl Needs {
+    const PROFILE: u8 = 1;
+    const PHONE: u8 = 2;
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The purposes, profile first.
+    pub fn purposes(self) -> impl Iterator<Item = &'static str> {
+        [(Needs::PROFILE, PURPOSE_PROFILE), (Needs::PHONE, PURPOSE_PHONE)].into_iter().filter(move |(b, _)| self.0 & b != 0).map(|(_, p)| p)
+    }
+}
+
+/// An accepted event, encoded in the request's buffer but for its time fields.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub topic: Topic,
     /// The event id as a number, for finding repeats cheaply.
     pub id: u128,
+    pub needs_consent: Needs,
+    /// A `consent_changed`: the purpose and whether it was granted.
+    pub consent: Option<(&'static str, bool)>,
+    /// The record before the times (from the event id to the user) and after them.
+    head: Range<u32>,
+    tail: Range<u32>,
+    key: Range<u32>,
+    zalo_id: Option<Range<u32>>,
+    anonymous_id: Option<Range<u32>>,
+    event_time: Option<i64>,
+    /// The event's own `sent_at`, which overrides the batch's.
+    sent_at: Option<i64>,
+}
+
+fn text_at<'b>(buf: &'b [u8], r: &Range<u32>) -> &'b str {
+    std::str::from_utf8(&buf[r.start as usize..r.end as usize]).expect("written from a str")
+}
+
+impl Encoded {
+    /// The partition key: the user's `zalo_id`, else `anonymous_id`.
+    pub fn key<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.key.start as usize..self.key.end as usize]
+    }
+
+    /// The user's ids that consent is recorded under.
+    pub fn user_ids<'b>(&self, buf: &'b [u8]) -> [Option<&'b str>; 2] {
+        [self.zalo_id.as_ref().map(|r| text_at(buf, r)), self.anonymous_id.as_ref().map(|r| text_at(buf, r))]
+    }
+
+    /// The event's times, given the batch's `sent_at` (by the device clock) and the receipt time.
+    pub fn times(&self, batch_sent_at: Option<i64>, received_at: i64) -> Times {
+        Times::new(self.event_time, self.sent_at.or(batch_sent_at), received_at)
+    }
+
+    /// The whole record in the Confluent wire format, into `out` (cleared first).
+    pub fn frame(&self, buf: &[u8], times: &Times, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(schemas::codec::MAGIC);
+        out.extend_from_slice(&schemas::codec::writer_schema_id(self.topic).to_be_bytes());
+        out.extend_from_slice(&buf[self.head.start as usize..self.head.end as usize]);
+        times.write(out);
+        out.extend_from_slice(&buf[self.tail.start as usize..self.tail.end as usize]);
+    }
+}
+
+/// One event of a request, read and checked.
+#[derive(Debug)]
+pub enum Checked<'a> {
+    Accepted(&'a str, Encoded),
+    /// Refused: its raw text and why.
+    Rejected(&'a str, Rejection),
+}
+
+/// The events of one request, read and checked in one pass. Accepted ones are in `buf`.
+#[derive(Debug)]
+pub struct Events<'a> {
+    pub buf: Vec<u8>,
+    slots: Box<EventIn<'a>>,
+    pub checked: Vec<Checked<'a>>,
+    /// The first event over [`MAX_EVENT_BYTES`]: its index and size.
+    pub too_large: Option<(usize, usize)>,
+}
+
+impl<'a> Events<'a> {
+    pub fn with_capacity(events: usize) -> Events<'a> {
+        Events { buf: Vec::with_capacity(events * 256), slots: EventIn::new(), checked: Vec::with_capacity(events), too_large: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.checked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checked.is_empty()
+    }
+
+    /// Reads the event the reader is at and checks it for app `app_id`. Fails only when the text
+    /// is not JSON; a bad event is kept as rejected.
+    pub fn read(&mut self, r: &mut Reader<'a>, app_id: &str) -> std::result::Result<(), json::Error> {
+        let start = r.pos();
+        let object = r.peek() == Some(b'{');
+        let read = if object { self.slots.read(r) } else { r.skip() };
+        if let Err(e) = read {
+            self.slots.clear();
+            return Err(e);
+        }
+        let raw = r.since(start);
+        let at = self.buf.len();
+        let checked = if raw.len() > MAX_EVENT_BYTES {
+            self.too_large.get_or_insert((self.checked.len(), raw.len()));
+            Err(too_large(raw.len()))
+        } else if !object {
+            Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"))
+        } else {
+            encode_event(&mut self.slots, app_id, &mut self.buf)
+        };
+        match checked {
+            Ok(e) => {
+                debug_assert!(self.slots.is_clear(), "every member read is written or refused");
+                self.checked.push(Checked::Accepted(raw, e));
+            }
+            Err(why) => {
+                self.slots.clear();
+                self.buf.truncate(at);
+                self.checked.push(Checked::Rejected(raw, why));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch body, read: its events (checked and encoded, up to the limit), how many there were,
+/// and its `sent_at`.
+pub struct BatchBody<'a> {
+    pub events: Events<'a>,
+    pub count: usize,
+    pub sent_at: Option<Tok<'a>>,
+}
+
+/// Reads `{"sent_at": …, "events": […]}`, members in any order; the reason when it is not that.
+pub fn read_batch<'a>(text: &'a str, app: &str) -> std::result::Result<BatchBody<'a>, String> {
+    let not_json = |e: json::Error| format!("body is not a JSON batch: {e}");
+    let mut r = Reader::new(text);
+    if r.peek() != Some(b'{') {
+        r.skip().and_then(|()| r.finish()).map_err(not_json)?;
+        return Err("body is not a JSON object".into());
+    }
+    let mut batch: Option<BatchBody<'a>> = None;
+    let mut sent_at = None;
+    if r.open_object().map_err(not_json)? {
+        loop {
+            match &*r.key().map_err(not_json)? {
+                "events" if r.peek() == Some(b'[') => {
+                    // A repeated member counts as its last copy, as with any other.
+                    let mut b = BatchBody { events: Events::with_capacity(256), count: 0, sent_at: None };
+                    if r.open_array().map_err(not_json)? {
+                        loop {
+                            // Past the limit the answer is 413: the rest is only checked as JSON.
+                            if b.count < MAX_BATCH_EVENTS {
+                                b.events.read(&mut r, app).map_err(not_json)?;
+                            } else {
+                                r.skip().map_err(not_json)?;
+                            }
+                            b.count += 1;
+                            if !r.next_element().map_err(not_json)? {
+                                break;
+                            }
+                        }
+                    }
+                    batch = Some(b);
+                }
+                "events" => {
+                    r.skip().map_err(not_json)?;
+                    batch = None;
+                }
+                "sent_at" => sent_at = Some(r.token().map_err(not_json)?),
+                _ => r.skip().map_err(not_json)?,
+            }
+            if !r.next_member().map_err(not_json)? {
+                break;
+            }
+        }
+    }
+    r.finish().map_err(not_json)?;
+    let mut batch = batch.ok_or_else(|| "body has no \"events\" array".to_string())?;
+    batch.sent_at = sent_at;
+    Ok(batch)
+}
+
+/// One valid event, framed: what a caller outside a request needs (tests, the bench, tools).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedEvent {
+    pub topic: Topic,
+    pub key: String,
+    /// The Confluent-framed Avro record.
+    pub payload: Vec<u8>,
+    pub id: u128,
     pub needs_consent: Vec<&'static str>,
+    pub consent: Option<(&'static str, bool)>,
+}
+
+impl ParsedEvent {
+    /// The record decoded again, as the processors will read it.
+    pub fn event(&self) -> InputEvent {
+        schemas::codec::decode_input(self.topic, &self.payload).expect("the gateway's records decode with their schema")
+    }
 }
 
 /// Parses and checks one event. `raw` is the event's own JSON text.
@@ -96,40 +709,47 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     if raw.len() > MAX_EVENT_BYTES {
         return Err(too_large(raw.len()));
     }
-    let value = json::parse(raw).map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
-    parse_event_value(value, receipt)
-}
-
-fn too_large(bytes: usize) -> Rejection {
-    Rejection::new(RejectCode::TooLarge, format!("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"))
-}
-
-/// Validates an event already read as JSON (an element of a batch).
-pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
-    if value.raw.len() > MAX_EVENT_BYTES {
-        return Err(too_large(value.raw.len()));
-    }
-    let Kind::Object(fields) = value.kind else {
-        return Err(Rejection::new(RejectCode::InvalidJson, "event is not a JSON object"));
-    };
-    let [event_id, type_name, user, event_time, sent_at, context, properties] =
-        fields.pick(["event_id", "type", "user", "event_time", "sent_at", "context", "properties"]);
-
-    let (event_id, id) = match event_id.map(|v| v.kind) {
-        None | Some(Kind::Null) => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
-        Some(Kind::Str(s)) => {
-            let uuid = uuid::Uuid::try_parse(s.trim()).map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?;
-            // Already canonical (as SDKs send it): kept as it came, not formatted again.
-            let text =
-                if s.len() == 36 && !s.bytes().any(|b| b.is_ascii_uppercase()) { s.into_owned() } else { uuid.hyphenated().to_string() };
-            (text, uuid.as_u128())
+    let not_json = |e: json::Error| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}"));
+    let mut r = Reader::new(raw);
+    let mut events = Events::with_capacity(1);
+    events.read(&mut r, receipt.app_id).map_err(not_json)?;
+    r.finish().map_err(not_json)?;
+    match events.checked.pop().expect("one event read") {
+        Checked::Rejected(_, why) => Err(why),
+        Checked::Accepted(_, e) => {
+            let mut payload = Vec::with_capacity(e.head.len() + e.tail.len() + 48);
+            e.frame(&events.buf, &e.times(receipt.sent_at, receipt.received_at), &mut payload);
+            Ok(ParsedEvent {
+                topic: e.topic,
+                key: String::from_utf8_lossy(e.key(&events.buf)).into_owned(),
+                payload,
+                id: e.id,
+                needs_consent: e.needs_consent.purposes().collect(),
+                consent: e.consent,
+            })
         }
-        Some(_) => return Err(invalid("event_id", "must be a string UUID")),
+    }
+}
+
+/// Checks one event read into slots and writes it to `out`. On a rejection `out` holds a partial
+/// record the caller cuts off.
+fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<Encoded> {
+    let head_start = out.len() as u32;
+    let id = match e.top.take(ev::event_id) {
+        Tok::Null => return Err(missing("event_id", " (a UUID the client makes once per event and reuses on retries)")),
+        Tok::Str(s) => {
+            let uuid = uuid::Uuid::try_parse(s.trim()).map_err(|_| invalid("event_id", &format!("{s:?} is not a UUID")))?;
+            // Canonical form: hyphenated lower case (as SDKs send it, so usually the same bytes).
+            put_str(out, uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+            uuid.as_u128()
+        }
+        _ => return Err(invalid("event_id", "must be a string UUID")),
     };
-    let type_name = match type_name.map(|v| v.kind) {
-        None | Some(Kind::Null) => return Err(missing("type", "")),
-        Some(Kind::Str(s)) => s,
-        Some(_) => return Err(invalid("type", "must be a string")),
+    put_str(out, app_id);
+    let type_name = match e.top.take(ev::type_) {
+        Tok::Null => return Err(missing("type", "")),
+        Tok::Str(s) => s,
+        _ => return Err(invalid("type", "must be a string")),
     };
     let Some(&(_, topic)) = EVENT_TYPES.iter().find(|(n, _)| *n == &*type_name) else {
         let known: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
@@ -138,436 +758,375 @@ pub fn parse_event_value(value: Value<'_>, receipt: &Receipt<'_>) -> Result<Pars
             format!("type {type_name:?} is unknown; the known types are {}", known.join(", ")),
         ));
     };
-
-    let user = parse_user(user)?;
-    let times = parse_times(event_time, sent_at, receipt)?;
-    let context = parse_context(context)?;
-    let props = object(properties, "properties")?.unwrap_or_default();
-
-    let mut needs_consent = Vec::new();
-    macro_rules! event {
-        ($ty:ident, $kind:expr, $props:expr) => {
-            $ty {
-                event_id,
-                app_id: receipt.app_id.to_string(),
-                kind: $kind,
-                user,
-                event_time: times.event_time,
-                sent_at: times.sent_at,
-                received_at: receipt.received_at,
-                corrected_time: times.corrected,
-                clock_skew_ms: times.skew,
-                future_clamped: times.future_clamped,
-                stale: times.stale,
-                context,
-                properties: $props,
-            }
-        };
-    }
-    let event = match topic {
-        Topic::Views => {
-            let kind = ViewType::from_name(&type_name).expect("table and enum agree");
-            InputEvent::View(event!(ViewEvent, kind, view_properties(kind, props)?))
-        }
-        Topic::Carts => {
-            let kind = CartType::from_name(&type_name).expect("table and enum agree");
-            InputEvent::Cart(event!(CartEvent, kind, cart_properties(kind, props)?))
-        }
-        Topic::Orders => {
-            let kind = OrderType::from_name(&type_name).expect("table and enum agree");
-            InputEvent::Order(event!(OrderEvent, kind, order_properties(kind, props)?))
-        }
-        Topic::Identities => {
-            let kind = IdentityType::from_name(&type_name).expect("table and enum agree");
-            if matches!(kind, IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted)
-                && user.oa_user_id.is_none()
-            {
-                return Err(missing("user.oa_user_id", " for OA events (getUserInfo().idByOA)"));
-            }
-            let p = identity_properties(kind, props)?;
-            if p.traits.is_some() {
-                needs_consent.push(PURPOSE_PROFILE);
-            }
-            if p.phone.is_some() {
-                needs_consent.push(PURPOSE_PHONE);
-            }
-            InputEvent::Identity(event!(IdentityEvent, kind, p))
-        }
-        Topic::Engagement => {
-            let kind = EngagementType::from_name(&type_name).expect("table and enum agree");
-            InputEvent::Engagement(event!(EngagementEvent, kind, engagement_properties(kind, props)?))
-        }
-        Topic::DeadLetter
-        | Topic::Sessions
-        | Topic::Interests
-        | Topic::CartTriggers
-        | Topic::Profiles
-        | Topic::Audiences
-        | Topic::Messages
-        | Topic::CampaignResults
-        | Topic::Activity => unreachable!("EVENT_TYPES maps only to input topics"),
+    let symbol = match topic {
+        Topic::Views => ViewType::from_name(&type_name).map(|t| t as i64),
+        Topic::Carts => CartType::from_name(&type_name).map(|t| t as i64),
+        Topic::Orders => OrderType::from_name(&type_name).map(|t| t as i64),
+        Topic::Identities => IdentityType::from_name(&type_name).map(|t| t as i64),
+        Topic::Engagement => EngagementType::from_name(&type_name).map(|t| t as i64),
+        _ => None,
     };
-    Ok(ParsedEvent { event, id, needs_consent })
-}
+    write_long(symbol.expect("EVENT_TYPES and the enums agree (a schemas test checks)"), out);
 
-/// An optional member that must be an object.
-fn object<'a>(v: Option<Value<'a>>, field: &str) -> Result<Option<Fields<'a>>> {
-    match v.map(|v| v.kind) {
-        None | Some(Kind::Null) => Ok(None),
-        Some(Kind::Object(f)) => Ok(Some(f)),
-        Some(_) => Err(invalid(field, "must be an object")),
-    }
-}
-
-fn parse_user(user: Option<Value<'_>>) -> Result<User> {
-    let Some(map) = object(user, "user")? else {
+    // The user.
+    let Some(user) = e.user.object("user")? else {
         return Err(Rejection::new(RejectCode::NoUserId, "user is required, with a zalo_id or an anonymous_id"));
     };
-    let [zalo_id, anonymous_id, oa_user_id] = map.pick(["zalo_id", "anonymous_id", "oa_user_id"]);
-    let id = |name: &str, v: Option<Value<'_>>| -> Result<Option<String>> {
-        match v.map_or(Kind::Null, |v| v.kind) {
-            Kind::Null => Ok(None),
-            Kind::Str(s) => {
-                let t = s.trim();
-                if t.len() <= 15 && PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
-                    return Err(Rejection::new(
-                        RejectCode::PlaceholderId,
-                        format!("user.{name} is the placeholder {s:?}; send a real id or leave the field out"),
-                    ));
-                }
-                if t.len() > 128 {
-                    return Err(invalid(&format!("user.{name}"), "is longer than 128 characters"));
-                }
-                Ok(Some(t.to_string()))
-            }
-            Kind::Num(_) => {
-                Err(invalid(&format!("user.{name}"), "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly"))
-            }
-            _ => Err(invalid(&format!("user.{name}"), "must be a string")),
-        }
-    };
-    let zalo_id = id("zalo_id", zalo_id)?;
-    let anonymous_id = id("anonymous_id", anonymous_id)?;
-    let oa_user_id = id("oa_user_id", oa_user_id)?;
+    let zalo_id = user_id("zalo_id", user.take(us::zalo_id))?;
+    let anonymous_id = user_id("anonymous_id", user.take(us::anonymous_id))?;
+    let oa_user_id = user_id("oa_user_id", user.take(us::oa_user_id))?;
     let key = zalo_id
-        .clone()
-        .or_else(|| anonymous_id.clone())
+        .as_deref()
+        .or(anonymous_id.as_deref())
         .ok_or_else(|| Rejection::new(RejectCode::NoUserId, "user needs a zalo_id or an anonymous_id"))?;
-    Ok(User { key, zalo_id, anonymous_id, oa_user_id })
-}
+    let key = put_str(out, key);
+    let zalo_id = put_opt_str(out, zalo_id.as_deref());
+    let anonymous_id = put_opt_str(out, anonymous_id.as_deref());
+    put_opt_str(out, oa_user_id.as_deref());
+    let head = head_start..out.len() as u32;
 
-struct Times {
-    event_time: i64,
-    sent_at: Option<i64>,
-    corrected: i64,
-    skew: i64,
-    future_clamped: bool,
-    stale: bool,
-}
+    let sent_at = optional_time("sent_at", e.top.take(ev::sent_at))?;
+    let event_time = optional_time("event_time", e.top.take(ev::event_time))?;
 
-/// Parses an RFC 3339 timestamp, or epoch milliseconds, into epoch ms.
-pub fn parse_timestamp(field: &str, v: Value<'_>) -> Result<i64> {
-    match v.kind {
-        Kind::Str(s) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| t.timestamp_millis())
-            .map_err(|_| invalid(field, &format!("{s:?} is not an RFC 3339 time such as 2026-11-23T09:30:00+07:00"))),
-        Kind::Num(n) => n.parse::<i64>().ok().filter(|ms| *ms > 0).ok_or_else(|| invalid(field, "as a number must be epoch milliseconds")),
-        _ => Err(invalid(field, "must be an RFC 3339 string")),
+    // The context: the names it knows, in schema order; others are ignored.
+    let tail_start = out.len() as u32;
+    match e.context.object("context")? {
+        None => out.extend_from_slice(&[0; cx::COUNT]),
+        Some(c) => {
+            for (slot, name) in cx::NAMES.iter().enumerate() {
+                put_opt_str(out, text(c.take(slot), Scope::Context, name)?.as_deref());
+            }
+        }
     }
-}
 
-fn optional_time(field: &str, v: Option<Value<'_>>) -> Result<Option<i64>> {
-    match v {
-        Some(v) if !v.is_null() => parse_timestamp(field, v).map(Some),
-        _ => Ok(None),
-    }
-}
-
-fn parse_times(event_time: Option<Value<'_>>, event_sent_at: Option<Value<'_>>, r: &Receipt<'_>) -> Result<Times> {
-    let sent_at = optional_time("sent_at", event_sent_at)?.or(r.sent_at);
-    let event_time = optional_time("event_time", event_time)?;
-    let (event_time, corrected, skew) = match (event_time, sent_at) {
-        // The device clock may be off; what it measured between event and send is not.
-        (Some(et), Some(sa)) => (et, r.received_at - (sa - et), r.received_at - sa),
-        (Some(et), None) => (et, et, 0),
-        (None, Some(sa)) => (r.received_at, r.received_at, r.received_at - sa),
-        (None, None) => (r.received_at, r.received_at, 0),
+    let mut absent = Members::new();
+    let props = match e.properties.object("properties")? {
+        Some(p) => p,
+        None => &mut absent,
     };
-    let future_clamped = corrected > r.received_at;
-    let corrected = corrected.min(r.received_at);
-    Ok(Times { event_time, sent_at, corrected, skew, future_clamped, stale: r.received_at - corrected > STALE_AFTER_MS })
-}
-
-fn parse_context(ctx: Option<Value<'_>>) -> Result<Context> {
-    let Some(map) = object(ctx, "context")? else { return Ok(Context::default()) };
-    let mut c = Context::default();
-    // One pass over what was sent; keys outside the contract are ignored.
-    for (name, raw) in map.into_members() {
-        let slot = match &*name {
-            "screen" => &mut c.screen,
-            "utm_source" => &mut c.utm_source,
-            "utm_medium" => &mut c.utm_medium,
-            "utm_campaign" => &mut c.utm_campaign,
-            "utm_content" => &mut c.utm_content,
-            "affiliate_id" => &mut c.affiliate_id,
-            "referrer" => &mut c.referrer,
-            "app_version" => &mut c.app_version,
-            "zalo_version" => &mut c.zalo_version,
-            "platform" => &mut c.platform,
-            "os_version" => &mut c.os_version,
-            "device_model" => &mut c.device_model,
-            "locale" => &mut c.locale,
-            "library" => &mut c.library,
-            _ => continue,
-        };
-        *slot = scalar_text(raw.kind, "context", &name)?;
-    }
-    Ok(c)
-}
-
-// ---- property helpers: each takes its key out of the map; what remains goes to `custom` ----
-
-/// A text value: strings, or numbers and booleans written as text (product ids are often numbers).
-fn text(map: &mut Fields<'_>, scope: &str, key: &str) -> Result<Option<String>> {
-    scalar_text(map.take_kind(key), scope, key)
-}
-
-fn scalar_text(v: Kind<'_>, scope: &str, key: &str) -> Result<Option<String>> {
-    match v {
-        Kind::Null => Ok(None),
-        Kind::Str(s) => Ok(Some(s.into_owned())),
-        Kind::Num(n) => Ok(Some(n.to_string())),
-        Kind::Bool(b) => Ok(Some(b.to_string())),
-        Kind::Object(_) | Kind::Array(_) => Err(invalid(&format!("{scope}.{key}"), "must be a string")),
-    }
-}
-
-fn prop_text(map: &mut Fields<'_>, key: &str) -> Result<Option<String>> {
-    text(map, "properties", key)
-}
-
-fn required_text(map: &mut Fields<'_>, key: &str) -> Result<String> {
-    prop_text(map, key)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| missing(&format!("properties.{key}"), ""))
-}
-
-/// A whole number at least `min`. Money fields say so in their message.
-fn integer(map: &mut Fields<'_>, scope: &str, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
-    let field = || format!("{scope}.{key}");
-    let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
-    let v = match map.take_kind(key) {
-        Kind::Null => return Ok(None),
-        // Whole numbers first; 1.5e3 or 2000.0 only when that fails.
-        Kind::Num(n) => match n.parse::<i64>() {
-            Ok(i) => i,
-            Err(_) => match n.parse::<f64>() {
-                Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-                _ => return Err(invalid(&field(), what)),
-            },
-        },
-        _ => return Err(invalid(&field(), what)),
+    let mut enc = Encoded {
+        topic,
+        id,
+        needs_consent: Needs::default(),
+        consent: None,
+        head,
+        tail: 0..0,
+        key,
+        zalo_id,
+        anonymous_id,
+        event_time,
+        sent_at,
     };
-    if v < min {
-        return Err(invalid(&field(), &format!("must be at least {min}, got {v}")));
+    match topic {
+        Topic::Views => view_properties(ViewType::from_name(&type_name).expect("checked"), props, out)?,
+        Topic::Carts => cart_properties(CartType::from_name(&type_name).expect("checked"), props, out)?,
+        Topic::Orders => order_properties(OrderType::from_name(&type_name).expect("checked"), props, out)?,
+        Topic::Identities => {
+            let kind = IdentityType::from_name(&type_name).expect("checked");
+            if matches!(kind, IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted) && oa_user_id.is_none() {
+                return Err(missing("user.oa_user_id", " for OA events (getUserInfo().idByOA)"));
+            }
+            (enc.needs_consent, enc.consent) = identity_properties(kind, props, out)?;
+        }
+        Topic::Engagement => engagement_properties(EngagementType::from_name(&type_name).expect("checked"), props, out)?,
+        _ => unreachable!("EVENT_TYPES maps only to input topics"),
     }
-    Ok(Some(v))
+    enc.tail = tail_start..out.len() as u32;
+    Ok(enc)
 }
 
-fn money(map: &mut Fields<'_>, key: &str) -> Result<Option<i64>> {
-    integer(map, "properties", key, 0, true)
+/// A user id: trimmed, not a placeholder, not too long.
+fn user_id<'a>(name: &str, v: Tok<'a>) -> Result<Option<Cow<'a, str>>> {
+    let s = match v {
+        Tok::Null => return Ok(None),
+        Tok::Str(s) => s,
+        Tok::Num(_) => {
+            return Err(invalid(
+                format_args!("user.{name}"),
+                "must be a string: Zalo ids are longer than JavaScript numbers can hold exactly",
+            ));
+        }
+        _ => return Err(invalid(format_args!("user.{name}"), "must be a string")),
+    };
+    let t = s.trim();
+    if t.len() <= 15 && PLACEHOLDER_IDS.iter().any(|p| t.eq_ignore_ascii_case(p)) {
+        return Err(Rejection::new(
+            RejectCode::PlaceholderId,
+            format!("user.{name} is the placeholder {s:?}; send a real id or leave the field out"),
+        ));
+    }
+    if t.len() > 128 {
+        return Err(invalid(format_args!("user.{name}"), "is longer than 128 characters"));
+    }
+    Ok(Some(match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+    }))
 }
 
-fn required<T>(v: Option<T>, key: &str) -> Result<T> {
-    v.ok_or_else(|| missing(&format!("properties.{key}"), ""))
+/// Property helpers: each takes its member out of the slots; what is left goes to `custom`.
+type Props<'a> = Members<'a, { pr::COUNT }>;
+
+fn prop_text<'a>(m: &mut Props<'a>, slot: usize) -> Result<Option<Cow<'a, str>>> {
+    text(m.take(slot), Scope::Properties, pr::NAMES[slot])
 }
 
-fn items(map: &mut Fields<'_>) -> Result<Vec<Item>> {
-    let list = match map.take_kind("items") {
-        Kind::Null => return Ok(Vec::new()),
-        Kind::Array(a) => a,
+fn required_text<'a>(m: &mut Props<'a>, slot: usize) -> Result<Cow<'a, str>> {
+    prop_text(m, slot)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| missing(format_args!("properties.{}", pr::NAMES[slot]), ""))
+}
+
+fn prop_integer(m: &mut Props<'_>, slot: usize, min: i64) -> Result<Option<i64>> {
+    integer(m.take(slot), Scope::Properties, pr::NAMES[slot], min, false)
+}
+
+fn money(m: &mut Props<'_>, slot: usize) -> Result<Option<i64>> {
+    integer(m.take(slot), Scope::Properties, pr::NAMES[slot], 0, true)
+}
+
+fn custom(m: &mut Props<'_>, out: &mut Vec<u8>) {
+    put_custom(out, m.rest(pr::NAMES));
+}
+
+/// `properties.items`: each line checked and written; the number of lines.
+fn items(m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<usize> {
+    let at = out.len();
+    let raw = match m.take(pr::items) {
+        Tok::Null => {
+            out.push(0);
+            return Ok(0);
+        }
+        Tok::Array(raw) => raw,
         _ => return Err(invalid("properties.items", "must be an array")),
     };
-    list.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let scope = format!("properties.items[{i}]");
-            let Some(mut m) = object(Some(v), &scope)? else { return Err(invalid(&scope, "must be an object")) };
-            let product_id = text(&mut m, &scope, "product_id")?.ok_or_else(|| missing(&format!("{scope}.product_id"), ""))?;
-            Ok(Item {
-                product_id,
-                product_name: text(&mut m, &scope, "product_name")?,
-                category: text(&mut m, &scope, "category")?,
-                quantity: integer(&mut m, &scope, "quantity", 1, false)?.ok_or_else(|| missing(&format!("{scope}.quantity"), ""))?,
-                price: integer(&mut m, &scope, "price", 0, true)?.ok_or_else(|| missing(&format!("{scope}.price"), ""))?,
-            })
-        })
-        .collect()
+    let not_json = |e: json::Error| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}"));
+    let mut r = Reader::new(raw);
+    let mut n = 0;
+    if r.open_array().map_err(not_json)? {
+        loop {
+            let scope = Scope::Item(n);
+            let Tok::Object(obj) = r.token().map_err(not_json)? else { return Err(invalid(scope, "must be an object")) };
+            let mut item = Members::<{ it::COUNT }>::parse(obj, it::index, false)?;
+            let product_id = text(item.take(it::product_id), scope, "product_id")?;
+            let product_id = product_id.ok_or_else(|| missing(format_args!("{scope}.product_id"), ""))?;
+            let product_name = text(item.take(it::product_name), scope, "product_name")?;
+            let category = text(item.take(it::category), scope, "category")?;
+            let quantity = integer(item.take(it::quantity), scope, "quantity", 1, false)?;
+            let quantity = quantity.ok_or_else(|| missing(format_args!("{scope}.quantity"), ""))?;
+            let price = integer(item.take(it::price), scope, "price", 0, true)?;
+            let price = price.ok_or_else(|| missing(format_args!("{scope}.price"), ""))?;
+            put_str(out, &product_id);
+            put_opt_str(out, product_name.as_deref());
+            put_opt_str(out, category.as_deref());
+            write_long(quantity, out);
+            write_long(price, out);
+            n += 1;
+            if !r.next_element().map_err(not_json)? {
+                break;
+            }
+        }
+    }
+    close_block(out, at, n);
+    Ok(n)
 }
 
-/// Whatever the contract does not name, kept as JSON text so nothing the app sent is lost.
-fn custom(map: Fields<'_>) -> Custom {
-    map.into_rest().collect()
-}
-
-fn view_properties(kind: ViewType, mut m: Fields<'_>) -> Result<ViewProperties> {
-    let p = ViewProperties {
-        page_title: prop_text(&mut m, "page_title")?,
-        product_id: prop_text(&mut m, "product_id")?,
-        product_name: prop_text(&mut m, "product_name")?,
-        category: prop_text(&mut m, "category")?,
-        price: money(&mut m, "price")?,
-        dwell_ms: integer(&mut m, "properties", "dwell_ms", 0, false)?,
-        query: prop_text(&mut m, "query")?,
-        results_count: integer(&mut m, "properties", "results_count", 0, false)?,
-        share_channel: prop_text(&mut m, "share_channel")?,
-        list_id: prop_text(&mut m, "list_id")?,
-        custom: Custom::new(),
-    };
+fn view_properties(kind: ViewType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let page_title = prop_text(m, pr::page_title)?;
+    let product_id = prop_text(m, pr::product_id)?;
+    let product_name = prop_text(m, pr::product_name)?;
+    let category = prop_text(m, pr::category)?;
+    let price = money(m, pr::price)?;
+    let dwell_ms = prop_integer(m, pr::dwell_ms, 0)?;
+    let query = prop_text(m, pr::query)?;
+    let results_count = prop_integer(m, pr::results_count, 0)?;
+    let share_channel = prop_text(m, pr::share_channel)?;
+    let list_id = prop_text(m, pr::list_id)?;
     match kind {
         ViewType::ProductViewed | ViewType::ProductClicked | ViewType::ProductShared => {
-            required(p.product_id.as_ref().filter(|s| !s.is_empty()), "product_id")?;
+            required(product_id.as_ref().filter(|s| !s.is_empty()), "product_id")?;
         }
         ViewType::Search => {
-            required(p.query.as_ref(), "query")?;
+            required(query.as_ref(), "query")?;
         }
         ViewType::PageViewed => {}
     }
-    Ok(ViewProperties { custom: custom(m), ..p })
+    put_opt_str(out, page_title.as_deref());
+    put_opt_str(out, product_id.as_deref());
+    put_opt_str(out, product_name.as_deref());
+    put_opt_str(out, category.as_deref());
+    put_opt_long(out, price);
+    put_opt_long(out, dwell_ms);
+    put_opt_str(out, query.as_deref());
+    put_opt_long(out, results_count);
+    put_opt_str(out, share_channel.as_deref());
+    put_opt_str(out, list_id.as_deref());
+    custom(m, out);
+    Ok(())
 }
 
-fn cart_properties(kind: CartType, mut m: Fields<'_>) -> Result<CartProperties> {
-    let cart_id = required_text(&mut m, "cart_id")?;
+fn cart_properties(kind: CartType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let cart_id = required_text(m, pr::cart_id)?;
+    let product_id = prop_text(m, pr::product_id)?;
+    let product_name = prop_text(m, pr::product_name)?;
+    let category = prop_text(m, pr::category)?;
     let min_quantity = if kind == CartType::CartItemUpdated { 0 } else { 1 };
-    let p = CartProperties {
-        cart_id,
-        product_id: prop_text(&mut m, "product_id")?,
-        product_name: prop_text(&mut m, "product_name")?,
-        category: prop_text(&mut m, "category")?,
-        quantity: integer(&mut m, "properties", "quantity", min_quantity, false)?,
-        price: money(&mut m, "price")?,
-        cart_value: money(&mut m, "cart_value")?,
-        items: items(&mut m)?,
-        custom: Custom::new(),
-    };
+    let quantity = prop_integer(m, pr::quantity, min_quantity)?;
+    let price = money(m, pr::price)?;
+    let cart_value = money(m, pr::cart_value)?;
+    put_str(out, &cart_id);
+    put_opt_str(out, product_id.as_deref());
+    put_opt_str(out, product_name.as_deref());
+    put_opt_str(out, category.as_deref());
+    put_opt_long(out, quantity);
+    put_opt_long(out, price);
+    put_opt_long(out, cart_value);
+    items(m, out)?;
     match kind {
         CartType::CartItemAdded | CartType::CartItemRemoved => {
-            required(p.product_id.as_ref(), "product_id")?;
-            required(p.quantity, "quantity")?;
-            required(p.price, "price")?;
+            required(product_id.as_ref(), "product_id")?;
+            required(quantity, "quantity")?;
+            required(price, "price")?;
         }
         CartType::CartItemUpdated => {
-            required(p.product_id.as_ref(), "product_id")?;
-            required(p.quantity, "quantity")?;
+            required(product_id.as_ref(), "product_id")?;
+            required(quantity, "quantity")?;
         }
         CartType::CartViewed | CartType::CheckoutStarted => {}
     }
-    Ok(CartProperties { custom: custom(m), ..p })
+    custom(m, out);
+    Ok(())
 }
 
-fn order_properties(kind: OrderType, mut m: Fields<'_>) -> Result<OrderProperties> {
-    let order_id = required_text(&mut m, "order_id")?;
-    let p = OrderProperties {
-        order_id,
-        cart_id: prop_text(&mut m, "cart_id")?,
-        items: items(&mut m)?,
-        total: money(&mut m, "total")?,
-        shipping_fee: money(&mut m, "shipping_fee")?,
-        discount: money(&mut m, "discount")?,
-        payment_method: prop_text(&mut m, "payment_method")?,
-        voucher_code: prop_text(&mut m, "voucher_code")?,
-        points_used: integer(&mut m, "properties", "points_used", 0, false)?,
-        status: prop_text(&mut m, "status")?,
-        refund_amount: money(&mut m, "refund_amount")?,
-        reason: prop_text(&mut m, "reason")?,
-        custom: Custom::new(),
-    };
+fn order_properties(kind: OrderType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let order_id = required_text(m, pr::order_id)?;
+    let cart_id = prop_text(m, pr::cart_id)?;
+    put_str(out, &order_id);
+    put_opt_str(out, cart_id.as_deref());
+    let lines = items(m, out)?;
+    let total = money(m, pr::total)?;
+    put_opt_long(out, total);
+    put_opt_long(out, money(m, pr::shipping_fee)?);
+    put_opt_long(out, money(m, pr::discount)?);
+    put_opt_str(out, prop_text(m, pr::payment_method)?.as_deref());
+    put_opt_str(out, prop_text(m, pr::voucher_code)?.as_deref());
+    put_opt_long(out, prop_integer(m, pr::points_used, 0)?);
+    let status = prop_text(m, pr::status)?;
+    put_opt_str(out, status.as_deref());
+    put_opt_long(out, money(m, pr::refund_amount)?);
+    put_opt_str(out, prop_text(m, pr::reason)?.as_deref());
     match kind {
         OrderType::OrderPlaced => {
-            required(p.total, "total")?;
-            if p.items.is_empty() {
+            required(total, "total")?;
+            if lines == 0 {
                 return Err(missing("properties.items", " (at least one line) for order_placed"));
             }
         }
         OrderType::OrderPaid => {
-            required(p.total, "total")?;
+            required(total, "total")?;
         }
         OrderType::OrderStatusChanged => {
-            required(p.status.as_ref(), "status")?;
+            required(status.as_ref(), "status")?;
         }
         OrderType::OrderCancelled | OrderType::OrderRefunded => {}
     }
-    Ok(OrderProperties { custom: custom(m), ..p })
+    custom(m, out);
+    Ok(())
 }
 
-fn identity_properties(kind: IdentityType, mut m: Fields<'_>) -> Result<IdentityProperties> {
-    let mut traits = object(m.take("traits"), "properties.traits")?;
+/// Writes the identity properties; what consent their data needs, and the consent decision.
+fn identity_properties(kind: IdentityType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<(Needs, Option<(&'static str, bool)>)> {
+    let mut traits = match m.take(pr::traits) {
+        Tok::Null => None,
+        Tok::Object(raw) => Some(Members::<{ tr::COUNT }>::parse(raw, tr::index, true)?),
+        _ => return Err(invalid("properties.traits", "must be an object")),
+    };
     // Segment-style SDKs put the phone among the traits.
-    let phone_value = match m.take_kind("phone") {
-        Kind::Null => traits.as_mut().map_or(Kind::Null, |t| t.take_kind("phone")),
+    let phone_value = match m.take(pr::phone) {
+        Tok::Null => traits.as_mut().map_or(Tok::Null, |t| t.take(tr::phone)),
         other => other,
     };
     let phone = match phone_value {
-        Kind::Null => None,
-        Kind::Str(s) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
+        Tok::Null => None,
+        Tok::Str(s) => Some(normalize_vn_phone(&s).map_err(|e| invalid("properties.phone", &format!("is invalid: {e}")))?),
         _ => return Err(invalid("properties.phone", "must be a string")),
     };
-    let traits = traits.map(parse_traits).transpose()?.filter(|t| *t != Traits::default());
-    let purpose = prop_text(&mut m, "purpose")?;
-    let granted = match m.take_kind("granted") {
-        Kind::Null => None,
-        Kind::Bool(b) => Some(b),
+    let mut needs = Needs::default();
+    match traits {
+        None => out.push(0),
+        Some(mut t) => {
+            let gender = text(t.take(tr::gender), Scope::Traits, "gender")?.map(|g| g.to_ascii_lowercase());
+            if let Some(g) = &gender
+                && !matches!(g.as_str(), "male" | "female" | "other")
+            {
+                return Err(invalid("properties.traits.gender", "must be male, female or other"));
+            }
+            let birthday = text(t.take(tr::birthday), Scope::Traits, "birthday")?;
+            if let Some(b) = &birthday
+                && !valid_birthday(b)
+            {
+                return Err(invalid("properties.traits.birthday", "must be YYYY-MM-DD, or --MM-DD without the year"));
+            }
+            let email = text(t.take(tr::email), Scope::Traits, "email")?;
+            if let Some(e) = &email
+                && !e.contains('@')
+            {
+                return Err(invalid("properties.traits.email", "is not an email address"));
+            }
+            let name = text(t.take(tr::name), Scope::Traits, "name")?;
+            let city = text(t.take(tr::city), Scope::Traits, "city")?;
+            let rest = t.rest(tr::NAMES);
+            // Traits with nothing in them are no traits.
+            if name.is_none() && gender.is_none() && birthday.is_none() && email.is_none() && city.is_none() && rest.is_empty() {
+                out.push(0);
+            } else {
+                needs.0 |= Needs::PROFILE;
+                out.push(2);
+                put_opt_str(out, name.as_deref());
+                put_opt_str(out, gender.as_deref());
+                put_opt_str(out, birthday.as_deref());
+                put_opt_str(out, email.as_deref());
+                put_opt_str(out, city.as_deref());
+                put_custom(out, rest);
+            }
+        }
+    }
+    if phone.is_some() {
+        needs.0 |= Needs::PHONE;
+    }
+    put_opt_str(out, phone.as_deref());
+    let purpose = prop_text(m, pr::purpose)?;
+    put_opt_str(out, purpose.as_deref());
+    let granted = match m.take(pr::granted) {
+        Tok::Null => None,
+        Tok::Bool(b) => Some(b),
         _ => return Err(invalid("properties.granted", "must be true or false")),
     };
-    let p = IdentityProperties {
-        traits,
-        phone,
-        purpose,
-        granted,
-        policy_version: prop_text(&mut m, "policy_version")?,
-        oa_id: prop_text(&mut m, "oa_id")?,
-        interaction: prop_text(&mut m, "interaction")?,
-        custom: Custom::new(),
-    };
+    match granted {
+        None => out.push(0),
+        Some(b) => out.extend_from_slice(&[2, u8::from(b)]),
+    }
+    put_opt_str(out, prop_text(m, pr::policy_version)?.as_deref());
+    put_opt_str(out, prop_text(m, pr::oa_id)?.as_deref());
+    put_opt_str(out, prop_text(m, pr::interaction)?.as_deref());
+    let mut consent = None;
     match kind {
         IdentityType::Identify => {
-            if p.traits.is_none() && p.phone.is_none() {
+            if needs.is_empty() {
                 return Err(missing("properties.traits or properties.phone", " for identify"));
             }
         }
         IdentityType::ConsentChanged => {
-            let purpose = required(p.purpose.as_deref(), "purpose")?;
-            if !CONSENT_PURPOSES.contains(&purpose) {
+            let purpose = required(purpose.as_deref(), "purpose")?;
+            let Some(known) = CONSENT_PURPOSES.iter().find(|p| **p == purpose) else {
                 return Err(invalid("properties.purpose", &format!("{purpose:?} is not one of {}", CONSENT_PURPOSES.join(", "))));
-            }
-            required(p.granted, "granted")?;
+            };
+            consent = Some((*known, required(granted, "granted")?));
         }
         IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted => {}
         // Not in the HTTP API's table of types: never reaches here from a request.
         IdentityType::UserForgotten => unreachable!("internal event types are refused before validation"),
     }
-    Ok(IdentityProperties { custom: custom(m), ..p })
-}
-
-fn parse_traits(mut t: Fields<'_>) -> Result<Traits> {
-    let scope = "properties.traits";
-    let gender = text(&mut t, scope, "gender")?.map(|g| g.to_ascii_lowercase());
-    if let Some(g) = &gender
-        && !matches!(g.as_str(), "male" | "female" | "other")
-    {
-        return Err(invalid("properties.traits.gender", "must be male, female or other"));
-    }
-    let birthday = text(&mut t, scope, "birthday")?;
-    if let Some(b) = &birthday
-        && !valid_birthday(b)
-    {
-        return Err(invalid("properties.traits.birthday", "must be YYYY-MM-DD, or --MM-DD without the year"));
-    }
-    let email = text(&mut t, scope, "email")?;
-    if let Some(e) = &email
-        && !e.contains('@')
-    {
-        return Err(invalid("properties.traits.email", "is not an email address"));
-    }
-    Ok(Traits { name: text(&mut t, scope, "name")?, gender, birthday, email, city: text(&mut t, scope, "city")?, custom: custom(t) })
+    custom(m, out);
+    Ok((needs, consent))
 }
 
 fn valid_birthday(b: &str) -> bool {
@@ -577,41 +1136,45 @@ fn valid_birthday(b: &str) -> bool {
     chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").is_ok()
 }
 
-fn engagement_properties(kind: EngagementType, mut m: Fields<'_>) -> Result<EngagementProperties> {
-    let p = EngagementProperties {
-        game_id: prop_text(&mut m, "game_id")?,
-        result: prop_text(&mut m, "result")?,
-        reward: prop_text(&mut m, "reward")?,
-        voucher_code: prop_text(&mut m, "voucher_code")?,
-        points: integer(&mut m, "properties", "points", 1, false)?,
-        reason: prop_text(&mut m, "reason")?,
-        order_id: prop_text(&mut m, "order_id")?,
-        product_id: prop_text(&mut m, "product_id")?,
-        rating: integer(&mut m, "properties", "rating", 1, false)?,
-        referral_code: prop_text(&mut m, "referral_code")?,
-        custom: Custom::new(),
-    };
+fn engagement_properties(kind: EngagementType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let game_id = prop_text(m, pr::game_id)?;
+    put_opt_str(out, game_id.as_deref());
+    put_opt_str(out, prop_text(m, pr::result)?.as_deref());
+    put_opt_str(out, prop_text(m, pr::reward)?.as_deref());
+    let voucher_code = prop_text(m, pr::voucher_code)?;
+    put_opt_str(out, voucher_code.as_deref());
+    let points = prop_integer(m, pr::points, 1)?;
+    put_opt_long(out, points);
+    put_opt_str(out, prop_text(m, pr::reason)?.as_deref());
+    put_opt_str(out, prop_text(m, pr::order_id)?.as_deref());
+    let product_id = prop_text(m, pr::product_id)?;
+    put_opt_str(out, product_id.as_deref());
+    let rating = prop_integer(m, pr::rating, 1)?;
+    put_opt_long(out, rating);
+    let referral_code = prop_text(m, pr::referral_code)?;
+    put_opt_str(out, referral_code.as_deref());
     match kind {
         EngagementType::MinigamePlayed => {
-            required(p.game_id.as_ref(), "game_id")?;
+            required(game_id.as_ref(), "game_id")?;
         }
         EngagementType::VoucherClaimed => {
-            required(p.voucher_code.as_ref(), "voucher_code")?;
+            required(voucher_code.as_ref(), "voucher_code")?;
         }
         EngagementType::PointsEarned | EngagementType::PointsRedeemed => {
-            required(p.points, "points")?;
+            required(points, "points")?;
         }
         EngagementType::ReviewSubmitted => {
-            required(p.product_id.as_ref(), "product_id")?;
-            if !(1..=5).contains(&required(p.rating, "rating")?) {
+            required(product_id.as_ref(), "product_id")?;
+            if !(1..=5).contains(&required(rating, "rating")?) {
                 return Err(invalid("properties.rating", "must be 1 to 5"));
             }
         }
         EngagementType::ReferralCompleted => {
-            required(p.referral_code.as_ref(), "referral_code")?;
+            required(referral_code.as_ref(), "referral_code")?;
         }
     }
-    Ok(EngagementProperties { custom: custom(m), ..p })
+    custom(m, out);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -646,7 +1209,7 @@ mod tests {
     fn a_product_view_becomes_a_view_event() {
         let v = base("product_viewed", json!({"product_id": 123, "category": "coffee", "price": 35000, "dwell_ms": 5400, "color": "đen"}));
         let p = parse(&v).unwrap();
-        let InputEvent::View(e) = p.event else { panic!() };
+        let InputEvent::View(e) = p.event() else { panic!() };
         assert_eq!(e.event_id, "5a1f7c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b");
         assert_eq!(e.user.key, "5012345678901234567");
         assert_eq!(e.properties.product_id.as_deref(), Some("123"));
@@ -658,7 +1221,7 @@ mod tests {
     #[test]
     fn anonymous_users_are_keyed_by_their_device_id() {
         let v = json!({"event_id": "5a1f7c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b", "type": "page_viewed", "user": {"anonymous_id": "dev-1"}});
-        assert_eq!(parse(&v).unwrap().event.user().key, "dev-1");
+        assert_eq!(parse(&v).unwrap().event().user().key, "dev-1");
     }
 
     #[test]
@@ -720,13 +1283,13 @@ mod tests {
     fn identify_needs_consent_for_what_it_carries() {
         let p = parse(&base("identify", json!({"traits": {"name": "Lan", "phone": "0987 654 321"}}))).unwrap();
         assert_eq!(p.needs_consent, vec![PURPOSE_PROFILE, PURPOSE_PHONE]);
-        let InputEvent::Identity(e) = p.event else { panic!() };
+        let InputEvent::Identity(e) = p.event() else { panic!() };
         assert_eq!(e.properties.phone.as_deref(), Some("84987654321"));
         assert_eq!(e.properties.traits.unwrap().name.as_deref(), Some("Lan"));
 
         let p = parse(&base("identify", json!({"phone": "01681234567"}))).unwrap();
         assert_eq!(p.needs_consent, vec![PURPOSE_PHONE]);
-        let InputEvent::Identity(e) = p.event else { panic!() };
+        let InputEvent::Identity(e) = p.event() else { panic!() };
         assert_eq!(e.properties.phone.as_deref(), Some("84381234567"));
 
         assert_eq!(code(&base("identify", json!({"phone": "12345"}))), RejectCode::InvalidValue);
@@ -740,7 +1303,7 @@ mod tests {
         let r = Receipt { app_id: "demo", received_at: NOW, sent_at: Some(device_now) };
         let mut v = base("page_viewed", json!({}));
         v["event_time"] = json!(device_now - 5_000);
-        let e = parse_event(&v.to_string(), &r).unwrap().event;
+        let e = parse_event(&v.to_string(), &r).unwrap().event();
         let InputEvent::View(e) = e else { panic!() };
         assert_eq!(e.corrected_time, NOW - 5_000);
         assert_eq!(e.clock_skew_ms, 600_000);
@@ -751,12 +1314,12 @@ mod tests {
     fn future_times_are_clamped_and_old_ones_flagged() {
         let mut v = base("page_viewed", json!({}));
         v["event_time"] = json!(chrono::DateTime::from_timestamp_millis(NOW + 3_600_000).unwrap().to_rfc3339());
-        let InputEvent::View(e) = parse(&v).unwrap().event else { panic!() };
+        let InputEvent::View(e) = parse(&v).unwrap().event() else { panic!() };
         assert_eq!(e.corrected_time, NOW);
         assert!(e.future_clamped);
 
         v["event_time"] = json!(NOW - 31 * 24 * 3600 * 1000);
-        let InputEvent::View(e) = parse(&v).unwrap().event else { panic!() };
+        let InputEvent::View(e) = parse(&v).unwrap().event() else { panic!() };
         assert!(e.stale);
         assert_eq!(e.corrected_time, NOW - 31 * 24 * 3600 * 1000);
     }

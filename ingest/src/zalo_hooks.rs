@@ -25,7 +25,7 @@ use schemas::derived::MessageEvent;
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::http::{ApiError, admit, ingest};
+use crate::http::{ApiError, admit, ingest, read_one};
 use crate::metrics::METRICS;
 use crate::validate::{MAX_EVENT_BYTES, Receipt};
 use crate::writer::{Pending, now_ms};
@@ -101,9 +101,10 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
     let zcdp_event = json!({"event_id": event_id.to_string(), "type": kind, "event_time": time, "user": user,
         "context": {"library": "zalo-webhook"}, "properties": {"oa_id": oa_id}})
     .to_string();
-    let parsed = crate::json::parse(&zcdp_event).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
-    let receipt = Receipt { app_id: &gw.zalo.cdp_app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, vec![parsed], "webhook:zalo").await.map_err(|e| e.into_response())?;
+    let app = gw.zalo.cdp_app.as_str();
+    let parsed = read_one(&zcdp_event, app).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
+    let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
+    let outcome = ingest(gw, &receipt, parsed, "webhook:zalo").await.map_err(|e| e.into_response())?;
     // Zalo retries anything but a 200; a rejected event (dead-lettered with its reason) would be
     // rejected again, so it is acknowledged too.
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
@@ -159,9 +160,9 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let event = json!({"event_id": event_id, "type": "identify", "user": req["user"], "context": {"library": "zcdp-phone-exchange"},
         "properties": {"phone": number}})
     .to_string();
-    let parsed = crate::json::parse(&event).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+    let parsed = read_one(&event, app).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, vec![parsed], "http:/v1/users/phone").await?;
+    let outcome = ingest(gw, &receipt, parsed, "http:/v1/users/phone").await?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::FORBIDDEN };
     Ok((status, Json(outcome.body())).into_response())
 }

@@ -44,7 +44,7 @@ fn history(n: usize) -> anyhow::Result<Vec<schemas::event::InputEvent>> {
         let json = shoppers.next_event(now);
         let receipt = Receipt { app_id: "demo", received_at: t, sent_at: None };
         match parse_event(&json.to_string(), &receipt) {
-            Ok(p) => out.push(p.event),
+            Ok(p) => out.push(p.event()),
             Err(r) => anyhow::bail!("generated event rejected: {}", r.message),
         }
     }
