@@ -1329,4 +1329,49 @@ mod tests {
         let v = base("page_viewed", json!({"blob": "x".repeat(MAX_EVENT_BYTES)}));
         assert_eq!(code(&v), RejectCode::TooLarge);
     }
+
+    /// The slots are kept from one event of a batch to the next: nothing of a rejected event, or
+    /// of a member sent twice, may reach the events after it.
+    #[test]
+    fn nothing_of_one_event_leaks_into_the_next() {
+        let id = |n: u8| format!("5a1f7c2e-3b4d-4e5f-8a9b-0c1d2e3f4a{n:02x}");
+        let events = [
+            // Rejected (not a UUID) after its properties, context and user were read.
+            format!(
+                r#"{{"properties": {{"left": 1}}, "context": {{"screen": "/a"}}, "user": {{"zalo_id": "z0"}}, "event_id": "bad", "type": "page_viewed"}}"#
+            ),
+            // Accepted, its properties sent twice: the last copy (null) counts.
+            format!(
+                r#"{{"properties": {{"twice": 1}}, "properties": null, "event_id": "{}", "type": "page_viewed", "user": {{"zalo_id": "z1"}}}}"#,
+                id(1)
+            ),
+            format!(
+                r#"{{"event_id": "{}", "type": "page_viewed", "user": {{"anonymous_id": "d2"}}, "properties": {{"page_title": "b"}}}}"#,
+                id(2)
+            ),
+        ];
+        let body = format!(r#"{{"events": [{}], "sent_at": null}}"#, events.join(","));
+        let batch = read_batch(&body, "demo").unwrap();
+        assert_eq!(batch.count, 3);
+        let mut decoded = Vec::new();
+        for c in &batch.events.checked {
+            match c {
+                Checked::Rejected(_, why) => decoded.push(Err(why.code)),
+                Checked::Accepted(_, e) => {
+                    let mut payload = Vec::new();
+                    e.frame(&batch.events.buf, &e.times(None, NOW), &mut payload);
+                    decoded.push(Ok(schemas::codec::decode_input(e.topic, &payload).unwrap()));
+                }
+            }
+        }
+        assert_eq!(decoded[0], Err(RejectCode::InvalidValue));
+        let Ok(InputEvent::View(first)) = &decoded[1] else { panic!("{:?}", decoded[1]) };
+        assert!(first.properties.custom.is_empty(), "{:?}", first.properties.custom);
+        assert_eq!(first.context, Context::default());
+        assert_eq!(first.user.key, "z1");
+        let Ok(InputEvent::View(second)) = &decoded[2] else { panic!("{:?}", decoded[2]) };
+        assert_eq!(second.properties.page_title.as_deref(), Some("b"));
+        assert!(second.properties.custom.is_empty(), "{:?}", second.properties.custom);
+        assert_eq!((second.user.key.as_str(), second.user.zalo_id.as_deref()), ("d2", None));
+    }
 }
