@@ -186,18 +186,9 @@ impl<'a> Reader<'a> {
                 Tok::Array(self.since(start))
             }
             Some(b'-' | b'0'..=b'9') => Tok::Num(self.number()?),
-            Some(b't') => {
-                self.literal("true", Kind::Bool(true))?;
-                Tok::Bool(true)
-            }
-            Some(b'f') => {
-                self.literal("false", Kind::Bool(false))?;
-                Tok::Bool(false)
-            }
-            Some(b'n') => {
-                self.literal("null", Kind::Null)?;
-                Tok::Null
-            }
+            Some(b't') => self.literal("true", Tok::Bool(true))?,
+            Some(b'f') => self.literal("false", Tok::Bool(false))?,
+            Some(b'n') => self.literal("null", Tok::Null)?,
             Some(_) => return Err(self.err("expected a JSON value")),
             None => return Err(self.err("unexpected end of the JSON text")),
         })
@@ -227,11 +218,8 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            Some(b'"') => {
-                self.string()?;
-            }
             _ => {
-                self.value()?;
+                self.token()?;
             }
         }
         Ok(())
@@ -250,24 +238,24 @@ impl<'a> Reader<'a> {
     /// The next value as a tree.
     pub fn value(&mut self) -> Result<Value<'a>, Error> {
         let start = self.i;
-        let kind = match self.b.get(self.i) {
+        let kind = match self.peek() {
             Some(b'{') => Kind::Object(self.object()?),
             Some(b'[') => Kind::Array(self.array()?),
-            Some(b'"') => Kind::Str(self.string()?),
-            Some(b't') => self.literal("true", Kind::Bool(true))?,
-            Some(b'f') => self.literal("false", Kind::Bool(false))?,
-            Some(b'n') => self.literal("null", Kind::Null)?,
-            Some(b'-' | b'0'..=b'9') => Kind::Num(self.number()?),
-            Some(_) => return Err(self.err("expected a JSON value")),
-            None => return Err(self.err("unexpected end of the JSON text")),
+            _ => match self.token()? {
+                Tok::Null => Kind::Null,
+                Tok::Bool(b) => Kind::Bool(b),
+                Tok::Num(n) => Kind::Num(n),
+                Tok::Str(s) => Kind::Str(s),
+                Tok::Object(_) | Tok::Array(_) => unreachable!("objects and arrays are read above"),
+            },
         };
         Ok(Value { raw: &self.s[start..self.i], kind })
     }
 
-    fn literal(&mut self, word: &'static str, kind: Kind<'a>) -> Result<Kind<'a>, Error> {
+    fn literal(&mut self, word: &'static str, tok: Tok<'a>) -> Result<Tok<'a>, Error> {
         if self.b[self.i..].starts_with(word.as_bytes()) {
             self.i += word.len();
-            Ok(kind)
+            Ok(tok)
         } else {
             Err(self.err("expected true, false or null"))
         }
@@ -308,42 +296,31 @@ impl<'a> Reader<'a> {
     }
 
     fn object(&mut self) -> Result<Fields<'a>, Error> {
-        self.enter()?;
-        if self.leave(b'}') {
-            return Ok(Fields::default());
-        }
         let base = self.members.len();
-        loop {
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a member name in double quotes"));
-            }
-            let key = self.string()?;
-            self.ws();
-            if self.b.get(self.i) != Some(&b':') {
-                return Err(self.err("expected ':' after a member name"));
-            }
-            self.i += 1;
-            self.ws();
-            let v = self.value()?;
-            self.members.push((key, v));
-            if self.next_or_close(b'}', "expected ',' or '}' in an object")? {
-                return Ok(Fields { items: self.members.drain(base..).collect() });
+        if self.open_object()? {
+            loop {
+                let key = self.key()?;
+                let v = self.value()?;
+                self.members.push((key, v));
+                if !self.next_member()? {
+                    break;
+                }
             }
         }
+        Ok(Fields { items: self.members.drain(base..).collect() })
     }
 
     fn array(&mut self) -> Result<Vec<Value<'a>>, Error> {
-        self.enter()?;
         let mut items = Vec::new();
-        if self.leave(b']') {
-            return Ok(items);
-        }
-        loop {
-            items.push(self.value()?);
-            if self.next_or_close(b']', "expected ',' or ']' in an array")? {
-                return Ok(items);
+        if self.open_array()? {
+            loop {
+                items.push(self.value()?);
+                if !self.next_element()? {
+                    break;
+                }
             }
         }
+        Ok(items)
     }
 
     /// A string, the opening quote at `self.i`. Borrowed from the text unless it has escapes.
