@@ -21,10 +21,10 @@ use schemas::topics::Topic;
 
 use crate::Gateway;
 use crate::consent::{ConsentDecision, origin_headers};
-use crate::json::{self, Reader, Tok};
+use crate::json::Tok;
 use crate::metrics::METRICS;
 use crate::validate::{
-    Checked, Encoded, Events, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Receipt, RejectCode, Rejection, Times, parse_timestamp, read_batch,
+    Checked, Encoded, Events, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Receipt, RejectCode, Rejection, Times, optional_time, read_batch, read_one,
 };
 use crate::writer::{Pending, WriteError, now_ms};
 
@@ -171,10 +171,8 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
             format!("event {i} is {bytes} bytes; the limit is 32 KB an event"),
         ));
     }
-    let sent_at = match batch.sent_at {
-        Some(Tok::Null) | None => None,
-        Some(v) => Some(parse_timestamp("sent_at", v).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?),
-    };
+    let sent_at = optional_time("sent_at", batch.sent_at.unwrap_or(Tok::Null))
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.message))?;
     gw.limiter.take(app, batch.count).map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -186,15 +184,6 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let receipt = Receipt { app_id: app, received_at, sent_at };
     let outcome = ingest(gw, &receipt, batch.events, "http:/v1/batch").await?;
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
-}
-
-/// One event's text, read and checked; the error when it is not JSON.
-pub(crate) fn read_one<'a>(text: &'a str, app: &str) -> Result<Events<'a>, json::Error> {
-    let mut r = Reader::new(text);
-    let mut events = Events::with_capacity(1);
-    events.read(&mut r, app)?;
-    r.finish()?;
-    Ok(events)
 }
 
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

@@ -85,6 +85,10 @@ fn missing(field: impl fmt::Display, hint: &str) -> Rejection {
     Rejection::new(RejectCode::MissingField, format!("{field} is required{hint}"))
 }
 
+fn not_json(e: json::Error) -> Rejection {
+    Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}"))
+}
+
 fn too_large(bytes: usize) -> Rejection {
     Rejection::new(RejectCode::TooLarge, format!("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"))
 }
@@ -183,8 +187,7 @@ impl<'a, const N: usize> Members<'a, N> {
     /// Reads an object kept as raw text by [`Reader::token`] (already checked once).
     fn parse(raw: &'a str, index: fn(&str) -> Option<usize>, keep_rest: bool) -> Result<Self> {
         let mut m = Members::new();
-        m.read_into(&mut Reader::new(raw), index, keep_rest)
-            .map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}")))?;
+        m.read_into(&mut Reader::new(raw), index, keep_rest).map_err(not_json)?;
         Ok(m)
     }
 
@@ -442,7 +445,8 @@ pub fn parse_timestamp(field: &str, v: Tok<'_>) -> Result<i64> {
     }
 }
 
-fn optional_time(field: &str, v: Tok<'_>) -> Result<Option<i64>> {
+/// A time that may be absent or null.
+pub fn optional_time(field: &str, v: Tok<'_>) -> Result<Option<i64>> {
     match v {
         Tok::Null => Ok(None),
         v => parse_timestamp(field, v).map(Some),
@@ -685,6 +689,15 @@ pub fn read_batch<'a>(text: &'a str, app: &str) -> std::result::Result<BatchBody
     Ok(batch)
 }
 
+/// One event's text, read and checked; the error when it is not JSON.
+pub fn read_one<'a>(text: &'a str, app: &str) -> std::result::Result<Events<'a>, json::Error> {
+    let mut r = Reader::new(text);
+    let mut events = Events::with_capacity(1);
+    events.read(&mut r, app)?;
+    r.finish()?;
+    Ok(events)
+}
+
 /// One valid event, framed: what a caller outside a request needs (tests, the bench, tools).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedEvent {
@@ -709,11 +722,7 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
     if raw.len() > MAX_EVENT_BYTES {
         return Err(too_large(raw.len()));
     }
-    let not_json = |e: json::Error| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}"));
-    let mut r = Reader::new(raw);
-    let mut events = Events::with_capacity(1);
-    events.read(&mut r, receipt.app_id).map_err(not_json)?;
-    r.finish().map_err(not_json)?;
+    let mut events = read_one(raw, receipt.app_id).map_err(not_json)?;
     match events.checked.pop().expect("one event read") {
         Checked::Rejected(_, why) => Err(why),
         Checked::Accepted(_, e) => {
@@ -727,6 +736,40 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
                 needs_consent: e.needs_consent.purposes().collect(),
                 consent: e.consent,
             })
+        }
+    }
+}
+
+/// An event's `type`, as the enum of its topic.
+#[derive(Debug, Clone, Copy)]
+enum EventType {
+    View(ViewType),
+    Cart(CartType),
+    Order(OrderType),
+    Identity(IdentityType),
+    Engagement(EngagementType),
+}
+
+impl EventType {
+    fn of(topic: Topic, name: &str) -> Option<EventType> {
+        match topic {
+            Topic::Views => ViewType::from_name(name).map(EventType::View),
+            Topic::Carts => CartType::from_name(name).map(EventType::Cart),
+            Topic::Orders => OrderType::from_name(name).map(EventType::Order),
+            Topic::Identities => IdentityType::from_name(name).map(EventType::Identity),
+            Topic::Engagement => EngagementType::from_name(name).map(EventType::Engagement),
+            _ => None,
+        }
+    }
+
+    /// The Avro enum symbol's index: the variants are in symbol order.
+    fn symbol(self) -> i64 {
+        match self {
+            EventType::View(t) => t as i64,
+            EventType::Cart(t) => t as i64,
+            EventType::Order(t) => t as i64,
+            EventType::Identity(t) => t as i64,
+            EventType::Engagement(t) => t as i64,
         }
     }
 }
@@ -758,15 +801,8 @@ fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<
             format!("type {type_name:?} is unknown; the known types are {}", known.join(", ")),
         ));
     };
-    let symbol = match topic {
-        Topic::Views => ViewType::from_name(&type_name).map(|t| t as i64),
-        Topic::Carts => CartType::from_name(&type_name).map(|t| t as i64),
-        Topic::Orders => OrderType::from_name(&type_name).map(|t| t as i64),
-        Topic::Identities => IdentityType::from_name(&type_name).map(|t| t as i64),
-        Topic::Engagement => EngagementType::from_name(&type_name).map(|t| t as i64),
-        _ => None,
-    };
-    write_long(symbol.expect("EVENT_TYPES and the enums agree (a schemas test checks)"), out);
+    let kind = EventType::of(topic, &type_name).expect("EVENT_TYPES and the enums agree (a schemas test checks)");
+    write_long(kind.symbol(), out);
 
     // The user.
     let Some(user) = e.user.object("user")? else {
@@ -817,19 +853,17 @@ fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<
         event_time,
         sent_at,
     };
-    match topic {
-        Topic::Views => view_properties(ViewType::from_name(&type_name).expect("checked"), props, out)?,
-        Topic::Carts => cart_properties(CartType::from_name(&type_name).expect("checked"), props, out)?,
-        Topic::Orders => order_properties(OrderType::from_name(&type_name).expect("checked"), props, out)?,
-        Topic::Identities => {
-            let kind = IdentityType::from_name(&type_name).expect("checked");
+    match kind {
+        EventType::View(kind) => view_properties(kind, props, out)?,
+        EventType::Cart(kind) => cart_properties(kind, props, out)?,
+        EventType::Order(kind) => order_properties(kind, props, out)?,
+        EventType::Identity(kind) => {
             if matches!(kind, IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted) && oa_user_id.is_none() {
                 return Err(missing("user.oa_user_id", " for OA events (getUserInfo().idByOA)"));
             }
             (enc.needs_consent, enc.consent) = identity_properties(kind, props, out)?;
         }
-        Topic::Engagement => engagement_properties(EngagementType::from_name(&type_name).expect("checked"), props, out)?,
-        _ => unreachable!("EVENT_TYPES maps only to input topics"),
+        EventType::Engagement(kind) => engagement_properties(kind, props, out)?,
     }
     enc.tail = tail_start..out.len() as u32;
     Ok(enc)
@@ -898,7 +932,6 @@ fn items(m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<usize> {
         Tok::Array(raw) => raw,
         _ => return Err(invalid("properties.items", "must be an array")),
     };
-    let not_json = |e: json::Error| Rejection::new(RejectCode::InvalidJson, format!("event is not valid JSON: {e}"));
     let mut r = Reader::new(raw);
     let mut n = 0;
     if r.open_array().map_err(not_json)? {

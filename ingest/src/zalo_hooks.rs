@@ -25,9 +25,9 @@ use schemas::derived::MessageEvent;
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::http::{ApiError, admit, ingest, read_one};
+use crate::http::{ApiError, admit, ingest};
 use crate::metrics::METRICS;
-use crate::validate::{MAX_EVENT_BYTES, Receipt};
+use crate::validate::{MAX_EVENT_BYTES, Receipt, read_one};
 use crate::writer::{Pending, now_ms};
 
 fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
