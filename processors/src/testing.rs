@@ -13,7 +13,7 @@ use schemas::derived::{AudienceChange, CartTrigger, Profile, Session, UserIntere
 use schemas::event::InputEvent;
 use schemas::kafka::Kafka;
 use schemas::testing::build::{page, shop_history};
-use schemas::testing::{produce, produce_to_partition, read_to_end};
+use schemas::testing::{eventually_explained, produce, produce_to_partition, read_to_end};
 
 use crate::task::INPUTS;
 
@@ -36,7 +36,12 @@ pub async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
 
 /// (committed, end) offsets of a group, summed over every input partition.
 pub async fn progress(kafka: &Kafka, group: &str) -> (i64, i64) {
-    progress_by_partition(kafka, group).await.iter().fold((0, 0), |(d, e), p| (d + p.committed.unwrap_or(0), e + p.end))
+    totals(&progress_by_partition(kafka, group).await)
+}
+
+/// (committed, end) summed over partitions.
+fn totals(parts: &[PartitionProgress]) -> (i64, i64) {
+    parts.iter().fold((0, 0), |(d, e), p| (d + p.committed.unwrap_or(0), e + p.end))
 }
 
 /// How far a group has committed one input partition.
@@ -78,27 +83,21 @@ pub async fn progress_by_partition(kafka: &Kafka, group: &str) -> Vec<PartitionP
 /// Waits until the group has committed at least `fraction` of the input. On time-out, the
 /// panic names the partitions that are behind.
 pub async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    let what = format!("{:.0}% of the input processed and committed by {group}", fraction * 100.0);
+    eventually_explained(within, &what, || async {
         let parts = progress_by_partition(kafka, group).await;
-        let (done, end) = parts.iter().fold((0, 0), |(d, e), p| (d + p.committed.unwrap_or(0), e + p.end));
+        let (done, end) = totals(&parts);
         if end > 0 && done as f64 >= end as f64 * fraction {
-            return;
+            return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
-            let behind: Vec<String> = parts
-                .iter()
-                .filter(|p| p.committed.unwrap_or(0) < p.end)
-                .map(|p| format!("{}/{} committed {:?} of {}", p.topic, p.partition, p.committed, p.end))
-                .collect();
-            panic!(
-                "timed out after {within:?} waiting for {:.0}% of the input processed and committed by {group}: {done} of {end}; behind: {}",
-                fraction * 100.0,
-                behind.join(", ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let behind: Vec<String> = parts
+            .iter()
+            .filter(|p| p.committed.unwrap_or(0) < p.end)
+            .map(|p| format!("{}/{} committed {:?} of {}", p.topic, p.partition, p.committed, p.end))
+            .collect();
+        Err(format!("{done} of {end}; behind: {}", behind.join(", ")))
+    })
+    .await;
 }
 
 /// Runs `history` through one member that nothing interrupts, phase after phase, and returns

@@ -134,12 +134,30 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_explained(within, what, move || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// [`eventually`], where a check that fails says what it saw; the last such answer is part of the
+/// time-out's message.
+pub async fn eventually_explained<T, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        let seen = match check().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            let seen = if seen.is_empty() { seen } else { format!(": {seen}") };
+            panic!("timed out after {within:?} waiting for {what}{seen}");
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -303,4 +321,35 @@ pub async fn produce_to_partition(kafka: &crate::kafka::Kafka, event: &crate::ev
     let record = FutureRecord::to(event.topic().name()).key(event.user().key.as_bytes()).payload(&buf).partition(partition);
     producer.send_result(record).map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{eventually, eventually_explained};
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 100ms waiting for the answer: saw 41")]
+    async fn a_time_out_says_what_the_check_saw_last() {
+        eventually_explained(Duration::from_millis(100), "the answer", || async { Err::<(), _>("saw 41".to_string()) }).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 100ms waiting for the answer")]
+    async fn a_plain_check_times_out_with_what_it_waited_for() {
+        eventually(Duration::from_millis(100), "the answer", || async { None::<()> }).await;
+    }
+
+    #[tokio::test]
+    async fn a_check_that_passes_returns_its_value() {
+        let mut tries = 0;
+        let v = eventually(Duration::from_secs(5), "three tries", || {
+            tries += 1;
+            let t = tries;
+            async move { (t >= 3).then_some(t) }
+        })
+        .await;
+        assert_eq!(v, 3);
+    }
 }
