@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use schemas::testing::eventually_explained;
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -115,18 +116,19 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
     // loaded again if the two reads differ.
     let profile = data.path().join("chromium");
     let page_url = format!("{url}&refresh=0");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (dom, (engagement, activity, segments, campaigns)) = loop {
-        let before = snapshot().await;
-        let out = chromium(&profile, &["--dump-dom"], &page_url);
-        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
-        let after = snapshot().await;
-        if before == after {
-            break (String::from_utf8(out.stdout).unwrap(), after);
-        }
-        assert!(Instant::now() < deadline, "the API's numbers changed during every page load for two minutes");
-        eprintln!("the API's numbers changed while the page loaded: loading it again");
-    };
+    let (dom, (engagement, activity, segments, campaigns)) =
+        eventually_explained(Duration::from_secs(120), "a page load during which the API's numbers did not change", || async {
+            let before = snapshot().await;
+            let out = chromium(&profile, &["--dump-dom"], &page_url);
+            assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+            let after = snapshot().await;
+            if before != after {
+                eprintln!("the API's numbers changed while the page loaded: loading it again");
+                return Err("they changed during the last load too".to_string());
+            }
+            Ok((String::from_utf8(out.stdout).unwrap(), after))
+        })
+        .await;
     assert!(dom.contains("data-loaded=\"1\""), "the page did not load its data: {dom}");
     // What was rendered: the page before its script.
     let rendered = dom.split("<script>").next().unwrap();
