@@ -142,6 +142,11 @@ pub(crate) fn admit<'g>(
     Ok((app, body))
 }
 
+/// A request body as text, or why it is not.
+fn body_text(body: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))
+}
+
 fn too_large(what: &str, limit: usize) -> ApiError {
     METRICS.rejected.with_label_values(&[RejectCode::TooLarge.as_str()]).inc();
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{what} is larger than {} KB; split it", limit / 1024))
@@ -151,7 +156,7 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
     let received_at = now_ms();
     // One pass over the whole body: the envelope and every event in it, checked and encoded.
-    let batch = match std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8: {e}")).and_then(|text| read_batch(text, app)) {
+    let batch = match body_text(&body).and_then(|text| read_batch(text, app)) {
         Ok(b) => b,
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/batch", &body, received_at, reason).await),
     };
@@ -189,10 +194,7 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
     let received_at = now_ms();
-    let events = match std::str::from_utf8(&body)
-        .map_err(|e| format!("body is not UTF-8: {e}"))
-        .and_then(|text| read_one(text, app).map_err(|e| format!("body is not a JSON event: {e}")))
-    {
+    let events = match body_text(&body).and_then(|text| read_one(text, app).map_err(|e| format!("body is not a JSON event: {e}"))) {
         Ok(v) => v,
         Err(reason) => return Err(unparseable(gw, app, "http:/v1/events", &body, received_at, reason).await),
     };
