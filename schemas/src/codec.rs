@@ -63,6 +63,9 @@ impl Record for DeadLetter {
 /// Writers and readers built once per schema version.
 struct Codecs {
     writers: HashMap<Topic, (u32, GenericDatumWriter<'static>)>,
+    /// The writers' schema ids by `Topic as usize`: read for every record the gateway writes,
+    /// so an index rather than a hash lookup.
+    writer_ids: Vec<Option<u32>>,
     readers: HashMap<u32, GenericDatumReader<'static>>,
 }
 
@@ -79,12 +82,20 @@ static CODECS: LazyLock<Codecs> = LazyLock::new(|| {
         let r = GenericDatumReader::builder(&v.schema).human_readable(false).build().expect("reader for a parsed schema");
         readers.insert(v.id, r);
     }
-    Codecs { writers, readers }
+    let mut writer_ids = Vec::new();
+    for (topic, (id, _)) in &writers {
+        let at = *topic as usize;
+        if writer_ids.len() <= at {
+            writer_ids.resize(at + 1, None);
+        }
+        writer_ids[at] = Some(*id);
+    }
+    Codecs { writers, writer_ids, readers }
 });
 
 /// The id records of `topic` are written with.
 pub fn writer_schema_id(topic: Topic) -> u32 {
-    CODECS.writers[&topic].0
+    CODECS.writer_ids.get(topic as usize).copied().flatten().unwrap_or_else(|| panic!("no writer schema for {}", topic.name()))
 }
 
 /// Appends `record` to `buf` in the Confluent wire format.
