@@ -18,6 +18,23 @@ async fn up_with_demo_traffic_fills_every_input_topic_and_stops_on_sigterm() {
     support::up_flows::demo_fills_every_input_topic_and_stops_on_sigterm(&[]).await;
 }
 
+/// `zcdp bench ingest`, small: both paths run to the end (the load generator got a 200 for every
+/// request, the bare producer a delivery report for every record) and the comparison is printed.
+#[test]
+fn bench_ingest_runs_both_paths_and_prints_the_comparison() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zcdp"))
+        .args(["bench", "ingest", "--events", "3000", "--batch", "100", "--log", "error"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bench ingest failed:\n{stderr}\n{stdout}");
+    for row in ["| bare rdkafka producer (same records) | 3000 |", "| gateway POST /v1/batch | 3000 |", "| gateway at half the bare rate |"]
+    {
+        assert!(stdout.contains(row), "no row {row:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("gateway / bare producer: "), "no ratio in:\n{stdout}");
+}
+
 #[test]
 fn every_role_documents_its_flags_with_env_vars() {
     for args in [
