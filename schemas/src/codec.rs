@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -60,37 +59,31 @@ impl Record for DeadLetter {
     const TOPIC: Topic = Topic::DeadLetter;
 }
 
-/// Writers and readers built once per schema version.
+/// Readers built once per schema version, and the id each topic's records are written with.
 struct Codecs {
-    writers: HashMap<Topic, (u32, GenericDatumWriter<'static>)>,
-    /// The writers' schema ids by `Topic as usize`: read for every record the gateway writes,
-    /// so an index rather than a hash lookup.
+    /// The writer schema's id by `Topic as usize`: read for every record written or decoded, so
+    /// an index rather than a hash lookup.
     writer_ids: Vec<Option<u32>>,
     readers: HashMap<u32, GenericDatumReader<'static>>,
 }
 
 static CODECS: LazyLock<Codecs> = LazyLock::new(|| {
     let reg = registry();
-    let mut writers = HashMap::new();
+    let mut writer_ids = Vec::new();
     let mut readers = HashMap::new();
     for v in reg.all() {
         let latest = reg.latest(v.topic).expect("topic has a version");
         if latest.id == v.id {
-            let w = GenericDatumWriter::builder(&v.schema).human_readable(false).build().expect("writer for a parsed schema");
-            writers.insert(v.topic, (v.id, w));
+            let at = v.topic as usize;
+            if writer_ids.len() <= at {
+                writer_ids.resize(at + 1, None);
+            }
+            writer_ids[at] = Some(v.id);
         }
         let r = GenericDatumReader::builder(&v.schema).human_readable(false).build().expect("reader for a parsed schema");
         readers.insert(v.id, r);
     }
-    let mut writer_ids = Vec::new();
-    for (topic, (id, _)) in &writers {
-        let at = *topic as usize;
-        if writer_ids.len() <= at {
-            writer_ids.resize(at + 1, None);
-        }
-        writer_ids[at] = Some(*id);
-    }
-    Codecs { writers, writer_ids, readers }
+    Codecs { writer_ids, readers }
 });
 
 /// The id records of `topic` are written with.
@@ -100,7 +93,7 @@ pub fn writer_schema_id(topic: Topic) -> u32 {
 
 /// Appends `record` to `buf` in the Confluent wire format.
 pub fn encode_into<T: Record>(record: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-    let id = CODECS.writers[&T::TOPIC].0;
+    let id = writer_schema_id(T::TOPIC);
     buf.push(MAGIC);
     buf.extend_from_slice(&id.to_be_bytes());
     record.write_avro(buf);
@@ -127,8 +120,7 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, CodecError> {
     let (id, mut body) = split_frame(bytes)?;
-    let (latest_id, _) = CODECS.writers[&T::TOPIC];
-    if id == latest_id {
+    if id == writer_schema_id(T::TOPIC) {
         return Ok(CODECS.readers[&id].read_deser(&mut body)?);
     }
     let version: &SchemaVersion = registry().by_id(id).ok_or(CodecError::UnknownSchema(id))?;
@@ -212,9 +204,10 @@ mod tests {
 
     /// The direct writer produces exactly the bytes apache-avro produces from the `.avsc`.
     fn same_bytes_as_apache_avro<T: Record>(record: &T) {
-        let (id, writer) = &CODECS.writers[&T::TOPIC];
+        let latest = registry().latest(T::TOPIC).unwrap();
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&latest.schema).human_readable(false).build().unwrap();
         let mut reference = vec![MAGIC];
-        reference.extend_from_slice(&id.to_be_bytes());
+        reference.extend_from_slice(&latest.id.to_be_bytes());
         writer.write_ser(&mut reference, record).unwrap();
         assert_eq!(encode(record).unwrap(), reference, "{}", T::TOPIC);
     }
