@@ -408,6 +408,24 @@ fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow<'a, str>>>
     }
 }
 
+/// A text value (as [`text`]) written straight into the record as a `["null", string]` union;
+/// its length in bytes when it was there.
+fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -> Result<Option<usize>> {
+    match v {
+        Tok::Null => {
+            out.push(0);
+            Ok(None)
+        }
+        Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
+        scalar => {
+            let s = scalar.into_text();
+            out.push(2);
+            put_str(out, &s);
+            Ok(Some(s.len()))
+        }
+    }
+}
+
 /// A whole number at least `min`. Money fields say so in their message.
 fn integer(v: Tok<'_>, scope: Scope, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
     let field = format_args!("{scope}.{key}");
@@ -839,7 +857,7 @@ fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<
         None => out.extend_from_slice(&[0; cx::COUNT]),
         Some(c) => {
             for (slot, name) in cx::NAMES.iter().enumerate() {
-                put_opt_str(out, text(c.take(slot), Scope::Context, name)?.as_deref());
+                put_text(out, c.take(slot), Scope::Context, name)?;
             }
         }
     }
@@ -918,6 +936,11 @@ fn prop_text<'a>(m: &mut Props<'a>, slot: usize) -> Result<Option<Cow<'a, str>>>
     text(m.take(slot), Scope::Properties, pr::NAMES[slot])
 }
 
+/// A text property written straight into the record; its length when it was there.
+fn put_prop(m: &mut Props<'_>, slot: usize, out: &mut Vec<u8>) -> Result<Option<usize>> {
+    put_text(out, m.take(slot), Scope::Properties, pr::NAMES[slot])
+}
+
 fn required_text<'a>(m: &mut Props<'a>, slot: usize) -> Result<Cow<'a, str>> {
     prop_text(m, slot)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| missing(format_args!("properties.{}", pr::NAMES[slot]), ""))
 }
@@ -976,64 +999,51 @@ fn items(m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<usize> {
 }
 
 fn view_properties(kind: ViewType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
-    let page_title = prop_text(m, pr::page_title)?;
-    let product_id = prop_text(m, pr::product_id)?;
-    let product_name = prop_text(m, pr::product_name)?;
-    let category = prop_text(m, pr::category)?;
-    let price = money(m, pr::price)?;
-    let dwell_ms = prop_integer(m, pr::dwell_ms, 0)?;
-    let query = prop_text(m, pr::query)?;
-    let results_count = prop_integer(m, pr::results_count, 0)?;
-    let share_channel = prop_text(m, pr::share_channel)?;
-    let list_id = prop_text(m, pr::list_id)?;
+    // Written as they are checked (a rejected event's bytes are cut off), in schema order.
+    put_prop(m, pr::page_title, out)?;
+    let product_id = put_prop(m, pr::product_id, out)?;
+    put_prop(m, pr::product_name, out)?;
+    put_prop(m, pr::category, out)?;
+    put_opt_long(out, money(m, pr::price)?);
+    put_opt_long(out, prop_integer(m, pr::dwell_ms, 0)?);
+    let query = put_prop(m, pr::query, out)?;
+    put_opt_long(out, prop_integer(m, pr::results_count, 0)?);
+    put_prop(m, pr::share_channel, out)?;
+    put_prop(m, pr::list_id, out)?;
     match kind {
         ViewType::ProductViewed | ViewType::ProductClicked | ViewType::ProductShared => {
-            required(product_id.as_ref().filter(|s| !s.is_empty()), "product_id")?;
+            required(product_id.filter(|len| *len > 0), "product_id")?;
         }
         ViewType::Search => {
-            required(query.as_ref(), "query")?;
+            required(query, "query")?;
         }
         ViewType::PageViewed => {}
     }
-    put_opt_str(out, page_title.as_deref());
-    put_opt_str(out, product_id.as_deref());
-    put_opt_str(out, product_name.as_deref());
-    put_opt_str(out, category.as_deref());
-    put_opt_long(out, price);
-    put_opt_long(out, dwell_ms);
-    put_opt_str(out, query.as_deref());
-    put_opt_long(out, results_count);
-    put_opt_str(out, share_channel.as_deref());
-    put_opt_str(out, list_id.as_deref());
     custom(m, out);
     Ok(())
 }
 
 fn cart_properties(kind: CartType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
     let cart_id = required_text(m, pr::cart_id)?;
-    let product_id = prop_text(m, pr::product_id)?;
-    let product_name = prop_text(m, pr::product_name)?;
-    let category = prop_text(m, pr::category)?;
+    put_str(out, &cart_id);
+    let product_id = put_prop(m, pr::product_id, out)?;
+    put_prop(m, pr::product_name, out)?;
+    put_prop(m, pr::category, out)?;
     let min_quantity = if kind == CartType::CartItemUpdated { 0 } else { 1 };
     let quantity = prop_integer(m, pr::quantity, min_quantity)?;
-    let price = money(m, pr::price)?;
-    let cart_value = money(m, pr::cart_value)?;
-    put_str(out, &cart_id);
-    put_opt_str(out, product_id.as_deref());
-    put_opt_str(out, product_name.as_deref());
-    put_opt_str(out, category.as_deref());
     put_opt_long(out, quantity);
+    let price = money(m, pr::price)?;
     put_opt_long(out, price);
-    put_opt_long(out, cart_value);
+    put_opt_long(out, money(m, pr::cart_value)?);
     items(m, out)?;
     match kind {
         CartType::CartItemAdded | CartType::CartItemRemoved => {
-            required(product_id.as_ref(), "product_id")?;
+            required(product_id, "product_id")?;
             required(quantity, "quantity")?;
             required(price, "price")?;
         }
         CartType::CartItemUpdated => {
-            required(product_id.as_ref(), "product_id")?;
+            required(product_id, "product_id")?;
             required(quantity, "quantity")?;
         }
         CartType::CartViewed | CartType::CheckoutStarted => {}
@@ -1041,7 +1051,6 @@ fn cart_properties(kind: CartType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Resu
     custom(m, out);
     Ok(())
 }
-
 fn order_properties(kind: OrderType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
     let order_id = required_text(m, pr::order_id)?;
     let cart_id = prop_text(m, pr::cart_id)?;
@@ -1052,13 +1061,13 @@ fn order_properties(kind: OrderType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Re
     put_opt_long(out, total);
     put_opt_long(out, money(m, pr::shipping_fee)?);
     put_opt_long(out, money(m, pr::discount)?);
-    put_opt_str(out, prop_text(m, pr::payment_method)?.as_deref());
-    put_opt_str(out, prop_text(m, pr::voucher_code)?.as_deref());
+    put_prop(m, pr::payment_method, out)?;
+    put_prop(m, pr::voucher_code, out)?;
     put_opt_long(out, prop_integer(m, pr::points_used, 0)?);
     let status = prop_text(m, pr::status)?;
     put_opt_str(out, status.as_deref());
     put_opt_long(out, money(m, pr::refund_amount)?);
-    put_opt_str(out, prop_text(m, pr::reason)?.as_deref());
+    put_prop(m, pr::reason, out)?;
     match kind {
         OrderType::OrderPlaced => {
             required(total, "total")?;
@@ -1150,9 +1159,9 @@ fn identity_properties(kind: IdentityType, m: &mut Props<'_>, out: &mut Vec<u8>)
         None => out.push(0),
         Some(b) => out.extend_from_slice(&[2, u8::from(b)]),
     }
-    put_opt_str(out, prop_text(m, pr::policy_version)?.as_deref());
-    put_opt_str(out, prop_text(m, pr::oa_id)?.as_deref());
-    put_opt_str(out, prop_text(m, pr::interaction)?.as_deref());
+    put_prop(m, pr::policy_version, out)?;
+    put_prop(m, pr::oa_id, out)?;
+    put_prop(m, pr::interaction, out)?;
     let mut consent = None;
     match kind {
         IdentityType::Identify => {
@@ -1185,14 +1194,14 @@ fn valid_birthday(b: &str) -> bool {
 fn engagement_properties(kind: EngagementType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
     let game_id = prop_text(m, pr::game_id)?;
     put_opt_str(out, game_id.as_deref());
-    put_opt_str(out, prop_text(m, pr::result)?.as_deref());
-    put_opt_str(out, prop_text(m, pr::reward)?.as_deref());
+    put_prop(m, pr::result, out)?;
+    put_prop(m, pr::reward, out)?;
     let voucher_code = prop_text(m, pr::voucher_code)?;
     put_opt_str(out, voucher_code.as_deref());
     let points = prop_integer(m, pr::points, 1)?;
     put_opt_long(out, points);
-    put_opt_str(out, prop_text(m, pr::reason)?.as_deref());
-    put_opt_str(out, prop_text(m, pr::order_id)?.as_deref());
+    put_prop(m, pr::reason, out)?;
+    put_prop(m, pr::order_id, out)?;
     let product_id = prop_text(m, pr::product_id)?;
     put_opt_str(out, product_id.as_deref());
     let rating = prop_integer(m, pr::rating, 1)?;
