@@ -1340,12 +1340,9 @@ mod tests {
         );
         let mut fast = 0;
         for t in &texts {
-            match rfc3339_millis(t) {
-                Some(ms) => {
-                    fast += 1;
-                    assert_eq!(Some(ms), chrono_ms(t), "{t}");
-                }
-                None => {}
+            if let Some(ms) = rfc3339_millis(t) {
+                fast += 1;
+                assert_eq!(Some(ms), chrono_ms(t), "{t}");
             }
         }
         assert!(fast > 500, "the fast path read only {fast} of {}", texts.len());
