@@ -410,6 +410,7 @@ fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow<'a, str>>>
 
 /// A text value (as [`text`]) written straight into the record as a `["null", string]` union;
 /// its length in bytes when it was there.
+#[inline(always)]
 fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -> Result<Option<usize>> {
     match v {
         Tok::Null => {
