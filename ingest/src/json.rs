@@ -407,6 +407,7 @@ impl<'a> Reader<'a> {
         }
         self.i = scan8(self.b, self.i).unwrap_or_else(|at| at);
     }
+
     /// `\uXXXX` (and the low half of a surrogate pair), `self.i` at the `u`; leaves `self.i` on
     /// the last hex digit.
     fn unicode_escape(&mut self) -> Result<char, Error> {
@@ -647,8 +648,8 @@ mod tests {
         }
     }
 
-    /// The sixteen- and eight-bytes-at-a-time skips must stop exactly on a quote, backslash or control
-    /// character wherever it falls in a chunk, and on multi-byte UTF-8 around it.
+    /// The sixteen- and eight-bytes-at-a-time scans must stop exactly on a quote, backslash or
+    /// control character wherever it falls in a chunk, and on multi-byte UTF-8 around it.
     #[test]
     fn special_bytes_at_every_position_agree_with_serde_json() {
         for len in 0..40 {
