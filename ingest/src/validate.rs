@@ -1115,6 +1115,7 @@ fn cart_properties(kind: CartType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Resu
     custom(m, out);
     Ok(())
 }
+
 fn order_properties(kind: OrderType, m: &mut Props<'_>, out: &mut Vec<u8>) -> Result<()> {
     let order_id = required_text(m, pr::order_id)?;
     let cart_id = prop_text(m, pr::cart_id)?;
