@@ -409,7 +409,8 @@ fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow<'a, str>>>
 }
 
 /// A text value (as [`text`]) written straight into the record as a `["null", string]` union;
-/// its length in bytes when it was there.
+/// its length in bytes when it was there. It repeats `text`'s rule rather than calling it and
+/// `put_opt_str`: the `Option<Cow>` in between cost ~1,200 instructions an event (callgrind).
 #[inline(always)]
 fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -> Result<Option<usize>> {
     match v {
