@@ -36,7 +36,8 @@ enum Command {
     Up(up::UpArgs),
     /// The ingest gateway alone, against a real cluster.
     Ingest(IngestRoleArgs),
-    /// One processor member (sessions, interests, abandoned carts, profiles) of the consumer group.
+    /// One member of the processors' consumer group, running every processor (the list:
+    /// `processors::topology`, in processors/src/lib.rs).
     Process(ProcessRoleArgs),
     /// One messaging sink member of the consumer group: campaigns, the policy, Zalo OA and ZNS sends.
     Sink(SinkRoleArgs),
@@ -175,7 +176,7 @@ enum AudiencesAction {
         /// The segment's name, as in the segments file.
         segment: String,
         #[arg(long, value_enum, default_value = "csv")]
-        format: processors::audiences::Format,
+        format: sinks::audiences::Format,
         /// Only this app's members (default: every app's).
         #[arg(long)]
         app: Option<String>,
@@ -233,7 +234,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Audiences { action: AudiencesAction::Sync { dir, app, kafka } } => {
                 let kafka = schemas::kafka::Kafka::external(&kafka)?;
-                let export = processors::audiences::ExportDir::new(&dir, app.as_deref())?;
+                let export = sinks::audiences::ExportDir::new(&dir, app.as_deref())?;
                 println!("zcdp: keeping segment files in {}; Ctrl-C to stop", dir.display());
                 let shutdown = shutdown::Shutdown::default();
                 shutdown.on_signals();
@@ -285,32 +286,23 @@ fn main() -> anyhow::Result<()> {
 /// `zcdp audiences export`.
 async fn export_audience(
     segment: &str,
-    format: processors::audiences::Format,
+    format: sinks::audiences::Format,
     app: Option<&str>,
     output: Option<&std::path::Path>,
     segments: Option<&std::path::Path>,
     kafka: &KafkaArgs,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let defined = processors::segments::Segments::load(segments)?;
     if !defined.list.iter().any(|s| s.name == segment) {
         let names: Vec<&str> = defined.list.iter().map(|s| s.name.as_str()).collect();
         anyhow::bail!("no segment {segment:?} in the segments file; defined: {}", names.join(", "));
     }
     let kafka = schemas::kafka::Kafka::external(kafka)?;
-    let latest = tokio::task::spawn_blocking(move || processors::audiences::latest(&kafka)).await??;
-    let members = processors::audiences::members(&latest, segment, app);
+    let latest = tokio::task::spawn_blocking(move || sinks::audiences::latest(&kafka)).await??;
+    let members = sinks::audiences::members(&latest, segment, app);
     let (written, skipped) = match output {
-        None => processors::audiences::write(format, &members, &mut std::io::stdout().lock())?,
-        Some(path) => {
-            let tmp = path.with_extension("partial");
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-            let counts = processors::audiences::write(format, &members, &mut f)?;
-            std::io::Write::flush(&mut f)?;
-            drop(f);
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-            counts
-        }
+        None => sinks::audiences::write(format, &members, &mut std::io::stdout().lock())?,
+        Some(path) => sinks::audiences::export_to(format, &members, path)?,
     };
     eprintln!(
         "zcdp: segment {segment}: {} members, {written} written{}",

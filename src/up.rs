@@ -82,8 +82,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let member = Member::start(&kafka, &process, None).await?;
-    say(format!("zcdp: processors running (sessions, interests, abandoned carts, profiles); state in {}", process.data_dir.display()));
+    let topology = processors::topology(&process)?;
+    let names = topology.processor_names().join(", ");
+    let member = Member::start(&kafka, &process, topology, None).await?;
+    say(format!("zcdp: processors running ({names}); state in {}", process.data_dir.display()));
     let watch = watch_member(&member, shutdown.clone());
 
     let (listener, addr) = server::bind(&args.http.http).await?;
@@ -170,7 +172,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
     let export = match &args.export_dir {
         Some(dir) => {
-            let export = processors::audiences::ExportDir::new(dir, None)?;
+            let export = sinks::audiences::ExportDir::new(dir, None)?;
             say(format!("zcdp: segment files kept in {}", dir.display()));
             let kafka = kafka.clone();
             Some(tokio::spawn(async move {
@@ -202,7 +204,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(e) = export {
         e.abort();
     }
-    gateway.shutdown(Duration::from_secs(10));
+    gateway.shutdown(Duration::from_secs(10)).await;
     watch.abort();
     let failed = member.finished();
     tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed {
@@ -263,7 +265,7 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
     say(format!("zcdp: metrics on http://{addr}/metrics  (GET /healthz)"));
     let member = tokio::select! {
-        m = Member::start(&kafka, &process, None) => m?,
+        m = Member::start(&kafka, &process, processors::topology(&process)?, None) => m?,
         _ = shutdown.wait() => return Ok(()),
     };
     tracing::info!(member = %member.name, bootstrap = %kafka.bootstrap, "processor member running");
@@ -353,6 +355,6 @@ pub async fn run_ingest(kafka: KafkaArgs, ingest: IngestArgs, http: HttpArgs) ->
     let (listener, addr) = server::bind(&http.http).await?;
     tracing::info!(%addr, bootstrap = %kafka.bootstrap, "gateway listening");
     server::serve(listener, server::with_ops(gateway.router(), &http.cors_origins), shutdown).await?;
-    gateway.shutdown(Duration::from_secs(10));
+    gateway.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

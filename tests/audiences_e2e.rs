@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use processors::task::INPUTS;
-use processors::testing::wait_progress;
+use processors::runtime::task::INPUTS;
+use processors::runtime::testing::wait_progress;
 use schemas::event::{InputEvent, OrderType, PURPOSE_MARKETING, ViewType};
 use schemas::kafka::{Kafka, KafkaArgs};
 use schemas::testing::read_to_end;

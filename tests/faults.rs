@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use ingest::{Gateway, IngestArgs};
 use processors::ProcessArgs;
-use processors::testing::{History, outputs, reference_run, wait_progress};
+use processors::runtime::testing::{History, outputs, reference_run, wait_progress};
 use schemas::kafka::{EmbeddedCluster, Kafka};
 use schemas::testing::{eventually, read_to_end};
 use schemas::topics::Topic;
@@ -199,12 +199,13 @@ async fn processors_through_leader_changes_request_errors_and_a_moving_coordinat
         ..ProcessArgs::default()
     };
     let (_c1, reference) = cluster(1).await;
-    let expected = reference_run(&reference, &history, &args("reference")).await;
+    let expected = reference_run(&reference, &history, &args("reference"), processors::topology(&args("reference")).unwrap()).await;
     assert!(!expected.triggers.is_empty() && !expected.sessions.is_empty() && !expected.profiles.is_empty());
 
     let (cluster, kafka) = cluster(BROKERS).await;
-    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), PARTITIONS).await.unwrap();
-    let member = processors::Member::start(&kafka, &args("faulty"), None).await.unwrap();
+    let topology = processors::topology(&ProcessArgs::default()).unwrap();
+    processors::runtime::ensure_changelogs(&kafka, "cdp", &topology, PARTITIONS).await.unwrap();
+    let member = processors::Member::start(&kafka, &args("faulty"), processors::topology(&args("faulty")).unwrap(), None).await.unwrap();
     let group = "zcdp-cdp";
     let inputs: Vec<Topic> = Topic::inputs().collect();
 

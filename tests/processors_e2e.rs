@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use processors::ProcessArgs;
-use processors::testing::read;
+use processors::runtime::testing::read;
 use schemas::derived::{CartTrigger, Profile, Session, UserInterests};
 use schemas::kafka::{EmbeddedCluster, Kafka, KafkaArgs};
 use schemas::testing::eventually;
@@ -142,7 +142,8 @@ async fn up_publishes_sessions_interests_and_profiles_for_the_demo_shoppers() {
 async fn a_standalone_member_serves_metrics_and_health() {
     let (_cluster, kafka) = cluster().await;
     // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
-    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
+    let topology = processors::topology(&ProcessArgs::default()).unwrap();
+    processors::runtime::ensure_changelogs(&kafka, "cdp", &topology, 6).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let mut member =

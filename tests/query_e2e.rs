@@ -158,7 +158,7 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     };
     let lan_key = |k: &[u8]| k == b"lan" || k.ends_with(b"/lan") || k == b"demo\x1flan";
     let mut topics: Vec<String> = [Topic::Profiles, Topic::Interests, Topic::Audiences].iter().map(|t| t.name().to_string()).collect();
-    topics.extend(["sessions", "interests", "carts", "profiles"].map(|s| processors::checkpoint::changelog_topic("cdp", s)));
+    topics.extend(["sessions", "interests", "carts", "profiles"].map(|s| processors::runtime::checkpoint::changelog_topic("cdp", s)));
     for topic in topics {
         let values = latest(topic.clone()).await;
         let lan: Vec<_> = values.iter().filter(|(k, _)| lan_key(k)).collect();

@@ -1,12 +1,28 @@
 //! The ingest gateway: Mini Apps POST events with a write key; the gateway checks them, corrects
 //! their time, and writes each to its topic, answering only once Kafka has them.
 //!
-//! - `json`: the JSON reader; `validate`: the HTTP contract, as pure functions — each event read,
+//! # Layout
+//!
+//! A request goes down this list: an endpoint admits it, the reader checks and encodes its
+//! events, `accept` writes them, `writer` waits for Kafka.
+//!
+//! - `http`: the Mini App's endpoints (`/v1/batch`, `/v1/events`) and the probes;
+//! - `zalo_hooks`: what Zalo posts (`/webhooks/zalo`) and the phone exchange (`/v1/users/phone`);
+//! - `schema_api`: the Confluent-compatible schema reads (`/schemas/…`, `/subjects/…`);
+//! - `api`: what the endpoints share: the error answer, and admitting a request (key, size, Kafka);
+//! - `json`: the JSON reader; `validate`: the HTTP contract as pure functions — each event read,
 //!   checked and written as Avro in one pass;
+//! - `accept`: a request's events to their topics (duplicates, consent, dead letters), and the
+//!   wait until Kafka has them; called by `http` and `zalo_hooks` alike;
 //! - `consent`: who agreed to what, read from `zmp.identities.v1`;
 //! - `writer`: the Kafka producer and the bounded wait for acknowledgements;
-//! - `http`: the endpoints; `schema_api`: the Confluent-compatible schema reads.
+//! - `ratelimit`: each app's token bucket; `metrics`: the gateway's `zcdp_ingest_*` metrics.
+//!
+//! [`Gateway`] holds them together: `router()` assembles the three route sets, `shutdown` stops
+//! the background work and flushes the producer.
 
+pub mod accept;
+pub mod api;
 pub mod consent;
 pub mod http;
 pub mod json;
@@ -17,10 +33,11 @@ pub mod validate;
 pub mod writer;
 pub mod zalo_hooks;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use tokio::task::JoinHandle;
 
 use schemas::duration::parse_duration;
@@ -74,7 +91,8 @@ pub struct Gateway {
     rate: u32,
     writer: Arc<EventWriter>,
     consent: Arc<ConsentView>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The consent view and the liveness probe; taken (and awaited) by [`Gateway::shutdown`].
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     zalo: schemas::zalo::ZaloArgs,
     http: reqwest::Client,
 }
@@ -118,14 +136,22 @@ impl Gateway {
             rate: args.rate_limit,
             writer,
             consent,
-            tasks,
+            tasks: Mutex::new(tasks),
             zalo: args.zalo.clone(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         }))
     }
 
+    /// Every endpoint of the gateway.
     pub fn router(self: &Arc<Self>) -> Router {
-        http::router(self.clone())
+        Router::new()
+            .merge(http::routes())
+            .merge(zalo_hooks::routes())
+            .merge(schema_api::router())
+            // A little over the batch limit so the handler, not the framework, answers 413 with a
+            // reason for bodies just above it.
+            .layer(DefaultBodyLimit::max(http::MAX_BATCH_BYTES + 64 * 1024))
+            .with_state(self.clone())
     }
 
     pub fn apps(&self) -> Vec<String> {
@@ -142,11 +168,17 @@ impl Gateway {
         self.writer.reachable() && self.consent.caught_up()
     }
 
-    /// Stops the background work and sends what the producer still holds. Call after the HTTP
-    /// server has stopped taking requests.
-    pub fn shutdown(&self, within: Duration) {
-        for t in &self.tasks {
+    /// Stops the background work and waits until it has stopped (so its Kafka clients are gone
+    /// before the caller lets the cluster go), then sends what the producer still holds. Call
+    /// after the HTTP server has stopped taking requests.
+    pub async fn shutdown(&self, within: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in &tasks {
             t.abort();
+        }
+        for t in tasks {
+            // Cancelled is what an abort ends with; a panic was logged where it happened.
+            let _ = t.await;
         }
         if let Err(e) = self.writer.flush(within) {
             tracing::warn!(error = %e, in_flight = self.writer.in_flight(), "producer not flushed");

@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use tokio::sync::Notify;
 
 use schemas::kafka::Kafka;
+use schemas::time::now_ms;
 
 /// Why records could not be made safe in time.
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +181,4 @@ impl EventWriter {
     pub fn flush(&self, within: Duration) -> Result<(), KafkaError> {
         self.producer.flush(within)
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -13,22 +13,30 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use schemas::derived::MessageEvent;
+use schemas::derived::{MessageEvent, MessageStatus};
+use schemas::time::now_ms;
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::http::{ApiError, admit, ingest};
+use crate::accept::ingest;
+use crate::api::{ApiError, admit};
 use crate::metrics::METRICS;
 use crate::validate::{MAX_EVENT_BYTES, Receipt, read_one};
-use crate::writer::{Pending, now_ms};
+use crate::writer::Pending;
+
+/// Zalo's webhook and the phone exchange.
+pub fn routes() -> Router<Arc<Gateway>> {
+    Router::new().route("/v1/users/phone", post(phone)).route("/webhooks/zalo", post(webhook))
+}
 
 fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
@@ -46,7 +54,7 @@ fn oa_event_type(name: &str) -> Option<&'static str> {
     }
 }
 
-pub async fn webhook(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn webhook(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let outcome = handle_webhook(&gw, &headers, body).await;
     let label = match &outcome {
         Ok(_) => "accepted",
@@ -104,7 +112,7 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
     let app = gw.zalo.cdp_app.as_str();
     let parsed = read_one(&zcdp_event, app).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, parsed, "webhook:zalo").await.map_err(|e| e.into_response())?;
+    let outcome = ingest(gw, &receipt, parsed, "webhook:zalo").await.map_err(|e| ApiError::from(e).into_response())?;
     // Zalo retries anything but a 200; a rejected event (dead-lettered with its reason) would be
     // rejected again, so it is acknowledged too.
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
@@ -120,7 +128,7 @@ async fn delivered(gw: &Gateway, event: &Value, ts: i64) -> Result<Response, Api
         app_id: gw.zalo.cdp_app.clone(),
         user_key: user_key.to_string(),
         channel: "zns".into(),
-        status: "delivered".into(),
+        status: MessageStatus::Delivered.as_str().into(),
         zalo_message_id: event["message"]["msg_id"].as_str().map(str::to_string),
         at,
         ..MessageEvent::default()
@@ -135,7 +143,7 @@ async fn delivered(gw: &Gateway, event: &Value, ts: i64) -> Result<Response, Api
 }
 
 /// `POST /v1/users/phone` `{"user": {…}, "access_token": "<user's>", "code": "<phone token>"}`.
-pub async fn phone(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn phone(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     match handle_phone(&gw, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -162,31 +170,21 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     .to_string();
     let parsed = read_one(&event, app).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, parsed, "http:/v1/users/phone").await?;
+    let outcome = ingest(gw, &receipt, parsed, "http:/v1/users/phone").await.map_err(ApiError::from)?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::FORBIDDEN };
     Ok((status, Json(outcome.body())).into_response())
 }
 
-/// GET {graph}/v2.0/me/info with the user's access token, the phone token and the app secret.
+/// The Graph API's phone exchange ([`schemas::zalo::exchange_phone_token`]), its failures as
+/// this endpoint's errors.
 async fn exchange(gw: &Gateway, token: &str, code: &str, secret: &str) -> Result<String, ApiError> {
-    let url = format!("{}/v2.0/me/info", gw.zalo.graph_url.trim_end_matches('/'));
-    let resp = gw
-        .http
-        .get(url)
-        .header("access_token", token)
-        .header("code", code)
-        .header("secret_key", secret)
-        .send()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_unreachable", format!("graph.zalo.me: {}", e.without_url())))?;
-    let v: Value =
-        resp.json().await.map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "zalo_bad_answer", "graph.zalo.me answered non-JSON"))?;
-    match (v["error"].as_i64().unwrap_or(0), v["data"]["number"].as_str()) {
-        (0, Some(n)) => Ok(n.to_string()),
-        (code, _) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "phone_token_refused",
-            format!("Zalo refused the phone token (error {code}: {})", v["message"].as_str().unwrap_or_default()),
-        )),
-    }
+    use schemas::zalo::PhoneExchangeError as E;
+    schemas::zalo::exchange_phone_token(&gw.http, &gw.zalo.graph_url, token, code, secret).await.map_err(|e| {
+        let (status, code) = match e {
+            E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "zalo_unreachable"),
+            E::BadAnswer => (StatusCode::BAD_GATEWAY, "zalo_bad_answer"),
+            E::Refused { .. } => (StatusCode::BAD_REQUEST, "phone_token_refused"),
+        };
+        ApiError::new(status, code, e.to_string())
+    })
 }

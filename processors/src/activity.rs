@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use schemas::derived::{Activity as ActivityRecord, MinuteCount, TypeCount};
 use schemas::event::InputEvent;
 
-use crate::processor::{Ctx, Processor};
-use crate::store::{Change, KvCache};
+use crate::runtime::processor::{Ctx, Processor};
+use crate::runtime::store::{Change, KvCache};
 
 pub const STORE: &str = "activity";
 const MINUTE_MS: i64 = 60_000;
 /// Minutes kept, up to the latest event.
-pub const MINUTES: i64 = 60;
+pub const MINUTES: i64 = ActivityRecord::MINUTES;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AppActivity {
@@ -110,9 +110,9 @@ impl Processor for Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::Output;
-    use crate::store::TaskDb;
-    use crate::timers::Timers;
+    use crate::runtime::processor::Output;
+    use crate::runtime::store::TaskDb;
+    use crate::runtime::timers::Timers;
     use schemas::testing::build::{order, page};
 
     #[test]

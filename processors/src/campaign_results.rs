@@ -22,14 +22,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use schemas::derived::{CampaignResult, MessageEvent, ReasonCount};
+use schemas::derived::{CampaignResult, MessageEvent, MessageStatus, ReasonCount};
 use schemas::event::*;
+use schemas::time::DAY_MS;
 
-use crate::processor::{Ctx, Processor, user_key};
-use crate::store::{Change, KvCache};
+use crate::runtime::processor::{Ctx, Processor, user_key};
+use crate::runtime::store::{Change, KvCache};
 
 pub const STORE: &str = "campaign_results";
-const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Most messages and orders remembered per user (the newest).
 const MEMORY: usize = 100;
 /// The trigger name the sinks give abandoned carts.
@@ -153,7 +153,7 @@ impl CampaignResults {
         let mut state = self.user(ctx, &m.app_id, &m.user_key)?;
         state.latest = state.latest.max(m.at);
         let app = m.app_id.as_str();
-        if m.status == "delivered" {
+        if m.is(MessageStatus::Delivered) {
             // Receipts name the message by a prefix of its id, and no campaign.
             if let Some(seen) =
                 state.messages.iter_mut().rev().find(|s| !m.message_id.is_empty() && s.message_id.starts_with(&m.message_id))
@@ -182,20 +182,20 @@ impl CampaignResults {
             state.carts.push(CartSeen { campaign: m.campaign.clone(), trigger_id: m.trigger_id.clone(), at: m.at, recovered: false });
             self.totals(ctx, app, &m.campaign, m.at)?.carts_triggered += 1;
         }
-        let newly_sent = m.status == "sent" && state.messages[i].sent_at.is_none();
+        let newly_sent = m.is(MessageStatus::Sent) && state.messages[i].sent_at.is_none();
         if newly_sent {
             state.messages[i].sent_at = Some(m.at);
         }
         let t = self.totals(ctx, app, &m.campaign, m.at)?;
-        match m.status.as_str() {
-            "sent" if newly_sent => {
+        match m.status() {
+            Some(MessageStatus::Sent) if newly_sent => {
                 t.sent += 1;
                 t.cost_vnd += m.cost_vnd;
             }
-            "deferred" => t.deferred += 1,
-            "suppressed" => *t.suppressed.entry(m.reason.clone().unwrap_or_default()).or_default() += 1,
-            "failed" => t.failed += 1,
-            "unknown" => t.unknown += 1,
+            Some(MessageStatus::Deferred) => t.deferred += 1,
+            Some(MessageStatus::Suppressed) => *t.suppressed.entry(m.reason.clone().unwrap_or_default()).or_default() += 1,
+            Some(MessageStatus::Failed) => t.failed += 1,
+            Some(MessageStatus::Unknown) => t.unknown += 1,
             _ => {}
         }
         state.prune(self.window_ms);
@@ -270,7 +270,7 @@ impl Processor for CampaignResults {
         let mut out = Vec::new();
         for (key, entry) in self.cache.dirty_keys() {
             let (Some(Entry::Campaign(t)), Some(rest)) = (entry, key.strip_prefix(&[0u8])) else { continue };
-            let Some((app, campaign)) = crate::processor::split_user_key(rest) else { continue };
+            let Some((app, campaign)) = crate::runtime::processor::split_user_key(rest) else { continue };
             out.push(CampaignResult {
                 app_id: app.to_string(),
                 campaign: campaign.to_string(),
@@ -309,9 +309,9 @@ impl Processor for CampaignResults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::Output;
-    use crate::store::TaskDb;
-    use crate::timers::Timers;
+    use crate::runtime::processor::Output;
+    use crate::runtime::store::TaskDb;
+    use crate::runtime::timers::Timers;
     use schemas::testing::build::order;
 
     const T0: i64 = 1_790_000_000_000;

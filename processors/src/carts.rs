@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use schemas::derived::{CartTrigger, ViewedProduct, stable_id};
 use schemas::event::*;
 
-use crate::processor::{Ctx, Processor, split_user_key, user_key};
-use crate::store::{Change, KvCache, TaskDb};
+use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
+use crate::runtime::store::{Change, KvCache, TaskDb};
 
 pub const STORE: &str = "carts";
 /// How long a closed cart id is remembered, and how many.

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use schemas::derived::{Score, UserInterests};
 use schemas::event::*;
 
-use crate::processor::{Ctx, Processor, split_user_key, user_key};
-use crate::store::{Change, KvCache};
+use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
+use crate::runtime::store::{Change, KvCache};
 
 pub const STORE: &str = "interests";
 

@@ -12,10 +12,10 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use schemas::time::{DAY_MS, HOUR_MS};
+
 pub const SHIPPED: &str = include_str!("../../config/segments.toml");
 
-const HOUR_MS: i64 = 3600 * 1000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use schemas::derived::{Session, stable_id};
 use schemas::event::*;
 
-use crate::metrics::METRICS;
-use crate::processor::{Ctx, Processor, split_user_key, user_key};
-use crate::store::{Change, KvCache, TaskDb};
+use crate::runtime::metrics::METRICS;
+use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
+use crate::runtime::store::{Change, KvCache, TaskDb};
 
 pub const STORE: &str = "sessions";
 /// At most this many distinct products are listed in a session summary.

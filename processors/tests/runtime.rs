@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use processors::ProcessArgs;
-use processors::member::{Member, TaskEvent, TaskObserver};
-use processors::task::INPUTS;
-use processors::testing::{History, outputs, read, reference_run, wait_progress};
+use processors::runtime::task::INPUTS;
+use processors::runtime::testing::{History, outputs, read, reference_run, wait_progress};
+use processors::{Member, TaskEvent, TaskObserver, topology};
 use schemas::derived::{CartTrigger, Session};
 use schemas::kafka::{EmbeddedCluster, Kafka};
 use schemas::testing::build::*;
@@ -65,7 +65,7 @@ async fn an_abandoned_cart_triggers_once_and_an_order_even_read_first_prevents_i
             }
         })
     };
-    let member = Member::start(&env.kafka, &args, Some(observer)).await.unwrap();
+    let member = Member::start(&env.kafka, &args, topology(&args).unwrap(), Some(observer)).await.unwrap();
     // Live traffic: the events happen now, while the member runs.
     eventually(Duration::from_secs(60), "the member to run its tasks", || async { (*started.lock().unwrap() == 3).then_some(()) }).await;
 
@@ -130,7 +130,7 @@ async fn mismatched_partition_counts_are_refused_with_a_reason() {
     }
     let dir = tempfile::tempdir().unwrap();
     let args = ProcessArgs { data_dir: dir.path().to_path_buf(), ..ProcessArgs::default() };
-    let err = Member::start(&kafka, &args, None).await.err().expect("must refuse").to_string();
+    let err = Member::start(&kafka, &args, topology(&args).unwrap(), None).await.err().expect("must refuse").to_string();
     assert!(err.contains("co-partitioned") && err.contains("zmp.orders.v1=4"), "{err}");
 }
 
@@ -138,7 +138,8 @@ async fn mismatched_partition_counts_are_refused_with_a_reason() {
 async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output() {
     let history = History::new(2500, 3);
     let reference_env = env(6).await;
-    let expected = reference_run(&reference_env.kafka, &history, &args(&reference_env, "solo")).await;
+    let solo = args(&reference_env, "solo");
+    let expected = reference_run(&reference_env.kafka, &history, &solo, topology(&solo).unwrap()).await;
     assert!(
         expected.sessions.len() > 2500
             && !expected.triggers.is_empty()
@@ -170,7 +171,7 @@ async fn members_joining_and_leaving_move_state_by_restore_and_change_no_output(
     let start = |name: &'static str| {
         let (member_args, observer) = (args(&env, name), observer.clone());
         let kafka = env.kafka.clone();
-        async move { Member::start(&kafka, &member_args, Some(observer)).await.unwrap() }
+        async move { Member::start(&kafka, &member_args, topology(&member_args).unwrap(), Some(observer)).await.unwrap() }
     };
     let all_running_on = |members: Vec<String>| {
         let running = running.clone();

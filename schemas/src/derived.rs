@@ -1,6 +1,9 @@
-//! Records the processors write: field for field the schemas of `schemas/avro/zmp.sessions.v1`,
-//! `zmp.interests.v1`, `zmp.cart-triggers.v1` and `zmp.profiles.v1`. Every record is a pure function of the input
-//! events, so a record written twice (after a crash) is the same record, and its id says so.
+//! Records the roles derive from the input events, field for field the schemas under
+//! `schemas/avro/`: the processors' `zmp.sessions.v1`, `zmp.interests.v1`,
+//! `zmp.cart-triggers.v1`, `zmp.profiles.v1`, `zmp.audiences.v1`, `zmp.campaign-results.v1` and
+//! `zmp.activity.v1`, and the sinks' `zmp.messages.v1` (with its [`MessageStatus`] vocabulary).
+//! Every processor record is a pure function of the input events, so a record written twice
+//! (after a crash) is the same record, and its id says so.
 
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +203,60 @@ impl Record for CartTrigger {
     const TOPIC: Topic = Topic::CartTriggers;
 }
 
+/// What a `zmp.messages.v1` record says happened to a message. The Avro field is a string (so a
+/// consumer that does not know a newer status still reads the record); this is its vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// Decided to send, recorded before Zalo is called; its answer follows.
+    Sending,
+    /// Zalo accepted it.
+    Sent,
+    /// Zalo refused it (`zalo_error`), or could not be reached.
+    Failed,
+    /// Sent, but its answer never came (the member stopped): never sent again.
+    Unknown,
+    /// The policy held it back (`reason`).
+    Suppressed,
+    /// Held until `retry_at` (the night ban).
+    Deferred,
+    /// Zalo's delivery receipt for a ZNS message (from the webhook).
+    Delivered,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 7] = [
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+        MessageStatus::Failed,
+        MessageStatus::Unknown,
+        MessageStatus::Suppressed,
+        MessageStatus::Deferred,
+        MessageStatus::Delivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Unknown => "unknown",
+            MessageStatus::Suppressed => "suppressed",
+            MessageStatus::Deferred => "deferred",
+            MessageStatus::Delivered => "delivered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MessageStatus> {
+        MessageStatus::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One decision or outcome of the messaging sinks (`zmp.messages.v1`, key = user key).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEvent {
@@ -245,6 +302,21 @@ impl Record for MessageEvent {
     const TOPIC: Topic = Topic::Messages;
 }
 
+impl MessageEvent {
+    /// The record's status, if it is one this version knows.
+    pub fn status(&self) -> Option<MessageStatus> {
+        MessageStatus::parse(&self.status)
+    }
+
+    pub fn is(&self, status: MessageStatus) -> bool {
+        self.status == status.as_str()
+    }
+
+    pub fn set_status(&mut self, status: MessageStatus) {
+        self.status = status.as_str().to_string();
+    }
+}
+
 /// A short, stable id from the parts that identify a derived record (hex of SHA-256, 32 chars).
 pub fn stable_id(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
@@ -278,6 +350,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode::<CartTrigger>(&encode(&t).unwrap()).unwrap(), t);
+    }
+
+    #[test]
+    fn message_statuses_read_back_what_they_write() {
+        for s in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(s.as_str()), Some(s));
+            let mut m = MessageEvent::default();
+            m.set_status(s);
+            assert!(m.is(s) && m.status() == Some(s));
+        }
+        assert_eq!(MessageStatus::parse("held_out"), None, "a status this version does not know");
     }
 
     #[test]
@@ -381,6 +464,10 @@ impl Record for Activity {
 }
 
 impl Activity {
+    /// Minutes a record covers, up to its latest event (`minutes` holds no older ones): what the
+    /// processor keeps and what the query API sums.
+    pub const MINUTES: i64 = 60;
+
     /// The record's Kafka key: `app/partition`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.app_id, self.partition)

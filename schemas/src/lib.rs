@@ -2,6 +2,20 @@
 //! the topic catalogue, Vietnamese phone numbers, and the Kafka settings every role uses.
 //!
 //! Roles talk to each other only through topics; everything two roles must agree on lives here.
+//!
+//! # Layout
+//!
+//! - `topics`: the topic catalogue — every topic's name, key and cleanup, the input topics;
+//! - `event`: the input events the gateway writes (one Rust type per topic's record);
+//! - `derived`: the records the roles derive (sessions, profiles, triggers, messages and their
+//!   [`derived::MessageStatus`], …);
+//! - `codec`, `avro_write`, `registry`: the Confluent wire format, the Avro writer, the fixed
+//!   schema ids (the `.avsc` files are under `schemas/avro/`);
+//! - `kafka`: the Kafka settings and helpers every role uses, the embedded cluster;
+//! - `keys`: API keys per app; `phone`: Vietnamese phone numbers;
+//! - `zalo`: the Zalo app's flags, webhook signatures and the Graph phone exchange;
+//! - `time`: now, the clock, and Vietnam's days and months; `duration`: flag durations;
+//! - `testing`: builders and helpers for tests.
 
 pub mod avro_write;
 pub mod codec;
@@ -13,6 +27,7 @@ pub mod keys;
 pub mod phone;
 pub mod registry;
 pub mod testing;
+pub mod time;
 pub mod topics;
 pub mod zalo;
 

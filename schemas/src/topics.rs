@@ -59,6 +59,14 @@ pub enum KeyKind {
     AppPartition,
 }
 
+impl KeyKind {
+    /// Whether a record with this key goes to the partition of the task that wrote it (its
+    /// user's, or the one it counts) rather than to its key's hash.
+    pub fn to_writers_partition(self) -> bool {
+        matches!(self, KeyKind::SegmentUser | KeyKind::AppCampaignPartition | KeyKind::AppPartition)
+    }
+}
+
 pub struct TopicSpec {
     pub topic: Topic,
     pub name: &'static str,
@@ -218,9 +226,12 @@ impl Topic {
     pub fn from_name(name: &str) -> Option<Topic> {
         CATALOGUE.iter().find(|s| s.name == name).map(|s| s.topic)
     }
-    /// The five topics the Mini App's events are written to.
+    /// The five topics the Mini App's events are written to (the catalogue's `input` ones), in
+    /// the catalogue's order.
+    pub const INPUTS: [Topic; 5] = [Topic::Views, Topic::Carts, Topic::Orders, Topic::Identities, Topic::Engagement];
+
     pub fn inputs() -> impl Iterator<Item = Topic> {
-        CATALOGUE.iter().filter(|s| s.input).map(|s| s.topic)
+        Topic::INPUTS.into_iter()
     }
 }
 
@@ -251,6 +262,7 @@ mod tests {
         for t in Topic::inputs() {
             assert_eq!(t.spec().key, KeyKind::User, "{t} must be co-partitioned by user");
         }
-        assert_eq!(Topic::inputs().count(), 5);
+        let flagged: Vec<Topic> = CATALOGUE.iter().filter(|s| s.input).map(|s| s.topic).collect();
+        assert_eq!(flagged, Topic::INPUTS, "Topic::INPUTS is the catalogue's input topics, in its order");
     }
 }

@@ -1,6 +1,6 @@
 //! What two roles must agree on about Zalo: the app's credentials and base URLs (one set of
 //! flags, taken by the gateway for webhooks and the phone exchange, and by the sink for sending),
-//! and how Zalo signs the events it posts to a webhook.
+//! how Zalo signs the events it posts to a webhook, and the Graph API's phone exchange.
 
 use std::path::PathBuf;
 
@@ -91,6 +91,44 @@ pub fn signature_ok(header: &str, app_id: &str, body: &str, timestamp: &str, oa_
     let got = got.strip_prefix("mac=").unwrap_or(got).trim().to_ascii_lowercase();
     let got = got.as_bytes();
     got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Why the Graph API gave no phone number.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneExchangeError {
+    /// No answer: connection refused, reset, timed out (the URL is left out of the message).
+    #[error("graph.zalo.me: {0}")]
+    Unreachable(String),
+    #[error("graph.zalo.me answered non-JSON")]
+    BadAnswer,
+    /// Zalo answered with an error code (0 with no number in the answer counts as refused too).
+    #[error("Zalo refused the phone token (error {code}: {message})")]
+    Refused { code: i64, message: String },
+}
+
+/// Exchanges a Mini App phone token (zmp-sdk `getPhoneNumber()`'s `token`) for the number,
+/// server-side: `GET {graph}/v2.0/me/info` with headers `access_token` (the user's), `code` (the
+/// phone token) and `secret_key` (the app's) → `{"data": {"number": "849…"}, "error": 0}`.
+pub async fn exchange_phone_token(
+    http: &reqwest::Client,
+    graph_url: &str,
+    user_access_token: &str,
+    code: &str,
+    app_secret: &str,
+) -> Result<String, PhoneExchangeError> {
+    let resp = http
+        .get(format!("{}/v2.0/me/info", graph_url.trim_end_matches('/')))
+        .header("access_token", user_access_token)
+        .header("code", code)
+        .header("secret_key", app_secret)
+        .send()
+        .await
+        .map_err(|e| PhoneExchangeError::Unreachable(e.without_url().to_string()))?;
+    let v: serde_json::Value = resp.json().await.map_err(|_| PhoneExchangeError::BadAnswer)?;
+    match (v["error"].as_i64().unwrap_or(0), v["data"]["number"].as_str()) {
+        (0, Some(n)) => Ok(n.to_string()),
+        (code, _) => Err(PhoneExchangeError::Refused { code, message: v["message"].as_str().unwrap_or_default().to_string() }),
+    }
 }
 
 #[cfg(test)]

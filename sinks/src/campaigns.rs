@@ -1,5 +1,5 @@
-//! Campaigns: a trigger → a channel → a template filled from the trigger and the profile, with an
-//! optional fallback channel. Read from a TOML file (docs/messaging.md; `config/campaigns.toml`
+//! Campaigns: a trigger ([`crate::triggers`]) → a channel → a template filled from the trigger
+//! and the profile, with an optional fallback channel. Read from a TOML file (docs/messaging.md; `config/campaigns.toml`
 //! is the shipped default) and checked whole at start: an unknown trigger, channel or template
 //! variable is an error that names the campaign.
 
@@ -11,56 +11,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::policy::Channel;
+use crate::triggers::{PROFILE_VARIABLES, Trigger};
 use crate::zalo::{Content, OaKind};
 use crate::zalo_rules::OaPackage;
-
-/// What starts a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// A cart abandoned (`zmp.cart-triggers.v1`).
-    CartAbandoned,
-    /// A user's first session (a new profile).
-    Welcome,
-    /// A new OA follower.
-    OaFollowed,
-    /// The user's birthday (from the `birthday` trait), at 09:00 Vietnam time.
-    Birthday,
-    /// An order paid, changed status, cancelled or refunded (`zmp.orders.v1`): transactional.
-    OrderStatus,
-    /// The profile's expected next purchase was reached without an order.
-    NextPurchase,
-    /// The user entered a segment (`segment = "…"`).
-    SegmentEntered,
-}
-
-impl Trigger {
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::CartAbandoned => "cart_abandoned",
-            Trigger::Welcome => "welcome",
-            Trigger::OaFollowed => "oa_followed",
-            Trigger::Birthday => "birthday",
-            Trigger::OrderStatus => "order_status",
-            Trigger::NextPurchase => "next_purchase",
-            Trigger::SegmentEntered => "segment_entered",
-        }
-    }
-
-    /// The variables its template may use, beyond the profile's.
-    fn variables(self) -> &'static [&'static str] {
-        match self {
-            Trigger::CartAbandoned => &["cart_id", "cart_value", "item_count", "product_name", "product_id"],
-            Trigger::OrderStatus => &["order_id", "order_status", "order_total"],
-            Trigger::SegmentEntered => &["segment"],
-            Trigger::NextPurchase => &["expected_date"],
-            Trigger::Welcome | Trigger::OaFollowed | Trigger::Birthday => &[],
-        }
-    }
-}
-
-/// Variables every template may use, from the profile.
-pub const PROFILE_VARIABLES: &[&str] = &["name", "user_key", "points_balance", "orders", "campaign"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -365,15 +318,7 @@ mod tests {
     #[test]
     fn the_shipped_campaigns_load_and_cover_every_trigger() {
         let c = Campaigns::load(None).unwrap();
-        for t in [
-            Trigger::CartAbandoned,
-            Trigger::Welcome,
-            Trigger::OaFollowed,
-            Trigger::Birthday,
-            Trigger::OrderStatus,
-            Trigger::NextPurchase,
-            Trigger::SegmentEntered,
-        ] {
+        for t in Trigger::ALL {
             assert!(c.for_trigger(t).next().is_some(), "no shipped campaign for {}", t.name());
         }
         let cart = c.for_trigger(Trigger::CartAbandoned).next().unwrap();

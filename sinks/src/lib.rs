@@ -1,26 +1,32 @@
 //! Acting on what the processors found: campaigns, the messaging policy, Zalo's rules, the Zalo
-//! OA / ZNS clients, the sink role, and the Zalo simulator.
+//! OA / ZNS clients, the sink role, the audience exporter, and the Zalo simulator.
 //!
-//! - `zalo_rules`: every fact about Zalo's limits, windows, quotas and costs, in one table;
-//! - `policy`: the decision before every send — sent, deferred or suppressed with a reason;
+//! # Layout
+//!
+//! A trigger goes down this list: the sink reads it, `triggers` makes it an occurrence,
+//! `campaigns` picks what to send, `policy` decides, `zalo` sends.
+//!
+//! - `sink`: the consumer-group member — the loop that reads triggers and profiles, records every
+//!   decision in `zmp.messages.v1` before acting, and sends;
+//! - `triggers/`: what starts a campaign, one file per kind (cart, order, audience, profile):
+//!   what each carries and the template variables it fills;
+//! - `memory`: the sink's per-partition and per-user memory, rebuilt from `zmp.messages.v1`;
 //! - `campaigns`: the campaigns config (trigger → channel → template, fallback);
+//! - `policy`: the decision before every send — sent, deferred or suppressed with a reason;
+//! - `zalo_rules`: every fact about Zalo's limits, windows, quotas, costs and error codes;
 //! - `zalo`: the HTTP clients, token store and rate limiter;
-//! - `sink`: the consumer-group member that turns triggers into decisions and sends;
+//! - `audiences`: the audience exporter (segment members for ad platforms);
 //! - `simulator`: Zalo's OA, OAuth, ZNS and Graph endpoints with their rules, for tests and `zcdp up`.
 
-use std::sync::Arc;
-
+pub mod audiences;
 pub mod campaigns;
+pub mod memory;
 pub mod policy;
 pub mod simulator;
 pub mod sink;
+pub mod triggers;
 pub mod zalo;
 pub mod zalo_rules;
 
-/// Milliseconds since the epoch; injectable so tests can stand at 23:00 in Vietnam.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
-}
+/// The sinks' clock is the shared one, injectable so tests can stand at 23:00 in Vietnam.
+pub use schemas::time::{Clock, system_clock};

@@ -2,6 +2,8 @@
 //! reason code. A pure function of the request, what is known of the recipient and what was sent
 //! to them before, so it can be tested rule by rule and replayed.
 
+use schemas::time::{DAY_MS, vn_day, vn_month};
+
 use crate::zalo_rules::*;
 
 /// How a message reaches the user.
@@ -189,6 +191,7 @@ pub fn decide(req: &Request<'_>, to: &Recipient, history: &[Sent], limits: &Limi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schemas::time::HOUR_MS;
 
     /// 2026-11-23T10:00:00+07:00.
     const TEN_AM: i64 = 1_795_402_800_000;

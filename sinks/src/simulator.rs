@@ -18,6 +18,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use schemas::time::{vn_day, vn_month};
+
 use crate::zalo_rules::*;
 
 /// The simulated app and OA.
@@ -212,13 +214,13 @@ struct RefreshForm {
 async fn refresh(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Form(f): Form<RefreshForm>) -> Json<Value> {
     let secret = headers.get("secret_key").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if secret != sim.cfg.secret_key || f.app_id != sim.cfg.app_id || f.grant_type != "refresh_token" {
-        return zalo_error(-14002, "invalid app id, secret key or grant type"); // code UNCONFIRMED
+        return zalo_error(oauth_error::INVALID_APP, "invalid app id, secret key or grant type");
     }
     let now = (sim.clock)();
     let mut st = sim.st.lock().expect("sim lock");
     if f.refresh_token != st.refresh {
         st.refused_refreshes += 1;
-        return zalo_error(-14014, "invalid refresh token"); // code UNCONFIRMED
+        return zalo_error(oauth_error::INVALID_REFRESH_TOKEN, "invalid refresh token");
     }
     st.issued += 1;
     st.refreshes += 1;
@@ -291,16 +293,16 @@ async fn oa_event(State(sim): State<Arc<Simulator>>, Json(e): Json<OaEventIn>) -
 async fn phone_info(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Json<Value> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     if h("secret_key") != sim.cfg.secret_key {
-        return zalo_error(-124, "invalid secret key");
+        return zalo_error(zns_error::TOKEN_INVALID, "invalid secret key");
     }
     if h("access_token").is_empty() {
-        return zalo_error(-124, "invalid access token");
+        return zalo_error(zns_error::TOKEN_INVALID, "invalid access token");
     }
     match h("code").strip_prefix("sim-phone-") {
         Some(n) if n.starts_with("84") && n.bytes().all(|b| b.is_ascii_digit()) => {
             Json(json!({"data": {"number": n}, "error": 0, "message": "Success"}))
         }
-        _ => zalo_error(-201, "invalid code"),
+        _ => zalo_error(oa_error::INVALID_PARAM, "invalid code"),
     }
 }
 
@@ -316,10 +318,10 @@ async fn oa_message(
         return e;
     }
     if !["cs", "transaction", "promotion", "template"].contains(&kind.as_str()) {
-        return zalo_error(-201, "unknown message type");
+        return zalo_error(oa_error::INVALID_PARAM, "unknown message type");
     }
     let Some(to) = body["recipient"]["user_id"].as_str().or(body["user_id"].as_str()).map(str::to_string) else {
-        return zalo_error(-201, "recipient.user_id is required");
+        return zalo_error(oa_error::INVALID_PARAM, "recipient.user_id is required");
     };
     let user = st.users.get(&to).cloned().unwrap_or_default();
     let promotional = kind == "promotion" || kind == "template";
@@ -364,11 +366,11 @@ async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): 
         None => phone.starts_with("84") && (11..=12).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit()),
     };
     let error = if !phone_ok {
-        -108
+        zns_error::PHONE_INVALID
     } else if body["template_id"].as_str().is_none_or(str::is_empty) {
-        -109
+        zns_error::TEMPLATE_INVALID
     } else if body["tracking_id"].as_str().is_none_or(|t| t.is_empty() || t.len() > 48) {
-        -201
+        oa_error::INVALID_PARAM
     } else {
         0
     };
@@ -388,6 +390,7 @@ async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schemas::time::DAY_MS;
     use std::sync::atomic::{AtomicI64, Ordering};
 
     /// 2026-11-23T10:00:00+07:00.
@@ -500,8 +503,8 @@ mod tests {
         };
         let ok = json!({"phone": "84901234567", "template_id": "t1", "template_data": {}, "tracking_id": "trig-1"});
         assert_eq!(zns(ok.clone()).await, 0);
-        assert_eq!(zns(json!({"phone": "0901234567", "template_id": "t1", "tracking_id": "x"})).await, -108);
-        assert_eq!(zns(json!({"phone": "84901234567", "template_id": "", "tracking_id": "x"})).await, -109);
+        assert_eq!(zns(json!({"phone": "0901234567", "template_id": "t1", "tracking_id": "x"})).await, zns_error::PHONE_INVALID);
+        assert_eq!(zns(json!({"phone": "84901234567", "template_id": "", "tracking_id": "x"})).await, zns_error::TEMPLATE_INVALID);
         assert_eq!(zns(ok.clone()).await, 0);
         // The fifth call in the same minute is over the limit of 4.
         assert_eq!(zns(ok).await, oa_error::RATE_LIMIT);

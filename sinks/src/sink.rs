@@ -13,7 +13,7 @@
 //! called: a member killed between the call and its answer leaves a `sending` record, which the
 //! next owner closes as `unknown` and never sends again. At most once, never twice.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -23,19 +23,21 @@ use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use schemas::codec::decode;
-use schemas::derived::{AudienceChange, CartTrigger, MessageEvent, Profile, stable_id};
-use schemas::event::{InputEvent, OrderType};
+use schemas::derived::{AudienceChange, CartTrigger, MessageEvent, MessageStatus, Profile, stable_id};
+use schemas::event::InputEvent;
 use schemas::kafka::Kafka;
+use schemas::time::Clock;
 use schemas::topics::Topic;
 
-use crate::Clock;
-use crate::campaigns::{Campaign, Campaigns, ChannelName, Trigger, content};
-use crate::policy::{self, Decision, Reason, Recipient, Sent};
+use crate::campaigns::{Campaign, Campaigns, ChannelName, content};
+use crate::memory::{PartitionState, dedup_key, rebuild};
+use crate::policy::{self, Decision, Reason, Recipient};
+use crate::triggers::{self, Occurrence};
 use crate::zalo::{ZaloClient, ZaloError};
-use crate::zalo_rules::{DAY_MS, VN_OFFSET_MS, oa_error};
+use crate::zalo_rules::oa_error;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SinkArgs {
@@ -85,39 +87,12 @@ static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
 /// The group's inputs, co-partitioned by user.
 const GROUP_TOPICS: [Topic; 3] = [Topic::CartTriggers, Topic::Orders, Topic::Audiences];
 
-#[derive(Default)]
-struct UserState {
-    profile: Option<Profile>,
-    sent: Vec<Sent>,
-    /// Message ids decided for good (sent, suppressed, failed, unknown) or being sent.
-    decided: HashSet<String>,
-}
-
-#[derive(Default)]
-struct Part {
-    users: HashMap<String, UserState>,
-    /// (retry_at, message id) → the deferred record.
-    deferred: std::collections::BTreeMap<(i64, String), MessageEvent>,
-    /// (when, user, kind): birthday and next-purchase checks.
-    timers: BTreeSet<(i64, String, u8)>,
-}
-
-const TIMER_BIRTHDAY: u8 = 0;
-const TIMER_NEXT_PURCHASE: u8 = 1;
-
-/// A trigger occurrence waiting to be decided.
+/// A trigger occurrence read from the group's inputs, waiting to be decided.
 struct Job {
     partition: i32,
     topic: Topic,
     offset: i64,
-    app: String,
-    user: String,
-    trigger: Trigger,
-    trigger_id: String,
-    /// When it happened (event time): for the age check and the profile wait.
-    at: i64,
-    vars: Map<String, Value>,
-    segment: Option<String>,
+    occurrence: Occurrence,
     /// Decide once the profile is at least this recent, or the wait is over.
     wait_until: tokio::time::Instant,
 }
@@ -250,7 +225,7 @@ struct Engine {
     campaigns: Campaigns,
     clock: Clock,
     handover: Arc<Mutex<Handover>>,
-    parts: HashMap<i32, Part>,
+    parts: HashMap<i32, PartitionState>,
     profile_pos: HashMap<i32, i64>,
     jobs: VecDeque<Job>,
     /// Per input partition: offsets read but not yet decided.
@@ -344,23 +319,14 @@ impl Engine {
             })
             .await??;
             for p in &new {
-                self.parts.insert(*p, Part::default());
+                self.parts.insert(*p, PartitionState::default());
             }
-            let mut open: Vec<(i32, MessageEvent)> = Vec::new();
-            for m in &messages.0 {
-                let Some(rec) = m.payload().and_then(|b| decode::<MessageEvent>(b).ok()) else { continue };
-                let part = self.parts.get_mut(&m.partition()).expect("new partition");
-                replay(part, &rec);
-                if rec.status == "sending" {
-                    open.push((m.partition(), rec));
-                } else {
-                    open.retain(|(_, o)| o.message_id != rec.message_id);
-                }
-            }
+            let records = messages.0.iter().filter_map(|m| Some((m.partition(), decode::<MessageEvent>(m.payload()?).ok()?)));
+            let open = rebuild(&mut self.parts, records);
             for m in &profiles.0 {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
-                self.parts.get_mut(&m.partition()).expect("new partition").users.entry(key).or_default().profile = profile;
+                self.parts.get_mut(&m.partition()).expect("new partition").set_profile(&key, profile);
             }
             for (p, end) in &profiles.1 {
                 self.profile_pos.insert(*p, *end);
@@ -368,7 +334,7 @@ impl Engine {
             // A send whose answer never came: not sent again (at most once).
             for (p, rec) in open {
                 let mut closed = rec.clone();
-                closed.status = "unknown".into();
+                closed.set_status(MessageStatus::Unknown);
                 closed.reason = Some("member_stopped_before_answer".into());
                 closed.at = (self.clock)();
                 self.write(p, &closed).await?;
@@ -394,106 +360,49 @@ impl Engine {
         let Some(t) = Topic::from_name(topic) else { return Ok(()) };
         self.next_offsets.insert((t, partition), offset + 1);
         let Some(payload) = payload else { return Ok(()) };
-        let wait_until = tokio::time::Instant::now() + self.profile_wait;
-        let job =
-            |app: &str, user: &str, trigger: Trigger, trigger_id: String, at: i64, vars: Map<String, Value>, segment: Option<String>| Job {
-                partition,
-                topic: t,
-                offset,
-                app: app.to_string(),
-                user: user.to_string(),
-                trigger,
-                trigger_id,
-                at,
-                vars,
-                segment,
-                wait_until,
-            };
-        let job = match t {
-            Topic::CartTriggers => {
-                let Ok(c) = decode::<CartTrigger>(payload) else { return Ok(()) };
-                let product = c.last_viewed_product.as_ref();
-                let first = c.items.first();
-                let vars = obj(json!({
-                    "cart_id": c.cart_id,
-                    "cart_value": vnd(c.value),
-                    "item_count": c.items.iter().map(|i| i.quantity).sum::<i64>().to_string(),
-                    "product_name": first.and_then(|i| i.product_name.clone()).or(product.and_then(|p| p.product_name.clone()))
-                        .or(first.map(|i| i.product_id.clone())).unwrap_or_default(),
-                    "product_id": first.map(|i| i.product_id.clone()).unwrap_or_default(),
-                }));
-                job(&c.app_id, &c.user.key, Trigger::CartAbandoned, c.trigger_id.clone(), c.last_activity, vars, None)
-            }
-            Topic::Orders => {
-                let Ok(InputEvent::Order(o)) = schemas::codec::decode_input(Topic::Orders, payload) else { return Ok(()) };
-                let status = match o.kind {
-                    OrderType::OrderPlaced => "đã đặt thành công".to_string(),
-                    OrderType::OrderPaid => "đã thanh toán".to_string(),
-                    OrderType::OrderStatusChanged => o.properties.status.clone().unwrap_or_else(|| "đã cập nhật".into()),
-                    OrderType::OrderCancelled => "đã huỷ".to_string(),
-                    OrderType::OrderRefunded => "đã hoàn tiền".to_string(),
-                };
-                let vars = obj(json!({"order_id": o.properties.order_id, "order_status": status,
-                    "order_total": o.properties.total.map(vnd).unwrap_or_default()}));
-                job(&o.app_id, &o.user.key, Trigger::OrderStatus, o.event_id.clone(), o.event_time, vars, None)
-            }
-            Topic::Audiences => {
-                let Ok(a) = decode::<AudienceChange>(payload) else { return Ok(()) };
-                if !a.member {
-                    return Ok(());
-                }
-                let id = stable_id(&[&a.app_id, &a.user_key, "segment", &a.segment, &a.at.to_string()]);
-                let vars = obj(json!({"segment": a.segment}));
-                job(&a.app_id, &a.user_key, Trigger::SegmentEntered, id, a.at, vars, Some(a.segment.clone()))
-            }
+        let occurrence = match t {
+            Topic::CartTriggers => match decode::<CartTrigger>(payload) {
+                Ok(c) => triggers::cart::occurrence(&c),
+                Err(_) => return Ok(()),
+            },
+            Topic::Orders => match schemas::codec::decode_input(Topic::Orders, payload) {
+                Ok(InputEvent::Order(o)) => triggers::order::occurrence(&o),
+                _ => return Ok(()),
+            },
+            Topic::Audiences => match decode::<AudienceChange>(payload).ok().as_ref().and_then(triggers::audience::occurrence) {
+                Some(o) => o,
+                None => return Ok(()),
+            },
             _ => return Ok(()),
         };
-        if self.campaigns.for_trigger(job.trigger).next().is_none() {
+        if self.campaigns.for_trigger(occurrence.trigger).next().is_none() {
             return Ok(());
         }
         self.in_flight.entry((t, partition)).or_default().insert(offset);
-        self.jobs.push_back(job);
+        let wait_until = tokio::time::Instant::now() + self.profile_wait;
+        self.jobs.push_back(Job { partition, topic: t, offset, occurrence, wait_until });
         Ok(())
     }
 
     async fn on_profile(&mut self, partition: i32, key: &str, profile: Option<Profile>) -> anyhow::Result<()> {
         let Some(part) = self.parts.get_mut(&partition) else { return Ok(()) };
-        part.users.entry(key.to_string()).or_default().profile = profile;
+        part.set_profile(key, profile);
         self.profile_triggers(partition, key).await
     }
 
-    /// The triggers a profile implies: welcome and new follower at once; birthday and expected
-    /// next purchase as timers.
+    /// The triggers a profile implies ([`triggers::profile`]): welcome and new follower at
+    /// once; birthday and expected next purchase as timers.
     async fn profile_triggers(&mut self, partition: i32, user: &str) -> anyhow::Result<()> {
         let now = (self.clock)();
         let max_age = self.campaigns.max_trigger_age_ms;
         let Some(part) = self.parts.get_mut(&partition) else { return Ok(()) };
-        let Some(p) = part.users.get(user).and_then(|u| u.profile.clone()) else {
-            part.timers.retain(|(_, u, _)| u != user);
-            return Ok(());
-        };
         part.timers.retain(|(_, u, _)| u != user);
-        if let Some(at) = next_birthday(p.birthday.as_deref(), now - max_age) {
-            part.timers.insert((at, user.to_string(), TIMER_BIRTHDAY));
+        let Some(p) = part.profile(user).cloned() else { return Ok(()) };
+        for (at, timer) in triggers::profile::timers(&p, now, max_age) {
+            part.timers.insert((at, user.to_string(), timer));
         }
-        if let Some(at) = p.next_purchase_expected
-            && p.last_order_at.is_none_or(|o| at > o)
-            && now - at <= max_age
-        {
-            part.timers.insert((at, user.to_string(), TIMER_NEXT_PURCHASE));
-        }
-        let mut found = Vec::new();
-        if p.sessions >= 1 && now - p.first_seen <= max_age {
-            found.push((Trigger::Welcome, stable_id(&[&p.app_id, user, "welcome"]), p.first_seen, Map::new()));
-        }
-        if p.oa_following
-            && let Some(at) = p.oa_followed_at
-            && now - at <= max_age
-        {
-            found.push((Trigger::OaFollowed, stable_id(&[&p.app_id, user, "oa_followed", &at.to_string()]), at, Map::new()));
-        }
-        for (trigger, id, at, vars) in found {
-            self.decide_trigger(partition, &p.app_id, user, trigger, &id, at, vars, None).await?;
+        for occurrence in triggers::profile::immediate(&p, user, now, max_age) {
+            self.decide_trigger(partition, occurrence).await?;
         }
         Ok(())
     }
@@ -510,19 +419,10 @@ impl Engine {
                 due.push((*p, first));
             }
         }
-        for (p, (at, user, kind)) in due {
-            let Some(profile) = self.parts.get(&p).and_then(|part| part.users.get(&user)).and_then(|u| u.profile.clone()) else {
-                continue;
-            };
-            if kind == TIMER_BIRTHDAY {
-                let year = (at + VN_OFFSET_MS).div_euclid(DAY_MS * 365).to_string();
-                let id = stable_id(&[&profile.app_id, &user, "birthday", &year]);
-                self.decide_trigger(p, &profile.app_id, &user, Trigger::Birthday, &id, at, Map::new(), None).await?;
-            } else if profile.next_purchase_expected == Some(at) && profile.last_order_at.is_none_or(|o| o < at) {
-                let id = stable_id(&[&profile.app_id, &user, "next_purchase", &at.to_string()]);
-                let date = chrono::DateTime::from_timestamp_millis(at + VN_OFFSET_MS).map(|d| d.format("%d/%m/%Y").to_string());
-                let vars = obj(json!({"expected_date": date.unwrap_or_default()}));
-                self.decide_trigger(p, &profile.app_id, &user, Trigger::NextPurchase, &id, at, vars, None).await?;
+        for (p, (at, user, timer)) in due {
+            let Some(profile) = self.parts.get(&p).and_then(|part| part.profile(&user)) else { continue };
+            if let Some(occurrence) = triggers::profile::on_timer(timer, at, profile, &user) {
+                self.decide_trigger(p, occurrence).await?;
             }
         }
         // Deferrals whose time has come.
@@ -546,16 +446,24 @@ impl Engine {
     async fn resume_deferred(&mut self, partition: i32, rec: MessageEvent) -> anyhow::Result<()> {
         let Some(campaign) = self.campaigns.by_name(&rec.campaign).cloned() else {
             let mut gone = rec;
-            gone.status = "suppressed".into();
+            gone.set_status(MessageStatus::Suppressed);
             gone.reason = Some("campaign_removed".into());
             gone.retry_at = None;
             gone.at = (self.clock)();
             return self.write(partition, &gone).await;
         };
         let step = if campaign.primary.channel.name() == rec.channel { 0 } else { 1 };
-        let vars: Map<String, Value> = rec.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
-        let trigger = campaign.trigger;
-        self.run_campaign(partition, &rec.app_id, &rec.user_key, &campaign, trigger, &rec.trigger_id, vars, step).await
+        // The deferred record kept the variables the first attempt rendered.
+        let occurrence = Occurrence {
+            app: rec.app_id,
+            user: rec.user_key,
+            trigger: campaign.trigger,
+            id: rec.trigger_id,
+            at: rec.at,
+            vars: rec.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
+            segment: campaign.segment.clone(),
+        };
+        self.run_campaign(partition, &campaign, occurrence, step).await
     }
 
     /// Decides the jobs whose profile has caught up (or whose wait is over), in arrival order.
@@ -565,30 +473,15 @@ impl Engine {
         while i < self.jobs.len() {
             let j = &self.jobs[i];
             let ready = j.wait_until <= now
-                || self
-                    .parts
-                    .get(&j.partition)
-                    .and_then(|p| p.users.get(&j.user))
-                    .and_then(|u| u.profile.as_ref())
-                    .is_some_and(|p| p.as_of >= j.at);
+                || self.parts.get(&j.partition).and_then(|p| p.profile(&j.occurrence.user)).is_some_and(|p| p.as_of >= j.occurrence.at);
             // Keep each user's triggers in order: a later job never overtakes an earlier one.
-            if !ready || self.jobs.iter().take(i).any(|e| e.user == self.jobs[i].user && e.partition == self.jobs[i].partition) {
+            if !ready || self.jobs.iter().take(i).any(|e| e.occurrence.user == j.occurrence.user && e.partition == j.partition) {
                 i += 1;
                 continue;
             }
             let job = self.jobs.remove(i).expect("index in range");
             if self.parts.contains_key(&job.partition) {
-                self.decide_trigger(
-                    job.partition,
-                    &job.app,
-                    &job.user,
-                    job.trigger,
-                    &job.trigger_id,
-                    job.at,
-                    job.vars,
-                    job.segment.as_deref(),
-                )
-                .await?;
+                self.decide_trigger(job.partition, job.occurrence).await?;
             }
             if let Some(s) = self.in_flight.get_mut(&(job.topic, job.partition)) {
                 s.remove(&job.offset);
@@ -597,64 +490,54 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs every campaign of `trigger`, unless the trigger is too old.
-    #[allow(clippy::too_many_arguments)]
-    async fn decide_trigger(
-        &mut self,
-        partition: i32,
-        app: &str,
-        user: &str,
-        trigger: Trigger,
-        trigger_id: &str,
-        at: i64,
-        vars: Map<String, Value>,
-        segment: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let campaigns: Vec<Campaign> =
-            self.campaigns.for_trigger(trigger).filter(|c| c.segment.is_none() || c.segment.as_deref() == segment).cloned().collect();
-        let stale = (self.clock)() - at > self.campaigns.max_trigger_age_ms;
+    /// Runs every campaign of the occurrence's trigger, unless the occurrence is too old.
+    async fn decide_trigger(&mut self, partition: i32, occurrence: Occurrence) -> anyhow::Result<()> {
+        let campaigns: Vec<Campaign> = self
+            .campaigns
+            .for_trigger(occurrence.trigger)
+            .filter(|c| c.segment.is_none() || c.segment == occurrence.segment)
+            .cloned()
+            .collect();
+        let stale = (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms;
         for c in campaigns {
             if stale {
-                let mid = message_id(app, user, &c.name, trigger_id, c.primary.channel);
-                if self.decided(partition, user, &mid) {
-                    METRICS.duplicates.with_label_values(&[trigger.name()]).inc();
+                let mid = message_id(&occurrence, &c.name, c.primary.channel);
+                if self.decided(partition, &occurrence.user, &mid) {
+                    METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                     continue;
                 }
-                let rec = self.record(&mid, app, user, &c, trigger, trigger_id, c.primary.channel, "suppressed", Some("stale_trigger"));
+                let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some("stale_trigger"));
                 self.write(partition, &rec).await?;
                 continue;
             }
-            self.run_campaign(partition, app, user, &c, trigger, trigger_id, vars.clone(), 0).await?;
+            self.run_campaign(partition, &c, occurrence.clone(), 0).await?;
         }
         Ok(())
     }
 
     fn decided(&self, partition: i32, user: &str, mid: &str) -> bool {
-        self.parts.get(&partition).and_then(|p| p.users.get(user)).is_some_and(|u| u.decided.contains(mid))
+        self.parts.get(&partition).is_some_and(|p| p.decided(user, mid))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A `zmp.messages.v1` record of one campaign's decision on one occurrence.
     fn record(
         &self,
         mid: &str,
-        app: &str,
-        user: &str,
         c: &Campaign,
-        trigger: Trigger,
-        trigger_id: &str,
+        occurrence: &Occurrence,
         channel: ChannelName,
-        status: &str,
+        status: MessageStatus,
         reason: Option<&str>,
     ) -> MessageEvent {
         MessageEvent {
             message_id: mid.to_string(),
-            app_id: app.to_string(),
-            user_key: user.to_string(),
+            app_id: occurrence.app.clone(),
+            user_key: occurrence.user.clone(),
             campaign: c.name.clone(),
-            trigger: trigger.name().to_string(),
-            trigger_id: trigger_id.to_string(),
+            trigger: occurrence.trigger.name().to_string(),
+            trigger_id: occurrence.id.clone(),
             channel: channel.name().to_string(),
-            status: status.to_string(),
+            status: status.as_str().to_string(),
             reason: reason.map(str::to_string),
             promotional: c.promotional(),
             at: (self.clock)(),
@@ -662,22 +545,13 @@ impl Engine {
         }
     }
 
-    /// One campaign for one trigger: the primary channel, then the fallback when the primary
+    /// One campaign for one occurrence: the primary channel, then the fallback when the primary
     /// cannot reach the user. Each step: dedup, the policy, a record, and the send.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_campaign(
-        &mut self,
-        partition: i32,
-        app: &str,
-        user: &str,
-        c: &Campaign,
-        trigger: Trigger,
-        trigger_id: &str,
-        mut vars: Map<String, Value>,
-        first_step: usize,
-    ) -> anyhow::Result<()> {
+    async fn run_campaign(&mut self, partition: i32, c: &Campaign, mut occurrence: Occurrence, first_step: usize) -> anyhow::Result<()> {
         let steps: Vec<_> = std::iter::once(&c.primary).chain(c.fallback.iter()).collect();
-        let profile = self.parts.get(&partition).and_then(|p| p.users.get(user)).and_then(|u| u.profile.clone());
+        let mut vars = std::mem::take(&mut occurrence.vars);
+        let user = occurrence.user.as_str();
+        let profile = self.parts.get(&partition).and_then(|p| p.profile(user)).cloned();
         if let Some(p) = &profile {
             vars.entry("name").or_insert_with(|| json!(p.name.clone().unwrap_or_else(|| "bạn".into())));
             vars.entry("points_balance").or_insert_with(|| json!(p.points_balance.to_string()));
@@ -690,13 +564,13 @@ impl Engine {
         let recipient = recipient(profile.as_ref());
         for step in steps.into_iter().skip(first_step) {
             let channel = step.channel;
-            let mid = message_id(app, user, &c.name, trigger_id, channel);
+            let mid = message_id(&occurrence, &c.name, channel);
             if self.decided(partition, user, &mid) {
-                METRICS.duplicates.with_label_values(&[trigger.name()]).inc();
+                METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                 return Ok(());
             }
             let now = (self.clock)();
-            let key = format!("{}/{trigger_id}", c.name);
+            let key = dedup_key(&c.name, &occurrence.id);
             let req = policy::Request {
                 trigger_id: &key,
                 campaign: &c.name,
@@ -706,13 +580,13 @@ impl Engine {
                 at: now,
                 zns_price: step.price_vnd,
             };
-            let history = self.parts.get(&partition).and_then(|p| p.users.get(user)).map(|u| u.sent.as_slice()).unwrap_or_default();
+            let history = self.parts.get(&partition).and_then(|p| p.user(user)).map(|u| u.sent.as_slice()).unwrap_or_default();
             let decision = policy::decide(&req, &recipient, history, &self.campaigns.limits);
-            let mut rec = self.record(&mid, app, user, c, trigger, trigger_id, channel, "", None);
+            let mut rec = self.record(&mid, c, &occurrence, channel, MessageStatus::Sending, None);
             rec.template_id = step.template_id.clone();
             match decision {
                 Decision::Suppress(reason) => {
-                    rec.status = "suppressed".into();
+                    rec.set_status(MessageStatus::Suppressed);
                     rec.reason = Some(reason.code().into());
                     self.write(partition, &rec).await?;
                     if matches!(
@@ -724,14 +598,13 @@ impl Engine {
                     return Ok(());
                 }
                 Decision::Defer { until, reason } => {
-                    rec.status = "deferred".into();
+                    rec.set_status(MessageStatus::Deferred);
                     rec.reason = Some(reason.code().into());
                     rec.retry_at = Some(until);
                     rec.data = Some(Value::Object(vars.clone()).to_string());
                     return self.write(partition, &rec).await;
                 }
                 Decision::Send { cost_vnd } => {
-                    rec.status = "sending".into();
                     rec.data = Some(Value::Object(vars.clone()).to_string());
                     self.write(partition, &rec).await?;
                     let content = content(step, &vars);
@@ -740,7 +613,7 @@ impl Engine {
                             let uid = recipient.oa_user_id.clone().unwrap_or_default();
                             let mut content = content;
                             if kind == crate::zalo::OaKind::Transaction {
-                                content.table = ["order_id", "order_status", "order_total"]
+                                content.table = triggers::order::VARIABLES
                                     .iter()
                                     .filter_map(|k| vars.get(*k).and_then(Value::as_str).map(|v| (k.to_string(), v.to_string())))
                                     .collect();
@@ -756,14 +629,14 @@ impl Engine {
                     rec.at = (self.clock)();
                     match result {
                         Ok(accepted) => {
-                            rec.status = "sent".into();
+                            rec.set_status(MessageStatus::Sent);
                             rec.cost_vnd = cost_vnd;
                             rec.zalo_message_id = Some(accepted.message_id);
                             self.write(partition, &rec).await?;
                             return Ok(());
                         }
                         Err(e) => {
-                            rec.status = "failed".into();
+                            rec.set_status(MessageStatus::Failed);
                             rec.zalo_error = e.code();
                             rec.reason = Some(short(&e));
                             self.write(partition, &rec).await?;
@@ -789,55 +662,23 @@ impl Engine {
             .await
             .map_err(|(e, _)| anyhow::anyhow!("writing to zmp.messages.v1: {e}; the trigger is decided again after a restart"))?;
         if let Some(part) = self.parts.get_mut(&partition) {
-            replay(part, rec);
+            part.apply(rec);
         }
-        if rec.status != "sending" {
+        if !rec.is(MessageStatus::Sending) {
             // Failures are labelled by Zalo's code, not its message: a bounded set of series.
-            let reason = match (rec.status.as_str(), rec.zalo_error) {
-                ("failed", Some(code)) => format!("zalo_error_{code}"),
-                ("failed", None) => "zalo_unreachable".to_string(),
+            let reason = match (rec.status(), rec.zalo_error) {
+                (Some(MessageStatus::Failed), Some(code)) => format!("zalo_error_{code}"),
+                (Some(MessageStatus::Failed), None) => "zalo_unreachable".to_string(),
                 _ => rec.reason.clone().unwrap_or_default(),
             };
             METRICS.messages.with_label_values(&[&rec.campaign, &rec.channel, &rec.status, &reason]).inc();
         }
-        if rec.status == "sent" {
+        if rec.is(MessageStatus::Sent) {
             METRICS.cost.with_label_values(&[&rec.campaign, &rec.channel]).inc_by(rec.cost_vnd as u64);
         }
         tracing::debug!(campaign = %rec.campaign, channel = %rec.channel, status = %rec.status, reason = ?rec.reason, "message decision");
         Ok(())
     }
-}
-
-/// Applies one `zmp.messages.v1` record to a partition's state (rebuild and live alike).
-fn replay(part: &mut Part, rec: &MessageEvent) {
-    let u = part.users.entry(rec.user_key.clone()).or_default();
-    match rec.status.as_str() {
-        "deferred" => {
-            if let Some(at) = rec.retry_at
-                && !u.decided.contains(&rec.message_id)
-            {
-                part.deferred.insert((at, rec.message_id.clone()), rec.clone());
-            }
-            return;
-        }
-        "delivered" => return,
-        "sent" => {
-            if let Some(ch) = ChannelName::parse(&rec.channel) {
-                u.sent.push(Sent {
-                    at: rec.at,
-                    channel: ch.channel(),
-                    promotional: rec.promotional,
-                    trigger_id: format!("{}/{}", rec.campaign, rec.trigger_id),
-                });
-                // The policy looks back a month at most.
-                let horizon = rec.at - 40 * DAY_MS;
-                u.sent.retain(|s| s.at >= horizon);
-            }
-        }
-        _ => {}
-    }
-    u.decided.insert(rec.message_id.clone());
-    part.deferred.retain(|(_, m), _| m != &rec.message_id);
 }
 
 fn recipient(p: Option<&Profile>) -> Recipient {
@@ -853,16 +694,26 @@ fn recipient(p: Option<&Profile>) -> Recipient {
 
 /// Zalo refused the recipient on an OA channel: worth the fallback.
 fn unreachable_by_oa(e: &ZaloError) -> bool {
-    matches!(e.code(), Some(oa_error::NOT_FOLLOWER | oa_error::NO_INTERACTION_7_DAYS | oa_error::OUT_OF_QUOTA | -227 | -232 | -244))
+    matches!(
+        e.code(),
+        Some(
+            oa_error::NOT_FOLLOWER
+                | oa_error::NO_INTERACTION_7_DAYS
+                | oa_error::OUT_OF_QUOTA
+                | oa_error::USER_INACTIVE
+                | oa_error::INTERACTION_EXPIRED
+                | oa_error::USER_RESTRICTED
+        )
+    )
 }
 
 fn short(e: &ZaloError) -> String {
     e.to_string().chars().take(200).collect()
 }
 
-/// The stable id of one trigger of one campaign on one channel.
-pub fn message_id(app: &str, user: &str, campaign: &str, trigger_id: &str, channel: ChannelName) -> String {
-    stable_id(&[app, user, campaign, trigger_id, channel.name()])
+/// The stable id of one occurrence's message from one campaign on one channel.
+pub fn message_id(occurrence: &Occurrence, campaign: &str, channel: ChannelName) -> String {
+    stable_id(&[&occurrence.app, &occurrence.user, campaign, &occurrence.id, channel.name()])
 }
 
 /// The ZNS tracking id (≤ 48 chars): the message id's first 16 hex, a dot, and the user key when
@@ -872,68 +723,14 @@ pub fn tracking_id(mid: &str, user: &str) -> String {
     if head.len() + 1 + user.len() <= 48 { format!("{head}.{user}") } else { head.to_string() }
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-/// 350000 → "350.000" (Vietnamese thousands separator).
-pub fn vnd(v: i64) -> String {
-    let digits = v.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('.');
-        }
-        out.push(c);
-    }
-    if v < 0 { format!("-{out}") } else { out }
-}
-
-/// 09:00 Vietnam time on the user's next birthday at or after `from` (birthday `YYYY-MM-DD`
-/// or `MM-DD`).
-fn next_birthday(birthday: Option<&str>, from: i64) -> Option<i64> {
-    use chrono::{Datelike, NaiveDate};
-    let b = birthday?;
-    let md = b.rsplitn(3, '-').take(2).collect::<Vec<_>>();
-    let (day, month): (u32, u32) = (md.first()?.parse().ok()?, md.get(1)?.parse().ok()?);
-    let local = chrono::DateTime::from_timestamp_millis(from + VN_OFFSET_MS)?.date_naive();
-    for year in [local.year(), local.year() + 1] {
-        // 29 February: celebrated on 1 March in other years.
-        let date = NaiveDate::from_ymd_opt(year, month, day).or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))?;
-        let at = date.and_hms_opt(9, 0, 0)?.and_utc().timestamp_millis() - VN_OFFSET_MS;
-        if at >= from {
-            return Some(at);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zalo_rules::HOUR_MS;
 
     #[test]
-    fn money_and_tracking_ids() {
-        assert_eq!(vnd(350_000), "350.000");
-        assert_eq!(vnd(1_250_000), "1.250.000");
-        assert_eq!(vnd(999), "999");
+    fn tracking_ids_carry_the_user_when_it_fits() {
         let mid = stable_id(&["x"]);
         assert_eq!(tracking_id(&mid, "8123456789012345678"), format!("{}.8123456789012345678", &mid[..16]));
         assert_eq!(tracking_id(&mid, &"u".repeat(40)).len(), 16);
-    }
-
-    #[test]
-    fn birthdays_are_at_nine_in_vietnam() {
-        // 2026-11-23T10:00+07:00.
-        let now = 1_795_402_800_000;
-        let at = next_birthday(Some("1990-12-01"), now).unwrap();
-        assert_eq!(at, now - HOUR_MS + 8 * DAY_MS, "2026-12-01 09:00+07:00");
-        let next_year = next_birthday(Some("11-20"), now).unwrap();
-        assert!(next_year > now + 300 * DAY_MS);
-        assert_eq!(next_birthday(Some("garbage"), now), None);
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::Clock;
-use crate::zalo_rules::oa_error;
+use crate::zalo_rules::{oa_error, zns_error};
 
 struct ZaloMetrics {
     requests: IntCounterVec,
@@ -83,7 +83,7 @@ impl ZaloError {
     }
 
     fn token_rejected(&self) -> bool {
-        matches!(self.code(), Some(oa_error::TOKEN_INVALID | oa_error::TOKEN_EXPIRED | -124))
+        matches!(self.code(), Some(oa_error::TOKEN_INVALID | oa_error::TOKEN_EXPIRED | zns_error::TOKEN_INVALID))
     }
 }
 
@@ -473,28 +473,6 @@ impl ZaloClient {
     pub fn graph_url(&self) -> &str {
         &self.graph_url
     }
-}
-
-/// Exchanges a Mini App phone token (`getPhoneNumber()`'s `token`) for the number, server-side:
-/// `GET {graph}/v2.0/me/info` with headers `access_token` (the user's), `code` (the phone token)
-/// and `secret_key` (the app's) → `{"data": {"number": "849…"}, "error": 0}`.
-pub async fn exchange_phone_token(
-    http: &reqwest::Client,
-    graph_url: &str,
-    user_access_token: &str,
-    code: &str,
-    app_secret: &str,
-) -> Result<String, ZaloError> {
-    let started = std::time::Instant::now();
-    let answer = http
-        .get(format!("{}/v2.0/me/info", graph_url.trim_end_matches('/')))
-        .header("access_token", user_access_token)
-        .header("code", code)
-        .header("secret_key", app_secret)
-        .send()
-        .await;
-    let v = read_answer("graph", answer, started).await?;
-    v["data"]["number"].as_str().map(str::to_string).ok_or_else(|| ZaloError::Api { code: -201, message: "no number in the answer".into() })
 }
 
 #[cfg(test)]

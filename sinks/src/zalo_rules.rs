@@ -1,11 +1,9 @@
 //! Zalo's rules as zcdp understands them, each in one place, with how sure we are (the tags of
-//! `../shared/zalo-api.md`). The policy and the simulator both read this table, so correcting a
-//! fact here corrects both.
+//! [docs/zalo-api.md](../../docs/zalo-api.md)). The policy and the simulator both read this
+//! table, so correcting a fact here corrects both. Days and months are Vietnam's
+//! ([`schemas::time`]).
 
-/// Vietnam's offset from UTC (no daylight saving). [2nd: "assume Vietnam time"]
-pub const VN_OFFSET_MS: i64 = 7 * 3600 * 1000;
-pub const HOUR_MS: i64 = 3600 * 1000;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
+use schemas::time::{DAY_MS, HOUR_MS, VN_OFFSET_MS};
 
 /// Consultation messages are free within this long after the user's last interaction. [2nd]
 pub const FREE_REPLY_WINDOW_MS: i64 = 48 * HOUR_MS;
@@ -53,15 +51,41 @@ pub const COST_TRANSACTION: i64 = 165;
 pub const COST_PROMOTION: i64 = 0;
 pub const COST_ZNS_DEFAULT: i64 = 300;
 
-/// Zalo's OA error codes that the senders and the simulator use. [SDK/2nd]
+/// Zalo's OA (and Graph) error codes that the senders, the policy and the simulator compare
+/// against or answer with. [SDK/2nd]
 pub mod oa_error {
     pub const RATE_LIMIT: i64 = -32;
+    /// Invalid parameter (also the Graph API's answer to an unknown phone token).
+    pub const INVALID_PARAM: i64 = -201;
     pub const OUT_OF_QUOTA: i64 = -211;
     pub const NOT_FOLLOWER: i64 = -213;
     pub const TOKEN_INVALID: i64 = -216;
     pub const TOKEN_EXPIRED: i64 = -220;
+    /// The user is banned, or has not used Zalo for more than 45 days.
+    pub const USER_INACTIVE: i64 = -227;
     pub const NO_INTERACTION_7_DAYS: i64 = -230;
+    /// The user's last interaction has expired for this kind of message.
+    pub const INTERACTION_EXPIRED: i64 = -232;
     pub const NIGHT: i64 = -234;
+    /// The user's account type cannot receive this message.
+    pub const USER_RESTRICTED: i64 = -244;
+}
+
+/// Zalo's ZNS (and Graph) error codes that the senders and the simulator compare against or
+/// answer with. [SDK/2nd]
+pub mod zns_error {
+    pub const PHONE_INVALID: i64 = -108;
+    pub const TEMPLATE_INVALID: i64 = -109;
+    /// An access token (or the app secret) refused, on ZNS and on the Graph API.
+    pub const TOKEN_INVALID: i64 = -124;
+    pub const NIGHT: i64 = -133;
+}
+
+/// Zalo's OAuth (token refresh) error codes the simulator answers with. UNCONFIRMED: the
+/// client treats any refusal of a refresh the same way.
+pub mod oauth_error {
+    pub const INVALID_APP: i64 = -14002;
+    pub const INVALID_REFRESH_TOKEN: i64 = -14014;
 }
 
 /// The hour of the day (0-23) in Vietnam at `t` (epoch ms).
@@ -81,24 +105,6 @@ pub fn night_ends(t: i64) -> i64 {
     let day_start = local - local.rem_euclid(DAY_MS);
     let six = day_start + NIGHT_END_HOUR * HOUR_MS;
     (if local < six { six } else { six + DAY_MS }) - VN_OFFSET_MS
-}
-
-/// The day number in Vietnam time, and the (year, month) — what the daily and monthly quotas count by.
-pub fn vn_day(t: i64) -> i64 {
-    (t + VN_OFFSET_MS).div_euclid(DAY_MS)
-}
-
-pub fn vn_month(t: i64) -> (i64, u32) {
-    // Civil-from-days (Howard Hinnant), on the Vietnam-time day.
-    let z = vn_day(t) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m)
 }
 
 #[cfg(test)]
@@ -124,11 +130,9 @@ mod tests {
 
     #[test]
     fn months_and_packages() {
-        assert_eq!(vn_month(ELEVEN_PM), (2026, 11));
-        // 2026-11-30T23:00+07:00 is still November in Vietnam (16:00 UTC); one hour later December.
         let nov30 = ELEVEN_PM + 7 * DAY_MS;
-        assert_eq!(vn_month(nov30), (2026, 11));
-        assert_eq!(vn_month(nov30 + HOUR_MS), (2026, 12));
+        assert_eq!(schemas::time::vn_month(nov30), (2026, 11));
+        assert_eq!(schemas::time::vn_month(nov30 + HOUR_MS), (2026, 12));
         assert_eq!(OaPackage::parse("Trial").unwrap().monthly_promotions(), 4);
         assert_eq!(OaPackage::Basic.monthly_promotions(), 1);
         assert_eq!(OaPackage::Premium.monthly_promotions(), 6);

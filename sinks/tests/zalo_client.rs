@@ -187,7 +187,7 @@ async fn a_zalo_shaped_server_receives_well_formed_requests() {
     seen.throttle.store(2, Ordering::SeqCst);
     c.send_oa(OaKind::Consultation, "u1", &content).await.expect("-32 twice, then success");
     let http = reqwest::Client::new();
-    let number = sinks::zalo::exchange_phone_token(&http, &base, "user-token", "phone-token", "app-secret").await.unwrap();
+    let number = schemas::zalo::exchange_phone_token(&http, &base, "user-token", "phone-token", "app-secret").await.unwrap();
     assert_eq!(number, "84987654321");
 
     let reqs = seen.requests.lock().unwrap().clone();

@@ -123,7 +123,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
 
     shutdown.trigger();
     http.await??;
-    gateway.shutdown(Duration::from_secs(10));
+    gateway.shutdown(Duration::from_secs(10)).await;
     drop(gateway);
 
     println!();
@@ -212,7 +212,7 @@ struct Encoded {
 /// Every event encoded exactly as the gateway would, headers included (so the gateway's consent
 /// view skips the baseline's records as it skips its own).
 fn encode_like_the_gateway(bodies: &[Bytes], origin: &str) -> anyhow::Result<(Vec<Encoded>, String)> {
-    let receipt = Receipt { app_id: "demo", received_at: ingest::writer::now_ms(), sent_at: None };
+    let receipt = Receipt { app_id: "demo", received_at: schemas::time::now_ms(), sent_at: None };
     let mut out = Vec::new();
     for body in bodies {
         let v: serde_json::Value = serde_json::from_slice(body)?;

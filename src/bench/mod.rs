@@ -11,7 +11,7 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// HTTP gateway (POST /v1/batch over loopback) against a bare rdkafka producer.
     Ingest(ingest::IngestBenchArgs),
-    /// All the processors (sessions, interests, carts, profiles) with RocksDB against a bare consume + decode loop; and restore.
+    /// Every processor of the topology (processors/src/lib.rs) with RocksDB against a bare consume + decode loop; and restore.
     Process(process::ProcessBenchArgs),
     /// Profile and recommendation lookups through the query API at a fixed rate, against the same HTTP server answering a fixed body.
     Serve(serve::ServeBenchArgs),

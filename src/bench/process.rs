@@ -13,10 +13,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use ingest::validate::{Receipt, parse_event};
 use processors::ProcessArgs;
-use processors::checkpoint::restore;
-use processors::member::{Member, TaskEvent, TaskObserver, all_stores};
-use processors::task::INPUTS;
-use processors::testing::progress;
+use processors::runtime::checkpoint::restore;
+use processors::runtime::task::INPUTS;
+use processors::runtime::testing::progress;
+use processors::{Member, TaskEvent, TaskObserver};
 use schemas::kafka::{Kafka, KafkaArgs};
 
 use crate::shoppers::Shoppers;
@@ -140,10 +140,13 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
             }
         })
     };
-    let member = Member::start(&kafka, &process_args, Some(observer)).await?;
-    let processed = || -> u64 { INPUTS.iter().map(|t| processors::metrics::METRICS.records.with_label_values(&[t.name()]).get()).sum() };
-    let expired =
-        || -> Vec<u64> { INPUTS.iter().map(|t| processors::metrics::METRICS.idle_expired.with_label_values(&[t.name()]).get()).collect() };
+    let topology = processors::topology(&process_args)?;
+    let member = Member::start(&kafka, &process_args, topology.clone(), Some(observer)).await?;
+    let processed =
+        || -> u64 { INPUTS.iter().map(|t| processors::runtime::metrics::METRICS.records.with_label_values(&[t.name()]).get()).sum() };
+    let expired = || -> Vec<u64> {
+        INPUTS.iter().map(|t| processors::runtime::metrics::METRICS.idle_expired.with_label_values(&[t.name()]).get()).collect()
+    };
     // The counters are the process's: count from where the earlier rounds left them.
     let (processed_before, expired_before) = (processed(), expired());
     while processed() - processed_before < n as u64 {
@@ -160,12 +163,12 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
 
     // What the state costs in changelog records, store by store.
     let per_store: Vec<(&str, i64)> = {
-        let (kafka, app, stores) = (kafka.clone(), app.clone(), all_stores(&process_args));
+        let (kafka, app, stores) = (kafka.clone(), app.clone(), topology.stores().to_vec());
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(&'static str, i64)>> {
             let c: BaseConsumer = kafka.client_config().create()?;
             let mut out = Vec::new();
             for store in stores {
-                let topic = processors::checkpoint::changelog_topic(&app, store);
+                let topic = processors::runtime::checkpoint::changelog_topic(&app, store);
                 let mut total = 0;
                 for p in 0..kafka.partitions {
                     let (low, high) = c.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
@@ -184,7 +187,7 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     let handles: Vec<_> = (0..kafka.partitions)
         .map(|task| {
             let (kafka, app, dir, stores) =
-                (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), all_stores(&process_args));
+                (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), topology.stores().to_vec());
             std::thread::spawn(move || {
                 let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
                 restore(&kafka, &app, task, &dir, &stores, &inputs, &AtomicBool::new(false)).map(|r| r.records)

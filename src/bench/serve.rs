@@ -36,7 +36,7 @@ const READ_KEY: &str = "bench-read-key";
 
 fn profile(i: usize, t: i64) -> (Profile, UserInterests) {
     let user = format!("user-{i}");
-    let day = processors::profiles::vn_day(t);
+    let day = schemas::time::vn_day(t);
     let p = Profile {
         app_id: "bench".into(),
         user_key: user.clone(),

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use processors::ProcessArgs;
-use processors::testing::{History, outputs, progress, reference_run, wait_progress};
+use processors::runtime::testing::{History, outputs, progress, reference_run, wait_progress};
 use schemas::kafka::{EmbeddedCluster, Kafka};
 
 const USERS: usize = 5000;
@@ -67,7 +67,7 @@ pub async fn killed_member_changes_no_output(kafka: &Kafka, instance: Option<&st
         max_task_idle: Duration::from_secs(2),
         ..ProcessArgs::default()
     };
-    let expected = reference_run(&reference, &history, &args).await;
+    let expected = reference_run(&reference, &history, &args, processors::topology(&args).unwrap()).await;
     assert!(
         expected.sessions.len() > USERS
             && !expected.triggers.is_empty()
@@ -79,7 +79,8 @@ pub async fn killed_member_changes_no_output(kafka: &Kafka, instance: Option<&st
     // its own disk, once on a new, empty one (a lost machine: everything restores from the
     // changelogs).
     // The embedded cluster has no CreateTopics API: make the changelogs as an operator would.
-    processors::member::ensure_changelogs(&kafka, &ProcessArgs::default(), 6).await.unwrap();
+    let topology = processors::topology(&ProcessArgs::default()).unwrap();
+    processors::runtime::ensure_changelogs(&kafka, "cdp", &topology, 6).await.unwrap();
     let disk = dir.path().join("killed");
     let child = member_process(&kafka.bootstrap, &disk, instance);
     history.produce(&kafka, 0).await;

@@ -22,20 +22,15 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use schemas::event::DeadLetter;
 use schemas::kafka::Kafka;
+use schemas::time::now_ms;
 use schemas::topics::Topic;
 
-use crate::campaign_results::CampaignResults;
-use crate::carts::Carts;
-use crate::checkpoint::{CHECKPOINT_KEY, Restored, changelog_topic, checkpoint_topic, restore};
+use super::checkpoint::{CHECKPOINT_KEY, Restored, changelog_topic, checkpoint_topic, ensure_changelogs, restore};
+use super::metrics::METRICS;
+use super::output::OutputProducer;
+use super::task::{INPUTS, Lag, Position, Task, Watermarks, input_index};
+use super::topology::Topology;
 use crate::config::ProcessArgs;
-use crate::interests::Interests;
-use crate::metrics::METRICS;
-use crate::output::OutputProducer;
-use crate::processor::Processor;
-use crate::profiles::Profiles;
-use crate::sessions::Sessions;
-use crate::store::STORE_DEDUP;
-use crate::task::{INPUTS, Lag, Position, Task, input_index};
 
 /// Buffered records per input partition above which the partition is paused.
 const BUFFER_HIGH: usize = 5_000;
@@ -58,29 +53,6 @@ pub enum TaskEvent {
 
 pub type TaskObserver = Arc<dyn Fn(&str, i32, TaskEvent) + Send + Sync>;
 
-/// The processors every task runs, in timer-kind order.
-pub fn build_processors(args: &ProcessArgs) -> Vec<Box<dyn Processor>> {
-    vec![
-        Box::new(Sessions::new(args.session_gap.as_millis() as i64)),
-        Box::new(Interests::new(args.interest_half_life.as_millis() as i64, args.interest_top_n)),
-        Box::new(Carts::new(args.cart_timeout.as_millis() as i64)),
-        Box::new(Profiles::new(
-            args.session_gap.as_millis() as i64,
-            args.cart_timeout.as_millis() as i64,
-            crate::segments::loaded(args.segments.as_deref()).expect("segments were checked when the member started"),
-        )),
-        Box::new(CampaignResults::new(args.attribution_window.as_millis() as i64)),
-        Box::new(crate::activity::Activity::new()),
-    ]
-}
-
-/// Every store of a task: the processors', then the runtime's.
-pub fn all_stores(args: &ProcessArgs) -> Vec<&'static str> {
-    let mut stores: Vec<&'static str> = build_processors(args).iter().map(|p| p.store()).collect();
-    stores.push(STORE_DEDUP);
-    stores
-}
-
 struct Restoring {
     cancel: Arc<AtomicBool>,
     done: mpsc::Receiver<anyhow::Result<Restored>>,
@@ -91,7 +63,7 @@ struct Engine {
     kafka: Kafka,
     args: ProcessArgs,
     name: String,
-    stores: Vec<&'static str>,
+    topology: Topology,
     producer: Arc<OutputProducer>,
     tasks: BTreeMap<i32, Task>,
     restoring: HashMap<i32, Restoring>,
@@ -146,27 +118,6 @@ impl ConsumerContext for MemberContext {
             let mut e = self.engine.lock().expect("engine lock");
             tracing::info!(member = %e.name, tasks = ?tasks, "assigned");
             e.new_assignment = Some(tasks);
-        }
-    }
-}
-
-/// Cached (low, high) watermarks of a task's input partitions, read once per loop turn.
-struct Highs([Option<(i64, i64)>; INPUTS.len()]);
-
-impl Lag for Highs {
-    fn position(&self, input: usize, next_fetch: i64) -> Position {
-        match self.0[input] {
-            None => Position::Unknown,
-            // Nothing fetched yet, reading from the beginning.
-            Some((low, high)) if next_fetch < 0 => {
-                if high > low.max(0) {
-                    Position::Behind
-                } else {
-                    Position::CaughtUp
-                }
-            }
-            Some((_, high)) if next_fetch >= high => Position::CaughtUp,
-            Some(_) => Position::Behind,
         }
     }
 }
@@ -251,14 +202,15 @@ impl Engine {
 
     /// Flushes what the prepared commits produced, writes their checkpoints to Kafka, then to
     /// the local stores.
-    fn write_checkpoints(&mut self, prepared: Vec<(i32, crate::task::Prepared)>) -> anyhow::Result<()> {
+    fn write_checkpoints(&mut self, prepared: Vec<(i32, super::task::Prepared)>) -> anyhow::Result<()> {
         let app = self.args.application_id.clone();
         self.producer.flush(Duration::from_secs(60)).context("flushing outputs and changelogs")?;
         let mut checkpoints = Vec::new();
         for (id, _) in &prepared {
             let task = &self.tasks[id];
             let ends: BTreeMap<String, i64> = self
-                .stores
+                .topology
+                .stores()
                 .iter()
                 .map(|s| {
                     let previous = task.checkpoint().ends.get(*s).copied().unwrap_or(0);
@@ -307,7 +259,7 @@ impl Engine {
             let (tx, rx) = mpsc::channel();
             let cancel = Arc::new(AtomicBool::new(false));
             let (kafka, app, dir, stores, c) =
-                (self.kafka.clone(), self.args.application_id.clone(), self.task_dir(id), self.stores.clone(), cancel.clone());
+                (self.kafka.clone(), self.args.application_id.clone(), self.task_dir(id), self.topology.stores().to_vec(), cancel.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("restore-{id}"))
                 .spawn(move || {
@@ -334,7 +286,7 @@ impl Engine {
             }
             let restored = res.with_context(|| format!("restoring task {id}"))?;
             tracing::info!(member = %self.name, task = id, records = restored.records, secs = restored.elapsed.as_secs_f64(), "task restored");
-            let task = Task::new(id, restored, build_processors(&self.args), self.args.state_cache)?;
+            let task = Task::new(id, restored, self.topology.processors(), self.args.state_cache)?;
             // Resume, then seek: a seek outdates what librdkafka was doing for the partition, so
             // a seek before the resume would have its offset lookup outdated by the resume and
             // retried only 500 ms later; and a resume alone does not wake librdkafka's fetcher,
@@ -361,21 +313,12 @@ impl Engine {
     }
 
     /// Watermarks librdkafka has seen, or else those read when the task restored.
-    fn highs(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Highs {
-        let mut h = [None; INPUTS.len()];
-        for (i, slot) in h.iter_mut().enumerate() {
-            // librdkafka keeps what it last saw of a partition this member owned before, which may
-            // be older than what the restore read: watermarks only grow, so the larger is right.
-            *slot = match (cached_watermarks(consumer, i, task.id), task.initial_watermarks[i]) {
-                (Some((l1, h1)), Some((l2, h2))) => Some((l1.max(l2), h1.max(h2))),
-                (a, b) => a.or(b),
-            };
-        }
-        Highs(h)
+    fn watermarks(consumer: &BaseConsumer<MemberContext>, task: &Task) -> Watermarks {
+        task.watermarks(|input| cached_watermarks(consumer, input, task.id))
     }
 
     /// One turn of the loop, after a poll.
-    fn turn(&mut self, consumer: &BaseConsumer<MemberContext>, polled: Vec<Polled>) -> anyhow::Result<Activity> {
+    fn turn(&mut self, consumer: &BaseConsumer<MemberContext>, polled: Vec<Polled>) -> anyhow::Result<Busy> {
         if let Some(tasks) = self.new_assignment.take() {
             self.start_restores(tasks);
         }
@@ -408,9 +351,9 @@ impl Engine {
         let mut worked = false;
         let now = now_ms();
         for task in self.tasks.values_mut() {
-            let highs = Self::highs(consumer, task);
-            let n = task.process(&highs, 20_000, self.args.max_task_idle, now)?;
-            let fired = task.punctuate(&highs, self.args.timer_grace, now)?;
+            let watermarks = Self::watermarks(consumer, task);
+            let n = task.process(&watermarks, 20_000, self.args.max_task_idle, now)?;
+            let fired = task.punctuate(&watermarks, self.args.timer_grace, now)?;
             worked |= n > 0 || fired > 0;
             send_outputs(&self.producer, task)?;
         }
@@ -424,16 +367,17 @@ impl Engine {
         }
         if tracing::enabled!(tracing::Level::TRACE) {
             for (id, t) in &self.tasks {
-                let highs = Self::highs(consumer, t);
-                tracing::trace!(member = %self.name, task = id, buffered = ?(0..5).map(|i| t.buffered(i)).collect::<Vec<_>>(), fetch = ?(0..5).map(|i| t.next_fetch(i)).collect::<Vec<_>>(), highs = ?highs.0, "task state");
+                let watermarks = Self::watermarks(consumer, t);
+                let inputs = 0..INPUTS.len();
+                tracing::trace!(member = %self.name, task = id, buffered = ?inputs.clone().map(|i| t.buffered(i)).collect::<Vec<_>>(), fetch = ?inputs.map(|i| t.next_fetch(i)).collect::<Vec<_>>(), watermarks = ?watermarks.0, "task state");
             }
         }
         Ok(if worked {
-            Activity::Working
+            Busy::Working
         } else if self.tasks.values().any(Task::has_work) {
-            Activity::Blocked
+            Busy::Blocked
         } else {
-            Activity::Idle
+            Busy::Idle
         })
     }
 
@@ -474,10 +418,10 @@ impl Engine {
         let mut waiting = HashMap::new();
         let mut reseek = Vec::new();
         for (id, task) in &self.tasks {
-            let highs = Self::highs(consumer, task);
+            let watermarks = Self::watermarks(consumer, task);
             for i in 0..INPUTS.len() {
                 let next = task.next_fetch(i);
-                if task.buffered(i) > 0 || self.flow_paused.contains(&(i, *id)) || highs.position(i, next) != Position::Behind {
+                if task.buffered(i) > 0 || self.flow_paused.contains(&(i, *id)) || watermarks.position(i, next) != Position::Behind {
                     continue;
                 }
                 let since = match self.waiting_fetch.get(&(i, *id)) {
@@ -485,7 +429,7 @@ impl Engine {
                     _ => Instant::now(),
                 };
                 if since.elapsed() >= FETCH_STALL {
-                    reseek.push((i, *id, next, highs.0[i]));
+                    reseek.push((i, *id, next, watermarks.0[i]));
                     waiting.insert((i, *id), (next, Instant::now()));
                 } else {
                     waiting.insert((i, *id), (next, since));
@@ -506,15 +450,15 @@ impl Engine {
 
     fn report(&self, consumer: &BaseConsumer<MemberContext>) {
         for (id, task) in &self.tasks {
-            let highs = Self::highs(consumer, task);
+            let watermarks = Self::watermarks(consumer, task);
             for (i, t) in INPUTS.iter().enumerate() {
-                if let Some((_, h)) = highs.0[i] {
+                if let Some((_, h)) = watermarks.0[i] {
                     let next = task.next_fetch(i).max(0);
                     METRICS.lag.with_label_values(&[t.name(), &id.to_string()]).set((h - next).max(0));
                 }
             }
             METRICS.timers_pending.with_label_values(&[&id.to_string()]).set(task.pending_timers() as i64);
-            for s in &self.stores {
+            for s in self.topology.stores() {
                 METRICS.store_keys.with_label_values(&[*s, id.to_string().as_str()]).set(task.db().estimate_keys(s) as i64);
             }
         }
@@ -523,24 +467,19 @@ impl Engine {
 
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
     for o in task.outputs.drain(..) {
-        // Keyed by `segment/user`, audience changes still go to the user's partition (the task's),
-        // so the sinks read them co-partitioned with the user's profile and messages; campaign
-        // results (`app/campaign/partition`) and activity (`app/partition`) to the partition they
-        // count.
-        let partition = matches!(o.topic, Topic::Audiences | Topic::CampaignResults | Topic::Activity).then_some(task.id);
+        // The catalogue says where a record goes: user-keyed outputs by their key's hash (the
+        // same partition as the task's, co-partitioned); keys such as `segment/user` or
+        // `app/campaign/partition` to the task's own partition (the user's, or the one counted).
+        let partition = o.topic.spec().key.to_writers_partition().then_some(task.id);
         producer.send(o.topic.name(), partition, o.key.as_bytes(), o.payload.as_deref())?;
         METRICS.outputs.with_label_values(&[o.topic.name()]).inc();
     }
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// What the last turn of the loop did, to choose how long the next poll may wait.
+/// How busy the last turn of the loop was, to choose how long the next poll may wait.
 #[derive(Clone, Copy)]
-enum Activity {
+enum Busy {
     Working,
     Blocked,
     Idle,
@@ -602,30 +541,6 @@ fn decode_all(mut raws: Vec<Raw>) -> Vec<Polled> {
     })
 }
 
-/// Creates the changelog topics of every store and the checkpoint topic, one partition per
-/// task, and checks that existing ones have that many.
-pub async fn ensure_changelogs(kafka: &Kafka, args: &ProcessArgs, partitions: i32) -> anyhow::Result<()> {
-    let stores = all_stores(args);
-    for s in &stores {
-        let topic = changelog_topic(&args.application_id, s);
-        let retention = (*s == STORE_DEDUP).then_some(3 * 24 * 3600 * 1000);
-        kafka.ensure_changelog(&topic, partitions, retention).await?;
-    }
-    kafka.ensure_changelog(&checkpoint_topic(&args.application_id), partitions, None).await?;
-    let mut names: Vec<String> = stores.iter().map(|s| changelog_topic(&args.application_id, s)).collect();
-    names.push(checkpoint_topic(&args.application_id));
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
-        if c != Some(partitions) {
-            bail!(
-                "changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required",
-                c.unwrap_or(0)
-            );
-        }
-    }
-    Ok(())
-}
-
 /// A running member; stop it with [`Member::stop`].
 pub struct Member {
     stop: Arc<AtomicBool>,
@@ -635,8 +550,9 @@ pub struct Member {
 }
 
 impl Member {
-    /// Checks the topics, creates the changelogs, joins the group and starts processing.
-    pub async fn start(kafka: &Kafka, args: &ProcessArgs, observer: Option<TaskObserver>) -> anyhow::Result<Member> {
+    /// Checks the topics, creates the changelogs, joins the group and starts running the
+    /// topology's processors on the tasks it is given.
+    pub async fn start(kafka: &Kafka, args: &ProcessArgs, topology: Topology, observer: Option<TaskObserver>) -> anyhow::Result<Member> {
         let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
         let counts = kafka.partition_counts(&inputs).await?;
         let mut distinct: Vec<i32> = Vec::new();
@@ -655,9 +571,7 @@ impl Member {
             );
         }
         let partitions = distinct[0];
-        crate::segments::loaded(args.segments.as_deref())?;
-        let stores = all_stores(args);
-        ensure_changelogs(kafka, args, partitions).await?;
+        ensure_changelogs(kafka, &args.application_id, &topology, partitions).await?;
 
         let name = args.instance_id.clone().unwrap_or_else(|| format!("member-{}", &uuid::Uuid::new_v4().to_string()[..8]));
         let producer = Arc::new(OutputProducer::new(kafka)?);
@@ -665,7 +579,7 @@ impl Member {
             kafka: kafka.clone(),
             args: args.clone(),
             name: name.clone(),
-            stores,
+            topology,
             producer,
             tasks: BTreeMap::new(),
             restoring: HashMap::new(),
@@ -754,17 +668,17 @@ impl Drop for Member {
 }
 
 fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let mut activity = Activity::Idle;
+    let mut busy = Busy::Idle;
     let result = loop {
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
         let mut raws = Vec::new();
-        let first = consumer.poll(match activity {
-            Activity::Working => Duration::ZERO,
+        let first = consumer.poll(match busy {
+            Busy::Working => Duration::ZERO,
             // Records are buffered but wait for an input that is behind: its fetch is due soon.
-            Activity::Blocked => Duration::from_millis(1),
-            Activity::Idle => Duration::from_millis(50),
+            Busy::Blocked => Duration::from_millis(1),
+            Busy::Idle => Duration::from_millis(50),
         });
         if let Some(r) = first {
             match r {
@@ -785,7 +699,7 @@ fn run(consumer: BaseConsumer<MemberContext>, engine: Arc<Mutex<Engine>>, stop: 
             break Err(err);
         }
         match e.turn(&consumer, polled) {
-            Ok(a) => activity = a,
+            Ok(b) => busy = b,
             Err(err) => break Err(err),
         }
     };

@@ -1,6 +1,7 @@
-//! Audience exports: the current members of a segment, read from `zmp.audiences.v1` (the latest
-//! record per segment and user), in the formats ad platforms take: Zalo ids, SHA-256 of the
-//! phone as `84…` (Meta) or `+84…` (Google), or a CSV of everything.
+//! The audience exporter: the current members of a segment, read from `zmp.audiences.v1` (the
+//! latest record per segment and user), in the formats ad platforms take: Zalo ids, SHA-256 of
+//! the phone as `84…` (Meta) or `+84…` (Google), or a CSV of everything — once
+//! (`zcdp audiences export`), or kept current in a directory (`zcdp audiences sync`, `--export-dir`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -78,6 +79,18 @@ pub fn write(format: Format, members: &[&AudienceChange], out: &mut dyn Write) -
         }
     }
     Ok((written, members.len() - written))
+}
+
+/// Writes `members` in `format` to `path`, replacing it atomically (through `<path>.partial`,
+/// so a reader never sees half a file); returns what [`write`] returns.
+pub fn export_to(format: Format, members: &[&AudienceChange], path: &std::path::Path) -> anyhow::Result<(usize, usize)> {
+    let tmp = path.with_extension("partial");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    let counts = write(format, members, &mut f)?;
+    f.flush()?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(counts)
 }
 
 fn csv_field(s: &str) -> String {

@@ -15,6 +15,8 @@ use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, Options, WriteBatch
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use schemas::time::now_ms;
+
 /// Per-record maps: keys come from clients, so the hasher is seeded; foldhash is several times
 /// faster than SipHash on short keys.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -39,10 +41,6 @@ pub struct Change {
 pub struct TaskDb {
     db: DB,
     path: PathBuf,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl TaskDb {

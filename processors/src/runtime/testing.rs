@@ -15,7 +15,8 @@ use schemas::kafka::Kafka;
 use schemas::testing::build::{page, shop_history};
 use schemas::testing::{eventually_explained, produce, produce_to_partition, read_to_end};
 
-use crate::task::INPUTS;
+use super::task::INPUTS;
+use super::{Member, Topology};
 
 /// Every record of `R`'s topic, with its key.
 pub async fn read<R: Record>(kafka: &Kafka) -> Vec<(String, R)> {
@@ -102,8 +103,8 @@ pub async fn wait_progress(kafka: &Kafka, group: &str, fraction: f64, within: Du
 
 /// Runs `history` through one member that nothing interrupts, phase after phase, and returns
 /// its outputs: what every other schedule must reproduce.
-pub async fn reference_run(kafka: &Kafka, history: &History, args: &crate::ProcessArgs) -> Outputs {
-    let member = crate::Member::start(kafka, args, None).await.expect("start reference member");
+pub async fn reference_run(kafka: &Kafka, history: &History, args: &crate::ProcessArgs, topology: Topology) -> Outputs {
+    let member = Member::start(kafka, args, topology, None).await.expect("start reference member");
     let group = format!("zcdp-{}", args.application_id);
     for phase in 0..history.phases.len() {
         history.produce(kafka, phase).await;

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use schemas::event::InputEvent;
 use schemas::topics::Topic;
 
-use crate::checkpoint::{Checkpoint, Restored};
-use crate::metrics::METRICS;
-use crate::processor::{Ctx, Output, Processor};
-use crate::store::{Change, Dedup, TaskDb};
-use crate::timers::{TimerKey, Timers};
+use super::checkpoint::{Checkpoint, Restored};
+use super::metrics::METRICS;
+use super::processor::{Ctx, Output, Processor};
+use super::store::{Change, Dedup, TaskDb};
+use super::timers::{TimerKey, Timers};
 
 /// The co-partitioned inputs, in the order ties are broken: the Mini App's five topics, then the
 /// messaging outcomes (for campaign results), so a message and an order at the same millisecond
@@ -56,6 +56,27 @@ pub trait Lag {
     }
 }
 
+/// (low, high) watermarks of a task's input partitions, as far as they are known.
+pub struct Watermarks(pub [Option<(i64, i64)>; INPUTS.len()]);
+
+impl Lag for Watermarks {
+    fn position(&self, input: usize, next_fetch: i64) -> Position {
+        match self.0[input] {
+            None => Position::Unknown,
+            // Nothing fetched yet, reading from the beginning.
+            Some((low, high)) if next_fetch < 0 => {
+                if high > low.max(0) {
+                    Position::Behind
+                } else {
+                    Position::CaughtUp
+                }
+            }
+            Some((_, high)) if next_fetch >= high => Position::CaughtUp,
+            Some(_) => Position::Behind,
+        }
+    }
+}
+
 pub struct Task {
     pub id: i32,
     db: TaskDb,
@@ -84,7 +105,7 @@ pub struct Task {
     drained_since: Option<Instant>,
     max_cached: usize,
     /// Watermarks read at restore, until the consumer has its own.
-    pub initial_watermarks: [Option<(i64, i64)>; INPUTS.len()],
+    initial_watermarks: [Option<(i64, i64)>; INPUTS.len()],
     counters: [prometheus::IntCounter; INPUTS.len()],
 }
 
@@ -112,10 +133,10 @@ impl Task {
             }
         }
         let dirty = !restored.compensation.is_empty();
-        let mut initial_watermarks = [None; INPUTS.len()];
-        for (i, w) in restored.input_watermarks.iter().enumerate().take(5) {
-            initial_watermarks[i] = *w;
-        }
+        // Every input's, `zmp.messages.v1` included: one left unknown would keep the task from
+        // counting itself caught up until the consumer had fetched from it.
+        let initial_watermarks: [Option<(i64, i64)>; INPUTS.len()] =
+            std::array::from_fn(|i| restored.input_watermarks.get(i).copied().flatten());
         Ok(Task {
             id,
             db: restored.db,
@@ -138,6 +159,17 @@ impl Task {
             initial_watermarks,
             counters: INPUTS.map(|t| METRICS.records.with_label_values(&[t.name()])),
         })
+    }
+
+    /// The watermarks of the task's inputs: `cached(input)`, what the consumer has seen, or else
+    /// what the restore read. librdkafka keeps what it last saw of a partition this member owned
+    /// before, which may be older than what the restore read: watermarks only grow, so the larger
+    /// is right.
+    pub fn watermarks(&self, cached: impl Fn(usize) -> Option<(i64, i64)>) -> Watermarks {
+        Watermarks(std::array::from_fn(|i| match (cached(i), self.initial_watermarks[i]) {
+            (Some((l1, h1)), Some((l2, h2))) => Some((l1.max(l2), h1.max(h2))),
+            (a, b) => a.or(b),
+        }))
     }
 
     /// The offsets the task resumes from: where its checkpoint says its state ends.
@@ -390,5 +422,81 @@ impl Task {
 
     pub fn processors(&self) -> impl Iterator<Item = &dyn Processor> {
         self.processors.iter().map(|p| p.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::store::STORE_DEDUP;
+    use std::time::Duration;
+
+    /// 2026-01-01T00:00:00Z.
+    const T: i64 = 1_767_225_600_000;
+
+    /// A processor whose restored state implies one timer, due at `T`; firing it emits a record.
+    struct Reminder;
+
+    impl Processor for Reminder {
+        fn store(&self) -> &'static str {
+            "reminders"
+        }
+        fn process(&mut self, _: &mut Ctx<'_>, _: &InputEvent) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], _: i64) -> anyhow::Result<()> {
+            ctx.tombstone(Topic::CartTriggers, std::str::from_utf8(key)?);
+            Ok(())
+        }
+        fn timers(&self, _: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
+            out.push((T, b"u".to_vec()));
+            Ok(())
+        }
+        fn take_dirty(&mut self, _: &mut Vec<Change>) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn trim(&mut self, _: usize) {}
+    }
+
+    /// A task just restored, its inputs all empty when the restore read them.
+    fn restored(dir: &std::path::Path) -> Task {
+        let db = TaskDb::open(dir, &["reminders", STORE_DEDUP]).unwrap();
+        let restored = Restored {
+            db,
+            checkpoint: Checkpoint::default(),
+            compensation: Vec::new(),
+            records: 0,
+            elapsed: Duration::ZERO,
+            input_watermarks: vec![Some((0, 0)); INPUTS.len()],
+        };
+        Task::new(0, restored, vec![Box::new(Reminder)], 100).unwrap()
+    }
+
+    /// Before the consumer has fetched anything, what the restore read tells the task that
+    /// every input — `zmp.messages.v1`, the sixth, included — holds nothing more: a timer the
+    /// wall clock has passed fires at once. (With only five inputs' watermarks kept, the sixth
+    /// stayed unknown and the timer waited for a fetch from `zmp.messages.v1`.)
+    #[test]
+    fn a_restored_task_knows_all_its_inputs_and_fires_due_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = restored(dir.path());
+        let consumer_knows_nothing = task.watermarks(|_| None);
+        let fired = task.punctuate(&consumer_knows_nothing, Duration::ZERO, T + 1_000).unwrap();
+        assert_eq!((fired, task.outputs.len()), (1, 1), "the due timer fired");
+        for (i, t) in INPUTS.iter().enumerate() {
+            assert_eq!(consumer_knows_nothing.position(i, task.next_fetch(i)), Position::CaughtUp, "{t}");
+        }
+    }
+
+    /// The consumer's watermarks win where they are newer: a restored task learns of records
+    /// that arrived after its restore.
+    #[test]
+    fn watermarks_take_the_newer_of_the_consumer_and_the_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = restored(dir.path());
+        let w = task.watermarks(|i| (i == 5).then_some((0, 3)));
+        assert_eq!(w.0[5], Some((0, 3)));
+        assert_eq!(w.position(5, task.next_fetch(5)), Position::Behind);
+        assert_eq!(w.0[0], Some((0, 0)));
     }
 }

@@ -1,4 +1,4 @@
-//! Checkpoints and restore.
+//! Checkpoints, restore, and the changelog topics they live in.
 //!
 //! At every commit a task writes, in this order: its outputs and its store changes (to each
 //! store's changelog), waits for Kafka to acknowledge them, then writes a checkpoint to the
@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use schemas::kafka::Kafka;
 
-use crate::metrics::METRICS;
-use crate::store::{Change, TaskDb};
+use super::metrics::METRICS;
+use super::store::{Change, STORE_DEDUP, TaskDb};
+use super::topology::Topology;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -235,4 +236,28 @@ pub fn restore(
     }
     let input_watermarks = inputs.iter().map(|t| consumer.fetch_watermarks(*t, task, Duration::from_secs(10)).ok()).collect();
     Ok(Restored { db, checkpoint, compensation, records, elapsed: started.elapsed(), input_watermarks })
+}
+
+/// Creates the changelog topic of every store of the topology and the checkpoint topic, one
+/// partition per task, and checks that existing ones have that many.
+pub async fn ensure_changelogs(kafka: &Kafka, app: &str, topology: &Topology, partitions: i32) -> anyhow::Result<()> {
+    let stores = topology.stores();
+    for s in stores {
+        let topic = changelog_topic(app, s);
+        let retention = (*s == STORE_DEDUP).then_some(3 * 24 * 3600 * 1000);
+        kafka.ensure_changelog(&topic, partitions, retention).await?;
+    }
+    kafka.ensure_changelog(&checkpoint_topic(app), partitions, None).await?;
+    let mut names: Vec<String> = stores.iter().map(|s| changelog_topic(app, s)).collect();
+    names.push(checkpoint_topic(app));
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (name, c) in name_refs.iter().zip(kafka.partition_counts(&name_refs).await?) {
+        if c != Some(partitions) {
+            bail!(
+                "changelog {name} has {} partitions but the inputs have {partitions}; one partition per task is required",
+                c.unwrap_or(0)
+            );
+        }
+    }
+    Ok(())
 }

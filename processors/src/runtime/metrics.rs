@@ -1,4 +1,4 @@
-//! The processors' Prometheus metrics (`zcdp_process_*`), in the process-wide registry.
+//! The runtime's Prometheus metrics (`zcdp_process_*`), in the process-wide registry.
 
 use std::sync::LazyLock;
 
@@ -91,41 +91,4 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     )
     .expect("metric"),
     tasks: register_int_gauge_vec!(Opts::new("zcdp_process_tasks", "Tasks of this member, by state"), &["state"]).expect("metric"),
-});
-
-/// Campaign results (`zcdp_campaign_*`), set by the query API from `zmp.campaign-results.v1`:
-/// totals over every partition, by app and campaign.
-pub struct CampaignMetrics {
-    pub sent: IntGaugeVec,
-    pub suppressed: IntGaugeVec,
-    pub delivered: IntGaugeVec,
-    pub cost: IntGaugeVec,
-    pub conversions: IntGaugeVec,
-    pub revenue: IntGaugeVec,
-    pub revenue_per_vnd: prometheus::GaugeVec,
-    pub carts_triggered: IntGaugeVec,
-    pub carts_recovered: IntGaugeVec,
-}
-
-pub static CAMPAIGN_METRICS: LazyLock<CampaignMetrics> = LazyLock::new(|| {
-    let gauge = |name: &str, help: &str| register_int_gauge_vec!(Opts::new(name, help), &["app", "campaign"]).expect("metric");
-    CampaignMetrics {
-        sent: gauge("zcdp_campaign_sent", "Messages sent by the campaign"),
-        suppressed: register_int_gauge_vec!(
-            Opts::new("zcdp_campaign_suppressed", "Messages the policy held back, by reason code"),
-            &["app", "campaign", "reason"]
-        )
-        .expect("metric"),
-        delivered: gauge("zcdp_campaign_delivered", "ZNS delivery receipts for the campaign's messages"),
-        cost: gauge("zcdp_campaign_cost_vnd", "What the campaign's messages cost, in VND"),
-        conversions: gauge("zcdp_campaign_conversions", "Orders credited to the campaign (within the attribution window)"),
-        revenue: gauge("zcdp_campaign_revenue_vnd", "Revenue of the orders credited to the campaign, in VND"),
-        revenue_per_vnd: prometheus::register_gauge_vec!(
-            Opts::new("zcdp_campaign_revenue_per_vnd", "Credited revenue per VND spent (0 while nothing was spent)"),
-            &["app", "campaign"]
-        )
-        .expect("metric"),
-        carts_triggered: gauge("zcdp_campaign_carts_triggered", "Abandoned carts the campaign decided on"),
-        carts_recovered: gauge("zcdp_campaign_carts_recovered", "Of those, carts followed by an order within the window"),
-    }
 });

@@ -6,8 +6,8 @@ use schemas::codec::Record;
 use schemas::event::InputEvent;
 use schemas::topics::Topic;
 
-use crate::store::{Change, TaskDb};
-use crate::timers::{TimerKey, Timers};
+use super::store::{Change, TaskDb};
+use super::timers::{TimerKey, Timers};
 
 /// A record to write to an output topic.
 #[derive(Debug, Clone)]

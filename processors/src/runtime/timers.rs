@@ -3,7 +3,7 @@
 //!
 //! Timers are not stored: each is a function of its processor's state (a session's deadline is
 //! its last event plus the gap; a cart's, its last activity plus the timeout), so when a task
-//! starts, each processor lists its timers from its restored store ([`crate::processor::Processor::timers`]).
+//! starts, each processor lists its timers from its restored store ([`super::processor::Processor::timers`]).
 //! They survive crashes and move with the task through the state's changelogs, and cost no write
 //! of their own: moving a deadline on every event would otherwise double the changelog traffic.
 

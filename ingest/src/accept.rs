@@ -1,0 +1,240 @@
+//! Accepting a request's events: duplicate ids inside the request, the consent each event
+//! needs, accepted events to their topics and rejected ones to the dead-letter topic, and the
+//! wait until Kafka has all of them. Called by every endpoint that takes events (`http`, for
+//! the Mini App's batches; `zalo_hooks`, for what Zalo posts and the phone exchange); it knows
+//! nothing of HTTP.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+
+use schemas::event::DeadLetter;
+use schemas::topics::Topic;
+
+use crate::Gateway;
+use crate::consent::{ConsentDecision, origin_headers};
+use crate::metrics::METRICS;
+use crate::validate::{Checked, Encoded, Events, Receipt, RejectCode, Rejection, Times};
+use crate::writer::{Pending, WriteError};
+
+/// Why the events of a request could not be made safe: nothing in it is acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("encoding a dead letter: {0}")]
+    Encode(String),
+}
+
+pub struct Outcome {
+    pub accepted: usize,
+    pub rejected: Vec<(usize, Option<String>, Rejection)>,
+}
+
+impl Outcome {
+    pub fn body(&self) -> Value {
+        let rejected: Vec<Value> = self
+            .rejected
+            .iter()
+            .map(|(i, id, r)| json!({"index": i, "event_id": id, "code": r.code.as_str(), "reason": r.message}))
+            .collect();
+        json!({"accepted": self.accepted, "rejected": rejected})
+    }
+}
+
+/// Validates, checks consent, writes accepted events to their topics and rejected ones to the
+/// dead-letter topic, and waits until Kafka has all of them.
+///
+/// One pass: each event is validated, encoded and handed to the producer while it is still in
+/// the cache, and dropped. Only events whose data needs a consent wait until the whole batch has
+/// been seen (a consent later in the same batch counts for them); they are written after the
+/// others.
+pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, source: &str) -> Result<Outcome, AcceptError> {
+    let total = events.len();
+    let Events { buf: parts, checked, .. } = events;
+    let mut w = BatchWriter {
+        gw,
+        receipt,
+        source,
+        pending: Pending::default(),
+        buf: Vec::with_capacity(1024),
+        accepted_by_topic: [0; Topic::INPUTS.len()],
+        outcome: Outcome { accepted: 0, rejected: Vec::new() },
+    };
+    // Duplicated ids inside one batch: the first one counts. Ids are canonical UUIDs by now.
+    let mut seen: HashSet<u128, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(total, Default::default());
+    let mut consents: Vec<ConsentDecision<'_>> = Vec::new();
+    let mut waiting: Vec<(usize, &str, Encoded, Times)> = Vec::new();
+    for (i, c) in checked.into_iter().enumerate() {
+        let (raw, e) = match c {
+            Checked::Accepted(raw, e) => (raw, e),
+            Checked::Rejected(raw, why) => {
+                w.reject(i, raw, why)?;
+                continue;
+            }
+        };
+        if !seen.insert(e.id) {
+            w.reject(i, raw, Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"))?;
+            continue;
+        }
+        let times = e.times(receipt.sent_at, receipt.received_at);
+        if !e.needs_consent.is_empty() {
+            waiting.push((i, raw, e, times));
+            continue;
+        }
+        w.accept(&e, &parts, &times)?;
+        if let Some((purpose, granted)) = e.consent {
+            consents.push(ConsentDecision { ids: e.user_ids(&parts), purpose, granted, at: times.corrected });
+        }
+    }
+
+    if !waiting.is_empty() {
+        // Consent decisions in this batch: the latest (by corrected time) per user id and purpose.
+        let mut in_batch: HashMap<(&str, &str), (bool, i64), foldhash::fast::RandomState> = HashMap::default();
+        for d in &consents {
+            for id in d.ids.into_iter().flatten() {
+                let slot = in_batch.entry((id, d.purpose)).or_insert((d.granted, d.at));
+                if d.at >= slot.1 {
+                    *slot = (d.granted, d.at);
+                }
+            }
+        }
+        for (i, raw, e, times) in &waiting {
+            let ids: Vec<&str> = e.user_ids(&parts).into_iter().flatten().collect();
+            let refused = e.needs_consent.purposes().find(|purpose| {
+                let latest = ids.iter().filter_map(|id| in_batch.get(&(*id, *purpose))).max_by_key(|d| d.1);
+                !match latest {
+                    Some(&(granted, _)) => granted,
+                    None => gw.consent.granted(receipt.app_id, &ids, purpose),
+                }
+            });
+            match refused {
+                Some(purpose) => w.reject(
+                    *i,
+                    raw,
+                    Rejection::new(
+                        RejectCode::NoConsent,
+                        format!(
+                            "the user has not consented to purpose {purpose:?}: send consent_changed {{purpose: {purpose:?}, granted: true}} first or in the same batch"
+                        ),
+                    ),
+                )?,
+                None => w.accept(e, &parts, times)?,
+            }
+        }
+        w.outcome.rejected.sort_by_key(|(i, _, _)| *i);
+    }
+
+    let BatchWriter { pending, accepted_by_topic, outcome, .. } = w;
+    let waited = gw.writer.wait(pending).await.inspect_err(|e| {
+        tracing::warn!(app = receipt.app_id, events = total, error = %e, "batch not acknowledged");
+    })?;
+    METRICS.produce_seconds.observe(waited.as_secs_f64());
+    gw.consent.apply_all(receipt.app_id, &consents);
+    for (topic, n) in Topic::INPUTS.iter().zip(accepted_by_topic) {
+        if n > 0 {
+            METRICS.accepted.with_label_values(&[receipt.app_id, topic.name()]).inc_by(n);
+        }
+    }
+    for (_, _, r) in &outcome.rejected {
+        METRICS.rejected.with_label_values(&[r.code.as_str()]).inc();
+    }
+    tracing::debug!(app = receipt.app_id, accepted = outcome.accepted, rejected = outcome.rejected.len(), "batch stored");
+    Ok(outcome)
+}
+
+/// One request's writes: records handed to the producer, counts, the answer being built.
+struct BatchWriter<'g, 'r> {
+    gw: &'g Gateway,
+    receipt: &'r Receipt<'r>,
+    source: &'r str,
+    pending: Pending,
+    buf: Vec<u8>,
+    accepted_by_topic: [u64; Topic::INPUTS.len()],
+    outcome: Outcome,
+}
+
+impl BatchWriter<'_, '_> {
+    /// Frames an accepted event with its times and hands it to the producer.
+    fn accept(&mut self, event: &Encoded, parts: &[u8], times: &Times) -> Result<(), AcceptError> {
+        event.frame(parts, times, &mut self.buf);
+        let topic = event.topic;
+        let headers = event.consent.is_some().then(|| origin_headers(&self.gw.consent.origin));
+        self.gw.writer.send_with_headers(
+            &mut self.pending,
+            topic.name(),
+            event.key(parts),
+            &self.buf,
+            self.receipt.received_at,
+            headers,
+        )?;
+        if let Some(n) = Topic::INPUTS.iter().position(|t| *t == topic) {
+            self.accepted_by_topic[n] += 1;
+        }
+        self.outcome.accepted += 1;
+        Ok(())
+    }
+
+    /// Writes a rejected event to the dead-letter topic and notes it for the answer.
+    fn reject(&mut self, index: usize, raw: &str, rejection: Rejection) -> Result<(), AcceptError> {
+        let letter = dead_letter(self.receipt, self.source, index, raw, &rejection);
+        self.buf.clear();
+        schemas::codec::encode_into(&letter, &mut self.buf).map_err(|e| AcceptError::Encode(e.to_string()))?;
+        self.gw.writer.send(
+            &mut self.pending,
+            Topic::DeadLetter.name(),
+            self.receipt.app_id.as_bytes(),
+            &self.buf,
+            self.receipt.received_at,
+        )?;
+        self.outcome.rejected.push((index, letter.event_id, rejection));
+        Ok(())
+    }
+}
+
+/// The dead-letter record of one rejected event. The phone and traits are replaced: a rejected
+/// event must not keep personal data the user has not agreed to.
+fn dead_letter(receipt: &Receipt<'_>, source: &str, index: usize, raw: &str, r: &Rejection) -> DeadLetter {
+    let mut value: Option<Value> = serde_json::from_str(raw).ok();
+    let field = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+    let event_id = field(&value, "event_id");
+    let event_type = field(&value, "type");
+    let raw_bytes = match value.as_mut().and_then(|v| v.get_mut("properties")).and_then(Value::as_object_mut) {
+        Some(props) if props.contains_key("phone") || props.contains_key("traits") => {
+            for k in ["phone", "traits"] {
+                if let Some(v) = props.get_mut(k) {
+                    *v = Value::String("[redacted]".into());
+                }
+            }
+            value.as_ref().map(|v| v.to_string().into_bytes()).unwrap_or_default()
+        }
+        _ => raw.as_bytes().to_vec(),
+    };
+    DeadLetter {
+        received_at: receipt.received_at,
+        source: source.into(),
+        app_id: Some(receipt.app_id.into()),
+        event_id,
+        event_type,
+        index: Some(index as i64),
+        reason_code: r.code.as_str().into(),
+        reason: r.message.clone(),
+        raw: raw_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_identify_keeps_no_phone_or_traits() {
+        let raw = r#"{"event_id":"x","type":"identify","properties":{"phone":"0987654321","traits":{"name":"Lan"}}}"#;
+        let r = Receipt { app_id: "demo", received_at: 1, sent_at: None };
+        let d = dead_letter(&r, "t", 0, raw, &Rejection::new(RejectCode::NoConsent, "no"));
+        let text = String::from_utf8(d.raw).unwrap();
+        assert!(!text.contains("0987654321") && !text.contains("Lan"), "{text}");
+        assert_eq!(d.event_id.as_deref(), Some("x"));
+        assert_eq!(d.event_type.as_deref(), Some("identify"));
+    }
+}

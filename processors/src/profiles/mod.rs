@@ -1,0 +1,211 @@
+//! Customer profiles: one per user, from every input topic, to the compacted `zmp.profiles.v1`
+//! (key = user key) at each commit for the users that changed, and the user's segment entries
+//! and exits to `zmp.audiences.v1`.
+//!
+//! - `state`: the profile's state and its update rules and scores, the code twin of
+//!   docs/profiles.md;
+//! - `facts`: a profile's facts for the segments' rules;
+//! - this file: the processor — the store, segment evaluation, and the timers.
+//!
+//! Stages that change with time alone (a quiet user becomes at risk, then churned; recency falls)
+//! have a timer at the next boundary, so a profile changes without a new event.
+
+mod facts;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use schemas::derived::AudienceChange;
+use schemas::event::*;
+
+use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
+use crate::runtime::store::{Change, KvCache, TaskDb};
+use crate::segments::Segments;
+use facts::ProfileFacts;
+use state::{ProfileState, next_change, next_month_start, sha256_hex};
+
+pub use state::{
+    AT_RISK_AFTER_MS, CHURNED_AFTER_MS, FREQUENCY_ORDERS, LOYAL_ORDERS, MONETARY_VND, NEW_FOR_MS, NEXT_PURCHASE_MIN_ORDERS, RECENCY_DAYS,
+    RECENT_DAYS, RETENTION_DAYS, RETURNING_FOR_MS, frequency_score, monetary_score, recency_score,
+};
+
+pub const STORE: &str = "profiles";
+
+pub struct Profiles {
+    session_gap_ms: i64,
+    cart_timeout_ms: i64,
+    segments: Arc<Segments>,
+    cache: KvCache<ProfileState>,
+    /// Each user's pending timer. It may be earlier than the user's next boundary (most events
+    /// move the boundaries later, and moving the timer on every event would cost more than an
+    /// early timer that only finds the real one); never later. Timers listed at a task's start
+    /// ([`Processor::timers`]) are not in it: a user may then have two, and the extra one finds
+    /// nothing to do.
+    scheduled: HashMap<Vec<u8>, i64>,
+}
+
+impl Profiles {
+    pub fn new(session_gap_ms: i64, cart_timeout_ms: i64, segments: Arc<Segments>) -> Profiles {
+        Profiles { session_gap_ms, cart_timeout_ms, segments, cache: KvCache::new(STORE), scheduled: HashMap::new() }
+    }
+
+    /// The next boundary after the state's evaluation time, the segments' included.
+    fn next_change(&self, s: &ProfileState) -> Option<i64> {
+        let facts = ProfileFacts { s, cart_timeout_ms: self.cart_timeout_ms };
+        let mut more = Vec::new();
+        for seg in &self.segments.list {
+            for r in &seg.rules {
+                r.boundaries(&facts, &mut more);
+            }
+        }
+        if s.birthday.is_some() && self.segments.list.iter().any(|g| g.uses_birthday()) {
+            more.push(next_month_start(s.as_of));
+        }
+        next_change(s, s.as_of, &more)
+    }
+
+    /// Evaluates the user's segments at the state's time and emits entries and exits.
+    fn evaluate(&self, ctx: &mut Ctx<'_>, key: &[u8], s: &mut ProfileState) -> anyhow::Result<()> {
+        if self.segments.is_empty() {
+            return Ok(());
+        }
+        let Some((app, user)) = split_user_key(key) else { return Ok(()) };
+        let at = s.as_of;
+        let now: Vec<String> = {
+            let facts = ProfileFacts { s, cart_timeout_ms: self.cart_timeout_ms };
+            self.segments.list.iter().filter(|g| g.holds(&facts, at)).map(|g| g.name.clone()).collect()
+        };
+        if now == s.segments {
+            return Ok(());
+        }
+        let (sha, sha_e164) = match &s.phone {
+            Some(p) => (Some(sha256_hex(p)), Some(sha256_hex(&format!("+{p}")))),
+            None => (None, None),
+        };
+        for g in &self.segments.list {
+            let (was, is) = (s.segments.contains(&g.name), now.contains(&g.name));
+            if was != is {
+                let change = AudienceChange {
+                    app_id: app.to_string(),
+                    segment: g.name.clone(),
+                    user_key: user.to_string(),
+                    member: is,
+                    at,
+                    zalo_id: s.zalo_id.clone(),
+                    oa_user_id: s.oa_user_id.clone(),
+                    phone_sha256: sha.clone(),
+                    phone_sha256_e164: sha_e164.clone(),
+                };
+                ctx.emit(&change.key(), &change)?;
+            }
+        }
+        s.segments = now;
+        Ok(())
+    }
+
+    /// Makes sure a timer fires no later than the user's next boundary after `at`.
+    fn ensure_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], next: Option<i64>) {
+        let Some(next) = next else { return };
+        match self.scheduled.get(key) {
+            Some(t) if *t <= next => {}
+            Some(t) => {
+                ctx.cancel(*t, key);
+                ctx.schedule(next, key.to_vec());
+                self.scheduled.insert(key.to_vec(), next);
+            }
+            None => {
+                ctx.schedule(next, key.to_vec());
+                self.scheduled.insert(key.to_vec(), next);
+            }
+        }
+    }
+}
+
+impl Processor for Profiles {
+    fn store(&self) -> &'static str {
+        STORE
+    }
+
+    fn process(&mut self, ctx: &mut Ctx<'_>, event: &InputEvent) -> anyhow::Result<()> {
+        let key = user_key(event.app_id(), &event.user().key);
+        if event.is_forget() {
+            // Erased: out of every segment (tombstones, so exports drop the user), the state
+            // deleted; the commit writes the profile's tombstone.
+            if let Some(old) = self.cache.entry(ctx.db, &key)?.take() {
+                for segment in &old.segments {
+                    ctx.tombstone(schemas::topics::Topic::Audiences, &format!("{segment}/{}", event.user().key));
+                }
+            }
+            self.scheduled.remove(&key);
+            return Ok(());
+        }
+        let state = self.cache.entry(ctx.db, &key)?.get_or_insert_with(ProfileState::default);
+        state.update(event, self.session_gap_ms);
+        let mut state = std::mem::take(state);
+        self.evaluate(ctx, &key, &mut state)?;
+        let next = self.next_change(&state);
+        *self.cache.entry(ctx.db, &key)?.as_mut().expect("present") = state;
+        self.ensure_timer(ctx, &key, next);
+        Ok(())
+    }
+
+    /// If a boundary passed, the profile is evaluated at the deadline (and so emitted); either
+    /// way the timer moves to the next boundary.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, key: &[u8], deadline: i64) -> anyhow::Result<()> {
+        if self.scheduled.get(key) == Some(&deadline) {
+            self.scheduled.remove(key);
+        }
+        let Some(state) = self.cache.get(ctx.db, key)?.cloned() else { return Ok(()) };
+        let next = match self.next_change(&state) {
+            Some(boundary) if boundary <= deadline => {
+                let mut state = self.cache.entry(ctx.db, key)?.take().expect("present");
+                state.as_of = state.as_of.max(deadline);
+                self.evaluate(ctx, key, &mut state)?;
+                let next = self.next_change(&state);
+                *self.cache.entry(ctx.db, key)? = Some(state);
+                next
+            }
+            other => other, // an early timer: nothing changed yet
+        };
+        self.ensure_timer(ctx, key, next);
+        Ok(())
+    }
+
+    fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
+        for (key, state) in self.cache.committed(db)? {
+            if let Some(t) = self.next_change(&state) {
+                out.push((t, key));
+            }
+        }
+        Ok(())
+    }
+
+    fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        for (key, state) in self.cache.dirty_keys() {
+            match (split_user_key(key), state) {
+                (Some((app, user)), Some(s)) => out.push((user.to_string(), Some(s.record(app, user)))),
+                (Some((_, user)), None) => out.push((user.to_string(), None)), // forgotten
+                (None, _) => {}
+            }
+        }
+        for (user, record) in out {
+            match record {
+                Some(r) => ctx.emit(&user, &r)?,
+                None => ctx.tombstone(schemas::topics::Topic::Profiles, &user),
+            }
+        }
+        Ok(())
+    }
+
+    fn take_dirty(&mut self, out: &mut Vec<Change>) -> anyhow::Result<()> {
+        self.cache.take_dirty(out)
+    }
+
+    fn trim(&mut self, max_cached: usize) {
+        self.cache.trim(max_cached);
+    }
+}
