@@ -203,7 +203,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = export {
         e.abort();
+        let _ = e.await;
     }
+    query.shutdown().await;
     gateway.shutdown(Duration::from_secs(10)).await;
     watch.abort();
     let failed = member.finished();
@@ -289,7 +291,9 @@ pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, segments: Option<std:
         "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}})"
     ));
     let routes = api.routes().merge(api.probes());
-    server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await
+    let served = server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await;
+    api.shutdown().await;
+    served
 }
 
 /// `zcdp sink`: one messaging sink member of the consumer group, on a real cluster.

@@ -122,6 +122,7 @@ pub async fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     }
     shutdown.trigger();
     http.await??;
+    query.shutdown().await;
     drop(query);
 
     println!();

@@ -78,12 +78,13 @@ pub struct QueryApi {
     keys: AppKeys,
     segments: Arc<crate::segments::Segments>,
     producer: rdkafka::producer::FutureProducer,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The view's follower and the snapshot refresh; taken (and awaited) by [`QueryApi::shutdown`].
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for QueryApi {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.get_mut().expect("tasks lock").iter() {
             t.abort();
         }
     }
@@ -117,7 +118,19 @@ impl QueryApi {
             })
         };
         let producer = kafka.producer_config().create().context("creating the erasure requests' producer")?;
-        Ok(Arc::new(QueryApi { view, keys, segments, producer, tasks: vec![follow, refresh] }))
+        Ok(Arc::new(QueryApi { view, keys, segments, producer, tasks: std::sync::Mutex::new(vec![follow, refresh]) }))
+    }
+
+    /// Stops following the topics and waits until that has stopped, so the view's consumer is
+    /// gone before the caller lets the cluster go.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     pub fn view(&self) -> &Arc<View> {
