@@ -16,7 +16,6 @@ use schemas::time::{DAY_MS, HOUR_MS};
 
 pub const SHIPPED: &str = include_str!("../../config/segments.toml");
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Lt,

@@ -1,11 +1,11 @@
 //! The profile rules of docs/profiles.md, case by case, through the processor.
 
 use super::*;
-use schemas::derived::Profile;
-use schemas::time::{DAY_MS, vn_day};
 use crate::runtime::processor::Output;
 use crate::runtime::timers::Timers;
+use schemas::derived::Profile;
 use schemas::testing::build::{cart_add, order, page};
+use schemas::time::{DAY_MS, vn_day};
 
 const D: i64 = DAY_MS;
 /// 2026-01-01T00:00:00+07:00.
