@@ -205,7 +205,6 @@ impl Times {
     }
 
     #[inline]
-
     pub(super) fn write(&self, out: &mut Vec<u8>) {
         write_long(self.event_time, out);
         put_opt_long(out, self.sent_at);
