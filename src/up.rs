@@ -83,7 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None
     };
     let topology = processors::topology(&process)?;
-    let names = topology.processor_names().join(", ");
+    let names = topology.processor_names().iter().map(|n| n.replace('_', " ")).collect::<Vec<_>>().join(", ");
     let member = Member::start(&kafka, &process, topology, None).await?;
     say(format!("zcdp: processors running ({names}); state in {}", process.data_dir.display()));
     let watch = watch_member(&member, shutdown.clone());

@@ -257,6 +257,17 @@ mod tests {
         assert_eq!(names.len(), CATALOGUE.len());
     }
 
+    /// Where the processors' outputs go: by their key's hash (user-keyed, co-partitioned), or to
+    /// the writing task's own partition for keys that are not a user (the member reads this).
+    #[test]
+    fn records_keyed_other_than_by_user_go_to_their_writers_partition() {
+        let own: Vec<Topic> = CATALOGUE.iter().filter(|s| s.key.to_writers_partition()).map(|s| s.topic).collect();
+        assert_eq!(own, [Topic::Audiences, Topic::CampaignResults, Topic::Activity]);
+        for t in [Topic::Sessions, Topic::Interests, Topic::CartTriggers, Topic::Profiles, Topic::Messages] {
+            assert_eq!(t.spec().key, KeyKind::User, "{t}");
+        }
+    }
+
     #[test]
     fn input_topics_are_keyed_by_user() {
         for t in Topic::inputs() {

@@ -88,8 +88,9 @@ impl PartitionState {
     }
 }
 
-/// Rebuilds partitions from their `zmp.messages.v1` records, in the topic's order. Returns the
-/// sends whose answer never came — a `sending` that nothing followed for the same message — with
+/// Rebuilds new partitions' state from their `zmp.messages.v1` records, in the topic's order
+/// (records of partitions not in `parts` are not this rebuild's). Returns the sends whose answer
+/// never came — a `sending` that nothing followed for the same message — with
 /// their partitions: the caller closes them as `unknown`, never sends them again.
 pub fn rebuild(
     parts: &mut HashMap<i32, PartitionState>,

@@ -318,16 +318,15 @@ impl Engine {
                 Ok((m, p))
             })
             .await??;
-            for p in &new {
-                self.parts.insert(*p, PartitionState::default());
-            }
+            let mut fresh: HashMap<i32, PartitionState> = new.iter().map(|p| (*p, PartitionState::default())).collect();
             let records = messages.0.iter().filter_map(|m| Some((m.partition(), decode::<MessageEvent>(m.payload()?).ok()?)));
-            let open = rebuild(&mut self.parts, records);
+            let open = rebuild(&mut fresh, records);
             for m in &profiles.0 {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
-                self.parts.get_mut(&m.partition()).expect("new partition").set_profile(&key, profile);
+                fresh.get_mut(&m.partition()).expect("new partition").set_profile(&key, profile);
             }
+            self.parts.extend(fresh);
             for (p, end) in &profiles.1 {
                 self.profile_pos.insert(*p, *end);
             }

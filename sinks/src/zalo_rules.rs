@@ -1,5 +1,5 @@
 //! Zalo's rules as zcdp understands them, each in one place, with how sure we are (the tags of
-//! [docs/zalo-api.md](../../docs/zalo-api.md)). The policy and the simulator both read this
+//! `docs/zalo-api.md`). The policy and the simulator both read this
 //! table, so correcting a fact here corrects both. Days and months are Vietnam's
 //! ([`schemas::time`]).
 

@@ -121,8 +121,9 @@ impl QueryApi {
         Ok(Arc::new(QueryApi { view, keys, segments, producer, tasks: std::sync::Mutex::new(vec![follow, refresh]) }))
     }
 
-    /// Stops following the topics and waits until that has stopped, so the view's consumer is
-    /// gone before the caller lets the cluster go.
+    /// Stops following the topics and waits until the follower has stopped, so the view's
+    /// consumer is gone before the caller lets the cluster go. (A snapshot refresh already
+    /// running may finish after: it touches only memory.)
     pub async fn shutdown(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for t in &tasks {

@@ -488,15 +488,33 @@ mod tests {
         }
     }
 
-    /// The consumer's watermarks win where they are newer: a restored task learns of records
-    /// that arrived after its restore.
+    /// Watermarks only grow, so the newer of the two counts: the consumer's, when records
+    /// arrived after the restore; the restore's, when librdkafka still remembers an older view
+    /// of a partition this member owned before.
     #[test]
     fn watermarks_take_the_newer_of_the_consumer_and_the_restore() {
         let dir = tempfile::tempdir().unwrap();
         let task = restored(dir.path());
         let w = task.watermarks(|i| (i == 5).then_some((0, 3)));
         assert_eq!(w.0[5], Some((0, 3)));
-        assert_eq!(w.position(5, task.next_fetch(5)), Position::Behind);
+        assert_eq!(w.position(5, task.next_fetch(5)), Position::Behind, "records arrived after the restore");
         assert_eq!(w.0[0], Some((0, 0)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = TaskDb::open(dir.path(), &["reminders", STORE_DEDUP]).unwrap();
+        let mut seen = vec![Some((0, 0)); INPUTS.len()];
+        seen[1] = Some((2, 9));
+        let restored = Restored {
+            db,
+            checkpoint: Checkpoint::default(),
+            compensation: Vec::new(),
+            records: 0,
+            elapsed: Duration::ZERO,
+            input_watermarks: seen,
+        };
+        let task = Task::new(0, restored, vec![Box::new(Reminder)], 100).unwrap();
+        let w = task.watermarks(|i| (i == 1).then_some((0, 4)));
+        assert_eq!(w.0[1], Some((2, 9)), "an older cached view of the partition does not hide what the restore saw");
+        assert_eq!(w.position(1, task.next_fetch(1)), Position::Behind);
     }
 }

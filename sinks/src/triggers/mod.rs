@@ -154,13 +154,46 @@ mod tests {
             next_purchase_expected: Some(now),
             ..Default::default()
         };
-        for o in profile::immediate(&p, "u", now, DAY_MS) {
+        let immediate = profile::immediate(&p, "u", now, DAY_MS);
+        assert_eq!(immediate.iter().map(|o| o.trigger).collect::<Vec<_>>(), vec![Trigger::Welcome, Trigger::OaFollowed]);
+        for o in immediate {
             assert_eq!(names(&o), sorted(o.trigger.variables()), "{:?}", o.trigger);
         }
         let birthday = profile::on_timer(profile::ProfileTimer::Birthday, now, &p, "u").unwrap();
         assert_eq!(names(&birthday), sorted(Trigger::Birthday.variables()));
         let next = profile::on_timer(profile::ProfileTimer::NextPurchase, now, &p, "u").unwrap();
         assert_eq!(names(&next), sorted(Trigger::NextPurchase.variables()));
+    }
+
+    /// Occurrence ids are what the sink dedups by across restarts (they are in every
+    /// `zmp.messages.v1` record): a new formula would act on every recent trigger again after an
+    /// upgrade. Pinned to the values of the first release.
+    #[test]
+    fn occurrence_ids_do_not_change() {
+        let now = 1_795_402_800_000;
+        let p = Profile {
+            app_id: "demo".into(),
+            sessions: 1,
+            first_seen: now,
+            oa_following: true,
+            oa_followed_at: Some(now),
+            next_purchase_expected: Some(now),
+            ..Default::default()
+        };
+        let ids: Vec<String> = profile::immediate(&p, "u", now, DAY_MS).into_iter().map(|o| o.id).collect();
+        assert_eq!(ids, ["a077abb4b87acb76b75c18c8322edd89", "e6eef3d6a22d807d0a878177e3f5d343"]);
+        assert_eq!(profile::on_timer(profile::ProfileTimer::Birthday, now, &p, "u").unwrap().id, "578c7c9c1d5d01b98a5cd707f443336b");
+        assert_eq!(profile::on_timer(profile::ProfileTimer::NextPurchase, now, &p, "u").unwrap().id, "bd0bd7e7bb4b56d8df0faeb912ca9377");
+        let a = AudienceChange {
+            app_id: "demo".into(),
+            user_key: "u".into(),
+            segment: "vip".into(),
+            member: true,
+            at: now,
+            ..Default::default()
+        };
+        assert_eq!(audience::occurrence(&a).unwrap().id, "c3cbd799077090d272c273c9bdbaf4e8");
+        assert_eq!(audience::occurrence(&AudienceChange { member: false, ..a }), None, "leaving a segment starts nothing");
     }
 
     #[test]
