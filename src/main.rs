@@ -137,6 +137,10 @@ struct ServeRoleArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     query: processors::query::QueryArgs,
+    #[command(flatten)]
+    keys: schemas::keys::KeyArgs,
+    #[command(flatten)]
+    session: schemas::session::SessionArgs,
     /// The segments file the processors use (default: the shipped one), to refuse unknown names.
     #[arg(long, env = "ZCDP_SEGMENTS")]
     segments: Option<std::path::PathBuf>,
@@ -153,6 +157,10 @@ pub struct HttpArgs {
     /// Origins allowed to call the API from a browser (CORS), comma-separated; * for any.
     #[arg(long = "cors-origins", env = "ZCDP_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_origins: Vec<String>,
+    /// Serve GET /metrics on this address instead of the public one (e.g. 127.0.0.1:9100, where
+    /// only Prometheus reaches it): the metrics show campaign revenue and cost.
+    #[arg(long = "metrics-http", env = "ZCDP_METRICS_HTTP")]
+    pub metrics_http: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,7 +236,7 @@ fn main() -> anyhow::Result<()> {
             Command::Process(args) => up::run_process(args.kafka, args.process, args.http).await,
             Command::Sink(args) => up::run_sink(args.kafka, args.sink, args.zalo, args.http).await,
             Command::ZaloSim(args) => up::run_zalo_sim(args).await,
-            Command::Serve(args) => up::run_serve(args.kafka, args.query, args.segments, args.http).await,
+            Command::Serve(args) => up::run_serve(args.kafka, args.query, args.keys, args.session, args.segments, args.http).await,
             Command::Audiences { action: AudiencesAction::Export { segment, format, app, output, segments, kafka } } => {
                 export_audience(&segment, format, app.as_deref(), output.as_deref(), segments.as_deref(), &kafka).await
             }
@@ -246,7 +254,7 @@ fn main() -> anyhow::Result<()> {
             Command::Users { action: UsersAction::Forget { user, app, kafka } } => {
                 let kafka = schemas::kafka::Kafka::external(&kafka)?;
                 let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
-                let id = processors::query::request_forget(&producer, &app, &user).await?;
+                let id = processors::query::request_forget(&producer, &app, &user, "zcdp users forget").await?;
                 println!("zcdp: erasure of user {user} of app {app} requested (request {id}); the processors apply it as they reach it");
                 Ok(())
             }

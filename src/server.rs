@@ -11,6 +11,7 @@ use axum::routing::get;
 use prometheus::{Encoder, TextEncoder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::HttpArgs;
 use crate::shutdown::Shutdown;
 
 async fn metrics() -> impl IntoResponse {
@@ -22,8 +23,10 @@ async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, TextEncoder::new().format_type().to_string())], buf).into_response()
 }
 
-/// Adds `/metrics` and CORS to a role's routes.
-pub fn with_ops(routes: Router, cors_origins: &[String]) -> Router {
+/// Adds CORS to a role's routes, and `/metrics` unless `--metrics-http` serves it apart
+/// ([`serve_metrics_apart`]).
+pub fn with_ops(routes: Router, http: &HttpArgs) -> Router {
+    let cors_origins = &http.cors_origins;
     let origins = if cors_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -32,9 +35,21 @@ pub fn with_ops(routes: Router, cors_origins: &[String]) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-write-key".parse().unwrap()])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-write-key".parse().unwrap(), "x-zcdp-session".parse().unwrap()])
         .expose_headers([header::RETRY_AFTER]);
-    routes.route("/metrics", get(metrics)).layer(cors)
+    let routes = if http.metrics_http.is_some() { routes } else { routes.route("/metrics", get(metrics)) };
+    routes.layer(cors)
+}
+
+/// With `--metrics-http`: `/metrics` on that address alone, until shutdown.
+pub async fn serve_metrics_apart(
+    http: &HttpArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(addr) = &http.metrics_http else { return Ok(None) };
+    let (listener, local) = bind(addr).await?;
+    tracing::info!(%local, "metrics served apart");
+    Ok(Some(tokio::spawn(serve(listener, Router::new().route("/metrics", get(metrics)), shutdown))))
 }
 
 /// Binds `addr`; the returned address has the real port when `addr` asked for port 0.

@@ -9,6 +9,8 @@ use ingest::{Gateway, IngestArgs};
 use processors::query::{QueryApi, QueryArgs};
 use processors::{Member, ProcessArgs};
 use schemas::kafka::{Kafka, KafkaArgs};
+use schemas::keys::{Access, KeyArgs, Keys};
+use schemas::session::{SessionArgs, Sessions};
 
 use crate::HttpArgs;
 use crate::server;
@@ -92,6 +94,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Without a real Zalo app, the Zalo simulator stands in for Zalo, on its own port, posting its
     // webhooks to this gateway.
     let mut ingest_args = args.ingest.clone();
+    let (keys, session_secret) =
+        up_keys(&args.ingest.keys, args.ingest.session.session_secret.as_deref(), args.demo, &args.process.data_dir)?;
+    ingest_args.keys = keys.clone();
+    ingest_args.session.session_secret = Some(session_secret.clone());
     let mut sim_base = None;
     let token_file_of_run = if ingest_args.zalo.configured() {
         None
@@ -132,19 +138,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "zcdp: messaging sink running (campaigns: {})",
         args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into())
     ));
-    let query = QueryApi::start(&kafka, &args.query, args.process.segments.as_deref())?;
-    let app = server::with_ops(gateway.router().merge(query.routes()), &args.http.cors_origins);
+    let query = QueryApi::start(
+        &kafka,
+        &args.query,
+        Keys::parse(&keys)?,
+        Sessions::new(&session_secret, args.ingest.session.session_ttl),
+        args.process.segments.as_deref(),
+    )?;
+    let app = server::with_ops(gateway.router().merge(query.routes()), &args.http);
     let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
+    let metrics_apart = server::serve_metrics_apart(&args.http, shutdown.clone()).await?;
     say(format!(
         "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events; GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
     ));
-    if let Some((_, key)) = args.query.read_keys.first().and_then(|k| k.split_once(':')) {
-        say(format!("zcdp: report page: http://{addr}/report?key={key}"));
-    }
-    for (kind, keys) in [("write", &args.ingest.write_keys), ("read", &args.query.read_keys)] {
-        for key in keys {
-            if let Some((app, key)) = key.split_once(':') {
-                say(format!("zcdp: {kind} key for app {app}: {key}"));
+    say(format!("zcdp: report page: http://{addr}/report (sign in with the admin key)"));
+    // One line per key, exactly `<kind> key for app <app>: <key>`: people and scripts read them.
+    for (kind, list) in [("write", &keys.write_keys), ("secret", &keys.secret_keys), ("admin", &keys.admin_keys)] {
+        for spec in list.iter().flat_map(|s| s.split(',')) {
+            if let Some((app, key)) = spec.trim().split_once(':') {
+                say(format!("{kind} key for app {app}: {key}"));
             }
         }
     }
@@ -154,7 +166,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let sim = SimulateArgs {
             target: format!("http://{addr}"),
             rate: args.demo_rate,
-            write_key: args.ingest.write_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()).unwrap_or_default(),
+            write_key: keys.write_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()).unwrap_or_default(),
             users: 500,
             events: args.demo_events,
             seed: rand::random(),
@@ -195,6 +207,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     http.await??;
+    if let Some(m) = metrics_apart {
+        m.await??;
+    }
     if let Err(e) = sink.stop().await {
         tracing::warn!(error = format!("{e:#}"), "the sink stopped with an error");
     }
@@ -219,6 +234,82 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     say("zcdp: stopped".into());
     Ok(())
+}
+
+/// The keys and session secret `zcdp up` runs with. Each kind given by its flag is used as
+/// given; for each kind not given: with `--demo`, the fixed demo key of app `demo`; else a random
+/// key, made on the first start and kept in `<data-dir>/keys.json` (readable by its owner only)
+/// for the next. The session secret likewise.
+fn up_keys(given: &KeyArgs, session_secret: Option<&str>, demo: bool, data_dir: &std::path::Path) -> anyhow::Result<(KeyArgs, String)> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Kept {
+        app: String,
+        write: String,
+        secret: String,
+        admin: String,
+        session_secret: String,
+    }
+    let path = data_dir.join("keys.json");
+    let kept = || -> anyhow::Result<Kept> {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).with_context(|| format!("reading the keys kept in {}", path.display()));
+        }
+        let k = Kept {
+            app: "demo".into(),
+            write: schemas::keys::generate(Access::Write),
+            secret: schemas::keys::generate(Access::Secret),
+            admin: schemas::keys::generate(Access::Admin),
+            session_secret: schemas::keys::generate(Access::Admin).replace("zcdp_admin_", "zcdp_session_"),
+        };
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let tmp = path.with_extension("partial");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(serde_json::to_string_pretty(&k)?.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("keeping the keys in {}", path.display()))?;
+        Ok(k)
+    };
+    let demo_keys = KeyArgs::demo();
+    let mut keys = given.clone();
+    keys.secret_keys.append(&mut keys.read_keys);
+    let mut cache: Option<Kept> = None;
+    for (list, demo_list, kind) in [
+        (&mut keys.write_keys, &demo_keys.write_keys, Access::Write),
+        (&mut keys.secret_keys, &demo_keys.secret_keys, Access::Secret),
+        (&mut keys.admin_keys, &demo_keys.admin_keys, Access::Admin),
+    ] {
+        if !list.is_empty() {
+            continue;
+        }
+        if demo {
+            list.clone_from(demo_list);
+        } else {
+            let k = match cache.take() {
+                Some(k) => k,
+                None => kept()?,
+            };
+            let key = match kind {
+                Access::Write => &k.write,
+                Access::Secret => &k.secret,
+                Access::Admin => &k.admin,
+            };
+            list.push(format!("{}:{key}", k.app));
+            cache = Some(k);
+        }
+    }
+    let session = match (session_secret, demo) {
+        (Some(s), _) => s.to_string(),
+        (None, true) => ingest::DEMO_SESSION_SECRET.to_string(),
+        (None, false) => match cache {
+            Some(k) => k.session_secret,
+            None => kept()?.session_secret,
+        },
+    };
+    Keys::parse(&keys)?;
+    Ok((keys, session))
 }
 
 /// `<data-dir>/embedded-<pid>`, new for this run; directories of earlier runs whose process is
@@ -264,7 +355,8 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     // a member restoring large stores is alive and says how far it is.
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), shutdown.clone()));
+    let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     say(format!("zcdp: metrics on http://{addr}/metrics  (GET /healthz)"));
     let member = tokio::select! {
         m = Member::start(&kafka, &process, processors::topology(&process)?, None) => m?,
@@ -281,23 +373,34 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
 }
 
 /// `zcdp serve`: the query API alone, on a real cluster.
-pub async fn run_serve(kafka: KafkaArgs, query: QueryArgs, segments: Option<std::path::PathBuf>, http: HttpArgs) -> anyhow::Result<()> {
+pub async fn run_serve(
+    kafka: KafkaArgs,
+    query: QueryArgs,
+    keys: KeyArgs,
+    session: SessionArgs,
+    segments: Option<std::path::PathBuf>,
+    http: HttpArgs,
+) -> anyhow::Result<()> {
+    let keys = Keys::for_production(&keys, "serve", &[Access::Secret])?;
+    let sessions = Sessions::for_production(&session, "serve")?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
-    let api = QueryApi::start(&kafka, &query, segments.as_deref())?;
+    let api = QueryApi::start(&kafka, &query, keys, sessions, segments.as_deref())?;
     let (listener, addr) = server::bind(&http.http).await?;
     say(format!(
         "zcdp: query API on http://{addr}  (GET /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}})"
     ));
     let routes = api.routes().merge(api.probes());
-    let served = server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown).await;
+    let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
+    let served = server::serve(listener, server::with_ops(routes, &http), shutdown).await;
     api.shutdown().await;
     served
 }
 
 /// `zcdp sink`: one messaging sink member of the consumer group, on a real cluster.
 pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::ZaloArgs, http: HttpArgs) -> anyhow::Result<()> {
+    zalo.check_for_production("sink")?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
@@ -309,7 +412,8 @@ pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::Zal
     })?;
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http.cors_origins), shutdown.clone()));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), shutdown.clone()));
+    let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     let sink = Sink::start(&kafka, &sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
     say(format!("zcdp: sink member running on {}; metrics on http://{addr}/metrics; Ctrl-C to stop", kafka.bootstrap));
     loop {
@@ -352,13 +456,16 @@ pub async fn run_zalo_sim(args: crate::ZaloSimArgs) -> anyhow::Result<()> {
 
 /// `zcdp ingest`: the gateway alone, on a real cluster.
 pub async fn run_ingest(kafka: KafkaArgs, ingest: IngestArgs, http: HttpArgs) -> anyhow::Result<()> {
+    Keys::for_production(&ingest.keys, "ingest", &[Access::Write])?;
+    Sessions::for_production(&ingest.session, "ingest")?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
     let gateway = Gateway::start(&kafka, &ingest).await?;
     let (listener, addr) = server::bind(&http.http).await?;
     tracing::info!(%addr, bootstrap = %kafka.bootstrap, "gateway listening");
-    server::serve(listener, server::with_ops(gateway.router(), &http.cors_origins), shutdown).await?;
+    let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
+    server::serve(listener, server::with_ops(gateway.router(), &http), shutdown).await?;
     gateway.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -75,7 +75,21 @@ async fn an_exported_segment_equals_the_segment_recomputed_from_the_raw_topics()
         exports.to_str().unwrap(),
     ]);
     let target = format!("http://{}", up.http);
-    zcdp(&["simulate", "--target", &target, "--rate", "1500", "--events", "4000", "--users", "300", "--seed", "7"]);
+    zcdp(&[
+        "simulate",
+        "--target",
+        &target,
+        "--write-key",
+        up.key("write"),
+        "--rate",
+        "1500",
+        "--events",
+        "4000",
+        "--users",
+        "300",
+        "--seed",
+        "7",
+    ]);
     let kafka =
         Kafka::external(&KafkaArgs { brokers: Some(up.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
             .unwrap();

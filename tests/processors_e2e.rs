@@ -51,11 +51,13 @@ async fn up_turns_an_abandoned_cart_into_a_trigger_within_seconds() {
         Kafka::external(&KafkaArgs { brokers: Some(zcdp.bootstrap.clone()), partitions: 6, replication_factor: 1, ..KafkaArgs::default() })
             .unwrap();
     let client = reqwest::Client::new();
+    let write_key = zcdp.key("write").to_string();
     let post = |events: Vec<Value>| {
         let client = client.clone();
         let url = format!("http://{}/v1/batch", zcdp.http);
+        let write_key = write_key.clone();
         async move {
-            let r = client.post(url).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+            let r = client.post(url).bearer_auth(write_key).json(&json!({"events": events})).send().await.unwrap();
             assert_eq!(r.status(), 200);
             let body: Value = r.json().await.unwrap();
             assert_eq!(body["rejected"], json!([]), "{body}");

@@ -20,6 +20,8 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     let data = tempfile::tempdir().unwrap();
     let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--engagement-refresh", "200ms", "--data-dir", data.path().to_str().unwrap()]);
     let base = format!("http://{}", zcdp.http);
+    let (write, secret, admin): (&'static str, &'static str, &'static str) =
+        (zcdp.key("write").to_string().leak(), zcdp.key("secret").to_string().leak(), zcdp.key("admin").to_string().leak());
     let client = reqwest::Client::new();
     let ev = |user: &str, kind: &str, props: Value| {
         json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": user},
@@ -40,7 +42,7 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
         ),
         ev("minh", "product_viewed", json!({"product_id": "tea-dao", "category": "tea", "price": 49000, "dwell_ms": 5000})),
     ];
-    let r = client.post(format!("{base}/v1/batch")).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+    let r = client.post(format!("{base}/v1/batch")).bearer_auth(write).json(&json!({"events": events})).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     let get = |path: String, key: Option<&'static str>| {
@@ -57,7 +59,7 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     };
     // Profiles are written at the processors' commit (every second), then read by the view.
     let profile = eventually(Duration::from_secs(30), "lan's profile with her order", || async {
-        let (s, p) = get(format!("{base}/v1/users/lan/profile"), Some("demo-read-key")).await;
+        let (s, p) = get(format!("{base}/v1/users/lan/profile"), Some(secret)).await;
         (s == 200 && p["orders"] == 1).then_some(p)
     })
     .await;
@@ -69,7 +71,7 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
 
     // Lan's own interest first; Minh's product fills the list as trending.
     let recs = eventually(Duration::from_secs(30), "recommendations with a trending fill", || async {
-        let (s, r) = get(format!("{base}/v1/users/lan/recommendations?limit=5"), Some("demo-read-key")).await;
+        let (s, r) = get(format!("{base}/v1/users/lan/recommendations?limit=5"), Some(secret)).await;
         (s == 200 && r["items"].as_array().is_some_and(|i| i.len() == 2)).then_some(r)
     })
     .await;
@@ -79,12 +81,12 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     assert_eq!(recs["items"][1]["product_id"], "tea-dao");
     assert_eq!(recs["items"][1]["reason"], "trending");
     // Someone the app has never seen still gets the trending products.
-    let (s, r) = get(format!("{base}/v1/users/nobody/recommendations"), Some("demo-read-key")).await;
+    let (s, r) = get(format!("{base}/v1/users/nobody/recommendations"), Some(secret)).await;
     assert_eq!((s, &r["personalised"]), (200, &json!(false)));
     assert_eq!(r["items"][0]["reason"], "trending");
 
     let engagement = eventually(Duration::from_secs(30), "engagement of both users", || async {
-        let (s, e) = get(format!("{base}/v1/engagement"), Some("demo-read-key")).await;
+        let (s, e) = get(format!("{base}/v1/engagement"), Some(secret)).await;
         (s == 200 && e["users"] == 2).then_some(e)
     })
     .await;
@@ -96,27 +98,29 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     // Both are new: members of the shipped segment new_first_week, a page at a time.
     let seg = format!("{base}/v1/segments/new_first_week/members");
     let members = eventually(Duration::from_secs(30), "both users in new_first_week", || async {
-        let (s, m) = get(seg.clone(), Some("demo-read-key")).await;
+        let (s, m) = get(seg.clone(), Some(secret)).await;
         (s == 200 && m["members"].as_array().is_some_and(|a| a.len() == 2)).then_some(m)
     })
     .await;
     assert_eq!(members["members"][0]["user_key"], "lan");
     assert_eq!(members["members"][1]["zalo_id"], "minh");
-    let (_, page) = get(format!("{seg}?limit=1"), Some("demo-read-key")).await;
+    let (_, page) = get(format!("{seg}?limit=1"), Some(secret)).await;
     assert_eq!((page["members"].as_array().unwrap().len(), page["next_after"].as_str()), (1, Some("lan")));
-    let (_, page) = get(format!("{seg}?limit=1&after=lan"), Some("demo-read-key")).await;
+    let (_, page) = get(format!("{seg}?limit=1&after=lan"), Some(secret)).await;
     assert_eq!((page["members"][0]["user_key"].as_str(), &page["next_after"]), (Some("minh"), &Value::Null));
-    let (s, e) = get(format!("{base}/v1/segments/no_such/members"), Some("demo-read-key")).await;
+    let (s, e) = get(format!("{base}/v1/segments/no_such/members"), Some(secret)).await;
     assert_eq!((s, e["error"].as_str()), (404, Some("unknown_segment")));
 
     // Keys and inputs are checked.
     assert_eq!(get(format!("{base}/v1/users/lan/profile"), None).await.0, 401);
-    assert_eq!(get(format!("{base}/v1/users/lan/profile"), Some("demo-key")).await.0, 401, "a write key does not read");
-    assert_eq!(get(format!("{base}/v1/users/nobody/profile"), Some("demo-read-key")).await.0, 404);
-    let (s, e) = get(format!("{base}/v1/users/lan/recommendations?limit=0"), Some("demo-read-key")).await;
+    assert_eq!(get(format!("{base}/v1/users/lan/profile"), Some(write)).await.0, 403, "a write key does not read");
+    assert_eq!(get(format!("{base}/v1/users/lan/profile"), Some("not-a-key")).await.0, 401);
+    assert_eq!(get(format!("{base}/v1/engagement"), Some(write)).await.0, 403, "a write key does not read the app's engagement");
+    assert_eq!(get(format!("{base}/v1/users/nobody/profile"), Some(secret)).await.0, 404);
+    let (s, e) = get(format!("{base}/v1/users/lan/recommendations?limit=0"), Some(secret)).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("bad_limit")));
 
-    // Erasure: accepted with the read key only; then no store and no compacted topic keeps Lan.
+    // Erasure: accepted with the admin key only; then no store and no compacted topic keeps Lan.
     let delete = |key: Option<&'static str>| {
         let client = client.clone();
         let url = format!("{base}/v1/users/lan");
@@ -129,16 +133,17 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
         }
     };
     assert_eq!(delete(None).await, 401);
-    assert_eq!(delete(Some("demo-key")).await, 401);
-    assert_eq!(delete(Some("demo-read-key")).await, 202);
+    assert_eq!(delete(Some(write)).await, 403);
+    assert_eq!(delete(Some(secret)).await, 403, "a secret key does not erase");
+    assert_eq!(delete(Some(admin)).await, 202);
     eventually(Duration::from_secs(30), "lan's profile gone from the API", || async {
-        (get(format!("{base}/v1/users/lan/profile"), Some("demo-read-key")).await.0 == 404).then_some(())
+        (get(format!("{base}/v1/users/lan/profile"), Some(secret)).await.0 == 404).then_some(())
     })
     .await;
-    let (_, r) = get(format!("{base}/v1/users/lan/recommendations"), Some("demo-read-key")).await;
+    let (_, r) = get(format!("{base}/v1/users/lan/recommendations"), Some(secret)).await;
     assert_eq!(r["personalised"], false);
     eventually(Duration::from_secs(30), "lan out of the segment's members", || async {
-        let (_, m) = get(seg.clone(), Some("demo-read-key")).await;
+        let (_, m) = get(seg.clone(), Some(secret)).await;
         (m["members"].as_array().map(Vec::len) == Some(1)).then_some(())
     })
     .await;
@@ -174,7 +179,7 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually(Duration::from_secs(30), "minh's profile gone", || async {
-        (get(format!("{base}/v1/users/minh/profile"), Some("demo-read-key")).await.0 == 404).then_some(())
+        (get(format!("{base}/v1/users/minh/profile"), Some(secret)).await.0 == 404).then_some(())
     })
     .await;
 
@@ -182,14 +187,17 @@ async fn profiles_recommendations_and_engagement_answer_what_was_posted() {
     assert!(status.success());
 }
 
-/// The HTTP contract lets one batch carry a consent after the `identify` that needs it. The
-/// profiles apply consents in the order they read them, so the gateway writes such an identify
-/// after the batch's other events: the name and the phone must end up in the profile.
+/// The HTTP contract lets one batch (here from the shop's server) carry a consent after the
+/// `identify` that needs it. The profiles apply consents in the order they read them, so the
+/// gateway writes such an identify after the batch's other events: the name and the phone must
+/// end up in the profile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_before_its_consent_in_the_same_batch_reaches_the_profile() {
     let data = tempfile::tempdir().unwrap();
     let zcdp = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
     let base = format!("http://{}", zcdp.http);
+    // The shop's server (its secret key) sets a phone; a Mini App cannot.
+    let secret = zcdp.key("secret").to_string();
     let client = reqwest::Client::new();
     let ev = |kind: &str, props: Value| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": "hoa"}, "properties": props});
     let events = vec![
@@ -197,13 +205,13 @@ async fn identify_before_its_consent_in_the_same_batch_reaches_the_profile() {
         ev("consent_changed", json!({"purpose": "profile", "granted": true})),
         ev("consent_changed", json!({"purpose": "phone", "granted": true})),
     ];
-    let r = client.post(format!("{base}/v1/batch")).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+    let r = client.post(format!("{base}/v1/batch")).bearer_auth(&secret).json(&json!({"events": events})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["accepted"], 3, "{answer}");
 
     let profile = eventually(Duration::from_secs(30), "hoa's profile with her consents", || async {
-        let r = client.get(format!("{base}/v1/users/hoa/profile")).bearer_auth("demo-read-key").send().await.ok()?;
+        let r = client.get(format!("{base}/v1/users/hoa/profile")).bearer_auth(&secret).send().await.ok()?;
         let p: Value = r.json().await.ok()?;
         (p["consents"].as_array().is_some_and(|c| c.len() == 2)).then_some(p)
     })

@@ -1,7 +1,8 @@
 //! The report page (`GET /report`) in a real headless Chromium (Debian's package, installed by
 //! `scripts/test`) after `zcdp up --demo` has sent a minute of traffic: every panel has data, every
 //! number on the page equals the API's, and a screenshot is taken
-//! (`target/tmp/report.png`).
+//! (`target/tmp/report.png`). The browser signs in through a one-time link (the admin key never
+//! in a URL); without a sign-in the page shows the form and no number.
 
 mod support;
 
@@ -81,13 +82,16 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
         data.path().to_str().unwrap(),
     ]);
     let line = zcdp.wait_line("report page: http://");
-    let url = line.split("report page: ").nth(1).unwrap().trim().to_string();
+    let url = line.split("report page: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(!line.contains("key="), "no key in the printed URL: {line}");
     let base = url.split("/report").next().unwrap().to_string();
+    zcdp.wait_keys();
+    let (secret, admin) = (zcdp.key("secret").to_string(), zcdp.key("admin").to_string());
     let c = reqwest::Client::new();
     let api = |path: &'static str| {
-        let (c, base) = (c.clone(), base.clone());
+        let (c, base, secret) = (c.clone(), base.clone(), secret.clone());
         async move {
-            let r = c.get(format!("{base}{path}")).bearer_auth("demo-read-key").send().await.unwrap();
+            let r = c.get(format!("{base}{path}")).bearer_auth(secret).send().await.unwrap();
             assert_eq!(r.status(), 200, "{path}");
             r.json::<Value>().await.unwrap()
         }
@@ -115,11 +119,36 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
     // so the page is compared with the API as read just before and just after it loaded, and
     // loaded again if the two reads differ.
     let profile = data.path().join("chromium");
-    let page_url = format!("{url}&refresh=0");
+    // A one-time sign-in link for each load, asked for with the admin key (the secret key may not).
+    let page_url = || {
+        let (c, base, admin) = (c.clone(), base.clone(), admin.clone());
+        async move {
+            let r = c.post(format!("{base}/report/links")).bearer_auth(admin).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let link: Value = r.json().await.unwrap();
+            format!("{base}{}&refresh=0", link["url"].as_str().unwrap())
+        }
+    };
+    assert_eq!(c.post(format!("{base}/report/links")).bearer_auth(&secret).send().await.unwrap().status(), 403);
+    let signed_out = chromium(&data.path().join("chromium-signed-out"), &["--dump-dom"], &format!("{base}/report?refresh=0"));
+    let signed_out = String::from_utf8(signed_out.stdout).unwrap();
+    let signed_out = signed_out.split("<script>").next().unwrap();
+    assert!(
+        signed_out.contains("action=\"/report/sign-in\"") && !signed_out.contains("data-k="),
+        "signed out: the form, no number: {signed_out}"
+    );
+    // A link works once.
+    let once = page_url().await;
+    let first = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap().get(&once).send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert!(first.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"), "the sign-in cookie is HttpOnly");
+    assert_eq!(first.headers()["referrer-policy"], "no-referrer");
+    let again = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap().get(&once).send().await.unwrap();
+    assert!(again.headers().get("set-cookie").is_none(), "a used link signs nobody in");
     let (dom, (engagement, activity, segments, campaigns)) =
         eventually_explained(Duration::from_secs(120), "a page load during which the API's numbers did not change", || async {
             let before = snapshot().await;
-            let out = chromium(&profile, &["--dump-dom"], &page_url);
+            let out = chromium(&profile, &["--dump-dom"], &page_url().await);
             assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
             let after = snapshot().await;
             if before != after {
@@ -197,7 +226,7 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
     // The screenshot, for people.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png");
     let _ = std::fs::remove_file(&shot);
-    let out = chromium(&profile, &[&format!("--screenshot={}", shot.display())], &page_url);
+    let out = chromium(&profile, &[&format!("--screenshot={}", shot.display())], &page_url().await);
     assert!(out.status.success(), "chromium screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(&shot).expect("the screenshot was written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real screenshot: {} bytes", png.len());

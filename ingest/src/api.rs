@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use schemas::keys::Caller;
+
 use crate::Gateway;
 use crate::accept::AcceptError;
 use crate::metrics::METRICS;
@@ -64,22 +66,27 @@ impl From<AcceptError> for ApiError {
     }
 }
 
+/// Who a request is, by its key (any kind may post events); 401 without a known one.
+pub(crate) fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    gw.keys.caller(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown key: send Authorization: Bearer <write key> (or X-Write-Key)",
+        )
+    })
+}
+
 /// Checks the key, the body's presence and size, and Kafka's reachability: what every ingest
 /// request needs before its events are looked at.
-pub(crate) fn admit<'g>(
-    gw: &'g Gateway,
+pub(crate) fn admit(
+    gw: &Gateway,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
     what: &str,
-) -> Result<(&'g str, Bytes), ApiError> {
-    let app = gw.keys.app_for(headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or unknown write key: send Authorization: Bearer <write key> (or X-Write-Key)",
-        )
-    })?;
+) -> Result<(Caller, Bytes), ApiError> {
+    let who = caller(gw, headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(what, limit)
@@ -93,7 +100,7 @@ pub(crate) fn admit<'g>(
     if !gw.writer.reachable() {
         return Err(unavailable(&WriteError::Unreachable));
     }
-    Ok((app, body))
+    Ok((who, body))
 }
 
 pub(crate) fn too_large(what: &str, limit: usize) -> ApiError {

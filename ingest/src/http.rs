@@ -71,7 +71,8 @@ fn body_text(body: &[u8]) -> Result<&str, String> {
 }
 
 async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let (app, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
+    let (who, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
+    let app = who.app.as_str();
     let received_at = now_ms();
     // One pass over the whole body: the envelope and every event in it, checked and encoded.
     let batch = match body_text(&body).and_then(|text| read_batch(text, app)) {
@@ -110,7 +111,8 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
 }
 
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
+    let (who, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
+    let app = who.app.as_str();
     let received_at = now_ms();
     let events = match body_text(&body).and_then(|text| read_one(text, app).map_err(|e| format!("body is not a JSON event: {e}"))) {
         Ok(v) => v,

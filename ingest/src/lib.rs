@@ -46,14 +46,18 @@ use schemas::kafka::Kafka;
 use crate::consent::ConsentView;
 use crate::ratelimit::RateLimiter;
 use crate::writer::EventWriter;
-use schemas::keys::AppKeys;
+use schemas::keys::{KeyArgs, Keys};
+use schemas::session::{SessionArgs, Sessions};
 
 /// The gateway's flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct IngestArgs {
-    /// Write keys as app_id:key, comma-separated. Each key lets a Mini App post for its app.
-    #[arg(long = "write-keys", env = "ZCDP_WRITE_KEYS", value_delimiter = ',', default_value = "demo:demo-key")]
-    pub write_keys: Vec<String>,
+    /// The apps' keys (write, secret, admin).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// The session secret and lifetime.
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Events a second each app may send (token bucket); 0 for no limit.
     #[arg(long = "rate-limit", env = "ZCDP_RATE_LIMIT", default_value_t = 5000)]
     pub rate_limit: u32,
@@ -75,7 +79,8 @@ pub struct IngestArgs {
 impl Default for IngestArgs {
     fn default() -> Self {
         IngestArgs {
-            write_keys: vec!["demo:demo-key".into()],
+            keys: KeyArgs::demo(),
+            session: SessionArgs { session_secret: Some(DEMO_SESSION_SECRET.into()), ..SessionArgs::default() },
             rate_limit: 5000,
             rate_burst: 20000,
             ack_timeout: Duration::from_secs(5),
@@ -85,8 +90,12 @@ impl Default for IngestArgs {
     }
 }
 
+/// The session secret of `zcdp up --demo` and of tests: public, so refused in production.
+pub const DEMO_SESSION_SECRET: &str = "zcdp-demo-session-secret-not-for-production";
+
 pub struct Gateway {
-    keys: AppKeys,
+    keys: Keys,
+    sessions: Sessions,
     limiter: RateLimiter,
     rate: u32,
     writer: Arc<EventWriter>,
@@ -100,7 +109,11 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to Kafka and starts the consent view and the liveness probe.
     pub async fn start(kafka: &Kafka, args: &IngestArgs) -> anyhow::Result<Arc<Gateway>> {
-        let keys = AppKeys::parse(&args.write_keys, "--write-keys", "ZCDP_WRITE_KEYS", "x-write-key")?;
+        let keys = Keys::parse(&args.keys)?;
+        let Some(secret) = args.session.session_secret.as_deref() else {
+            anyhow::bail!("no session secret: give --session-secret (or ZCDP_SESSION_SECRET)");
+        };
+        let sessions = Sessions::new(secret, args.session.session_ttl);
         let writer = EventWriter::new(kafka, args.linger, args.ack_timeout)?;
         if !writer.probe().await {
             tracing::warn!(bootstrap = %kafka.bootstrap, "Kafka does not answer yet; the gateway answers 503 until it does");
@@ -132,6 +145,7 @@ impl Gateway {
         }
         Ok(Arc::new(Gateway {
             keys,
+            sessions,
             limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
             rate: args.rate_limit,
             writer,
@@ -155,7 +169,7 @@ impl Gateway {
     }
 
     pub fn apps(&self) -> Vec<String> {
-        self.keys.apps().map(str::to_string).collect()
+        self.keys.apps()
     }
 
     /// The origin header value this gateway puts on the consent records it writes.

@@ -151,7 +151,8 @@ async fn phone(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<
 }
 
 async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let (app, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "a phone exchange")?;
+    let (who, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "a phone exchange")?;
+    let app = who.app.as_str();
     let Some(secret) = gw.zalo.app_secret.as_deref() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
     };

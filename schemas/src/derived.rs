@@ -317,6 +317,23 @@ impl MessageEvent {
     }
 }
 
+/// An action that must leave a trace (`zmp.audit.v1`, compacted, key `request_id`): who asked
+/// (the key's id, never the key), for which app and user, when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub request_id: String,
+    pub app_id: String,
+    pub action: String,
+    pub user_key: String,
+    pub key_id: String,
+    pub at: i64,
+}
+
+crate::avro_record!(AuditRecord { request_id, app_id, action, user_key, key_id, at });
+impl Record for AuditRecord {
+    const TOPIC: Topic = Topic::Audit;
+}
+
 /// A short, stable id from the parts that identify a derived record (hex of SHA-256, 32 chars).
 pub fn stable_id(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};

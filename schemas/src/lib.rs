@@ -12,7 +12,8 @@
 //! - `codec`, `avro_write`, `registry`: the Confluent wire format, the Avro writer, the fixed
 //!   schema ids (the `.avsc` files are under `schemas/avro/`);
 //! - `kafka`: the Kafka settings and helpers every role uses, the embedded cluster;
-//! - `keys`: API keys per app; `phone`: Vietnamese phone numbers;
+//! - `keys`: the three kinds of API key per app, compared in constant time; `session`: signed
+//!   sessions of Zalo-verified users; `phone`: Vietnamese phone numbers;
 //! - `zalo`: the Zalo app's flags, webhook signatures and the Graph phone exchange;
 //! - `time`: now, the clock, and Vietnam's days and months; `duration`: flag durations;
 //! - `testing`: builders and helpers for tests.
@@ -26,6 +27,7 @@ pub mod kafka;
 pub mod keys;
 pub mod phone;
 pub mod registry;
+pub mod session;
 pub mod testing;
 pub mod time;
 pub mod topics;

@@ -155,6 +155,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.activity.v1/v1.avsc"),
         fingerprint: "a69ab25ba8b996655ad7e4cba3680cb7afbe3f878afe892590fe2ec917f166be",
     },
+    Row {
+        id: 16,
+        topic: Topic::Audit,
+        version: 1,
+        source: include_str!("../avro/zmp.audit.v1/v1.avsc"),
+        fingerprint: "e5b3b50bf84a5ff213c77259df5fd9e5ee5c396a135be6a7eda79cf7b75cd634",
+    },
 ];
 
 pub struct Registry {

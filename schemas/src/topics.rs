@@ -23,6 +23,7 @@ pub enum Topic {
     Messages,
     CampaignResults,
     Activity,
+    Audit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub enum KeyKind {
     AppCampaignPartition,
     /// `app/partition`, UTF-8; written to that partition.
     AppPartition,
+    /// The record's own id (a request id), UTF-8.
+    Request,
 }
 
 impl KeyKind {
@@ -209,6 +212,15 @@ pub const CATALOGUE: &[TopicSpec] = &[
         input: false,
         retention_ms: None,
         doc: "per app and partition: events by type per minute over the last hour, and in all",
+    },
+    TopicSpec {
+        topic: Topic::Audit,
+        name: "zmp.audit.v1",
+        key: KeyKind::Request,
+        cleanup: Cleanup::Compact,
+        input: false,
+        retention_ms: None,
+        doc: "who asked for each erasure (key id, app, user, time); erasure never removes it",
     },
 ];
 

@@ -69,7 +69,45 @@ impl ZaloArgs {
     pub fn configured(&self) -> bool {
         self.app_id.is_some()
     }
+
+    /// For the sink, a role meant for production: an app — its id and secret given, and a first
+    /// refresh token or a token file — and, when the URLs are Zalo's own, none of them the
+    /// simulator's public values or a placeholder. (Pointed at a simulator, as the compose file
+    /// does, the simulator's values are what it takes.)
+    pub fn check_for_production(&self, role: &str) -> anyhow::Result<()> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let (Some(app_id), Some(secret)) = (given(&self.app_id), given(&self.app_secret)) else {
+            anyhow::bail!(
+                "zcdp {role} needs the Zalo app: --zalo-app-id and --zalo-app-secret (or ZCDP_ZALO_APP_ID, ZCDP_ZALO_APP_SECRET)"
+            );
+        };
+        if given(&self.refresh_token).is_none() && !self.token_file.exists() {
+            anyhow::bail!(
+                "zcdp {role} needs the OA's first refresh token (--zalo-refresh-token) while {} does not exist",
+                self.token_file.display()
+            );
+        }
+        let real_zalo = [&self.oa_url, &self.zns_url, &self.oauth_url, &self.graph_url]
+            .iter()
+            .any(|u| u.contains("zalo.me") || u.contains("zaloapp.com") || u.contains("zalo.vn"));
+        if !real_zalo {
+            return Ok(());
+        }
+        for (flag, v) in
+            [("--zalo-app-id", Some(app_id)), ("--zalo-app-secret", Some(secret)), ("--zalo-oa-secret", given(&self.oa_secret))]
+        {
+            let Some(v) = v else { continue };
+            let lower = v.to_ascii_lowercase();
+            if SIMULATOR_VALUES.contains(&v.as_str()) || lower.contains("change-me") || lower.contains("changeme") || v.starts_with('<') {
+                anyhow::bail!("zcdp {role}: {flag} is the Zalo simulator's public value or a placeholder; give the real app's");
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The Zalo simulator's credentials, which are in zcdp's source: never a real app's.
+pub const SIMULATOR_VALUES: &[&str] = &["sim-app", "sim-secret", "sim-oa-secret", "sim-refresh-0"];
 
 /// The signature Zalo puts in `X-ZEvent-Signature` of a webhook event:
 /// `mac=` + hex sha256(appId + body + timeStamp + OA secret key) — a plain SHA-256, not an HMAC.

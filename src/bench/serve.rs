@@ -32,7 +32,8 @@ pub struct ServeBenchArgs {
     duration: Duration,
 }
 
-const READ_KEY: &str = "bench-read-key";
+/// The secret key the bench reads with.
+const READ_KEY: &str = "bench-secret-key";
 
 fn profile(i: usize, t: i64) -> (Profile, UserInterests) {
     let user = format!("user-{i}");
@@ -83,7 +84,10 @@ pub async fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         body
     };
 
-    let query = QueryApi::start(&kafka, &QueryArgs { read_keys: vec![format!("bench:{READ_KEY}")], ..QueryArgs::default() }, None)?;
+    let keys =
+        schemas::keys::Keys::parse(&schemas::keys::KeyArgs { secret_keys: vec![format!("bench:{READ_KEY}")], ..Default::default() })?;
+    let sessions = schemas::session::Sessions::new(ingest::DEMO_SESSION_SECRET, Duration::from_secs(3600));
+    let query = QueryApi::start(&kafka, &QueryArgs::default(), keys, sessions, None)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !query.view().caught_up() || query.view().profile("bench", &format!("user-{}", args.users - 1)).is_none() {
         anyhow::ensure!(Instant::now() < deadline, "the query view did not catch up within 2 minutes");

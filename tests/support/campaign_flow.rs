@@ -56,12 +56,15 @@ pub async fn campaign_flow(extra: &[&str]) {
     let sim = received_url.trim_end_matches("/sim/received").to_string();
     let line = zcdp.wait_line("HTTP API on http://");
     let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
+    zcdp.wait_keys();
+    let (write, secret) = (zcdp.key("write").to_string(), zcdp.key("secret").to_string());
     let c = reqwest::Client::new();
-    let post = |events: Vec<Value>| {
+    let post_as = |key: &str, events: Vec<Value>| {
         let c = c.clone();
         let url = format!("{base}/v1/batch");
+        let key = key.to_string();
         async move {
-            let r = c.post(url).bearer_auth("demo-key").json(&json!({"events": events})).send().await.unwrap();
+            let r = c.post(url).bearer_auth(key).json(&json!({"events": events})).send().await.unwrap();
             assert_eq!(r.status(), 200);
             let body: Value = r.json().await.unwrap();
             assert_eq!(body["rejected"], json!([]), "{body}");
@@ -69,16 +72,20 @@ pub async fn campaign_flow(extra: &[&str]) {
     };
 
     // Lan consents to marketing and follows the OA (at Zalo: the simulator's webhook tells the
-    // gateway); Minh does not consent. Both leave a cart.
-    post(vec![
-        ev("lan", "consent_changed", json!({"purpose": "marketing", "granted": true})),
-        ev("minh", "consent_changed", json!({"purpose": "marketing", "granted": false})),
-    ])
+    // gateway); Minh does not consent: the shop's server records both (its secret key). Both
+    // leave a cart (the Mini App's write key).
+    post_as(
+        &secret,
+        vec![
+            ev("lan", "consent_changed", json!({"purpose": "marketing", "granted": true})),
+            ev("minh", "consent_changed", json!({"purpose": "marketing", "granted": false})),
+        ],
+    )
     .await;
     let r = c.post(format!("{sim}/sim/oa_events")).json(&json!({"event_name": "follow", "user_id": "oa-lan", "user_id_by_app": "lan"}));
     assert!(r.send().await.unwrap().status().is_success());
     let profile = eventually(Duration::from_secs(30), "lan's follow in her profile", || async {
-        let p: Value = c.get(format!("{base}/v1/users/lan/profile")).bearer_auth("demo-read-key").send().await.ok()?.json().await.ok()?;
+        let p: Value = c.get(format!("{base}/v1/users/lan/profile")).bearer_auth(&secret).send().await.ok()?.json().await.ok()?;
         (p["oa_following"] == true).then_some(p)
     })
     .await;
@@ -86,12 +93,12 @@ pub async fn campaign_flow(extra: &[&str]) {
     let cart = |user: &str, price: i64| {
         ev(user, "cart_item_added", json!({"cart_id": format!("c-{user}"), "product_id": "cf-suada", "quantity": 2, "price": price}))
     };
-    post(vec![cart("lan", 175_000), cart("minh", 50_000)]).await;
+    post_as(&write, vec![cart("lan", 175_000), cart("minh", 50_000)]).await;
 
     // The carts are abandoned 2 s later: a reminder to Lan, Minh's suppressed.
     let campaign = |v: &Value| v["campaigns"].as_array().and_then(|a| a.iter().find(|c| c["campaign"] == "cart_rescue").cloned());
     let get_campaigns = || async {
-        let r = c.get(format!("{base}/v1/campaigns")).bearer_auth("demo-read-key").send().await.ok()?;
+        let r = c.get(format!("{base}/v1/campaigns")).bearer_auth(&secret).send().await.ok()?;
         r.json::<Value>().await.ok()
     };
     let first = eventually(Duration::from_secs(60), "the reminder sent and the suppression counted", || async {
@@ -114,7 +121,7 @@ pub async fn campaign_flow(extra: &[&str]) {
             "items": [{"product_id": "cf-suada", "quantity": 2, "price": total / 2}]}),
         )
     };
-    post(vec![order("lan", 350_000), order("minh", 100_000)]).await;
+    post_as(&write, vec![order("lan", 350_000), order("minh", 100_000)]).await;
     let done = eventually(Duration::from_secs(60), "the conversion and the recoveries", || async {
         let v = get_campaigns().await?;
         campaign(&v).filter(|c| c["carts_recovered"] == 2)

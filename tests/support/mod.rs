@@ -14,10 +14,17 @@ pub struct Zcdp {
     child: Child,
     pub bootstrap: String,
     pub http: String,
+    /// The keys it printed, by kind (`write`, `secret`, `admin`) for app `demo`.
+    pub keys: std::collections::HashMap<String, String>,
     lines: mpsc::Receiver<String>,
 }
 
 impl Zcdp {
+    /// The key it printed of `kind`.
+    pub fn key(&self, kind: &str) -> &str {
+        &self.keys[kind]
+    }
+
     /// Starts `zcdp <args>` with its stdout read line by line; nothing is waited for.
     pub fn spawn(args: &[&str]) -> Zcdp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zcdp"))
@@ -36,7 +43,7 @@ impl Zcdp {
                 }
             }
         });
-        Zcdp { child, bootstrap: String::new(), http: String::new(), lines: rx }
+        Zcdp { child, bootstrap: String::new(), http: String::new(), keys: Default::default(), lines: rx }
     }
 
     /// The next line of stdout that contains `text`, waiting up to a minute.
@@ -56,6 +63,16 @@ impl Zcdp {
         }
     }
 
+    /// Waits for the three key lines of app `demo` (`write key for app demo: …`, then the secret
+    /// and admin keys) and keeps them; for a `spawn`ed zcdp whose earlier lines were read.
+    pub fn wait_keys(&mut self) {
+        for kind in ["write", "secret", "admin"] {
+            let prefix = format!("{kind} key for app demo: ");
+            let line = self.wait_line(&prefix);
+            self.keys.insert(kind.to_string(), line.trim_start_matches(&prefix).trim().to_string());
+        }
+    }
+
     /// Starts `zcdp <args>` and waits (up to a minute) for its "running" line.
     pub fn start(args: &[&str]) -> Zcdp {
         let mut z = Zcdp::spawn(args);
@@ -66,6 +83,11 @@ impl Zcdp {
             if let Some(rest) = line.split("bootstrap: ").nth(1) {
                 z.bootstrap = rest.trim().to_string();
             }
+            for kind in ["write", "secret", "admin"] {
+                if let Some(key) = line.strip_prefix(&format!("{kind} key for app demo: ")) {
+                    z.keys.insert(kind.to_string(), key.trim().to_string());
+                }
+            }
             if let Some(rest) = line.split("HTTP API on ").nth(1) {
                 z.http = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
             }
@@ -74,6 +96,7 @@ impl Zcdp {
             }
         }
         assert!(!z.bootstrap.is_empty() && !z.http.is_empty(), "zcdp printed no bootstrap or HTTP line");
+        assert_eq!(z.keys.len(), 3, "zcdp printed a write, a secret and an admin key line for app demo: {:?}", z.keys.keys());
         z
     }
 

@@ -40,7 +40,7 @@ pub async fn stock_client_reads_posted_events(extra: &[&str]) {
         .collect();
     let resp = reqwest::Client::new()
         .post(format!("http://{}/v1/batch", zcdp.http))
-        .bearer_auth("demo-key")
+        .bearer_auth(zcdp.key("write"))
         .json(&json!({"sent_at": "2026-11-23T09:30:01+07:00", "events": events}))
         .send()
         .await

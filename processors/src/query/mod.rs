@@ -9,9 +9,11 @@
 //! - `view`: the materialised view and the engagement snapshots;
 //! - `summaries`: what the answers compute, as pure functions;
 //! - `metrics`: the `zcdp_campaign_*` gauges;
-//! - `report.html`: the report page (`/report`), one static file that reads this API.
+//! - `report`: the report page (`/report`, `report.html`, one static file that reads this API)
+//!   and its sign-in, which keeps the admin key out of every URL.
 
 mod metrics;
+pub mod report;
 pub mod summaries;
 pub mod view;
 
@@ -28,9 +30,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use schemas::derived::AuditRecord;
 use schemas::duration::parse_duration;
 use schemas::kafka::Kafka;
-use schemas::keys::AppKeys;
+use schemas::keys::{Access, Caller, Keys};
+use schemas::session::{SESSION_HEADER, Session, Sessions};
 use schemas::topics::Topic;
 
 pub use summaries::{
@@ -39,13 +43,9 @@ pub use summaries::{
 };
 pub use view::View;
 
-/// The query API's flags.
+/// The query API's flags (its keys and session secret are the role's: `KeyArgs`, `SessionArgs`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct QueryArgs {
-    /// Read keys as app_id:key, comma-separated. Each key lets its holder read its app's
-    /// profiles, recommendations and engagement.
-    #[arg(long = "read-keys", env = "ZCDP_READ_KEYS", value_delimiter = ',', default_value = "demo:demo-read-key")]
-    pub read_keys: Vec<String>,
     /// How often app-wide engagement and trending products are recomputed from the view.
     #[arg(long = "engagement-refresh", env = "ZCDP_ENGAGEMENT_REFRESH", default_value = "2s", value_parser = parse_duration)]
     pub engagement_refresh: Duration,
@@ -53,7 +53,7 @@ pub struct QueryArgs {
 
 impl Default for QueryArgs {
     fn default() -> Self {
-        QueryArgs { read_keys: vec!["demo:demo-read-key".into()], engagement_refresh: Duration::from_secs(2) }
+        QueryArgs { engagement_refresh: Duration::from_secs(2) }
     }
 }
 
@@ -61,10 +61,24 @@ impl Default for QueryArgs {
 pub const MAX_LIMIT: usize = 100;
 
 /// Writes an erasure request for a user to `zmp.identities.v1` (keyed like the user's events, so
-/// the task that holds the user reads it in order) and waits for Kafka's acknowledgement; returns
-/// the request's event id.
-pub async fn request_forget(producer: &rdkafka::producer::FutureProducer, app: &str, user: &str) -> anyhow::Result<String> {
-    let event = schemas::event::forget_request(app, user, schemas::time::now_ms());
+/// the task that holds the user reads it in order), and who asked for it to `zmp.audit.v1`
+/// (`asked_by`: the key's id, or the tool's name), and waits for Kafka's acknowledgement of both;
+/// returns the request's event id. The audit record is written first: an erasure nobody can
+/// account for is never requested.
+pub async fn request_forget(producer: &rdkafka::producer::FutureProducer, app: &str, user: &str, asked_by: &str) -> anyhow::Result<String> {
+    let now = schemas::time::now_ms();
+    let event = schemas::event::forget_request(app, user, now);
+    let audit = AuditRecord {
+        request_id: event.event_id().to_string(),
+        app_id: app.to_string(),
+        action: "erase".into(),
+        user_key: user.to_string(),
+        key_id: asked_by.to_string(),
+        at: now,
+    };
+    let audit_payload = schemas::codec::encode(&audit)?;
+    let record = rdkafka::producer::FutureRecord::to(Topic::Audit.name()).key(&audit.request_id).payload(&audit_payload);
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("recording the erasure request: {e}"))?;
     let mut payload = Vec::new();
     schemas::codec::encode_input_into(&event, &mut payload)?;
     let record = rdkafka::producer::FutureRecord::to(Topic::Identities.name()).key(user).payload(&payload);
@@ -75,9 +89,12 @@ pub async fn request_forget(producer: &rdkafka::producer::FutureProducer, app: &
 /// The query API: its view, its keys, and the tasks that keep the view current.
 pub struct QueryApi {
     view: Arc<View>,
-    keys: AppKeys,
+    keys: Keys,
+    sessions: Sessions,
     segments: Arc<crate::segments::Segments>,
     producer: rdkafka::producer::FutureProducer,
+    /// One-time report links already opened (subject → expiry).
+    used_links: std::sync::Mutex<HashMap<String, i64>>,
     /// The view's follower and the snapshot refresh; taken (and awaited) by [`QueryApi::shutdown`].
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -94,8 +111,13 @@ impl QueryApi {
     /// Starts following the topics and refreshing the engagement snapshots.
     /// `segments`: the segments file the processors use (None: the shipped one), to tell an
     /// unknown segment from an empty one.
-    pub fn start(kafka: &Kafka, args: &QueryArgs, segments: Option<&std::path::Path>) -> anyhow::Result<Arc<QueryApi>> {
-        let keys = AppKeys::parse(&args.read_keys, "--read-keys", "ZCDP_READ_KEYS", "x-read-key")?;
+    pub fn start(
+        kafka: &Kafka,
+        args: &QueryArgs,
+        keys: Keys,
+        sessions: Sessions,
+        segments: Option<&std::path::Path>,
+    ) -> anyhow::Result<Arc<QueryApi>> {
         let segments = crate::segments::loaded(segments)?;
         let view = Arc::new(View::default());
         let follow = {
@@ -118,7 +140,15 @@ impl QueryApi {
             })
         };
         let producer = kafka.producer_config().create().context("creating the erasure requests' producer")?;
-        Ok(Arc::new(QueryApi { view, keys, segments, producer, tasks: std::sync::Mutex::new(vec![follow, refresh]) }))
+        Ok(Arc::new(QueryApi {
+            view,
+            keys,
+            sessions,
+            segments,
+            producer,
+            used_links: Default::default(),
+            tasks: std::sync::Mutex::new(vec![follow, refresh]),
+        }))
     }
 
     /// Stops following the topics and waits until the follower has stopped, so the view's
@@ -139,12 +169,14 @@ impl QueryApi {
     }
 
     pub fn apps(&self) -> Vec<String> {
-        self.keys.apps().map(str::to_string).collect()
+        self.keys.apps()
     }
 
     /// The API's routes (`zcdp up` merges them with the gateway's).
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
+            .route("/v1/me/profile", get(my_profile))
+            .route("/v1/me/recommendations", get(my_recommendations))
             .route("/v1/users/{id}/profile", get(profile))
             .route("/v1/users/{id}", axum::routing::delete(forget))
             .route("/v1/users/{id}/recommendations", get(recommendations))
@@ -153,7 +185,10 @@ impl QueryApi {
             .route("/v1/campaigns", get(campaigns_route))
             .route("/v1/activity", get(activity_route))
             .route("/v1/segments", get(segments_route))
-            .route("/report", get(report))
+            .route("/report", get(report::page))
+            .route("/report/sign-in", axum::routing::post(report::sign_in).get(report::open_link))
+            .route("/report/sign-out", axum::routing::post(report::sign_out))
+            .route("/report/links", axum::routing::post(report::link))
             .with_state(self.clone())
     }
 
@@ -173,18 +208,118 @@ impl QueryApi {
     }
 }
 
-/// The app a request's read key opens. Every route but the report page takes it first: a
-/// request without a valid key is answered 401 before anything else is looked at.
-struct ReadKey(String);
+/// A caller whose key is at least `MIN` (1: secret, 2: admin): what every route that reads other
+/// users' data (or erases) takes first. No or an unknown key: 401; a key of a lower kind: 403.
+/// A read (GET) may also come from the report page, signed in with an admin key (its cookie).
+struct Key<const MIN: u8>(Caller);
 
-impl FromRequestParts<Arc<QueryApi>> for ReadKey {
+/// The routes of a secret (or admin) key: any user's profile, segments, engagement, campaigns.
+type SecretKey = Key<1>;
+/// The routes of an admin key: erasure.
+type AdminKey = Key<2>;
+
+impl<const MIN: u8> FromRequestParts<Arc<QueryApi>> for Key<MIN> {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, api: &Arc<QueryApi>) -> Result<ReadKey, Response> {
-        api.keys.app_for(&parts.headers).map(|app| ReadKey(app.to_string())).ok_or_else(|| {
-            error(StatusCode::UNAUTHORIZED, "bad_read_key", "give a read key: Authorization: Bearer <read key> (or X-Read-Key)")
-        })
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<QueryApi>) -> Result<Self, Response> {
+        let needed = if MIN >= 2 { Access::Admin } else { Access::Secret };
+        let from_cookie = || (parts.method == axum::http::Method::GET).then(|| report::cookie_caller(api, &parts.headers)).flatten();
+        let Some(caller) = api.keys.caller(&parts.headers).or_else(from_cookie) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &format!("give a {} key: Authorization: Bearer <key>", needed.name()),
+            ));
+        };
+        if caller.access < needed {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!(
+                    "a {} key may not do this: it needs a {} key, which stays on the shop's servers (docs/security.md)",
+                    caller.access.name(),
+                    needed.name()
+                ),
+            ));
+        }
+        Ok(Key(caller))
     }
+}
+
+/// The session user of a request: any key of the app (the write key, from the Mini App) and a
+/// valid `X-Zcdp-Session` of that app. What the `/v1/me/…` routes answer is that user's only.
+struct Me(Session);
+
+impl FromRequestParts<Arc<QueryApi>> for Me {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<QueryApi>) -> Result<Self, Response> {
+        let Some(caller) = api.keys.caller(&parts.headers) else {
+            return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "give the app's write key: Authorization: Bearer <write key>"));
+        };
+        let Some(token) = parts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "session_required",
+                "open a session (POST /v1/session) and send it as X-Zcdp-Session",
+            ));
+        };
+        match api.sessions.verify(token, schemas::time::now_ms()) {
+            Ok(s) if s.app == caller.app => Ok(Me(s)),
+            Ok(_) => Err(error(StatusCode::FORBIDDEN, "identity_mismatch", "the session is another app's")),
+            Err(e) => Err(error(StatusCode::UNAUTHORIZED, "invalid_session", &e.to_string())),
+        }
+    }
+}
+
+/// What a user may see of their own profile: no phone, ids, birthday or scores.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MyProfile {
+    pub user_key: String,
+    pub name: Option<String>,
+    pub consents: Vec<schemas::derived::Consent>,
+    pub points_balance: i64,
+    pub orders: i64,
+    pub vouchers_claimed: i64,
+    pub vouchers_used: i64,
+    pub oa_following: bool,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+impl From<&schemas::derived::Profile> for MyProfile {
+    fn from(p: &schemas::derived::Profile) -> MyProfile {
+        MyProfile {
+            user_key: p.user_key.clone(),
+            name: p.name.clone(),
+            consents: p.consents.clone(),
+            points_balance: p.points_balance,
+            orders: p.orders,
+            vouchers_claimed: p.vouchers_claimed,
+            vouchers_used: p.vouchers_used,
+            oa_following: p.oa_following,
+            first_seen: p.first_seen,
+            last_seen: p.last_seen,
+        }
+    }
+}
+
+async fn my_profile(State(api): State<Arc<QueryApi>>, Me(me): Me) -> Response {
+    match api.view.profile(&me.app, &me.user) {
+        Some(p) => Json(MyProfile::from(p.as_ref())).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown_user", "no profile for you in this app (yet)"),
+    }
+}
+
+async fn my_recommendations(State(api): State<Arc<QueryApi>>, Me(me): Me, Query(q): Query<HashMap<String, String>>) -> Response {
+    let limit = match limit(&q, 10, MAX_LIMIT) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let interests = api.view.interests(&me.app, &me.user);
+    let snapshot = api.view.engagement(&me.app);
+    let items = recommend(interests.as_deref(), &snapshot.top_products, limit);
+    Json(json!({"user": me.user, "personalised": interests.is_some(), "items": items})).into_response()
 }
 
 /// The `limit` query parameter: `default` when absent, 1..=`max` when given, else a 400.
@@ -196,11 +331,11 @@ fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usiz
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
-async fn profile(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey, Path(id): Path<String>) -> Response {
+async fn profile(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey, Path(id): Path<String>) -> Response {
     match api.view.profile(&app, &id) {
         Some(p) => Json(p.as_ref().clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, "unknown_user", "no profile for this user id in this app (yet)"),
@@ -209,11 +344,11 @@ async fn profile(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey, Path(i
 
 /// Erasure: accepted once the request is in Kafka; the processors then erase the user from every
 /// store and write tombstones to every compacted topic (the view drops the user when it reads them).
-async fn forget(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey, Path(id): Path<String>) -> Response {
+async fn forget(State(api): State<Arc<QueryApi>>, Key(Caller { app, key_id, .. }): AdminKey, Path(id): Path<String>) -> Response {
     if id.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_user", "give the user key (Zalo id or anonymous id)");
     }
-    match request_forget(&api.producer, &app, &id).await {
+    match request_forget(&api.producer, &app, &id, &key_id).await {
         Ok(request_id) => (StatusCode::ACCEPTED, Json(json!({"user": id, "request_id": request_id, "status": "accepted"}))).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}; nothing was requested: send it again")),
     }
@@ -221,7 +356,7 @@ async fn forget(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey, Path(id
 
 async fn recommendations(
     State(api): State<Arc<QueryApi>>,
-    ReadKey(app): ReadKey,
+    Key(Caller { app, .. }): SecretKey,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -240,7 +375,7 @@ pub const MAX_MEMBERS: usize = 10_000;
 
 async fn segment_members(
     State(api): State<Arc<QueryApi>>,
-    ReadKey(app): ReadKey,
+    Key(Caller { app, .. }): SecretKey,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -259,33 +394,23 @@ async fn segment_members(
     Json(json!({"segment": name, "members": list, "next_after": next})).into_response()
 }
 
-/// The report page: one static file, no build step; it reads the API with the read key given in
-/// `?key=` (or typed in), and refreshes itself every 5 s (`?refresh=ms`).
-async fn report() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"), (axum::http::header::CACHE_CONTROL, "no-cache")],
-        include_str!("report.html"),
-    )
-        .into_response()
-}
-
-async fn activity_route(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey) -> Response {
+async fn activity_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey) -> Response {
     Json(api.view.activity(&app)).into_response()
 }
 
 /// Every defined segment with its current size (0 for a defined segment nobody is in).
-async fn segments_route(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey) -> Response {
+async fn segments_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey) -> Response {
     let sizes = api.view.segment_sizes(&app);
     let list: Vec<Value> =
         api.segments.list.iter().map(|s| json!({"name": s.name, "size": sizes.get(s.name.as_str()).copied().unwrap_or(0)})).collect();
     Json(json!({"app_id": app, "segments": list})).into_response()
 }
 
-async fn campaigns_route(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey) -> Response {
+async fn campaigns_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey) -> Response {
     let campaigns = api.view.campaigns(&app);
     Json(json!({"app_id": app, "campaigns": campaigns})).into_response()
 }
 
-async fn engagement_route(State(api): State<Arc<QueryApi>>, ReadKey(app): ReadKey) -> Response {
+async fn engagement_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey) -> Response {
     Json(api.view.engagement(&app).as_ref().clone()).into_response()
 }
