@@ -58,7 +58,7 @@ fn run(bodies: &[String]) -> (usize, usize) {
         events += batch.count;
         for c in &batch.events.checked {
             if let Checked::Accepted(_, e) = c {
-                e.frame(&batch.events.buf, &e.times(None, 1_764_000_000_000), &mut buf);
+                e.frame(&batch.events.buf, &e.times(None, 1_764_000_000_000), schemas::event::Trust::Unverified, &mut buf);
                 bytes += buf.len();
             }
         }
@@ -136,7 +136,7 @@ fn digest(bodies: &[String]) -> anyhow::Result<()> {
             match c {
                 Checked::Accepted(_, e) => {
                     accepted += 1;
-                    e.frame(parts, &e.times(Some(1_764_000_000_500), 1_764_000_001_000), &mut buf);
+                    e.frame(parts, &e.times(Some(1_764_000_000_500), 1_764_000_001_000), schemas::event::Trust::Unverified, &mut buf);
                     h.update(e.topic.name());
                     h.update(e.key(parts));
                     h.update(&buf);

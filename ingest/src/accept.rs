@@ -1,6 +1,6 @@
-//! Accepting a request's events: duplicate ids inside the request, the consent each event
-//! needs, accepted events to their topics and rejected ones to the dead-letter topic, and the
-//! wait until Kafka has all of them. Called by every endpoint that takes events (`http`, for
+//! Accepting a request's events: who vouches for each (and what a client may therefore say),
+//! duplicate ids inside the request, the consent each event needs, accepted events to their
+//! topics and rejected ones to the dead-letter topic, and the wait until Kafka has all of them. Called by every endpoint that takes events (`http`, for
 //! the Mini App's batches; `zalo_hooks`, for what Zalo posts and the phone exchange); it knows
 //! nothing of HTTP.
 
@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use schemas::event::DeadLetter;
+use schemas::event::{DeadLetter, IdentityType, Trust};
 use schemas::topics::Topic;
 
 use crate::Gateway;
@@ -24,6 +24,62 @@ pub enum AcceptError {
     Write(#[from] WriteError),
     #[error("encoding a dead letter: {0}")]
     Encode(String),
+}
+
+/// Who vouches for a request's events: the model of docs/security.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouch {
+    /// A client with the public write key, no session: what it saw, not who it is.
+    Client,
+    /// A client with the write key under a Zalo-verified session of this user (zalo_id).
+    Session(String),
+    /// The shop's server: a secret or admin key.
+    Server,
+    /// Zalo: a signed webhook, or the Graph phone exchange.
+    Zalo,
+}
+
+impl Vouch {
+    /// The event's `trust`, or why a client may not send it. A client may describe what it
+    /// sees; only Zalo or the shop's server say who a user is, which phone is theirs, and which
+    /// OA follower they are.
+    pub fn judge(&self, e: &Encoded, parts: &[u8]) -> Result<Trust, Rejection> {
+        let trust = match self {
+            Vouch::Server => return Ok(Trust::Server),
+            Vouch::Zalo => return Ok(Trust::Zalo),
+            Vouch::Client => Trust::Unverified,
+            Vouch::Session(user) => match e.zalo_id(parts) {
+                Some(id) if id == user => Trust::Session,
+                Some(_) => {
+                    return Err(Rejection::new(
+                        RejectCode::IdentityMismatch,
+                        "the event names another user than the session's: a session speaks for its own user only",
+                    ));
+                }
+                // Not naming the user: anonymous analytics, as without a session.
+                None => Trust::Unverified,
+            },
+        };
+        if e.needs_consent.phone() {
+            return Err(Rejection::new(
+                RejectCode::PhoneNotVerified,
+                "a phone comes from Zalo's phone exchange (POST /v1/users/phone, under the user's session) or the shop's server (secret key), not from an event",
+            ));
+        }
+        match e.identity {
+            Some(IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted) => Err(Rejection::new(
+                RejectCode::ZaloOnly,
+                "OA follows and interactions come from Zalo's signed webhook (or the shop's server), not from the Mini App",
+            )),
+            Some(IdentityType::Identify | IdentityType::ConsentChanged) if trust == Trust::Unverified && e.zalo_id(parts).is_some() => {
+                Err(Rejection::new(
+                    RejectCode::SessionRequired,
+                    "identify and consent for a Zalo user need that user's session (X-Zcdp-Session from POST /v1/session) or the shop's server (secret key)",
+                ))
+            }
+            _ => Ok(trust),
+        }
+    }
 }
 
 pub struct Outcome {
@@ -49,7 +105,7 @@ impl Outcome {
 /// the cache, and dropped. Only events whose data needs a consent wait until the whole batch has
 /// been seen (a consent later in the same batch counts for them); they are written after the
 /// others.
-pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, source: &str) -> Result<Outcome, AcceptError> {
+pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, source: &str, vouch: &Vouch) -> Result<Outcome, AcceptError> {
     let total = events.len();
     let Events { buf: parts, checked, .. } = events;
     let mut w = BatchWriter {
@@ -64,7 +120,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
     // Duplicated ids inside one batch: the first one counts. Ids are canonical UUIDs by now.
     let mut seen: HashSet<u128, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(total, Default::default());
     let mut consents: Vec<ConsentDecision<'_>> = Vec::new();
-    let mut waiting: Vec<(usize, &str, Encoded, Times)> = Vec::new();
+    let mut waiting: Vec<(usize, &str, Encoded, Times, Trust)> = Vec::new();
     for (i, c) in checked.into_iter().enumerate() {
         let (raw, e) = match c {
             Checked::Accepted(raw, e) => (raw, e),
@@ -77,12 +133,19 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
             w.reject(i, raw, Rejection::new(RejectCode::DuplicateEventId, "the same event_id appears earlier in this batch"))?;
             continue;
         }
+        let trust = match vouch.judge(&e, &parts) {
+            Ok(t) => t,
+            Err(why) => {
+                w.reject(i, raw, why)?;
+                continue;
+            }
+        };
         let times = e.times(receipt.sent_at, receipt.received_at);
         if !e.needs_consent.is_empty() {
-            waiting.push((i, raw, e, times));
+            waiting.push((i, raw, e, times, trust));
             continue;
         }
-        w.accept(&e, &parts, &times)?;
+        w.accept(&e, &parts, &times, trust)?;
         if let Some((purpose, granted)) = e.consent {
             consents.push(ConsentDecision { ids: e.user_ids(&parts), purpose, granted, at: times.corrected });
         }
@@ -99,7 +162,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
                 }
             }
         }
-        for (i, raw, e, times) in &waiting {
+        for (i, raw, e, times, trust) in &waiting {
             let ids: Vec<&str> = e.user_ids(&parts).into_iter().flatten().collect();
             let refused = e.needs_consent.purposes().find(|purpose| {
                 let latest = ids.iter().filter_map(|id| in_batch.get(&(*id, *purpose))).max_by_key(|d| d.1);
@@ -119,7 +182,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
                         ),
                     ),
                 )?,
-                None => w.accept(e, &parts, times)?,
+                None => w.accept(e, &parts, times, *trust)?,
             }
         }
         w.outcome.rejected.sort_by_key(|(i, _, _)| *i);
@@ -156,8 +219,8 @@ struct BatchWriter<'g, 'r> {
 
 impl BatchWriter<'_, '_> {
     /// Frames an accepted event with its times and hands it to the producer.
-    fn accept(&mut self, event: &Encoded, parts: &[u8], times: &Times) -> Result<(), AcceptError> {
-        event.frame(parts, times, &mut self.buf);
+    fn accept(&mut self, event: &Encoded, parts: &[u8], times: &Times, trust: Trust) -> Result<(), AcceptError> {
+        event.frame(parts, times, trust, &mut self.buf);
         let topic = event.topic;
         let headers = event.consent.is_some().then(|| origin_headers(&self.gw.consent.origin));
         self.gw.writer.send_with_headers(

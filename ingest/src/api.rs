@@ -11,10 +11,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use schemas::keys::Caller;
+use schemas::keys::{Access, Caller};
+use schemas::session::SESSION_HEADER;
 
 use crate::Gateway;
-use crate::accept::AcceptError;
+use crate::accept::{AcceptError, Vouch};
 use crate::metrics::METRICS;
 use crate::validate::RejectCode;
 use crate::writer::WriteError;
@@ -75,6 +76,23 @@ pub(crate) fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErr
             "missing or unknown key: send Authorization: Bearer <write key> (or X-Write-Key)",
         )
     })
+}
+
+/// Who vouches for a request's events: a secret or admin key's holder is the shop's server; a
+/// write key is a client — under the session its `X-Zcdp-Session` proves, when it sends one (a
+/// session header that is not valid, or another app's, is a 401: nothing of the request is
+/// taken).
+pub(crate) fn vouch(gw: &Gateway, caller: &Caller, headers: &HeaderMap) -> Result<Vouch, ApiError> {
+    if caller.access >= Access::Secret {
+        return Ok(Vouch::Server);
+    }
+    let Some(token) = headers.get(SESSION_HEADER) else { return Ok(Vouch::Client) };
+    let token = token.to_str().unwrap_or_default();
+    match gw.sessions.verify(token, schemas::time::now_ms()) {
+        Ok(s) if s.app == caller.app => Ok(Vouch::Session(s.user)),
+        Ok(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_session", "the session is another app's")),
+        Err(e) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_session", e.to_string())),
+    }
 }
 
 /// Checks the key, the body's presence and size, and Kafka's reachability: what every ingest

@@ -21,7 +21,7 @@ use schemas::topics::Topic;
 
 use crate::Gateway;
 use crate::accept::ingest;
-use crate::api::{ApiError, admit};
+use crate::api::{ApiError, admit, vouch};
 use crate::json::Tok;
 use crate::metrics::METRICS;
 use crate::validate::{MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Receipt, RejectCode, optional_time, read_batch, read_one};
@@ -73,6 +73,7 @@ fn body_text(body: &[u8]) -> Result<&str, String> {
 async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (who, body) = admit(gw, headers, body, MAX_BATCH_BYTES, "the batch body")?;
     let app = who.app.as_str();
+    let vouch = vouch(gw, &who, headers)?;
     let received_at = now_ms();
     // One pass over the whole body: the envelope and every event in it, checked and encoded.
     let batch = match body_text(&body).and_then(|text| read_batch(text, app)) {
@@ -106,13 +107,14 @@ async fn handle_batch(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at };
-    let outcome = ingest(gw, &receipt, batch.events, "http:/v1/batch").await.map_err(ApiError::from)?;
+    let outcome = ingest(gw, &receipt, batch.events, "http:/v1/batch", &vouch).await.map_err(ApiError::from)?;
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
 }
 
 async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (who, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "an event")?;
     let app = who.app.as_str();
+    let vouch = vouch(gw, &who, headers)?;
     let received_at = now_ms();
     let events = match body_text(&body).and_then(|text| read_one(text, app).map_err(|e| format!("body is not a JSON event: {e}"))) {
         Ok(v) => v,
@@ -123,15 +125,25 @@ async fn handle_single(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, By
             .retry(wait)
     })?;
     let receipt = Receipt { app_id: app, received_at, sent_at: None };
-    let outcome = ingest(gw, &receipt, events, "http:/v1/events").await.map_err(ApiError::from)?;
+    let outcome = ingest(gw, &receipt, events, "http:/v1/events", &vouch).await.map_err(ApiError::from)?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(outcome.body())).into_response())
 }
 
 /// A body that is not JSON of the right shape: 400, and a dead-letter record of its start so an
 /// operator can see what a broken SDK sends. Long digit runs are masked: they may be phones.
+/// It counts as one event against the app's rate: garbage cannot fill the dead-letter topic
+/// faster than events could.
 async fn unparseable(gw: &Gateway, app: &str, source: &str, body: &[u8], received_at: i64, reason: String) -> ApiError {
     METRICS.rejected.with_label_values(&[RejectCode::InvalidJson.as_str()]).inc();
+    if let Err(wait) = gw.limiter.take(app, 1) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("app {app} is over its rate of {} events a second", gw.rate),
+        )
+        .retry(wait);
+    }
     let head = &body[..body.len().min(MAX_DEADLETTER_RAW)];
     let letter = DeadLetter {
         received_at,

@@ -8,12 +8,14 @@
 //!
 //! - `http`: the Mini App's endpoints (`/v1/batch`, `/v1/events`) and the probes;
 //! - `zalo_hooks`: what Zalo posts (`/webhooks/zalo`) and the phone exchange (`/v1/users/phone`);
+//! - `session`: `POST /v1/session`, a Mini App user proven by Zalo's Graph API;
 //! - `schema_api`: the Confluent-compatible schema reads (`/schemas/…`, `/subjects/…`);
 //! - `api`: what the endpoints share: the error answer, and admitting a request (key, size, Kafka);
 //! - `json`: the JSON reader; `validate`: the HTTP contract as pure functions — each event read,
 //!   checked and written as Avro in one pass;
-//! - `accept`: a request's events to their topics (duplicates, consent, dead letters), and the
-//!   wait until Kafka has them; called by `http` and `zalo_hooks` alike;
+//! - `accept`: who vouches for a request's events and what a client may therefore say, then the
+//!   events to their topics (duplicates, consent, dead letters), and the wait until Kafka has
+//!   them; called by `http` and `zalo_hooks` alike;
 //! - `consent`: who agreed to what, read from `zmp.identities.v1`;
 //! - `writer`: the Kafka producer and the bounded wait for acknowledgements;
 //! - `ratelimit`: each app's token bucket; `metrics`: the gateway's `zcdp_ingest_*` metrics.
@@ -29,6 +31,7 @@ pub mod json;
 pub mod metrics;
 pub mod ratelimit;
 pub mod schema_api;
+pub mod session;
 pub mod validate;
 pub mod writer;
 pub mod zalo_hooks;
@@ -90,6 +93,12 @@ impl Default for IngestArgs {
     }
 }
 
+/// Sessions and phone exchanges an app may ask of Zalo's Graph API, a second (and at once).
+pub const GRAPH_CALLS_PER_SECOND: u32 = 20;
+pub const GRAPH_CALLS_BURST: u32 = 100;
+/// ... and a user, a minute.
+pub const USER_GRAPH_CALLS_PER_MINUTE: u32 = 10;
+
 /// The session secret of `zcdp up --demo` and of tests: public, so refused in production.
 pub const DEMO_SESSION_SECRET: &str = "zcdp-demo-session-secret-not-for-production";
 
@@ -98,6 +107,12 @@ pub struct Gateway {
     sessions: Sessions,
     limiter: RateLimiter,
     rate: u32,
+    /// Calls that cost a request to Zalo's Graph API (sessions, phone exchanges): per app...
+    graph_limiter: RateLimiter,
+    /// ...and per app and user.
+    user_limiter: RateLimiter,
+    /// Zalo webhooks taken, so a replay is dropped.
+    webhooks_seen: zalo_hooks::SeenWebhooks,
     writer: Arc<EventWriter>,
     consent: Arc<ConsentView>,
     /// The consent view and the liveness probe; taken (and awaited) by [`Gateway::shutdown`].
@@ -148,6 +163,9 @@ impl Gateway {
             sessions,
             limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
             rate: args.rate_limit,
+            graph_limiter: RateLimiter::new(GRAPH_CALLS_PER_SECOND, GRAPH_CALLS_BURST),
+            user_limiter: RateLimiter::per_minute(USER_GRAPH_CALLS_PER_MINUTE, USER_GRAPH_CALLS_PER_MINUTE),
+            webhooks_seen: Default::default(),
             writer,
             consent,
             tasks: Mutex::new(tasks),
@@ -161,6 +179,7 @@ impl Gateway {
         Router::new()
             .merge(http::routes())
             .merge(zalo_hooks::routes())
+            .merge(session::routes())
             .merge(schema_api::router())
             // A little over the batch limit so the handler, not the framework, answers 413 with a
             // reason for bodies just above it.

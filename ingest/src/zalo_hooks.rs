@@ -27,15 +27,49 @@ use schemas::time::now_ms;
 use schemas::topics::Topic;
 
 use crate::Gateway;
-use crate::accept::ingest;
-use crate::api::{ApiError, admit};
+use crate::accept::{Vouch, ingest};
+use crate::api::{ApiError, admit, vouch};
 use crate::metrics::METRICS;
+use crate::session::take_graph_budget;
 use crate::validate::{MAX_EVENT_BYTES, Receipt, read_one};
 use crate::writer::Pending;
 
 /// Zalo's webhook and the phone exchange.
 pub fn routes() -> Router<Arc<Gateway>> {
     Router::new().route("/v1/users/phone", post(phone)).route("/webhooks/zalo", post(webhook))
+}
+
+/// How far from now a webhook's own timestamp may be.
+pub const WEBHOOK_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Webhooks already taken, by signature, until their window ends: a replay inside the window is
+/// acknowledged and dropped. Bounded: past [`SEEN_MAX`] entries the expired ones go, and when
+/// none has expired the oldest window's do.
+#[derive(Default)]
+pub struct SeenWebhooks(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+/// Webhooks remembered at most (a signature is 64 hex digits: a few MB).
+const SEEN_MAX: usize = 50_000;
+
+impl SeenWebhooks {
+    /// Whether `signature` is new (it is remembered until `until`).
+    pub fn first_time(&self, signature: String, until: i64, now: i64) -> bool {
+        let mut seen = self.0.lock().expect("webhooks lock");
+        if seen.len() >= SEEN_MAX {
+            seen.retain(|_, u| *u > now);
+            if seen.len() >= SEEN_MAX {
+                let oldest = seen.values().copied().min().unwrap_or(now);
+                seen.retain(|_, u| *u > oldest);
+            }
+        }
+        match seen.get(&signature) {
+            Some(u) if *u > now => false,
+            _ => {
+                seen.insert(signature, until);
+                true
+            }
+        }
+    }
 }
 
 fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -84,7 +118,19 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
     if event["app_id"].as_str() != Some(app_id) || !schemas::zalo::signature_ok(signature, app_id, text, &timestamp, secret) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "X-ZEvent-Signature does not match this app's OA secret"));
     }
-    let ts: i64 = timestamp.parse().unwrap_or_else(|_| now_ms());
+    // A signed event is good for a while around its own time, once: an old one (or one replayed
+    // by whoever saw it) is refused, a repeat within the window (Zalo retrying) acknowledged.
+    let now = now_ms();
+    let Some(ts) = timestamp.parse::<i64>().ok().filter(|ts| (now - ts).abs() <= WEBHOOK_WINDOW_MS) else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "stale_webhook",
+            "the event's timestamp is missing or more than 10 minutes from now: refused, so a replayed event cannot change state",
+        ));
+    };
+    if !gw.webhooks_seen.first_time(signature.trim().trim_start_matches("mac=").to_ascii_lowercase(), ts + WEBHOOK_WINDOW_MS, now) {
+        return Ok((StatusCode::OK, Json(json!({"duplicate": true}))).into_response());
+    }
     let name = event["event_name"].as_str().unwrap_or_default();
     if name == "user_received_message" {
         return delivered(gw, &event, ts).await.map_err(|e| e.into_response());
@@ -112,7 +158,7 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
     let app = gw.zalo.cdp_app.as_str();
     let parsed = read_one(&zcdp_event, app).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, parsed, "webhook:zalo").await.map_err(|e| ApiError::from(e).into_response())?;
+    let outcome = ingest(gw, &receipt, parsed, "webhook:zalo", &Vouch::Zalo).await.map_err(|e| ApiError::from(e).into_response())?;
     // Zalo retries anything but a 200; a rejected event (dead-lettered with its reason) would be
     // rejected again, so it is acknowledged too.
     Ok((StatusCode::OK, Json(outcome.body())).into_response())
@@ -150,9 +196,27 @@ async fn phone(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<
     }
 }
 
+/// `POST /v1/users/phone` `{"access_token": "<the user's>", "code": "<getPhoneNumber's token>"}`.
+/// From the Mini App (write key), under the user's session: the access token must be that same
+/// user's (Zalo says whose it is), and the number is recorded for the session's user. From the
+/// shop's server (secret key), for the `user` the body names. Either way the number is Zalo's
+/// answer, never the client's: the identify is recorded as Zalo's word (`trust` zalo).
 async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let (who, body) = admit(gw, headers, body, MAX_EVENT_BYTES, "a phone exchange")?;
     let app = who.app.as_str();
+    let vouch = vouch(gw, &who, headers)?;
+    let session_user = match &vouch {
+        Vouch::Session(user) => Some(user.clone()),
+        Vouch::Server => None,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session_required",
+                "the phone exchange needs the user's session (X-Zcdp-Session from POST /v1/session), or the shop's secret key",
+            ));
+        }
+    };
+    take_graph_budget(gw, app, session_user.as_deref())?;
     let Some(secret) = gw.zalo.app_secret.as_deref() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
     };
@@ -161,17 +225,35 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let (Some(token), Some(code)) = (req["access_token"].as_str(), req["code"].as_str()) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "access_token and code (getPhoneNumber's token) are required"));
     };
-    if !req["user"].is_object() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "user {zalo_id} is required"));
-    }
+    let user = match &session_user {
+        Some(user) => {
+            // The phone token is decoded with the access token: it must be the session user's.
+            let owner = schemas::zalo::graph_me(&gw.http, &gw.zalo.graph_url, token, Some(secret)).await.map_err(|e| match e {
+                schemas::zalo::GraphError::Refused { .. } => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_access_token", "Zalo does not know this access token")
+                }
+                other => ApiError::new(StatusCode::BAD_GATEWAY, "zalo_unreachable", other.to_string()),
+            })?;
+            if &owner.id != user || req["user"]["zalo_id"].as_str().is_some_and(|z| z != user) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "identity_mismatch",
+                    "the access token (or the user named) is not the session's user: a session exchanges its own user's phone only",
+                ));
+            }
+            json!({"zalo_id": user})
+        }
+        None if req["user"].is_object() => req["user"].clone(),
+        None => return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "user {zalo_id} is required with the secret key")),
+    };
     let number = exchange(gw, token, code, secret).await?;
     let event_id = req["event_id"].as_str().map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let event = json!({"event_id": event_id, "type": "identify", "user": req["user"], "context": {"library": "zcdp-phone-exchange"},
+    let event = json!({"event_id": event_id, "type": "identify", "user": user, "context": {"library": "zcdp-phone-exchange"},
         "properties": {"phone": number}})
     .to_string();
     let parsed = read_one(&event, app).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
-    let outcome = ingest(gw, &receipt, parsed, "http:/v1/users/phone").await.map_err(ApiError::from)?;
+    let outcome = ingest(gw, &receipt, parsed, "http:/v1/users/phone", &Vouch::Zalo).await.map_err(ApiError::from)?;
     let status = if outcome.accepted == 1 { StatusCode::OK } else { StatusCode::FORBIDDEN };
     Ok((status, Json(outcome.body())).into_response())
 }
@@ -179,7 +261,7 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
 /// The Graph API's phone exchange ([`schemas::zalo::exchange_phone_token`]), its failures as
 /// this endpoint's errors.
 async fn exchange(gw: &Gateway, token: &str, code: &str, secret: &str) -> Result<String, ApiError> {
-    use schemas::zalo::PhoneExchangeError as E;
+    use schemas::zalo::GraphError as E;
     schemas::zalo::exchange_phone_token(&gw.http, &gw.zalo.graph_url, token, code, secret).await.map_err(|e| {
         let (status, code) = match e {
             E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "zalo_unreachable"),

@@ -22,6 +22,9 @@ struct Harness {
     client: reqwest::Client,
 }
 
+/// The demo app's secret key (`IngestArgs::default()`'s).
+const SECRET_KEY: &str = "demo-secret-key";
+
 impl Harness {
     async fn start(args: IngestArgs) -> Harness {
         let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
@@ -56,9 +59,15 @@ impl Harness {
         (status, headers, body)
     }
 
+    /// A batch from the Mini App (the public write key, no session).
     async fn batch(&self, events: Vec<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.batch_as("demo-key", events).await
+    }
+
+    /// A batch with `key`: the shop's server uses its secret key for trusted facts.
+    async fn batch_as(&self, key: &str, events: Vec<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         let body = json!({"sent_at": chrono::Utc::now().to_rfc3339(), "events": events});
-        self.post("/v1/batch", Some("demo-key"), body.to_string()).await
+        self.post("/v1/batch", Some(key), body.to_string()).await
     }
 
     async fn read(&self, topic: Topic) -> Vec<rdkafka::message::OwnedMessage> {
@@ -98,6 +107,8 @@ fn documented_examples() -> Vec<Value> {
         .collect()
 }
 
+/// The shop's server (its secret key) may post every documented example; the Mini App's write
+/// key, without a session, the ones that describe what the app saw (tested after).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_example_is_accepted_and_lands_in_its_topic() {
     let h = Harness::start(IngestArgs::default()).await;
@@ -106,7 +117,7 @@ async fn every_documented_example_is_accepted_and_lands_in_its_topic() {
     for (name, _) in EVENT_TYPES {
         assert!(documented.contains(name), "docs/http-api.md has no example of {name}");
     }
-    let (status, _, body) = h.batch(examples.clone()).await;
+    let (status, _, body) = h.batch_as(SECRET_KEY, examples.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rejected"], json!([]), "{body}");
     assert_eq!(body["accepted"], json!(examples.len()));
@@ -231,7 +242,7 @@ async fn rejected_events_are_explained_and_dead_lettered() {
         json!({"event_id": dup, "type": "page_viewed", "user": {"anonymous_id": "d1"}}), // 7
         json!({"event_id": uid(), "type": "page_viewed", "user": {"oa_user_id": "oa1"}}), // 8
     ];
-    let (s, _, body) = h.batch(events.clone()).await;
+    let (s, _, body) = h.batch_as(SECRET_KEY, events.clone()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["accepted"], json!(2));
     let codes: HashMap<u64, String> = body["rejected"]
@@ -276,25 +287,27 @@ async fn rejected_events_are_explained_and_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_is_stored_only_with_consent() {
     let h = Harness::start(IngestArgs::default()).await;
+    // The shop's server records these (a phone comes from it or from Zalo, never the Mini App).
+    let batch = |events: Vec<Value>| h.batch_as(SECRET_KEY, events);
     let consent = |user: &str, purpose: &str, granted: bool| json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": user}, "properties": {"purpose": purpose, "granted": granted}});
     let identify = |user: &str| json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": user}, "properties": {"traits": {"name": "Minh"}, "phone": "+84 912 345 678"}});
 
     // Consent in the same batch, even after the identify.
-    let (_, _, b) = h.batch(vec![identify("a"), consent("a", "profile", true), consent("a", "phone", true)]).await;
+    let (_, _, b) = batch(vec![identify("a"), consent("a", "profile", true), consent("a", "phone", true)]).await;
     assert_eq!(b["accepted"], json!(3), "{b}");
     // Only one of the two purposes: refused.
-    let (_, _, b) = h.batch(vec![consent("b", "profile", true), identify("b")]).await;
+    let (_, _, b) = batch(vec![consent("b", "profile", true), identify("b")]).await;
     assert_eq!(b["rejected"][0]["code"], json!("no_consent"), "{b}");
     assert!(b["rejected"][0]["reason"].as_str().unwrap().contains("phone"));
     // Consent from an earlier request counts.
-    let (_, _, b) = h.batch(vec![consent("c", "profile", true), consent("c", "phone", true)]).await;
+    let (_, _, b) = batch(vec![consent("c", "profile", true), consent("c", "phone", true)]).await;
     assert_eq!(b["accepted"], json!(2));
-    let (_, _, b) = h.batch(vec![identify("c")]).await;
+    let (_, _, b) = batch(vec![identify("c")]).await;
     assert_eq!(b["accepted"], json!(1), "{b}");
     // Revoked: refused again.
-    let (_, _, b) = h.batch(vec![consent("c", "phone", false)]).await;
+    let (_, _, b) = batch(vec![consent("c", "phone", false)]).await;
     assert_eq!(b["accepted"], json!(1));
-    let (_, _, b) = h.batch(vec![identify("c")]).await;
+    let (_, _, b) = batch(vec![identify("c")]).await;
     assert_eq!(b["rejected"][0]["code"], json!("no_consent"), "{b}");
 
     // The stored phone is normalised.

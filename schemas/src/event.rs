@@ -30,6 +30,9 @@ macro_rules! input_event {
             pub stale: bool,
             pub context: Context,
             pub properties: $props,
+            /// Who vouched for the event (records written before it existed read as unverified).
+            #[serde(default)]
+            pub trust: Trust,
         }
     };
 }
@@ -353,6 +356,17 @@ impl InputEvent {
             InputEvent::Message(_) => Topic::Messages,
         }
     }
+    /// Who vouched for the event; zcdp's own messaging records count as the server's.
+    pub fn trust(&self) -> Trust {
+        match self {
+            InputEvent::View(e) => e.trust,
+            InputEvent::Cart(e) => e.trust,
+            InputEvent::Order(e) => e.trust,
+            InputEvent::Identity(e) => e.trust,
+            InputEvent::Engagement(e) => e.trust,
+            InputEvent::Message(_) => Trust::Server,
+        }
+    }
     /// The event, when it is a consent decision (`consent_changed`).
     pub fn consent_decision(&self) -> Option<&IdentityEvent> {
         match self {
@@ -446,6 +460,46 @@ impl IdentityType {
     }
 }
 
+/// Who vouched for an input event: what a processor or sink may believe of it
+/// (docs/security.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// A client with the app's public write key and no session: what it saw, not who it is.
+    #[default]
+    Unverified,
+    /// A client under a Zalo-verified session of the user the event names.
+    Session,
+    /// The shop's own server (its secret or admin key), or zcdp itself.
+    Server,
+    /// Zalo: a signed webhook, or the Graph API's phone exchange.
+    Zalo,
+}
+
+impl Trust {
+    /// Whether the shop's server or Zalo said it: who a user is, which phone and OA id are
+    /// theirs, that an order happened.
+    pub fn is_trusted(self) -> bool {
+        matches!(self, Trust::Server | Trust::Zalo)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Trust::Unverified => "unverified",
+            Trust::Session => "session",
+            Trust::Server => "server",
+            Trust::Zalo => "zalo",
+        }
+    }
+
+    /// The Avro enum symbol's index.
+    pub fn symbol(self) -> u8 {
+        self as u8
+    }
+}
+
+crate::avro_enum!(Trust);
+
 /// An erasure request for `user_key` of `app`: every processor forgets the user when it reads it.
 pub fn forget_request(app: &str, user_key: &str, now_ms: i64) -> InputEvent {
     InputEvent::Identity(IdentityEvent {
@@ -462,6 +516,7 @@ pub fn forget_request(app: &str, user_key: &str, now_ms: i64) -> InputEvent {
         stale: false,
         context: Context::default(),
         properties: IdentityProperties::default(),
+        trust: Trust::Server,
     })
 }
 
@@ -536,7 +591,7 @@ macro_rules! input_event_writer {
     ($($t:ty),*) => {$(
         crate::avro_record!($t {
             event_id, app_id, kind, user, event_time, sent_at, received_at, corrected_time, clock_skew_ms, future_clamped,
-            stale, context, properties,
+            stale, context, properties, trust,
         });
     )*};
 }

@@ -162,6 +162,42 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.audit.v1/v1.avsc"),
         fingerprint: "e5b3b50bf84a5ff213c77259df5fd9e5ee5c396a135be6a7eda79cf7b75cd634",
     },
+    // The input events' `trust` (issue 18): who vouched for each event.
+    Row {
+        id: 17,
+        topic: Topic::Views,
+        version: 2,
+        source: include_str!("../avro/zmp.views.v1/v2.avsc"),
+        fingerprint: "2e5cb462085920caefa0c235a32019e296aa06642281c4aabdb8099693a20c5d",
+    },
+    Row {
+        id: 18,
+        topic: Topic::Carts,
+        version: 2,
+        source: include_str!("../avro/zmp.carts.v1/v2.avsc"),
+        fingerprint: "49d10838cc27f18a891762db4710ec4e475b7f1a43b1b28e2fe9798102a4495b",
+    },
+    Row {
+        id: 19,
+        topic: Topic::Orders,
+        version: 2,
+        source: include_str!("../avro/zmp.orders.v1/v2.avsc"),
+        fingerprint: "02a77845b756a167ebbbe6efd40a35402318002995f1684ad84c2c43dbb26090",
+    },
+    Row {
+        id: 20,
+        topic: Topic::Identities,
+        version: 3,
+        source: include_str!("../avro/zmp.identities.v1/v3.avsc"),
+        fingerprint: "51cf63df82e352b0b45148c5e7f9e9ad32795ffe3c7a0c9dd48d42f584fe3a39",
+    },
+    Row {
+        id: 21,
+        topic: Topic::Engagement,
+        version: 2,
+        source: include_str!("../avro/zmp.engagement.v1/v2.avsc"),
+        fingerprint: "0cc7345a8967352c1d0a731d48ed5e75c031492735ee95a22669829ac52b44e4",
+    },
 ];
 
 pub struct Registry {

@@ -34,6 +34,7 @@ macro_rules! envelope {
                 ..Context::default()
             },
             properties: $properties,
+            trust: Trust::Session,
         }
     }};
 }
@@ -186,6 +187,8 @@ pub mod build {
                 stale: false,
                 context: Context { screen: Some("/s".into()), ..Context::default() },
                 properties: $props,
+                // A shop's history, as its server would vouch for it.
+                trust: Trust::Server,
             }
         };
     }

@@ -131,17 +131,57 @@ pub fn signature_ok(header: &str, app_id: &str, body: &str, timestamp: &str, oa_
     got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// Why the Graph API gave no phone number.
+/// Why the Graph API did not say who a token's user is, or their phone.
 #[derive(Debug, thiserror::Error)]
-pub enum PhoneExchangeError {
+pub enum GraphError {
     /// No answer: connection refused, reset, timed out (the URL is left out of the message).
     #[error("graph.zalo.me: {0}")]
     Unreachable(String),
     #[error("graph.zalo.me answered non-JSON")]
     BadAnswer,
-    /// Zalo answered with an error code (0 with no number in the answer counts as refused too).
-    #[error("Zalo refused the phone token (error {code}: {message})")]
+    /// Zalo answered with an error code (0 without the expected data counts as refused too).
+    #[error("Zalo refused the token (error {code}: {message})")]
     Refused { code: i64, message: String },
+}
+
+/// `appsecret_proof`: hex HMAC-SHA256 of the access token under the app secret, which Zalo asks
+/// for with user tokens (sent when the secret is known; harmless where it is not checked).
+pub fn appsecret_proof(access_token: &str, app_secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(access_token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The user a Mini App access token (zmp-sdk `getAccessToken()`) belongs to, by Zalo's word:
+/// `GET {graph}/v2.0/me?fields=id,name,picture` with header `access_token` →
+/// `{"id": "<user id by app>", "name": …}`. The id is the app-scoped Zalo id (`getUserID`).
+pub async fn graph_me(
+    http: &reqwest::Client,
+    graph_url: &str,
+    access_token: &str,
+    app_secret: Option<&str>,
+) -> Result<GraphUser, GraphError> {
+    let mut req = http
+        .get(format!("{}/v2.0/me", graph_url.trim_end_matches('/')))
+        .query(&[("fields", "id,name,picture")])
+        .header("access_token", access_token);
+    if let Some(secret) = app_secret {
+        req = req.header("appsecret_proof", appsecret_proof(access_token, secret));
+    }
+    let resp = req.send().await.map_err(|e| GraphError::Unreachable(e.without_url().to_string()))?;
+    let v: serde_json::Value = resp.json().await.map_err(|_| GraphError::BadAnswer)?;
+    match (v["error"].as_i64().unwrap_or(0), v["id"].as_str().filter(|id| !id.trim().is_empty())) {
+        (0, Some(id)) => Ok(GraphUser { id: id.to_string(), name: v["name"].as_str().map(str::to_string) }),
+        (code, _) => Err(GraphError::Refused { code, message: v["message"].as_str().unwrap_or_default().to_string() }),
+    }
+}
+
+/// Who Zalo says a token's user is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphUser {
+    pub id: String,
+    pub name: Option<String>,
 }
 
 /// Exchanges a Mini App phone token (zmp-sdk `getPhoneNumber()`'s `token`) for the number,
@@ -153,7 +193,7 @@ pub async fn exchange_phone_token(
     user_access_token: &str,
     code: &str,
     app_secret: &str,
-) -> Result<String, PhoneExchangeError> {
+) -> Result<String, GraphError> {
     let resp = http
         .get(format!("{}/v2.0/me/info", graph_url.trim_end_matches('/')))
         .header("access_token", user_access_token)
@@ -161,11 +201,11 @@ pub async fn exchange_phone_token(
         .header("secret_key", app_secret)
         .send()
         .await
-        .map_err(|e| PhoneExchangeError::Unreachable(e.without_url().to_string()))?;
-    let v: serde_json::Value = resp.json().await.map_err(|_| PhoneExchangeError::BadAnswer)?;
+        .map_err(|e| GraphError::Unreachable(e.without_url().to_string()))?;
+    let v: serde_json::Value = resp.json().await.map_err(|_| GraphError::BadAnswer)?;
     match (v["error"].as_i64().unwrap_or(0), v["data"]["number"].as_str()) {
         (0, Some(n)) => Ok(n.to_string()),
-        (code, _) => Err(PhoneExchangeError::Refused { code, message: v["message"].as_str().unwrap_or_default().to_string() }),
+        (code, _) => Err(GraphError::Refused { code, message: v["message"].as_str().unwrap_or_default().to_string() }),
     }
 }
 

@@ -5,8 +5,11 @@
 //! `GET /sim/received`. `POST /sim/users` tells it who follows the OA and when they last
 //! interacted; `POST /sim/oa_events` plays a user following, unfollowing or writing to the OA, and
 //! posts the signed webhook to `webhook_url` as Zalo does; a delivered ZNS message is followed by
-//! a signed `user_received_message` webhook. `GET /v2.0/me/info` answers the Mini App phone
-//! exchange for tokens of the form `sim-phone-<84…>`.
+//! a signed `user_received_message` webhook. Mini App users, as Zalo knows them: `POST /sim/users`
+//! with a `zalo_id` (and a `phone`) makes one and answers the access token and the phone token
+//! zmp-sdk would give that user's Mini App; `GET /v2.0/me` answers who an access token it issued
+//! belongs to, and `GET /v2.0/me/info` exchanges a phone token for that user's number only, with
+//! that same user's access token and the app secret.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,12 +61,34 @@ impl Default for SimConfig {
     }
 }
 
+/// `POST /sim/users`: an OA follower (`user_id`, the id by OA), a Mini App user (`zalo_id`, the
+/// id by app, with a `phone`), or both.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct SimUser {
+    #[serde(default)]
     pub user_id: String,
+    #[serde(default)]
     pub follows: bool,
     /// Epoch ms of the user's last interaction with the OA.
+    #[serde(default)]
     pub last_interaction: Option<i64>,
+    /// The Mini App user's id by app: the simulator issues them an access token and, with a
+    /// `phone`, a phone token.
+    #[serde(default)]
+    pub zalo_id: Option<String>,
+    /// 84… (normalised), the number the phone token stands for.
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A Mini App user Zalo knows.
+#[derive(Debug, Clone)]
+struct AppUser {
+    zalo_id: String,
+    name: Option<String>,
+    phone: Option<String>,
 }
 
 /// A request the simulator received, and what it answered.
@@ -80,6 +105,10 @@ pub struct Received {
 
 struct St {
     access: HashMap<String, i64>,
+    /// Mini App users' access tokens → the user.
+    app_users: HashMap<String, AppUser>,
+    /// Phone tokens → the access token of the user they were issued for.
+    phone_tokens: HashMap<String, String>,
     refresh: String,
     issued: u64,
     users: HashMap<String, SimUser>,
@@ -106,6 +135,8 @@ impl Simulator {
     pub fn new(cfg: SimConfig, clock: Clock) -> Arc<Simulator> {
         let st = St {
             access: HashMap::new(),
+            app_users: HashMap::new(),
+            phone_tokens: HashMap::new(),
             refresh: cfg.initial_refresh_token.clone(),
             issued: 0,
             users: HashMap::new(),
@@ -124,6 +155,7 @@ impl Simulator {
             .route("/v3.0/oa/message/{kind}", post(oa_message))
             .route("/message/template", post(zns))
             .route("/message/template/hashphone", post(zns))
+            .route("/v2.0/me", get(me))
             .route("/v2.0/me/info", get(phone_info))
             .route("/sim/users", post(put_user))
             .route("/sim/oa_events", post(oa_event))
@@ -231,8 +263,32 @@ async fn refresh(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Form(f):
 }
 
 async fn put_user(State(sim): State<Arc<Simulator>>, Json(u): Json<SimUser>) -> Json<Value> {
-    sim.st.lock().expect("sim lock").users.insert(u.user_id.clone(), u);
-    Json(json!({"ok": true}))
+    let mut st = sim.st.lock().expect("sim lock");
+    let mut answer = json!({"ok": true});
+    if let Some(zalo_id) = u.zalo_id.clone().filter(|z| !z.is_empty()) {
+        let access = format!("sim-user-{}", uuid::Uuid::new_v4().simple());
+        answer["access_token"] = json!(access);
+        if u.phone.is_some() {
+            let code = format!("sim-phone-{}", uuid::Uuid::new_v4().simple());
+            st.phone_tokens.insert(code.clone(), access.clone());
+            answer["phone_token"] = json!(code);
+        }
+        st.app_users.insert(access, AppUser { zalo_id, name: u.name.clone(), phone: u.phone.clone() });
+    }
+    if !u.user_id.is_empty() {
+        st.users.insert(u.user_id.clone(), u);
+    }
+    Json(answer)
+}
+
+/// `GET /v2.0/me?fields=…`: who an access token the simulator issued belongs to.
+async fn me(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Json<Value> {
+    let token = headers.get("access_token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match sim.st.lock().expect("sim lock").app_users.get(token) {
+        Some(u) => Json(json!({"id": u.zalo_id, "name": u.name.clone().unwrap_or_default(),
+            "picture": {"data": {"url": format!("https://s.zalo.sim/avatar/{}.jpg", u.zalo_id)}}})),
+        None => zalo_error(zns_error::TOKEN_INVALID, "invalid access token"),
+    }
 }
 
 /// Everything received, oldest first; `?since=N` skips the first N (`total` says how many there
@@ -289,19 +345,20 @@ async fn oa_event(State(sim): State<Arc<Simulator>>, Json(e): Json<OaEventIn>) -
     Json(json!({"ok": true}))
 }
 
-/// The Mini App phone exchange: `code` `sim-phone-84…` is that number; anything else -201.
+/// The Mini App phone exchange: a phone token the simulator issued, with the access token of
+/// the same user and the app secret, is that user's number; anything else is refused.
 async fn phone_info(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Json<Value> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     if h("secret_key") != sim.cfg.secret_key {
         return zalo_error(zns_error::TOKEN_INVALID, "invalid secret key");
     }
-    if h("access_token").is_empty() {
+    let st = sim.st.lock().expect("sim lock");
+    let access = h("access_token");
+    let Some(user) = st.app_users.get(&access) else {
         return zalo_error(zns_error::TOKEN_INVALID, "invalid access token");
-    }
-    match h("code").strip_prefix("sim-phone-") {
-        Some(n) if n.starts_with("84") && n.bytes().all(|b| b.is_ascii_digit()) => {
-            Json(json!({"data": {"number": n}, "error": 0, "message": "Success"}))
-        }
+    };
+    match (st.phone_tokens.get(&h("code")), &user.phone) {
+        (Some(owner), Some(n)) if *owner == access => Json(json!({"data": {"number": n}, "error": 0, "message": "Success"})),
         _ => zalo_error(oa_error::INVALID_PARAM, "invalid code"),
     }
 }

@@ -62,6 +62,14 @@ pub enum RejectCode {
     TooLarge,
     NoConsent,
     DuplicateEventId,
+    /// Under a session, an event naming another user.
+    IdentityMismatch,
+    /// Identify or consent for a Zalo user, without that user's session.
+    SessionRequired,
+    /// A phone from a client: phones come from the Graph exchange or the shop's server.
+    PhoneNotVerified,
+    /// OA events from a client: they come from Zalo's signed webhook or the shop's server.
+    ZaloOnly,
 }
 
 impl RejectCode {
@@ -76,6 +84,10 @@ impl RejectCode {
             RejectCode::TooLarge => "too_large",
             RejectCode::NoConsent => "no_consent",
             RejectCode::DuplicateEventId => "duplicate_event_id",
+            RejectCode::IdentityMismatch => "identity_mismatch",
+            RejectCode::SessionRequired => "session_required",
+            RejectCode::PhoneNotVerified => "phone_not_verified",
+            RejectCode::ZaloOnly => "zalo_only",
         }
     }
 }
@@ -132,6 +144,11 @@ impl Needs {
         self.0 == 0
     }
 
+    /// Whether the event carries a phone.
+    pub fn phone(self) -> bool {
+        self.0 & Needs::PHONE != 0
+    }
+
     /// The purposes, profile first.
     pub fn purposes(self) -> impl Iterator<Item = &'static str> {
         [(Needs::PROFILE, PURPOSE_PROFILE), (Needs::PHONE, PURPOSE_PHONE)].into_iter().filter(move |(b, _)| self.0 & b != 0).map(|(_, p)| p)
@@ -147,6 +164,8 @@ pub struct Encoded {
     pub needs_consent: Needs,
     /// A `consent_changed`: the purpose and whether it was granted.
     pub consent: Option<(&'static str, bool)>,
+    /// The type, for identity events (what a client may send of them depends on who vouches).
+    pub identity: Option<IdentityType>,
     /// The record before the times (from the event id to the user) and after them.
     head: Range<u32>,
     tail: Range<u32>,
@@ -178,14 +197,22 @@ impl Encoded {
         Times::new(self.event_time, self.sent_at.or(batch_sent_at), received_at)
     }
 
-    /// The whole record in the Confluent wire format, into `out` (cleared first).
-    pub fn frame(&self, buf: &[u8], times: &Times, out: &mut Vec<u8>) {
+    /// The user's `zalo_id`, if the event names one.
+    pub fn zalo_id<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
+        self.zalo_id.as_ref().map(|r| text_at(buf, r))
+    }
+
+    /// The whole record in the Confluent wire format, into `out` (cleared first): who vouched
+    /// for it is the last field.
+    pub fn frame(&self, buf: &[u8], times: &Times, trust: Trust, out: &mut Vec<u8>) {
         out.clear();
         out.push(schemas::codec::MAGIC);
         out.extend_from_slice(&schemas::codec::writer_schema_id(self.topic).to_be_bytes());
         out.extend_from_slice(&buf[self.head.start as usize..self.head.end as usize]);
         times.write(out);
         out.extend_from_slice(&buf[self.tail.start as usize..self.tail.end as usize]);
+        // An enum's index, zig-zag: one byte.
+        out.push(trust.symbol() << 1);
     }
 }
 
@@ -351,7 +378,7 @@ pub fn parse_event(raw: &str, receipt: &Receipt<'_>) -> Result<ParsedEvent> {
         Checked::Rejected(_, why) => Err(why),
         Checked::Accepted(_, e) => {
             let mut payload = Vec::with_capacity(e.head.len() + e.tail.len() + 48);
-            e.frame(&events.buf, &e.times(receipt.sent_at, receipt.received_at), &mut payload);
+            e.frame(&events.buf, &e.times(receipt.sent_at, receipt.received_at), Trust::Unverified, &mut payload);
             Ok(ParsedEvent {
                 topic: e.topic,
                 key: String::from_utf8_lossy(e.key(&events.buf)).into_owned(),
@@ -482,6 +509,7 @@ fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<
         id,
         needs_consent: Needs::default(),
         consent: None,
+        identity: None,
         head,
         tail: 0..0,
         key,
@@ -499,6 +527,7 @@ fn encode_event(e: &mut EventIn<'_>, app_id: &str, out: &mut Vec<u8>) -> Result<
                 return Err(missing("user.oa_user_id", " for OA events (getUserInfo().idByOA)"));
             }
             (enc.needs_consent, enc.consent) = identity_properties(kind, props, out)?;
+            enc.identity = Some(kind);
         }
         EventType::Engagement(kind) => engagement_properties(kind, props, out)?,
     }

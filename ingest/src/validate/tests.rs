@@ -233,7 +233,7 @@ fn nothing_of_one_event_leaks_into_the_next() {
             Checked::Rejected(_, why) => decoded.push(Err(why.code)),
             Checked::Accepted(_, e) => {
                 let mut payload = Vec::new();
-                e.frame(&batch.events.buf, &e.times(None, NOW), &mut payload);
+                e.frame(&batch.events.buf, &e.times(None, NOW), Trust::Unverified, &mut payload);
                 decoded.push(Ok(schemas::codec::decode_input(e.topic, &payload).unwrap()));
             }
         }

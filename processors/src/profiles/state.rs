@@ -276,7 +276,9 @@ impl ProfileState {
         if user.zalo_id.is_some() {
             self.zalo_id.clone_from(&user.zalo_id);
         }
-        if user.oa_user_id.is_some() {
+        // An OA user id is what the shop's messages go to: only Zalo's word or the shop's server
+        // sets it, never a client's (docs/security.md).
+        if user.oa_user_id.is_some() && event.trust().is_trusted() {
             self.oa_user_id.clone_from(&user.oa_user_id);
         }
         if self.first_seen == 0 && self.last_seen == 0 {
@@ -359,10 +361,14 @@ impl ProfileState {
                     keep(&traits.gender, &mut self.gender);
                     keep(&traits.birthday, &mut self.birthday);
                 }
-                if p.phone.is_some() && granted(self, PURPOSE_PHONE) {
+                // A phone only from Zalo's exchange or the shop's server: ZNS goes to it.
+                if p.phone.is_some() && granted(self, PURPOSE_PHONE) && e.trust.is_trusted() {
                     self.phone.clone_from(&p.phone);
                 }
             }
+            // Follows and interactions set who may be messaged by OA id, and when: Zalo's word
+            // (the signed webhook) or the shop's server only.
+            _ if !e.trust.is_trusted() => {}
             IdentityType::OaFollowed => {
                 self.oa_following = true;
                 self.oa_followed_at = Some(t);

@@ -98,6 +98,7 @@ fn identity(user: &str, anonymous: Option<&str>, t: i64, kind: IdentityType, pro
         stale: false,
         context: Context::default(),
         properties,
+        trust: Trust::Server,
     })
 }
 
