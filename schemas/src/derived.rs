@@ -142,6 +142,12 @@ pub struct Profile {
     pub points_balance: i64,
     pub first_touch: Option<Touch>,
     pub last_touch: Option<Touch>,
+    /// The phone came from Zalo's exchange or the shop's server (v2; v1 records: false).
+    #[serde(default)]
+    pub phone_verified: bool,
+    /// The OA user id came from Zalo's webhook or the shop's server (v2; v1 records: false).
+    #[serde(default)]
+    pub oa_user_id_verified: bool,
 }
 
 crate::avro_record!(Session {
@@ -188,6 +194,7 @@ crate::avro_record!(Profile {
     active_on_day1, active_on_day7, active_on_day30, product_views, cart_adds, checkouts, orders, revenue,
     average_order_value, last_order_at, recency_score, frequency_score, monetary_score, lifecycle, funnel_stage,
     next_purchase_expected, next_purchase_basis, vouchers_claimed, vouchers_used, points_balance, first_touch, last_touch,
+    phone_verified, oa_user_id_verified,
 });
 
 impl Record for Profile {

@@ -198,6 +198,13 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.engagement.v1/v2.avsc"),
         fingerprint: "0cc7345a8967352c1d0a731d48ed5e75c031492735ee95a22669829ac52b44e4",
     },
+    Row {
+        id: 22,
+        topic: Topic::Profiles,
+        version: 2,
+        source: include_str!("../avro/zmp.profiles.v1/v2.avsc"),
+        fingerprint: "adea6c48c70ede26684b4ad8fbe9c67bc38cfd23a7ffc69dbee8c07419ae4332",
+    },
 ];
 
 pub struct Registry {

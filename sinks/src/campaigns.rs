@@ -10,6 +10,8 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
+use schemas::event::Trust;
+
 use crate::policy::Channel;
 use crate::triggers::{PROFILE_VARIABLES, Trigger};
 use crate::zalo::{Content, OaKind};
@@ -116,6 +118,12 @@ pub struct Campaign {
     /// window, quota used up, or Zalo refuses the recipient).
     #[serde(default)]
     pub fallback: Option<Step>,
+    /// Who may start it, by the trigger's `trust`: `server` (the shop's secret key), `zalo`,
+    /// `session` (a Mini App user's own session), `unverified` (anyone with the write key).
+    /// Default: `["server"]` for `order_status` — an order's status is the shop's word — and
+    /// anyone for the rest.
+    #[serde(default)]
+    pub sources: Option<Vec<Trust>>,
 }
 
 fn yes() -> bool {
@@ -125,6 +133,15 @@ fn yes() -> bool {
 impl Campaign {
     pub fn promotional(&self) -> bool {
         self.promotional.unwrap_or(self.trigger != Trigger::OrderStatus)
+    }
+
+    /// Whether an occurrence vouched for by `trust` may start this campaign.
+    pub fn accepts(&self, trust: Trust) -> bool {
+        match &self.sources {
+            Some(list) => list.contains(&trust),
+            None if self.trigger == Trigger::OrderStatus => trust == Trust::Server,
+            None => true,
+        }
     }
 }
 
@@ -140,6 +157,14 @@ pub struct LimitsConfig {
     /// Triggers older than this (hours) are not acted on: a replay of old data sends nothing.
     #[serde(default = "day")]
     pub max_trigger_age_hours: i64,
+    /// Messages of any kind (transactional too) one recipient — user, phone or OA id — may get
+    /// in any 24 hours, across campaigns.
+    #[serde(default = "five")]
+    pub recipient_daily_cap: u32,
+}
+
+fn five() -> u32 {
+    5
 }
 
 fn basic() -> String {
@@ -154,7 +179,7 @@ fn day() -> i64 {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { package: basic(), frequency_cap: two(), max_trigger_age_hours: day() }
+        LimitsConfig { package: basic(), frequency_cap: two(), max_trigger_age_hours: day(), recipient_daily_cap: five() }
     }
 }
 
@@ -202,7 +227,11 @@ impl Campaigns {
         }
         Ok(Campaigns {
             campaigns: f.campaign.into_iter().filter(|c| c.enabled).collect(),
-            limits: crate::policy::Limits { package, frequency_cap: f.limits.frequency_cap },
+            limits: crate::policy::Limits {
+                package,
+                frequency_cap: f.limits.frequency_cap,
+                recipient_daily_cap: f.limits.recipient_daily_cap,
+            },
             max_trigger_age_ms: f.limits.max_trigger_age_hours * 3600 * 1000,
         })
     }

@@ -30,6 +30,25 @@ pub struct PartitionState {
     pub deferred: BTreeMap<(i64, String), MessageEvent>,
     /// (when, user, which): birthday and next-purchase checks.
     pub timers: BTreeSet<(i64, String, ProfileTimer)>,
+    /// Send times of the last day per address (`phone:84…`, `oa:<id>`), whoever's profile it
+    /// was on: the per-recipient cap counts them.
+    by_address: HashMap<String, Vec<i64>>,
+}
+
+/// The key a phone is counted under for the per-recipient cap.
+pub fn phone_address(phone: &str) -> String {
+    format!("phone:{phone}")
+}
+
+/// The key an OA user id is counted under for the per-recipient cap.
+pub fn oa_address(oa_user_id: &str) -> String {
+    format!("oa:{oa_user_id}")
+}
+
+/// The address a send on `channel` went to, by the user's profile as the sink knows it.
+fn address_of(profile: Option<&Profile>, channel: &str) -> Option<String> {
+    let p = profile?;
+    if channel == ChannelName::Zns.name() { p.phone.as_deref().map(phone_address) } else { p.oa_user_id.as_deref().map(oa_address) }
 }
 
 /// The key the policy dedups sends by: one campaign's decision on one trigger occurrence.
@@ -48,6 +67,26 @@ impl PartitionState {
 
     pub fn set_profile(&mut self, user: &str, profile: Option<Profile>) {
         self.users.entry(user.to_string()).or_default().profile = profile;
+    }
+
+    /// Messages sent to `address` in the 24 hours before `now`.
+    pub fn sent_to_address(&self, address: &str, now: i64) -> u32 {
+        self.by_address.get(address).map_or(0, |v| v.iter().filter(|t| now - **t < DAY_MS).count() as u32)
+    }
+
+    /// Counts every send of the last day again under its user's current address: after a
+    /// rebuild has read the users' profiles (the messages came first).
+    pub fn reindex_addresses(&mut self) {
+        self.by_address.clear();
+        for u in self.users.values() {
+            let last = u.sent.iter().map(|s| s.at).max().unwrap_or(0);
+            for s in u.sent.iter().filter(|s| last - s.at < DAY_MS) {
+                let channel = if s.channel == crate::policy::Channel::Zns { "zns" } else { "oa" };
+                if let Some(a) = address_of(u.profile.as_ref(), channel) {
+                    self.by_address.entry(a).or_default().push(s.at);
+                }
+            }
+        }
     }
 
     /// Whether a message was decided already (dedup across replays and restarts).
@@ -79,6 +118,11 @@ impl PartitionState {
                     // The policy looks back a month at most.
                     let horizon = rec.at - 40 * DAY_MS;
                     u.sent.retain(|s| s.at >= horizon);
+                    if let Some(a) = address_of(u.profile.as_ref(), &rec.channel) {
+                        let sends = self.by_address.entry(a).or_default();
+                        sends.push(rec.at);
+                        sends.retain(|t| rec.at - t < DAY_MS);
+                    }
                 }
             }
             _ => {}

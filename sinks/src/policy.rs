@@ -60,7 +60,15 @@ pub struct Recipient {
     pub follows_oa: bool,
     /// The user's last interaction with the OA (follow, message, …), epoch ms.
     pub last_interaction: Option<i64>,
+    /// A phone from a trusted source (Zalo's exchange, the shop's server): the only kind sent to.
     pub phone: Option<String>,
+    /// The profile holds a phone that no trusted source gave: never sent to.
+    pub phone_unverified: bool,
+    /// The profile holds an OA user id that no trusted source gave: never sent to.
+    pub oa_user_id_unverified: bool,
+    /// Messages sent to this recipient's phone or OA id in the last 24 hours, whoever's profile
+    /// it was on (the sink counts them per address).
+    pub sent_to_address_last_day: u32,
 }
 
 /// A message already sent to the recipient.
@@ -78,11 +86,14 @@ pub struct Limits {
     pub package: OaPackage,
     /// Promotional messages a user may get in any 24 hours, across campaigns.
     pub frequency_cap: u32,
+    /// Messages of any kind — transactional too — a recipient (user, phone, OA id) may get in
+    /// any 24 hours, across campaigns: a flood stops here even from trusted sources.
+    pub recipient_daily_cap: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { package: OaPackage::Basic, frequency_cap: 2 }
+        Limits { package: OaPackage::Basic, frequency_cap: 2, recipient_daily_cap: 5 }
     }
 }
 
@@ -107,6 +118,13 @@ pub enum Reason {
     FrequencyCap,
     /// 22:00-06:00 Vietnam time: promotions wait until 06:00.
     NightBan,
+    /// The profile's phone came from no trusted source (a client typed it in): ZNS never goes
+    /// to it.
+    UnverifiedPhone,
+    /// The profile's OA user id came from no trusted source: no OA message goes to it.
+    UnverifiedOaUser,
+    /// The recipient had `recipient_daily_cap` messages in the last 24 hours.
+    RecipientCap,
 }
 
 impl Reason {
@@ -121,6 +139,9 @@ impl Reason {
             Reason::DailyPromotionQuota => "daily_promotion_quota",
             Reason::FrequencyCap => "frequency_cap",
             Reason::NightBan => "night_ban",
+            Reason::UnverifiedPhone => "unverified_phone",
+            Reason::UnverifiedOaUser => "unverified_oa_user",
+            Reason::RecipientCap => "recipient_cap",
         }
     }
 }
@@ -135,9 +156,10 @@ pub enum Decision {
     Suppress(Reason),
 }
 
-/// Decides one request. The rules in order: dedup, consent, identity for the channel, the UID
-/// window, then for promotions the quotas and the frequency cap (each a refusal), and last the
-/// night ban (a deferral: the other rules are asked again at 06:00).
+/// Decides one request. The rules in order: dedup, consent, identity for the channel (a
+/// verified phone or OA id only), the UID window, the recipient's daily cap (every kind of
+/// message), then for promotions the quotas and the frequency cap (each a refusal), and last
+/// the night ban (a deferral: the other rules are asked again at 06:00).
 pub fn decide(req: &Request<'_>, to: &Recipient, history: &[Sent], limits: &Limits) -> Decision {
     if history.iter().any(|s| s.trigger_id == req.trigger_id) {
         return Decision::Suppress(Reason::Duplicate);
@@ -148,6 +170,9 @@ pub fn decide(req: &Request<'_>, to: &Recipient, history: &[Sent], limits: &Limi
         return Decision::Suppress(Reason::NoConsent);
     }
     if req.channel.by_uid() {
+        if to.oa_user_id.is_none() && to.oa_user_id_unverified {
+            return Decision::Suppress(Reason::UnverifiedOaUser);
+        }
         if to.oa_user_id.is_none() || !to.follows_oa {
             return Decision::Suppress(Reason::NotFollower);
         }
@@ -155,7 +180,12 @@ pub fn decide(req: &Request<'_>, to: &Recipient, history: &[Sent], limits: &Limi
             return Decision::Suppress(Reason::OutsideUidWindow);
         }
     } else if to.phone.is_none() {
-        return Decision::Suppress(Reason::NoPhone);
+        return Decision::Suppress(if to.phone_unverified { Reason::UnverifiedPhone } else { Reason::NoPhone });
+    }
+    // Every kind of message counts here, transactional included.
+    let to_user = history.iter().filter(|s| req.at - s.at < DAY_MS).count() as u32;
+    if to_user.max(to.sent_to_address_last_day) >= limits.recipient_daily_cap {
+        return Decision::Suppress(Reason::RecipientCap);
     }
     if req.promotional {
         let promos = || history.iter().filter(|s| s.promotional);
@@ -203,6 +233,7 @@ mod tests {
             follows_oa: true,
             last_interaction: Some(TEN_AM - HOUR_MS),
             phone: Some("84901234567".into()),
+            ..Recipient::default()
         }
     }
 
@@ -223,7 +254,7 @@ mod tests {
     }
 
     fn premium() -> Limits {
-        Limits { package: OaPackage::Premium, frequency_cap: 5 }
+        Limits { package: OaPackage::Premium, frequency_cap: 5, recipient_daily_cap: 100 }
     }
 
     #[test]
@@ -270,7 +301,7 @@ mod tests {
     #[test]
     fn promotions_follow_the_package_quota_and_one_a_day() {
         let r = follower();
-        let basic = Limits { package: OaPackage::Basic, frequency_cap: 5 };
+        let basic = Limits { package: OaPackage::Basic, frequency_cap: 5, recipient_daily_cap: 100 };
         // Basic: one a month. Earlier this month (Nov 2) uses it; last month's does not count.
         let nov2 = TEN_AM - 21 * DAY_MS;
         let oct30 = TEN_AM - 24 * DAY_MS;
@@ -288,7 +319,7 @@ mod tests {
     #[test]
     fn the_frequency_cap_counts_promotional_messages_across_channels() {
         let r = follower();
-        let cap1 = Limits { package: OaPackage::Premium, frequency_cap: 1 };
+        let cap1 = Limits { package: OaPackage::Premium, frequency_cap: 1, recipient_daily_cap: 100 };
         let zns = Request { channel: Channel::Zns, ..promo(TEN_AM, "t") };
         let h = [Sent { at: TEN_AM - HOUR_MS, channel: Channel::Zns, promotional: true, trigger_id: "z".into() }];
         assert_eq!(decide(&zns, &r, &h, &cap1), Decision::Suppress(Reason::FrequencyCap));
@@ -308,5 +339,37 @@ mod tests {
         // Transactional messages go at night.
         let status = Request { channel: Channel::OaTransaction, purpose: None, promotional: false, ..promo(eleven_pm, "t") };
         assert_eq!(decide(&status, &r, &[], &premium()), Decision::Send { cost_vnd: COST_TRANSACTION });
+    }
+
+    /// Only a phone or OA id a trusted source gave is sent to; and however trusted, one
+    /// recipient gets at most `recipient_daily_cap` messages a day, transactional ones too.
+    #[test]
+    fn unverified_recipients_and_the_daily_cap_of_any_recipient() {
+        let order = |at: i64, channel: Channel, id: &'static str| Request {
+            trigger_id: id,
+            campaign: "order_status",
+            channel,
+            purpose: None,
+            promotional: false,
+            at,
+            zns_price: None,
+        };
+        let typed_in = Recipient { phone: None, phone_unverified: true, ..Recipient::default() };
+        assert_eq!(decide(&order(TEN_AM, Channel::Zns, "a"), &typed_in, &[], &premium()), Decision::Suppress(Reason::UnverifiedPhone));
+        let forged_oa = Recipient { oa_user_id: None, oa_user_id_unverified: true, follows_oa: true, ..Recipient::default() };
+        assert_eq!(
+            decide(&order(TEN_AM, Channel::OaTransaction, "a"), &forged_oa, &[], &premium()),
+            Decision::Suppress(Reason::UnverifiedOaUser)
+        );
+        let verified = Recipient { phone: Some("84912345678".into()), ..Recipient::default() };
+        let capped = Limits { recipient_daily_cap: 3, ..premium() };
+        let h: Vec<Sent> = (0..3).map(|i| sent(TEN_AM - HOUR_MS * i, Channel::Zns, &format!("t{i}"))).collect();
+        assert_eq!(decide(&order(TEN_AM, Channel::Zns, "new"), &verified, &h, &capped), Decision::Suppress(Reason::RecipientCap));
+        assert!(matches!(decide(&order(TEN_AM, Channel::Zns, "new"), &verified, &h[..2], &capped), Decision::Send { .. }));
+        // The same phone on other profiles counts too.
+        let shared = Recipient { sent_to_address_last_day: 3, ..verified.clone() };
+        assert_eq!(decide(&order(TEN_AM, Channel::Zns, "new"), &shared, &[], &capped), Decision::Suppress(Reason::RecipientCap));
+        // A day later the recipient may be sent to again.
+        assert!(matches!(decide(&order(TEN_AM + DAY_MS, Channel::Zns, "new"), &verified, &h, &capped), Decision::Send { .. }));
     }
 }

@@ -33,7 +33,7 @@ use schemas::time::Clock;
 use schemas::topics::Topic;
 
 use crate::campaigns::{Campaign, Campaigns, ChannelName, content};
-use crate::memory::{PartitionState, dedup_key, rebuild};
+use crate::memory::{PartitionState, dedup_key, oa_address, phone_address, rebuild};
 use crate::policy::{self, Decision, Reason, Recipient};
 use crate::triggers::{self, Occurrence};
 use crate::zalo::{ZaloClient, ZaloError};
@@ -63,6 +63,7 @@ struct SinkMetrics {
     messages: IntCounterVec,
     cost: IntCounterVec,
     duplicates: IntCounterVec,
+    ignored: IntCounterVec,
     deferred: IntGauge,
 }
 
@@ -79,6 +80,12 @@ static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
         "zcdp_sink_duplicate_triggers_total",
         "Triggers seen again after they were decided (replays, re-evaluated profiles): not acted on",
         &["trigger"]
+    )
+    .expect("metric"),
+    ignored: register_int_counter_vec!(
+        "zcdp_sink_triggers_ignored_total",
+        "Triggers no campaign may act on, by trigger and reason (untrusted_source: e.g. an order status from the Mini App's write key)",
+        &["trigger", "reason"]
     )
     .expect("metric"),
     deferred: register_int_gauge!("zcdp_sink_deferred_pending", "Messages deferred (night ban) and waiting").expect("metric"),
@@ -326,6 +333,9 @@ impl Engine {
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
                 fresh.get_mut(&m.partition()).expect("new partition").set_profile(&key, profile);
             }
+            for part in fresh.values_mut() {
+                part.reindex_addresses();
+            }
             self.parts.extend(fresh);
             for (p, end) in &profiles.1 {
                 self.profile_pos.insert(*p, *end);
@@ -461,6 +471,8 @@ impl Engine {
             at: rec.at,
             vars: rec.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
             segment: campaign.segment.clone(),
+            // Its source was accepted when it was first decided.
+            trust: schemas::event::Trust::Server,
         };
         self.run_campaign(partition, &campaign, occurrence, step).await
     }
@@ -495,6 +507,15 @@ impl Engine {
             .campaigns
             .for_trigger(occurrence.trigger)
             .filter(|c| c.segment.is_none() || c.segment == occurrence.segment)
+            .filter(|c| {
+                // Who may start it: an order's status from the Mini App's write key starts no
+                // transactional message (by default only the shop's server does).
+                let accepted = c.accepts(occurrence.trust);
+                if !accepted {
+                    METRICS.ignored.with_label_values(&[occurrence.trigger.name(), "untrusted_source"]).inc();
+                }
+                accepted
+            })
             .cloned()
             .collect();
         let stale = (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms;
@@ -579,8 +600,18 @@ impl Engine {
                 at: now,
                 zns_price: step.price_vnd,
             };
-            let history = self.parts.get(&partition).and_then(|p| p.user(user)).map(|u| u.sent.as_slice()).unwrap_or_default();
-            let decision = policy::decide(&req, &recipient, history, &self.campaigns.limits);
+            let part = self.parts.get(&partition);
+            let history = part.and_then(|p| p.user(user)).map(|u| u.sent.as_slice()).unwrap_or_default();
+            let address = if channel.oa_kind().is_some() {
+                recipient.oa_user_id.as_deref().map(oa_address)
+            } else {
+                recipient.phone.as_deref().map(phone_address)
+            };
+            let to = Recipient {
+                sent_to_address_last_day: address.zip(part).map_or(0, |(a, p)| p.sent_to_address(&a, now)),
+                ..recipient.clone()
+            };
+            let decision = policy::decide(&req, &to, history, &self.campaigns.limits);
             let mut rec = self.record(&mid, c, &occurrence, channel, MessageStatus::Sending, None);
             rec.template_id = step.template_id.clone();
             match decision {
@@ -590,7 +621,11 @@ impl Engine {
                     self.write(partition, &rec).await?;
                     if matches!(
                         reason,
-                        Reason::NotFollower | Reason::OutsideUidWindow | Reason::MonthlyPromotionQuota | Reason::DailyPromotionQuota
+                        Reason::NotFollower
+                            | Reason::UnverifiedOaUser
+                            | Reason::OutsideUidWindow
+                            | Reason::MonthlyPromotionQuota
+                            | Reason::DailyPromotionQuota
                     ) {
                         continue;
                     }
@@ -680,14 +715,20 @@ impl Engine {
     }
 }
 
+/// What the policy knows of a recipient: only a phone and an OA id a trusted source gave are
+/// addresses; one a client typed in (or a profile from before trust was recorded) is noted as
+/// unverified and never sent to.
 fn recipient(p: Option<&Profile>) -> Recipient {
     let Some(p) = p else { return Recipient::default() };
     Recipient {
         granted: p.consents.iter().filter(|c| c.granted).map(|c| c.purpose.clone()).collect(),
-        oa_user_id: p.oa_user_id.clone(),
+        oa_user_id: p.oa_user_id.clone().filter(|_| p.oa_user_id_verified),
+        oa_user_id_unverified: p.oa_user_id.is_some() && !p.oa_user_id_verified,
         follows_oa: p.oa_following,
         last_interaction: p.oa_last_interaction,
-        phone: p.phone.clone(),
+        phone: p.phone.clone().filter(|_| p.phone_verified),
+        phone_unverified: p.phone.is_some() && !p.phone_verified,
+        sent_to_address_last_day: 0,
     }
 }
 

@@ -477,6 +477,9 @@ impl ProfileState {
             gender: self.gender.clone(),
             birthday: self.birthday.clone(),
             phone: self.phone.clone(),
+            // Only a trusted source sets either (`update`): what is kept is verified.
+            phone_verified: self.phone.is_some(),
+            oa_user_id_verified: self.oa_user_id.is_some(),
             oa_following: self.oa_following,
             oa_followed_at: self.oa_followed_at,
             oa_last_interaction: self.oa_last_interaction,

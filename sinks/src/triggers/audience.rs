@@ -21,5 +21,6 @@ pub fn occurrence(a: &AudienceChange) -> Option<Occurrence> {
         at: a.at,
         vars: vars(json!({"segment": a.segment})),
         segment: Some(a.segment.clone()),
+        trust: schemas::event::Trust::Server,
     })
 }

@@ -28,5 +28,6 @@ pub fn occurrence(c: &CartTrigger) -> Occurrence {
         at: c.last_activity,
         vars,
         segment: None,
+        trust: schemas::event::Trust::Server,
     }
 }

@@ -91,6 +91,9 @@ pub struct Occurrence {
     pub vars: Map<String, Value>,
     /// For `segment_entered`: the segment entered.
     pub segment: Option<String>,
+    /// Who vouched for what started it: an order's own `trust`; what zcdp derived (carts,
+    /// profiles, segments) is the server's.
+    pub trust: schemas::event::Trust,
 }
 
 /// A JSON object literal as template variables.

@@ -27,5 +27,6 @@ pub fn occurrence(o: &OrderEvent) -> Occurrence {
         at: o.event_time,
         vars,
         segment: None,
+        trust: o.trust,
     }
 }

@@ -6,6 +6,7 @@
 
 use chrono::{Datelike, NaiveDate};
 use schemas::derived::{Profile, stable_id};
+use schemas::event::Trust;
 use schemas::time::{DAY_MS, VN_OFFSET_MS};
 use serde_json::{Map, json};
 
@@ -28,8 +29,16 @@ pub enum ProfileTimer {
 /// new OA follower.
 pub fn immediate(p: &Profile, user: &str, now: i64, max_age: i64) -> Vec<Occurrence> {
     let mut found = Vec::new();
-    let occurrence =
-        |trigger, id, at| Occurrence { app: p.app_id.clone(), user: user.to_string(), trigger, id, at, vars: Map::new(), segment: None };
+    let occurrence = |trigger, id, at| Occurrence {
+        app: p.app_id.clone(),
+        user: user.to_string(),
+        trigger,
+        id,
+        at,
+        vars: Map::new(),
+        segment: None,
+        trust: Trust::Server,
+    };
     if p.sessions >= 1 && now - p.first_seen <= max_age {
         found.push(occurrence(Trigger::Welcome, stable_id(&[&p.app_id, user, "welcome"]), p.first_seen));
     }
@@ -77,7 +86,7 @@ pub fn on_timer(timer: ProfileTimer, at: i64, p: &Profile, user: &str) -> Option
             )
         }
     };
-    Some(Occurrence { app: p.app_id.clone(), user: user.to_string(), trigger, id, at, vars, segment: None })
+    Some(Occurrence { app: p.app_id.clone(), user: user.to_string(), trigger, id, at, vars, segment: None, trust: Trust::Server })
 }
 
 /// 09:00 Vietnam time on the user's next birthday at or after `from` (birthday `YYYY-MM-DD`
