@@ -63,6 +63,7 @@ struct Shopper {
     identified: bool,
     /// The verified phone, normalised (84…), once identified.
     phone: Option<String>,
+    name: Option<String>,
 }
 
 pub struct Shoppers {
@@ -89,6 +90,7 @@ impl Shoppers {
                     consented: rng.random_bool(0.7),
                     identified: false,
                     phone: None,
+                    name: None,
                 }
             })
             .collect();
@@ -120,6 +122,15 @@ impl Shoppers {
 
     fn event_id(&mut self) -> String {
         uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
+    }
+
+    /// What Zalo knows of a shopper, for the Zalo simulator: their phone (84…) and name, once
+    /// the generator has made them.
+    pub fn zalo_facts(&self, zalo_id: &str) -> (Option<String>, Option<String>) {
+        match self.shoppers.iter().find(|s| s.zalo_id.as_deref() == Some(zalo_id)) {
+            Some(s) => (s.phone.clone(), s.name.clone()),
+            None => (None, None),
+        }
     }
 
     /// A message from the shop reached `to` (an OA user id or a phone, as Zalo was given it):
@@ -211,6 +222,7 @@ impl Shoppers {
                 let name = *NAMES.choose(&mut self.rng).expect("names");
                 let phone = format!("09{:08}", self.rng.random_range(0..100_000_000u32));
                 self.shoppers[idx].phone = Some(format!("84{}", &phone[1..]));
+                self.shoppers[idx].name = Some(name.to_string());
                 let month = self.rng.random_range(1..=12);
                 let day = self.rng.random_range(1..=28);
                 let birthday = format!("{}-{month:02}-{day:02}", self.rng.random_range(1970..2006));

@@ -167,6 +167,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             target: format!("http://{addr}"),
             rate: args.demo_rate,
             write_key: keys.write_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()).unwrap_or_default(),
+            // The demo plays the shop's backend too: its orders come with the secret key.
+            secret_key: keys.secret_keys.first().and_then(|k| k.split_once(':')).map(|(_, k)| k.to_string()),
             users: 500,
             events: args.demo_events,
             seed: rand::random(),

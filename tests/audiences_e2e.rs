@@ -81,6 +81,9 @@ async fn an_exported_segment_equals_the_segment_recomputed_from_the_raw_topics()
         &target,
         "--write-key",
         up.key("write"),
+        // The shop's server records the shoppers' consents (no Zalo simulator here for sessions).
+        "--secret-key",
+        up.key("secret"),
         "--rate",
         "1500",
         "--events",

@@ -131,6 +131,9 @@ fn profile(user: &str, marketing: bool, follows: bool, last_interaction: Option<
         consents: vec![Consent { purpose: "marketing".into(), granted: marketing, changed_at: TEN_AM - HOUR, policy_version: None }],
         name: Some(format!("Khách {user}")),
         phone: phone.map(str::to_string),
+        // As the processors write them from trusted sources (Zalo's exchange and webhook).
+        phone_verified: phone.is_some(),
+        oa_user_id_verified: true,
         oa_following: follows,
         oa_last_interaction: last_interaction,
         first_seen: TEN_AM - 40 * 24 * HOUR,
@@ -366,7 +369,9 @@ async fn webhooks_are_verified_and_the_phone_token_is_exchanged_under_consent() 
         let (c, url) = (c.clone(), format!("{gw}/webhooks/zalo"));
         async move { c.post(url).header("X-ZEvent-Signature", sig).body(body).send().await.unwrap().status().as_u16() }
     };
-    let ts = "1795402800000";
+    // Zalo signs the time it sends; the gateway takes events within 10 minutes of it.
+    let ts = schemas::time::now_ms().to_string();
+    let ts = ts.as_str();
     let follow = json!({"app_id": "sim-app", "event_name": "follow", "timestamp": ts, "oa_id": "oa1", "user_id_by_app": "lan",
         "follower": {"id": "uid-lan"}})
     .to_string();
@@ -404,29 +409,54 @@ async fn webhooks_are_verified_and_the_phone_token_is_exchanged_under_consent() 
             .await;
     assert_eq!((delivered.message_id.as_str(), delivered.user_key.as_str()), ("0123456789abcdef", "lan"));
 
-    // Phone exchange: refused without consent to purpose phone, accepted with it.
-    let exchange = |code: &str| {
-        let (c, url) = (c.clone(), format!("{gw}/v1/users/phone"));
-        let body = json!({"user": {"zalo_id": "lan"}, "access_token": "user-token", "code": code});
+    // Phone exchange, as the Mini App does it: Lan is a Zalo user (the simulator issues her
+    // access and phone tokens), opens a session, and shares her phone: refused without consent
+    // to purpose phone, accepted with it.
+    let lan: Value = c
+        .post(format!("{}/sim/users", env.base))
+        .json(&json!({"zalo_id": "lan", "phone": "84901234567"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (access, code) = (lan["access_token"].as_str().unwrap().to_string(), lan["phone_token"].as_str().unwrap().to_string());
+    let opened: Value = c
+        .post(format!("{gw}/v1/session"))
+        .bearer_auth("demo-key")
+        .json(&json!({"access_token": access}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(opened["zalo_id"], "lan", "{opened}");
+    let session = opened["session"].as_str().unwrap().to_string();
+    let exchange = |code: String| {
+        let (c, url, session) = (c.clone(), format!("{gw}/v1/users/phone"), session.clone());
+        let body = json!({"access_token": access, "code": code});
         async move {
-            let r = c.post(url).bearer_auth("demo-key").json(&body).send().await.unwrap();
+            let r = c.post(url).bearer_auth("demo-key").header("x-zcdp-session", session).json(&body).send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    let (status, body) = exchange("sim-phone-84901234567").await;
+    let (status, body) = exchange(code.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["rejected"][0]["code"].as_str().unwrap().contains("consent"), "{body}");
     let consent = json!({"events": [{"event_id": uuid::Uuid::new_v4().to_string(), "type": "consent_changed", "user": {"zalo_id": "lan"},
         "properties": {"purpose": "phone", "granted": true, "policy_version": "v1"}}]});
-    let r = c.post(format!("{gw}/v1/batch")).bearer_auth("demo-key").json(&consent).send().await.unwrap();
+    let r =
+        c.post(format!("{gw}/v1/batch")).bearer_auth("demo-key").header("x-zcdp-session", &session).json(&consent).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let (status, body) = eventually(Duration::from_secs(30), "the consent seen by the gateway", || async {
-        let (s, b) = exchange("sim-phone-84901234567").await;
+        let (s, b) = exchange(code.clone()).await;
         (s == 200).then_some((s, b))
     })
     .await;
     assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)));
-    let (status, _) = exchange("not-a-token").await;
+    let (status, _) = exchange("not-a-token".into()).await;
     assert_eq!(status, 400, "Zalo refused the token");
 }
 

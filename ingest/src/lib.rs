@@ -67,6 +67,13 @@ pub struct IngestArgs {
     /// Events an app may send at once above its rate.
     #[arg(long = "rate-burst", env = "ZCDP_RATE_BURST", default_value_t = 20000)]
     pub rate_burst: u32,
+    /// Calls a second each app may make that cost a request to Zalo's Graph API (sessions,
+    /// phone exchanges); each user may make 10 a minute besides.
+    #[arg(long = "graph-rate-limit", env = "ZCDP_GRAPH_RATE_LIMIT", default_value_t = 50)]
+    pub graph_rate_limit: u32,
+    /// Such calls an app may make at once above that rate.
+    #[arg(long = "graph-rate-burst", env = "ZCDP_GRAPH_RATE_BURST", default_value_t = 200)]
+    pub graph_rate_burst: u32,
     /// How long a request waits for Kafka's acknowledgement before answering 503.
     #[arg(long = "ack-timeout", env = "ZCDP_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub ack_timeout: Duration,
@@ -86,6 +93,8 @@ impl Default for IngestArgs {
             session: SessionArgs { session_secret: Some(DEMO_SESSION_SECRET.into()), ..SessionArgs::default() },
             rate_limit: 5000,
             rate_burst: 20000,
+            graph_rate_limit: 50,
+            graph_rate_burst: 200,
             ack_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(2),
             zalo: schemas::zalo::ZaloArgs::default(),
@@ -93,10 +102,7 @@ impl Default for IngestArgs {
     }
 }
 
-/// Sessions and phone exchanges an app may ask of Zalo's Graph API, a second (and at once).
-pub const GRAPH_CALLS_PER_SECOND: u32 = 20;
-pub const GRAPH_CALLS_BURST: u32 = 100;
-/// ... and a user, a minute.
+/// Sessions and phone exchanges a user may ask of Zalo's Graph API, a minute.
 pub const USER_GRAPH_CALLS_PER_MINUTE: u32 = 10;
 
 /// The session secret of `zcdp up --demo` and of tests: public, so refused in production.
@@ -163,7 +169,7 @@ impl Gateway {
             sessions,
             limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
             rate: args.rate_limit,
-            graph_limiter: RateLimiter::new(GRAPH_CALLS_PER_SECOND, GRAPH_CALLS_BURST),
+            graph_limiter: RateLimiter::new(args.graph_rate_limit, args.graph_rate_burst),
             user_limiter: RateLimiter::per_minute(USER_GRAPH_CALLS_PER_MINUTE, USER_GRAPH_CALLS_PER_MINUTE),
             webhooks_seen: Default::default(),
             writer,
