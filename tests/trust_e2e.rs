@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::Zcdp;
 
@@ -93,4 +94,150 @@ async fn up_makes_keys_once_and_keeps_them() {
 
     let demo = Zcdp::start(&["up", "--demo", "--demo-rate", "1", "--http", "127.0.0.1:0", "--data-dir", dir]);
     assert_eq!((demo.key("write"), demo.key("secret"), demo.key("admin")), ("demo-key", "demo-secret-key", "demo-admin-key"));
+}
+
+/// The attack of issue 18 against `zcdp up`, from outside, with only the public write key — a
+/// batch of consents for a stranger, their phone typed in, an order and two status changes —
+/// sends nothing anywhere; the public key cannot read or erase the stranger. The same facts said
+/// the way they may be — a Zalo-verified session, a phone from Zalo's exchange, the order's
+/// status from the shop's secret key — reach the Zalo simulator, once, at the exchanged phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_sources_make_the_shop_send_a_message() {
+    use serde_json::{Value, json};
+    let data = tempfile::tempdir().unwrap();
+    let mut up = Zcdp::spawn(&["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    let line = up.wait_line("bootstrap: ");
+    let bootstrap = line.split("bootstrap: ").nth(1).unwrap().trim().to_string();
+    let line = up.wait_line("/sim/received");
+    let sim = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().trim_end_matches("/sim/received").to_string();
+    let line = up.wait_line("HTTP API on http://");
+    let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
+    up.wait_keys();
+    let (write, secret, admin) = (up.key("write").to_string(), up.key("secret").to_string(), up.key("admin").to_string());
+    let c = reqwest::Client::new();
+    let ev = |kind: &str, user: &str, props: Value| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": user}, "properties": props});
+    let post = |key: String, session: Option<String>, events: Vec<Value>| {
+        let (c, url) = (c.clone(), format!("{base}/v1/batch"));
+        async move {
+            let mut req = c.post(url).bearer_auth(key).json(&json!({"events": events}));
+            if let Some(s) = session {
+                req = req.header("x-zcdp-session", s);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let received = || {
+        let (c, url) = (c.clone(), format!("{sim}/sim/received"));
+        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap()["received"].as_array().unwrap().clone() }
+    };
+    let order = |status: &str| json!({"order_id": "o-1", "status": status, "total": 350000});
+    let placed = json!({"order_id": "o-1", "total": 350000, "items": [{"product_id": "cf-suada", "quantity": 10, "price": 35000}]});
+
+    // 1. The attack: a stranger's zalo id, their phone typed in, an order and its status.
+    let stranger = "5019999999999999999";
+    let answer = post(
+        write.clone(),
+        None,
+        vec![
+            ev("consent_changed", stranger, json!({"purpose": "profile", "granted": true})),
+            ev("consent_changed", stranger, json!({"purpose": "phone", "granted": true})),
+            ev("consent_changed", stranger, json!({"purpose": "marketing", "granted": true})),
+            ev("identify", stranger, json!({"phone": "0987654321", "traits": {"name": "Nạn nhân"}})),
+            ev("order_placed", stranger, placed.clone()),
+            ev("order_status_changed", stranger, order("Quà tặng: bấm link")),
+            ev("order_status_changed", stranger, order("Lần nữa")),
+        ],
+    )
+    .await;
+    let codes: Vec<&str> = answer["rejected"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["session_required", "session_required", "session_required", "phone_not_verified"], "{answer}");
+    // The public key neither reads nor erases the stranger; the secret key does not erase.
+    let profile = format!("{base}/v1/users/{stranger}/profile");
+    assert_eq!(c.get(&profile).bearer_auth(&write).send().await.unwrap().status(), 403);
+    assert_eq!(c.get(format!("{base}/v1/segments")).bearer_auth(&write).send().await.unwrap().status(), 403);
+    assert_eq!(c.get(format!("{base}/v1/engagement")).bearer_auth(&write).send().await.unwrap().status(), 403);
+    let erase = format!("{base}/v1/users/{stranger}");
+    assert_eq!(c.delete(&erase).bearer_auth(&write).send().await.unwrap().status(), 403);
+    assert_eq!(c.delete(&erase).bearer_auth(&secret).send().await.unwrap().status(), 403);
+
+    // 2. The same facts, said by who may say them: Lan is a Zalo user; her Mini App opens a
+    // session with her access token, consents, and shares her phone (Zalo's exchange).
+    let lan: Value = c
+        .post(format!("{sim}/sim/users"))
+        .json(&json!({"zalo_id": "lan", "phone": "84912345678"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = lan["access_token"].as_str().unwrap();
+    let forged = c.post(format!("{base}/v1/session")).bearer_auth(&write).json(&json!({"access_token": "forged"})).send().await.unwrap();
+    assert_eq!(forged.status(), 401, "a forged access token opens no session");
+    let opened: Value = c
+        .post(format!("{base}/v1/session"))
+        .bearer_auth(&write)
+        .json(&json!({"access_token": access}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = opened["session"].as_str().unwrap().to_string();
+    let other = post(write.clone(), Some(session.clone()), vec![ev("identify", "minh", json!({"traits": {"name": "Minh"}}))]).await;
+    assert_eq!(other["rejected"][0]["code"], "identity_mismatch", "a session for Lan cannot identify Minh: {other}");
+    let consents = ["profile", "phone"].map(|p| ev("consent_changed", "lan", json!({"purpose": p, "granted": true}))).to_vec();
+    assert_eq!(post(write.clone(), Some(session.clone()), consents).await["accepted"], 2);
+    let r = c
+        .post(format!("{base}/v1/users/phone"))
+        .bearer_auth(&write)
+        .header("x-zcdp-session", &session)
+        .json(&json!({"access_token": access, "code": lan["phone_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Her order from the Mini App is what the app saw: it sends nothing. Its status from the
+    // shop's server (the secret key) reaches her, at the exchanged phone.
+    post(write.clone(), Some(session.clone()), vec![ev("order_placed", "lan", placed.clone())]).await;
+    schemas::testing::eventually(Duration::from_secs(60), "Lan's verified phone in her profile", || async {
+        let p: Value = c.get(format!("{base}/v1/users/lan/profile")).bearer_auth(&secret).send().await.ok()?.json().await.ok()?;
+        (p["phone_verified"] == true && p["phone"] == "84912345678").then_some(())
+    })
+    .await;
+    post(secret.clone(), None, vec![ev("order_status_changed", "lan", order("Đang giao"))]).await;
+    let to_lan = schemas::testing::eventually(Duration::from_secs(60), "the order's status at Lan's phone", || async {
+        let got = received().await;
+        let to_lan: Vec<Value> = got.into_iter().filter(|r| r["to"] == "84912345678").collect();
+        (!to_lan.is_empty()).then_some(to_lan)
+    })
+    .await;
+    assert_eq!(to_lan.len(), 1, "{to_lan:?}");
+    assert!(to_lan[0]["body"].to_string().contains("Đang giao"), "{to_lan:?}");
+    // Nothing ever went to the typed-in phone, nor for the stranger in any way.
+    let all = received().await;
+    assert!(!all.iter().any(|r| r["to"] == "84987654321" || r.to_string().contains(stranger)), "{all:?}");
+    assert_eq!(all.len(), 1, "only Lan's order status was sent: {all:?}");
+
+    // Erasure: the admin key, and it is recorded.
+    assert_eq!(c.delete(format!("{base}/v1/users/lan")).bearer_auth(&admin).send().await.unwrap().status(), 202);
+    let kafka = schemas::kafka::Kafka::external(&schemas::kafka::KafkaArgs {
+        brokers: Some(bootstrap),
+        partitions: 6,
+        replication_factor: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let audit =
+        tokio::task::spawn_blocking(move || schemas::testing::read_to_end(&kafka, "zmp.audit.v1", Duration::from_secs(20)).unwrap())
+            .await
+            .unwrap();
+    let records: Vec<schemas::derived::AuditRecord> =
+        audit.iter().map(|m| schemas::codec::decode(rdkafka::Message::payload(m).unwrap()).unwrap()).collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].user_key.as_str(), records[0].action.as_str(), records[0].key_id.len()), ("lan", "erase", 12));
+    assert!(!records[0].key_id.contains(&admin) && !admin.contains(&records[0].key_id), "a key id, not the key");
 }
