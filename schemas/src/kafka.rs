@@ -29,7 +29,7 @@ pub struct KafkaArgs {
     /// Extra librdkafka client properties as key=value, repeatable or comma-separated, e.g.
     /// security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=zcdp. A piece
     /// without `=` continues the value before it, so debug=consumer,fetch works.
-    #[arg(long = "kafka-option", env = "ZCDP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[arg(long = "kafka-option", env = "ZCDP_KAFKA_OPTIONS", value_delimiter = ',', value_name = "KEY=VALUE", hide_env_values = true)]
     pub kafka_options: Vec<String>,
     /// Partitions of every co-partitioned topic when zcdp creates them.
     #[arg(long, env = "ZCDP_PARTITIONS", default_value_t = crate::topics::DEFAULT_PARTITIONS)]

@@ -96,10 +96,22 @@ pub struct Occurrence {
     pub trust: schemas::event::Trust,
 }
 
-/// A JSON object literal as template variables.
+/// Longest text a variable takes from an event, in characters: free text (an order's status, a
+/// product's name) goes into messages the shop pays for and signs.
+pub const MAX_VARIABLE_CHARS: usize = 100;
+
+/// A JSON object literal as template variables, each text cut to [`MAX_VARIABLE_CHARS`].
 fn vars(v: Value) -> Map<String, Value> {
     match v {
-        Value::Object(m) => m,
+        Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) if s.chars().count() > MAX_VARIABLE_CHARS => {
+                    (k, Value::String(s.chars().take(MAX_VARIABLE_CHARS).collect()))
+                }
+                v => (k, v),
+            })
+            .collect(),
         _ => Map::new(),
     }
 }
@@ -197,6 +209,15 @@ mod tests {
         };
         assert_eq!(audience::occurrence(&a).unwrap().id, "c3cbd799077090d272c273c9bdbaf4e8");
         assert_eq!(audience::occurrence(&AudienceChange { member: false, ..a }), None, "leaving a segment starts nothing");
+    }
+
+    #[test]
+    fn free_text_in_a_message_is_cut_short() {
+        let InputEvent::Order(mut o) = schemas::testing::build::order("u", 1, "o1", None, 1) else { unreachable!() };
+        o.kind = schemas::event::OrderType::OrderStatusChanged;
+        o.properties.status = Some("Nhấn vào đây ".repeat(50));
+        let v = order::occurrence(&o).vars;
+        assert_eq!(v["order_status"].as_str().unwrap().chars().count(), MAX_VARIABLE_CHARS);
     }
 
     #[test]
