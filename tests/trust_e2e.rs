@@ -34,7 +34,9 @@ fn production_roles_refuse_missing_demo_and_placeholder_secrets() {
         ("ZCDP_SECRET_KEYS", "shop:zcdp_secret_0123456789abcdef0123456789"),
         ("ZCDP_ADMIN_KEYS", "shop:zcdp_admin_0123456789abcdef0123456789"),
     ];
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (the command, its environment, what its error must say)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["ingest"], vec![], "--write-keys"),
         (vec!["ingest", "--write-keys", "demo:demo-key"], vec![], "demo key"),
         (vec!["ingest"], vec![("ZCDP_WRITE_KEYS", "shop1:change-me-write-key")], "placeholder"),
