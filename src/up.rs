@@ -460,6 +460,7 @@ pub async fn run_zalo_sim(args: crate::ZaloSimArgs) -> anyhow::Result<()> {
 pub async fn run_ingest(kafka: KafkaArgs, ingest: IngestArgs, http: HttpArgs) -> anyhow::Result<()> {
     Keys::for_production(&ingest.keys, "ingest", &[Access::Write])?;
     Sessions::for_production(&ingest.session, "ingest")?;
+    ingest.zalo.check_secrets_for_production("ingest")?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;

@@ -44,7 +44,14 @@ fn production_roles_refuse_missing_demo_and_placeholder_secrets() {
         (vec!["ingest", "--session-secret", "change-me-session-secret-of-32-or-more"], strong.to_vec(), "--session-secret"),
         (vec!["serve", "--session-secret", long], vec![("ZCDP_WRITE_KEYS", "shop:w-0123456789")], "secret keys"),
         (vec!["serve", "--session-secret", long, "--secret-keys", "shop:demo-secret-key"], vec![], "demo key"),
-        (vec!["serve", "--session-secret", long, "--read-keys", "shop:short"], vec![], "shorter than 20"),
+        (vec!["serve", "--session-secret", long, "--secret-keys", "shop:short"], vec![], "shorter than 20"),
+        (vec!["serve", "--session-secret", long, "--read-keys", "shop:zcdp_read_0123456789abcdef0123"], strong.to_vec(), "--read-keys"),
+        (vec!["ingest", "--session-secret", "zcdp-demo-session-secret-not-for-production"], strong.to_vec(), "demo secret"),
+        (
+            vec!["ingest", "--session-secret", long, "--zalo-app-id", "sim-app", "--zalo-oa-secret", "sim-oa-secret"],
+            strong.to_vec(),
+            "simulator",
+        ),
         (vec!["sink"], vec![], "--zalo-app-id"),
         (
             vec!["sink", "--zalo-app-id", "sim-app", "--zalo-app-secret", "sim-secret", "--zalo-refresh-token", "sim-refresh-0"],

@@ -9,6 +9,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 
 use schemas::event::{DeadLetter, IdentityType, Trust};
+
+/// The anonymous-id prefix of users Zalo's webhooks name only by their OA id (`zalo_hooks`).
+pub const OA_ANONYMOUS_PREFIX: &str = "oa:";
 use schemas::topics::Topic;
 
 use crate::Gateway;
@@ -66,17 +69,25 @@ impl Vouch {
                 "a phone comes from Zalo's phone exchange (POST /v1/users/phone, under the user's session) or the shop's server (secret key), not from an event",
             ));
         }
+        // `oa:<id>` keys the users Zalo's webhooks name only by their OA id: Zalo's namespace.
+        if e.user_ids(parts)[1].is_some_and(|a| a.starts_with(OA_ANONYMOUS_PREFIX)) {
+            return Err(Rejection::new(
+                RejectCode::ZaloOnly,
+                "anonymous ids starting with oa: are the OA followers Zalo's webhooks name; a client may not use them",
+            ));
+        }
         match e.identity {
             Some(IdentityType::OaFollowed | IdentityType::OaUnfollowed | IdentityType::OaInteracted) => Err(Rejection::new(
                 RejectCode::ZaloOnly,
                 "OA follows and interactions come from Zalo's signed webhook (or the shop's server), not from the Mini App",
             )),
-            Some(IdentityType::Identify | IdentityType::ConsentChanged) if trust == Trust::Unverified && e.zalo_id(parts).is_some() => {
-                Err(Rejection::new(
-                    RejectCode::SessionRequired,
-                    "identify and consent for a Zalo user need that user's session (X-Zcdp-Session from POST /v1/session) or the shop's server (secret key)",
-                ))
-            }
+            // Identify and consent are statements about a person: the person's own session, naming
+            // them. (A user key is a Zalo id or an anonymous id, one namespace: an anonymous id
+            // could name anyone's profile, so "anonymous" identify and consent are not taken.)
+            Some(IdentityType::Identify | IdentityType::ConsentChanged) if trust != Trust::Session => Err(Rejection::new(
+                RejectCode::SessionRequired,
+                "identify and consent need the user's session (X-Zcdp-Session from POST /v1/session) and its user.zalo_id, or the shop's server (secret key)",
+            )),
             _ => Ok(trust),
         }
     }
@@ -147,7 +158,13 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
         }
         w.accept(&e, &parts, &times, trust)?;
         if let Some((purpose, granted)) = e.consent {
-            consents.push(ConsentDecision { ids: e.user_ids(&parts), purpose, granted, at: times.corrected });
+            // Under a session, the decision is the session user's alone: not recorded under an
+            // anonymous id the event also names, which could be anyone's key.
+            let mut ids = e.user_ids(&parts);
+            if trust == Trust::Session {
+                ids[1] = None;
+            }
+            consents.push(ConsentDecision { ids, purpose, granted, at: times.corrected });
         }
     }
 

@@ -106,7 +106,7 @@ impl Default for IngestArgs {
 pub const USER_GRAPH_CALLS_PER_MINUTE: u32 = 10;
 
 /// The session secret of `zcdp up --demo` and of tests: public, so refused in production.
-pub const DEMO_SESSION_SECRET: &str = "zcdp-demo-session-secret-not-for-production";
+pub const DEMO_SESSION_SECRET: &str = schemas::session::DEMO_SECRET;
 
 pub struct Gateway {
     keys: Keys,
@@ -119,6 +119,8 @@ pub struct Gateway {
     user_limiter: RateLimiter,
     /// Zalo webhooks taken, so a replay is dropped.
     webhooks_seen: zalo_hooks::SeenWebhooks,
+    /// Access tokens Zalo refused lately.
+    refused_tokens: session::RefusedTokens,
     writer: Arc<EventWriter>,
     consent: Arc<ConsentView>,
     /// The consent view and the liveness probe; taken (and awaited) by [`Gateway::shutdown`].
@@ -172,6 +174,7 @@ impl Gateway {
             graph_limiter: RateLimiter::new(args.graph_rate_limit, args.graph_rate_burst),
             user_limiter: RateLimiter::per_minute(USER_GRAPH_CALLS_PER_MINUTE, USER_GRAPH_CALLS_PER_MINUTE),
             webhooks_seen: Default::default(),
+            refused_tokens: Default::default(),
             writer,
             consent,
             tasks: Mutex::new(tasks),

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use schemas::time::now_ms;
 use schemas::zalo::GraphError;
+use sha2::Digest as _;
 
 use crate::Gateway;
 use crate::api::{ApiError, caller};
@@ -27,6 +28,22 @@ use crate::metrics::METRICS;
 
 /// The largest body `POST /v1/session` reads: a token and a little JSON.
 const MAX_SESSION_BODY: usize = 8 * 1024;
+
+/// How long a token Zalo refused is refused without asking Zalo again.
+const REFUSED_TOKEN_MS: i64 = 10 * 60 * 1000;
+
+/// Tokens Zalo refused, by SHA-256, until when: bounded like the webhook replay guard.
+#[derive(Default)]
+pub struct RefusedTokens(crate::zalo_hooks::SeenWebhooks);
+
+impl RefusedTokens {
+    fn seen(&self, digest: &str, now: i64) -> bool {
+        self.0.holds(digest, now)
+    }
+    fn remember(&self, digest: String, until: i64) {
+        self.0.first_time(digest, until, schemas::time::now_ms());
+    }
+}
 
 pub fn routes() -> axum::Router<Arc<Gateway>> {
     axum::Router::new().route("/v1/session", post(open))
@@ -57,19 +74,28 @@ async fn handle(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesReje
     if body.len() > MAX_SESSION_BODY {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a session request is at most 8 KB"));
     }
-    take_graph_budget(gw, &who.app, None)?;
     let req: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {e}")))?;
-    let Some(token) = req["access_token"].as_str().map(str::trim).filter(|t| !t.is_empty()) else {
+    let Some(token) = req["access_token"].as_str().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 2048) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_field",
             "access_token is required: the Zalo access token from zmp-sdk getAccessToken()",
         ));
     };
+    // A token Zalo refused a moment ago is refused again without asking: junk cannot drain the
+    // app's Graph budget twice.
+    let token_digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let invalid =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_access_token", "Zalo does not know this access token (or it has expired)");
+    if gw.refused_tokens.seen(&token_digest, now_ms()) {
+        return Err(invalid());
+    }
+    take_graph_budget(gw, &who.app, None)?;
     let user = schemas::zalo::graph_me(&gw.http, &gw.zalo.graph_url, token, gw.zalo.app_secret.as_deref()).await.map_err(|e| match e {
         GraphError::Refused { .. } => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_access_token", "Zalo does not know this access token (or it has expired)")
+            gw.refused_tokens.remember(token_digest.clone(), now_ms() + REFUSED_TOKEN_MS);
+            invalid()
         }
         GraphError::Unreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, "zalo_unreachable", e.to_string()),
         GraphError::BadAnswer => ApiError::new(StatusCode::BAD_GATEWAY, "zalo_bad_answer", e.to_string()),

@@ -52,6 +52,16 @@ pub struct SeenWebhooks(std::sync::Mutex<std::collections::HashMap<String, i64>>
 const SEEN_MAX: usize = 50_000;
 
 impl SeenWebhooks {
+    /// Whether `key` is remembered and its time has not ended.
+    pub fn holds(&self, key: &str, now: i64) -> bool {
+        self.0.lock().expect("webhooks lock").get(key).is_some_and(|u| *u > now)
+    }
+
+    /// Forgets `signature` (its event was not stored after all).
+    pub fn forget(&self, signature: &str) {
+        self.0.lock().expect("webhooks lock").remove(signature);
+    }
+
     /// Whether `signature` is new (it is remembered until `until`).
     pub fn first_time(&self, signature: String, until: i64, now: i64) -> bool {
         let mut seen = self.0.lock().expect("webhooks lock");
@@ -128,12 +138,23 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
             "the event's timestamp is missing or more than 10 minutes from now: refused, so a replayed event cannot change state",
         ));
     };
-    if !gw.webhooks_seen.first_time(signature.trim().trim_start_matches("mac=").to_ascii_lowercase(), ts + WEBHOOK_WINDOW_MS, now) {
+    let seen_as = schemas::zalo::canonical_signature(signature);
+    if !gw.webhooks_seen.first_time(seen_as.clone(), ts + WEBHOOK_WINDOW_MS, now) {
         return Ok((StatusCode::OK, Json(json!({"duplicate": true}))).into_response());
     }
+    // Not stored (Kafka did not take it): Zalo's retry must be taken, not dropped as a repeat.
+    let outcome = take_webhook(gw, &event, app_id, &timestamp, ts).await;
+    if outcome.is_err() {
+        gw.webhooks_seen.forget(&seen_as);
+    }
+    outcome
+}
+
+/// A verified, fresh webhook event, recorded.
+async fn take_webhook(gw: &Gateway, event: &Value, app_id: &str, timestamp: &str, ts: i64) -> Result<Response, Response> {
     let name = event["event_name"].as_str().unwrap_or_default();
     if name == "user_received_message" {
-        return delivered(gw, &event, ts).await.map_err(|e| e.into_response());
+        return delivered(gw, event, ts).await.map_err(|e| e.into_response());
     }
     let Some(kind) = oa_event_type(name) else {
         return Ok((StatusCode::OK, Json(json!({"ignored": name}))).into_response());
@@ -147,7 +168,7 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
     match event["user_id_by_app"].as_str().filter(|s| !s.is_empty()) {
         Some(by_app) => user["zalo_id"] = json!(by_app),
         // Without the app-scoped id the user is known by their OA id alone (a profile of its own).
-        None => user["anonymous_id"] = json!(format!("oa:{uid}")),
+        None => user["anonymous_id"] = json!(format!("{}{uid}", crate::accept::OA_ANONYMOUS_PREFIX)),
     }
     let event_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("zalo-webhook/{app_id}/{name}/{uid}/{timestamp}").as_bytes());
     let time = chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -167,6 +167,11 @@ impl Keys {
     /// key that is a demo key, a placeholder, or (for secret and admin keys) shorter than
     /// [`MIN_SECRET_KEY_LEN`]. `role` names the command in the errors.
     pub fn for_production(args: &KeyArgs, role: &str, required: &[Access]) -> anyhow::Result<Keys> {
+        if !args.read_keys.iter().all(|s| s.trim().is_empty()) {
+            anyhow::bail!(
+                "zcdp {role} no longer takes --read-keys (ZCDP_READ_KEYS): the old read key was public (it shipped in Mini Apps). Give the shop's servers new secret keys (--secret-keys) and the Mini App its write key (docs/security.md)"
+            );
+        }
         for (access, flag, env, specs) in args.kinds() {
             if specs.is_empty() && required.contains(&access) {
                 anyhow::bail!("zcdp {role} needs {} keys: give {flag} app_id:key,… (or {env})", access.name());
@@ -205,6 +210,12 @@ impl Keys {
             }
         }
         found.map(|e| Caller { app: e.app.clone(), access: e.access, key_id: key_id(&e.digest) })
+    }
+
+    /// Whether `id` is still one of `app`'s keys of kind `access` (a sign-in made with a key
+    /// that has since been removed no longer counts).
+    pub fn has(&self, app: &str, access: Access, id: &str) -> bool {
+        self.entries.iter().any(|e| e.app == app && e.access == access && key_id(&e.digest) == id)
     }
 
     /// Every app with a key, each once.
@@ -275,6 +286,26 @@ mod tests {
         let id = keys.caller(&bearer("s1")).unwrap().key_id;
         assert_eq!(id.len(), 12);
         assert!(!format!("{keys:?}").contains("s1:") && !format!("{keys:?}").contains("\"s1\""), "{keys:?}");
+    }
+
+    #[test]
+    fn a_key_id_counts_only_while_its_key_is_configured() {
+        let before = Keys::parse(&args(&[], &["shop:s1"], &["shop:a1"])).unwrap();
+        let id = before.caller(&bearer("a1")).unwrap().key_id;
+        assert!(before.has("shop", Access::Admin, &id));
+        assert!(!before.has("shop", Access::Secret, &id), "the admin key's id is not a secret key's");
+        assert!(!before.has("other", Access::Admin, &id));
+        // The leaked admin key replaced: sign-ins made with it no longer count.
+        let after = Keys::parse(&args(&[], &["shop:s1"], &["shop:a2"])).unwrap();
+        assert!(!after.has("shop", Access::Admin, &id));
+    }
+
+    #[test]
+    fn production_refuses_the_old_read_keys() {
+        let mut a = args(&["shop:w-0123456789abcdef"], &["shop:zcdp_secret_0123456789abcdef"], &[]);
+        a.read_keys = vec!["shop:zcdp_read_0123456789abcdef0123".into()];
+        let err = Keys::for_production(&a, "serve", &[Access::Secret]).unwrap_err().to_string();
+        assert!(err.contains("--read-keys") && !err.contains("zcdp_read_0123"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,10 @@ impl Default for SessionArgs {
 /// The shortest session secret the roles meant for production take.
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// The session secret of `zcdp up --demo` and of tests: in zcdp's source, so refused in
+/// production.
+pub const DEMO_SECRET: &str = "zcdp-demo-session-secret-not-for-production";
+
 /// What a session says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -77,6 +81,9 @@ impl Sessions {
             );
         };
         let lower = secret.to_ascii_lowercase();
+        if secret == DEMO_SECRET {
+            anyhow::bail!("zcdp {role}: --session-secret is zcdp's demo secret, which anyone can read in its source");
+        }
         if secret.len() < MIN_SECRET_LEN || lower.contains("change-me") || lower.contains("changeme") || secret.starts_with('<') {
             anyhow::bail!("zcdp {role}: --session-secret is a placeholder or shorter than {MIN_SECRET_LEN} characters");
         }

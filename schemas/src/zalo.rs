@@ -76,26 +76,37 @@ impl ZaloArgs {
     /// does, the simulator's values are what it takes.)
     pub fn check_for_production(&self, role: &str) -> anyhow::Result<()> {
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        let (Some(app_id), Some(secret)) = (given(&self.app_id), given(&self.app_secret)) else {
+        if given(&self.app_id).is_none() || given(&self.app_secret).is_none() {
             anyhow::bail!(
                 "zcdp {role} needs the Zalo app: --zalo-app-id and --zalo-app-secret (or ZCDP_ZALO_APP_ID, ZCDP_ZALO_APP_SECRET)"
             );
-        };
+        }
         if given(&self.refresh_token).is_none() && !self.token_file.exists() {
             anyhow::bail!(
                 "zcdp {role} needs the OA's first refresh token (--zalo-refresh-token) while {} does not exist",
                 self.token_file.display()
             );
         }
+        self.check_secrets_for_production(role)
+    }
+
+    /// For any role that holds the Zalo app's secrets (the gateway checks webhook signatures and
+    /// appsecret proofs with them): when the URLs are Zalo's own, none of the secrets may be the
+    /// simulator's public values or a placeholder — with those, anyone could sign a webhook.
+    /// Nothing given is nothing to check.
+    pub fn check_secrets_for_production(&self, role: &str) -> anyhow::Result<()> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let real_zalo = [&self.oa_url, &self.zns_url, &self.oauth_url, &self.graph_url]
             .iter()
             .any(|u| u.contains("zalo.me") || u.contains("zaloapp.com") || u.contains("zalo.vn"));
         if !real_zalo {
             return Ok(());
         }
-        for (flag, v) in
-            [("--zalo-app-id", Some(app_id)), ("--zalo-app-secret", Some(secret)), ("--zalo-oa-secret", given(&self.oa_secret))]
-        {
+        for (flag, v) in [
+            ("--zalo-app-id", given(&self.app_id)),
+            ("--zalo-app-secret", given(&self.app_secret)),
+            ("--zalo-oa-secret", given(&self.oa_secret)),
+        ] {
             let Some(v) = v else { continue };
             let lower = v.to_ascii_lowercase();
             if SIMULATOR_VALUES.contains(&v.as_str()) || lower.contains("change-me") || lower.contains("changeme") || v.starts_with('<') {
@@ -121,12 +132,18 @@ pub fn event_signature(app_id: &str, body: &str, timestamp: &str, oa_secret: &st
     format!("mac={}", hex::encode(h.finalize()))
 }
 
+/// A signature header's digest as the check reads it: without `mac=`, spaces or case. Two
+/// headers that pass the check for one event have the same canonical form.
+pub fn canonical_signature(header: &str) -> String {
+    let got = header.trim();
+    got.strip_prefix("mac=").unwrap_or(got).trim().to_ascii_lowercase()
+}
+
 /// Checks a webhook's signature header (with or without the `mac=` prefix), in constant time.
 pub fn signature_ok(header: &str, app_id: &str, body: &str, timestamp: &str, oa_secret: &str) -> bool {
     let want = event_signature(app_id, body, timestamp, oa_secret);
     let want = want.trim_start_matches("mac=").as_bytes();
-    let got = header.trim();
-    let got = got.strip_prefix("mac=").unwrap_or(got).trim().to_ascii_lowercase();
+    let got = canonical_signature(header);
     let got = got.as_bytes();
     got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -171,8 +188,10 @@ pub async fn graph_me(
     }
     let resp = req.send().await.map_err(|e| GraphError::Unreachable(e.without_url().to_string()))?;
     let v: serde_json::Value = resp.json().await.map_err(|_| GraphError::BadAnswer)?;
-    match (v["error"].as_i64().unwrap_or(0), v["id"].as_str().filter(|id| !id.trim().is_empty())) {
-        (0, Some(id)) => Ok(GraphUser { id: id.to_string(), name: v["name"].as_str().map(str::to_string) }),
+    // Zalo answers the user at the top level; some gateways in front of it wrap it in `data`.
+    let user = if v["id"].is_string() { &v } else { &v["data"] };
+    match (v["error"].as_i64().unwrap_or(0), user["id"].as_str().filter(|id| !id.trim().is_empty())) {
+        (0, Some(id)) => Ok(GraphUser { id: id.to_string(), name: user["name"].as_str().map(str::to_string) }),
         (code, _) => Err(GraphError::Refused { code, message: v["message"].as_str().unwrap_or_default().to_string() }),
     }
 }

@@ -122,6 +122,9 @@ pub async fn open_link(State(api): State<Arc<QueryApi>>, headers: HeaderMap, Que
         }
     }
     let key_id = s.user.split('.').next().unwrap_or_default().to_string();
+    if !api.keys.has(&s.app, Access::Admin, &key_id) {
+        return refused();
+    }
     signed_in(&api, &Caller { app: s.app, access: Access::Admin, key_id }, q.get("refresh").map(String::as_str), &headers)
 }
 
@@ -134,5 +137,6 @@ pub fn cookie_caller(api: &QueryApi, headers: &HeaderMap) -> Option<Caller> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|r| r.strip_prefix('=')))?;
     let s = api.sessions.verify_for(Purpose::Report, token, schemas::time::now_ms()).ok()?;
-    Some(Caller { app: s.app, access: Access::Admin, key_id: s.user })
+    // Only while the admin key it was made with is still a key: removing a leaked key ends it.
+    api.keys.has(&s.app, Access::Admin, &s.user).then_some(Caller { app: s.app, access: Access::Admin, key_id: s.user })
 }
