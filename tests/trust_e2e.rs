@@ -5,7 +5,11 @@
 mod support;
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Json;
+use serde_json::{Value, json};
 
 use support::Zcdp;
 
@@ -105,20 +109,83 @@ async fn up_makes_keys_once_and_keeps_them() {
     assert_eq!((demo.key("write"), demo.key("secret"), demo.key("admin")), ("demo-key", "demo-secret-key", "demo-admin-key"));
 }
 
-/// The attack of issue 18 against `zcdp up`, from outside, with only the public write key — a
-/// batch of consents for a stranger, their phone typed in, an order and two status changes —
-/// sends nothing anywhere; the public key cannot read or erase the stranger. The same facts said
-/// the way they may be — a Zalo-verified session, a phone from Zalo's exchange, the order's
-/// status from the shop's secret key — reach the Zalo simulator, once, at the exchanged phone.
+/// A Zalo of Zalo's HTTP shape that is not the project's simulator: access token `tok-<id>` is
+/// user `<id>`; phone token `ph-84…`, with a user's access token, is that number; token
+/// refreshes, ZNS and OA messages answer success. Every request it gets is kept, in order.
+async fn zalo_shaped() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let keep = |seen: &Arc<Mutex<Vec<Value>>>, path: &str, headers: &HeaderMap, body: Value| {
+        let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        seen.lock().unwrap().push(json!({"path": path, "access_token": h("access_token"), "code": h("code"), "body": body}));
+        (h("access_token"), h("code"))
+    };
+    let me = {
+        let seen = seen.clone();
+        move |headers: HeaderMap| async move {
+            let (token, _) = keep(&seen, "/v2.0/me", &headers, Value::Null);
+            match token.strip_prefix("tok-").filter(|id| !id.is_empty()) {
+                Some(id) => Json(json!({"id": id, "name": format!("User {id}"), "error": 0, "message": "Success"})),
+                None => Json(json!({"error": 452, "message": "Invalid access token"})),
+            }
+        }
+    };
+    let info = {
+        let seen = seen.clone();
+        move |headers: HeaderMap| async move {
+            let (token, code) = keep(&seen, "/v2.0/me/info", &headers, Value::Null);
+            match code.strip_prefix("ph-").filter(|n| n.starts_with("84") && token.starts_with("tok-")) {
+                Some(n) => Json(json!({"data": {"number": n}, "error": 0, "message": "Success"})),
+                None => Json(json!({"error": -201, "message": "invalid code"})),
+            }
+        }
+    };
+    let refresh = {
+        let seen = seen.clone();
+        move |headers: HeaderMap, body: String| async move {
+            keep(&seen, "/v4/oa/access_token", &headers, json!(body));
+            Json(json!({"access_token": "at-1", "refresh_token": "rt-2", "expires_in": "90000"}))
+        }
+    };
+    let message = {
+        let seen = seen.clone();
+        move |uri: axum::http::Uri, headers: HeaderMap, Json(body): Json<Value>| async move {
+            keep(&seen, uri.path(), &headers, body);
+            Json(json!({"error": 0, "message": "Success", "data": {"msg_id": uuid::Uuid::new_v4().to_string(), "message_id": "m"}}))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v2.0/me", get(me))
+        .route("/v2.0/me/info", get(info))
+        .route("/v4/oa/access_token", post(refresh))
+        .route("/message/template", post(message.clone()))
+        .route("/v3.0/oa/message/{kind}", post(message));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+/// The attack of issue 18 against `zcdp up` on a Zalo-shaped server that is not the project's
+/// simulator, from outside, with only the public write key — a batch of consents for a
+/// stranger, their phone typed in, an order and two status changes — sends nothing anywhere; the
+/// public key cannot read or erase the stranger. The same facts said the way they may be — a
+/// Zalo-verified session, a phone from Zalo's exchange, the order's status from the shop's
+/// secret key — reach Zalo, once, at the exchanged phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_trusted_sources_make_the_shop_send_a_message() {
-    use serde_json::{Value, json};
+    let (zalo, seen) = zalo_shaped().await;
     let data = tempfile::tempdir().unwrap();
-    let mut up = Zcdp::spawn(&["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    let mut args = vec!["up", "--http", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()];
+    args.extend(["--zalo-app-id", "shop-app", "--zalo-app-secret", "shop-app-secret", "--zalo-oa-secret", "shop-oa-secret"]);
+    args.extend(["--zalo-refresh-token", "rt-1"]);
+    for flag in ["--zalo-oa-url", "--zalo-zns-url", "--zalo-oauth-url", "--zalo-graph-url"] {
+        args.extend([flag, zalo.as_str()]);
+    }
+    let mut up = Zcdp::spawn(&args);
     let line = up.wait_line("bootstrap: ");
     let bootstrap = line.split("bootstrap: ").nth(1).unwrap().trim().to_string();
-    let line = up.wait_line("/sim/received");
-    let sim = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().trim_end_matches("/sim/received").to_string();
     let line = up.wait_line("HTTP API on http://");
     let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
     up.wait_keys();
@@ -137,9 +204,9 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
             r.json::<Value>().await.unwrap()
         }
     };
-    let received = || {
-        let (c, url) = (c.clone(), format!("{sim}/sim/received"));
-        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap()["received"].as_array().unwrap().clone() }
+    // What was sent: the ZNS and OA messages Zalo received.
+    let received = || -> Vec<Value> {
+        seen.lock().unwrap().iter().filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/message/"))).cloned().collect()
     };
     let order = |status: &str| json!({"order_id": "o-1", "status": status, "total": 350000});
     let placed = json!({"order_id": "o-1", "total": 350000, "items": [{"product_id": "cf-suada", "quantity": 10, "price": 35000}]});
@@ -173,16 +240,7 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
 
     // 2. The same facts, said by who may say them: Lan is a Zalo user; her Mini App opens a
     // session with her access token, consents, and shares her phone (Zalo's exchange).
-    let lan: Value = c
-        .post(format!("{sim}/sim/users"))
-        .json(&json!({"zalo_id": "lan", "phone": "84912345678"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = lan["access_token"].as_str().unwrap();
+    let access = "tok-lan";
     let forged = c.post(format!("{base}/v1/session")).bearer_auth(&write).json(&json!({"access_token": "forged"})).send().await.unwrap();
     assert_eq!(forged.status(), 401, "a forged access token opens no session");
     let opened: Value = c
@@ -204,7 +262,7 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
         .post(format!("{base}/v1/users/phone"))
         .bearer_auth(&write)
         .header("x-zcdp-session", &session)
-        .json(&json!({"access_token": access, "code": lan["phone_token"]}))
+        .json(&json!({"access_token": access, "code": "ph-84912345678"}))
         .send()
         .await
         .unwrap();
@@ -219,17 +277,19 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
     .await;
     post(secret.clone(), None, vec![ev("order_status_changed", "lan", order("Đang giao"))]).await;
     let to_lan = schemas::testing::eventually(Duration::from_secs(60), "the order's status at Lan's phone", || async {
-        let got = received().await;
-        let to_lan: Vec<Value> = got.into_iter().filter(|r| r["to"] == "84912345678").collect();
+        let to_lan: Vec<Value> = received().into_iter().filter(|r| r["body"]["phone"] == "84912345678").collect();
         (!to_lan.is_empty()).then_some(to_lan)
     })
     .await;
     assert_eq!(to_lan.len(), 1, "{to_lan:?}");
     assert!(to_lan[0]["body"].to_string().contains("Đang giao"), "{to_lan:?}");
-    // Nothing ever went to the typed-in phone, nor for the stranger in any way.
-    let all = received().await;
-    assert!(!all.iter().any(|r| r["to"] == "84987654321" || r.to_string().contains(stranger)), "{all:?}");
+    // Nothing ever went to the typed-in phone, nor for the stranger in any way; Zalo was asked
+    // about no token but the forged one and Lan's.
+    let all = received();
+    assert!(!all.iter().any(|r| r.to_string().contains("987654321") || r.to_string().contains(stranger)), "{all:?}");
     assert_eq!(all.len(), 1, "only Lan's order status was sent: {all:?}");
+    let asked: Vec<Value> = seen.lock().unwrap().iter().filter(|r| r["path"].as_str().unwrap().starts_with("/v2.0/")).cloned().collect();
+    assert!(asked.iter().all(|r| r["access_token"] == "forged" || r["access_token"] == "tok-lan"), "{asked:?}");
 
     // Erasure: the admin key, and it is recorded.
     assert_eq!(c.delete(format!("{base}/v1/users/lan")).bearer_auth(&admin).send().await.unwrap().status(), 202);
