@@ -161,6 +161,17 @@ pub struct HttpArgs {
     /// only Prometheus reaches it): the metrics show campaign revenue and cost.
     #[arg(long = "metrics-http", env = "ZCDP_METRICS_HTTP")]
     pub metrics_http: Option<String>,
+    /// Time a client has to send a request's headers; also the longest a kept-alive connection
+    /// may sit idle.
+    #[arg(long = "http-header-timeout", env = "ZCDP_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = schemas::duration::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a request's whole body, once its headers are in.
+    #[arg(long = "http-body-timeout", env = "ZCDP_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = schemas::duration::parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// Connections served at once; more wait until one closes. Keep it under the open-file limit
+    /// (`ulimit -n`).
+    #[arg(long = "http-max-connections", env = "ZCDP_HTTP_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,6 +227,12 @@ enum TopicsAction {
     List,
     /// Create the catalogue's topics on the cluster of --brokers (existing ones are left alone).
     Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Compare the catalogue's topics on the cluster of --brokers with what `topics create` makes
+    /// (partitions, cleanup, retention, min.insync.replicas); exits non-zero on any difference.
+    Check {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
@@ -275,6 +292,20 @@ fn main() -> anyhow::Result<()> {
                 kafka.ensure_catalogue().await?;
                 println!("created or verified {} topics on {}", schemas::CATALOGUE.len(), kafka.bootstrap);
                 Ok(())
+            }
+            Command::Topics { action: TopicsAction::Check { kafka } } => {
+                let kafka = schemas::kafka::Kafka::external(&kafka)?;
+                let drift = kafka.check_catalogue().await?;
+                if drift.is_empty() {
+                    println!("all {} topics on {} match the catalogue", schemas::CATALOGUE.len(), kafka.bootstrap);
+                    return Ok(());
+                }
+                println!("| topic | setting | expected | on the cluster |");
+                println!("|---|---|---|---|");
+                for d in &drift {
+                    println!("| {} | {} | {} | {} |", d.topic, d.what, d.expected, d.actual);
+                }
+                anyhow::bail!("{} difference(s) between the cluster's topics and the catalogue", drift.len())
             }
             Command::Simulate(args) => {
                 let shutdown = shutdown::Shutdown::default();

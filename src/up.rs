@@ -88,7 +88,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let names = topology.processor_names().iter().map(|n| n.replace('_', " ")).collect::<Vec<_>>().join(", ");
     let member = Member::start(&kafka, &process, topology, None).await?;
     say(format!("zcdp: processors running ({names}); state in {}", process.data_dir.display()));
-    let watch = watch_member(&member, shutdown.clone());
 
     let (listener, addr) = server::bind(&args.http.http).await?;
     // Without a real Zalo app, the Zalo simulator stands in for Zalo, on its own port, posting its
@@ -146,7 +145,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.process.segments.as_deref(),
     )?;
     let app = server::with_ops(gateway.router().merge(query.routes()), &args.http);
-    let http = tokio::spawn(server::serve(listener, app, shutdown.clone()));
+    let http = tokio::spawn(server::serve(listener, app, server::Limits::of(&args.http), shutdown.clone()));
     let metrics_apart = server::serve_metrics_apart(&args.http, shutdown.clone()).await?;
     say(format!(
         "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events, /v1/session, /v1/users/phone; GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}})"
@@ -199,7 +198,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     say("zcdp: running; Ctrl-C to stop".into());
 
-    shutdown.wait().await;
+    // Every role is watched: one that stops on its own stops `zcdp up`, which says which and
+    // exits non-zero, rather than serving on with messaging or the processors silently dead.
+    let mut stopped_role: Option<&str> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let why = if member.finished() {
+            Some(("the processors", "see the error above".to_string()))
+        } else if sink.finished() {
+            Some(("the messaging sink", "see the error above".to_string()))
+        } else {
+            query.stopped().map(|why| ("the query view", why))
+        };
+        if let Some((role, why)) = why {
+            say(format!("zcdp: {role} stopped ({why}); shutting down"));
+            stopped_role = Some(role);
+            shutdown.trigger();
+            break;
+        }
+    }
     say("zcdp: shutting down: finishing requests, flushing Kafka".into());
     if let Some(demo) = demo {
         match demo.await {
@@ -212,8 +232,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(m) = metrics_apart {
         m.await??;
     }
-    if let Err(e) = sink.stop().await {
-        tracing::warn!(error = format!("{e:#}"), "the sink stopped with an error");
+    let sink_result = sink.stop().await;
+    if let Err(e) = &sink_result {
+        tracing::error!(error = format!("{e:#}"), "the sink stopped with an error");
     }
     if let Some(f) = token_file_of_run {
         let _ = std::fs::remove_file(f);
@@ -224,15 +245,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     query.shutdown().await;
     gateway.shutdown(Duration::from_secs(10)).await;
-    watch.abort();
     let failed = member.finished();
-    tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed {
+    let member_result = tokio::task::spawn_blocking(move || member.stop()).await?.context(if failed {
         "the processors failed"
     } else {
         "stopping the processors"
-    })?;
+    });
     if let Some(dir) = run_dir {
         let _ = std::fs::remove_dir_all(dir);
+    }
+    member_result?;
+    sink_result.context("the messaging sink failed")?;
+    if let Some(role) = stopped_role {
+        anyhow::bail!("{role} stopped; zcdp up stopped with it");
     }
     say("zcdp: stopped".into());
     Ok(())
@@ -357,7 +382,7 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     // a member restoring large stores is alive and says how far it is.
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), shutdown.clone()));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown.clone()));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     say(format!("zcdp: metrics on http://{addr}/metrics  (GET /healthz)"));
     let member = tokio::select! {
@@ -395,7 +420,7 @@ pub async fn run_serve(
     ));
     let routes = api.routes().merge(api.probes());
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
-    let served = server::serve(listener, server::with_ops(routes, &http), shutdown).await;
+    let served = server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown).await;
     api.shutdown().await;
     served
 }
@@ -414,7 +439,7 @@ pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::Zal
     })?;
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), shutdown.clone()));
+    let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown.clone()));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     let sink = Sink::start(&kafka, &sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
     say(format!("zcdp: sink member running on {}; metrics on http://{addr}/metrics; Ctrl-C to stop", kafka.bootstrap));
@@ -468,7 +493,7 @@ pub async fn run_ingest(kafka: KafkaArgs, ingest: IngestArgs, http: HttpArgs) ->
     let (listener, addr) = server::bind(&http.http).await?;
     tracing::info!(%addr, bootstrap = %kafka.bootstrap, "gateway listening");
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
-    server::serve(listener, server::with_ops(gateway.router(), &http), shutdown).await?;
+    server::serve(listener, server::with_ops(gateway.router(), &http), server::Limits::of(&http), shutdown).await?;
     gateway.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -516,3 +516,61 @@ async fn up_demo_sends_abandoned_cart_messages_to_the_simulator() {
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }
+
+/// At most once through the sink (issue 19): a send that Zalo answered with a 500 after accepting
+/// it, and one whose answer came after the client's time-out (5 s), are recorded `unknown`, with
+/// no fallback to another channel and no second try: one request each at the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_without_an_answer_is_recorded_unknown_and_never_repeated() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    let users = [profile("a", true, true, Some(recent), Some("84900000011")), profile("b", true, true, Some(recent), Some("84900000012"))];
+    for p in &users {
+        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
+        env.put(&p.user_key, p).await;
+    }
+    env.sim.add_faults(sinks::simulator::Fault::Status(500), 1);
+    env.sim.add_faults(sinks::simulator::Fault::Delay(Duration::from_secs(8)), 1);
+    let sink = env.sink(4000).await;
+    for p in &users {
+        env.put(&p.user_key, &cart(&p.user_key, &format!("t-{}", p.user_key), TEN_AM)).await;
+    }
+    let o = env.outcomes(2).await;
+    let mut reasons = Vec::new();
+    for u in ["a", "b"] {
+        let (status, reason) = o[&(u.to_string(), "oa_consultation".to_string())].clone();
+        assert_eq!(status, "unknown", "{u}");
+        reasons.push(reason.unwrap_or_default());
+        assert!(!o.contains_key(&(u.to_string(), "zns".to_string())), "{u}: a fallback after an unknown send");
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["zalo_http_500", "zalo_no_answer"]);
+    let received = env.sim.received();
+    assert_eq!(received.iter().filter(|r| r.kind == "cs").count(), 2, "{received:?}");
+    assert_eq!(received.len(), 2, "nothing else was sent: {received:?}");
+    sink.stop().await.unwrap();
+}
+
+/// A token file that cannot be written stops the sink with a clear error (issue 19): a refresh
+/// kills the refresh token held, so the sink does not refresh — and so does not send — when its
+/// successor could not be kept for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_that_cannot_be_written_stops_the_sink() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    env.follower("oa-a", recent).await;
+    env.put("a", &profile("a", true, true, Some(recent), None)).await;
+    let sink = env.sink(4000).await;
+    // Written at start; a directory in its place cannot be renamed over, whoever runs the test.
+    let file = env.dir.path().join("tokens.json");
+    assert!(file.exists());
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("keep"), b"x").unwrap();
+    env.put("a", &cart("a", "t-a", TEN_AM)).await;
+    eventually(Duration::from_secs(30), "the sink stopped", || async { sink.finished().then_some(()) }).await;
+    let err = sink.stop().await.expect_err("the sink stopped with an error");
+    assert!(format!("{err:#}").contains("token file"), "{err:#}");
+    assert_eq!(env.sim.refreshes(), (0, 0), "a refresh whose new token could not be kept");
+    assert!(env.sim.received().is_empty());
+}

@@ -112,3 +112,49 @@ async fn against_a_real_broker_a_killed_processor_member_changes_no_output() {
     kafka.ensure_catalogue().await.unwrap();
     support::kill_flow::killed_member_changes_no_output(&kafka, None).await;
 }
+
+/// `zcdp topics create` makes durable topics (min.insync.replicas = min(2, RF), no unclean
+/// leader election) and `zcdp topics check` agrees; a topic someone made by hand, with the wrong
+/// partition count and none of the settings, is reported setting by setting, and the check
+/// exits non-zero (issue 19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_broker_topics_check_reports_what_differs_from_the_catalogue() {
+    let zcdp = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zcdp")).args(args).env("ZCDP_LOG", "warn").output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let good = start_broker();
+    let flags = ["--brokers", good.addr.as_str(), "--partitions", "3", "--replication-factor", "1"];
+    let (ok, out) = zcdp(&[&["topics", "create"][..], &flags].concat());
+    assert!(ok, "{out}");
+    let (ok, out) = zcdp(&[&["topics", "check"][..], &flags].concat());
+    assert!(ok, "a catalogue just created differs from itself: {out}");
+    assert!(out.contains("match the catalogue"), "{out}");
+
+    let drifted = start_broker();
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &drifted.addr).create().unwrap();
+        // Compacted in the catalogue, one partition and no settings here; and an input topic with
+        // three replicas but the broker's default min.insync.replicas (1).
+        let profiles = NewTopic::new("zmp.profiles.v1", 1, TopicReplication::Fixed(1));
+        let views = NewTopic::new("zmp.views.v1", 3, TopicReplication::Fixed(3));
+        let r = admin.create_topics([&profiles, &views], &AdminOptions::new()).await.unwrap();
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+    }
+    let flags = ["--brokers", drifted.addr.as_str(), "--partitions", "3", "--replication-factor", "1"];
+    let (ok, out) = zcdp(&[&["topics", "create"][..], &flags].concat());
+    assert!(ok, "{out}");
+    let (ok, out) = zcdp(&[&["topics", "check"][..], &flags].concat());
+    assert!(!ok, "the check passed a topic made by hand: {out}");
+    for row in [
+        "| zmp.profiles.v1 | partitions | 3 | 1 |",
+        "| zmp.profiles.v1 | cleanup.policy | compact | delete |",
+        "| zmp.views.v1 | min.insync.replicas | 2 (replication factor 3) | 1 |",
+    ] {
+        assert!(out.contains(row), "no row {row:?} in:\n{out}");
+    }
+    assert_eq!(out.lines().filter(|l| l.starts_with("| zmp.")).count(), 3, "only the hand-made topics differ:\n{out}");
+    assert!(out.contains("3 difference(s)"), "{out}");
+}

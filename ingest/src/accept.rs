@@ -272,24 +272,14 @@ impl BatchWriter<'_, '_> {
     }
 }
 
-/// The dead-letter record of one rejected event. The phone and traits are replaced: a rejected
-/// event must not keep personal data the user has not agreed to.
+/// The dead-letter record of one rejected event, without the personal data in it
+/// ([`crate::redact`]): a rejected event must not keep what the user has not agreed to.
 fn dead_letter(receipt: &Receipt<'_>, source: &str, index: usize, raw: &str, r: &Rejection) -> DeadLetter {
-    let mut value: Option<Value> = serde_json::from_str(raw).ok();
+    let value: Option<Value> = serde_json::from_str(raw).ok();
     let field = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
     let event_id = field(&value, "event_id");
     let event_type = field(&value, "type");
-    let raw_bytes = match value.as_mut().and_then(|v| v.get_mut("properties")).and_then(Value::as_object_mut) {
-        Some(props) if props.contains_key("phone") || props.contains_key("traits") => {
-            for k in ["phone", "traits"] {
-                if let Some(v) = props.get_mut(k) {
-                    *v = Value::String("[redacted]".into());
-                }
-            }
-            value.as_ref().map(|v| v.to_string().into_bytes()).unwrap_or_default()
-        }
-        _ => raw.as_bytes().to_vec(),
-    };
+    let raw_bytes = crate::redact::redact(raw.as_bytes());
     DeadLetter {
         received_at: receipt.received_at,
         source: source.into(),

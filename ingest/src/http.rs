@@ -154,7 +154,7 @@ async fn unparseable(gw: &Gateway, app: &str, source: &str, body: &[u8], receive
         index: None,
         reason_code: RejectCode::InvalidJson.as_str().into(),
         reason: reason.clone(),
-        raw: mask_digit_runs(head),
+        raw: crate::redact::redact(head),
     };
     let waited: Result<(), String> = async {
         let bytes = schemas::codec::encode(&letter).map_err(|e| e.to_string())?;
@@ -169,38 +169,9 @@ async fn unparseable(gw: &Gateway, app: &str, source: &str, body: &[u8], receive
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", reason)
 }
 
-fn mask_digit_runs(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if run >= 9 {
-            out.extend_from_slice(b"[digits]");
-            i += run;
-        } else if run > 0 {
-            out.extend_from_slice(&bytes[i..i + run]);
-            i += run;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let kafka = gw.writer.reachable();
     let consent = gw.consent.caught_up();
     let status = if kafka && consent { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"ready": kafka && consent, "kafka": kafka, "consent_view": consent}))).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_digit_runs_are_masked() {
-        assert_eq!(mask_digit_runs(b"{\"phone\":\"0987654321\",\"n\":12}"), b"{\"phone\":\"[digits]\",\"n\":12}".to_vec());
-    }
 }

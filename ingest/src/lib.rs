@@ -30,6 +30,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod ratelimit;
+pub mod redact;
 pub mod schema_api;
 pub mod session;
 pub mod validate;

@@ -387,3 +387,71 @@ async fn with_every_broker_down_requests_fail_fast_and_nothing_acknowledged_is_l
         assert!(stored.contains_key(id), "event {id} got a 200 but is not in Kafka");
     }
 }
+
+/// Bounds the gateway checks (issue 19), each refused with its reason: money up to 10¹³ VND,
+/// quantities up to 10⁶, ids up to 128 bytes, the texts the processors keep up to 256 bytes; at
+/// the bounds, accepted. Custom properties are bounded only by the event's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_quantities_and_kept_texts_are_bounded() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let add = |props: Value| json!({"event_id": uid(), "type": "cart_item_added", "user": {"anonymous_id": "a1"}, "properties": props});
+    let ok = json!({"cart_id": "c".repeat(128), "product_id": "p".repeat(128), "product_name": "n".repeat(256), "category": "k".repeat(256),
+        "quantity": 1_000_000, "price": 10_000_000_000_000i64, "note": "x".repeat(20_000)});
+    let mut over = Vec::new();
+    for (key, value) in [
+        ("price", json!(10_000_000_000_001i64)),
+        ("price", json!(9_223_372_036_854_775_807i64)),
+        ("quantity", json!(1_000_001)),
+        ("cart_id", json!("c".repeat(129))),
+        ("product_id", json!("p".repeat(129))),
+        ("product_name", json!("n".repeat(257))),
+        // Bytes, not characters: 86 × "ạ" (3 bytes each) is 258 bytes.
+        ("category", json!("ạ".repeat(86))),
+    ] {
+        let mut p = ok.clone();
+        p[key] = value;
+        over.push((key, add(p)));
+    }
+    let order = json!({"event_id": uid(), "type": "order_placed", "user": {"anonymous_id": "a1"},
+        "properties": {"order_id": "o1", "total": 10_000_000_000_001i64, "items": [{"product_id": "p", "quantity": 1, "price": 1}]}});
+    over.push(("total", order));
+    let mut events = vec![add(ok)];
+    events.extend(over.iter().map(|(_, e)| e.clone()));
+    let (s, _, body) = h.batch_as(SECRET_KEY, events).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], json!(1), "{body}");
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), over.len(), "{body}");
+    for (r, (key, _)) in rejected.iter().zip(&over) {
+        assert_eq!(r["code"], "invalid_value", "{r}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.contains(key) && (reason.contains("at most") || reason.contains("the limit is")), "{key}: {reason}");
+    }
+}
+
+/// Dead letters never keep a phone (issue 19): redaction works on the bytes as sent, so an event
+/// that serde_json cannot re-parse (`1e400`) loses its phone and traits like any other, and an
+/// unparseable body loses spaced and bracketed phone numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_keep_no_phone_whatever_the_bytes() {
+    let h = Harness::start(IngestArgs::default()).await;
+    let id = uid();
+    // No consent: refused and dead-lettered. serde_json refuses 1e400; the gateway's reader does not.
+    let body = format!(
+        r#"{{"events":[{{"event_id":"{id}","type":"identify","user":{{"zalo_id":"u9"}},"properties":{{"phone":"0987654321","traits":{{"name":"Lan","email":"lan@example.vn"}},"x":1e400}}}}]}}"#
+    );
+    let (s, _, b) = h.post("/v1/batch", Some(SECRET_KEY), body).await;
+    assert_eq!((s, &b["rejected"][0]["code"]), (StatusCode::OK, &json!("no_consent")), "{b}");
+    let (s, _, _) = h.post("/v1/batch", Some(SECRET_KEY), r#"{"events":[{"note":"call 0987 654 321 or (+84) 912.345.678", "#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let letters: Vec<DeadLetter> =
+        h.read(Topic::DeadLetter).await.iter().map(|m| schemas::codec::decode(m.payload().unwrap()).unwrap()).collect();
+    assert_eq!(letters.len(), 2);
+    for l in &letters {
+        let raw = String::from_utf8_lossy(&l.raw);
+        for personal in ["0987654321", "0987 654 321", "912.345.678", "Lan", "lan@example.vn"] {
+            assert!(!raw.contains(personal), "{personal:?} kept in a dead letter: {raw}");
+        }
+    }
+    assert!(letters.iter().any(|l| l.event_id.as_deref() == Some(id.as_str()) || String::from_utf8_lossy(&l.raw).contains(&id)));
+}

@@ -190,7 +190,7 @@ impl CampaignResults {
         match m.status() {
             Some(MessageStatus::Sent) if newly_sent => {
                 t.sent += 1;
-                t.cost_vnd += m.cost_vnd;
+                t.cost_vnd = t.cost_vnd.saturating_add(m.cost_vnd);
             }
             Some(MessageStatus::Deferred) => t.deferred += 1,
             Some(MessageStatus::Suppressed) => *t.suppressed.entry(m.reason.clone().unwrap_or_default()).or_default() += 1,
@@ -214,7 +214,7 @@ impl CampaignResults {
         }
         state.orders.push((id.clone(), t));
         state.latest = state.latest.max(t);
-        let total = o.properties.total.unwrap_or_else(|| o.properties.items.iter().map(|i| i.quantity * i.price).sum());
+        let total = o.properties.total.unwrap_or_else(|| Item::total(&o.properties.items));
         let window = self.window_ms;
         let within = |at: i64| at <= t && t - at <= window;
         let credited = state
@@ -226,14 +226,14 @@ impl CampaignResults {
         if let Some(campaign) = credited {
             let totals = self.totals(ctx, app, &campaign, t)?;
             totals.conversions += 1;
-            totals.revenue_vnd += total;
+            totals.revenue_vnd = totals.revenue_vnd.saturating_add(total);
         }
         if let Some(cart) = state.carts.iter_mut().filter(|c| !c.recovered && within(c.at)).max_by_key(|c| c.at) {
             cart.recovered = true;
             let campaign = cart.campaign.clone();
             let totals = self.totals(ctx, app, &campaign, t)?;
             totals.carts_recovered += 1;
-            totals.recovered_revenue_vnd += total;
+            totals.recovered_revenue_vnd = totals.recovered_revenue_vnd.saturating_add(total);
         }
         state.prune(window);
         self.put_user(ctx, app, user, state)

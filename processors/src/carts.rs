@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use schemas::derived::{CartTrigger, ViewedProduct, stable_id};
 use schemas::event::*;
 
+use crate::runtime::metrics::METRICS;
 use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
 use crate::runtime::store::{Change, KvCache, TaskDb};
 
@@ -21,6 +22,11 @@ pub const STORE: &str = "carts";
 /// How long a closed cart id is remembered, and how many.
 const CLOSED_MEMORY_MS: i64 = 30 * 24 * 3600 * 1000;
 const CLOSED_MEMORY_COUNT: usize = 50;
+/// Open carts a user may have: a new one past this pushes out the least recently active, without
+/// a trigger. A Mini App has one cart a user; the rest is room for ids that change.
+pub const MAX_OPEN_CARTS: usize = 5;
+/// Distinct products a cart may hold: a new product past this is not added (counted).
+pub const MAX_LINES: usize = 100;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Cart {
@@ -36,7 +42,7 @@ impl Cart {
         self.last_activity + timeout
     }
     fn value(&self) -> i64 {
-        self.lines.values().map(|i| i.quantity * i.price).sum()
+        self.lines.values().fold(0i64, |sum, i| sum.saturating_add(i.value()))
     }
 }
 
@@ -121,6 +127,15 @@ impl Processor for Carts {
                     // Happened before the order that closed this cart.
                     return Ok(());
                 }
+                if !state.open.contains_key(&p.cart_id) && state.open.len() >= MAX_OPEN_CARTS {
+                    // The least recently active cart goes, without a trigger.
+                    if let Some(oldest) = state.open.iter().min_by_key(|(_, c)| c.last_activity).map(|(id, _)| id.clone())
+                        && let Some(gone) = state.open.remove(&oldest)
+                    {
+                        ctx.cancel(gone.deadline(timeout), &timer_key(&key, &oldest));
+                        METRICS.bounded.with_label_values(&[STORE, "open_carts"]).inc();
+                    }
+                }
                 let cart = state.open.entry(p.cart_id.clone()).or_insert_with(|| Cart {
                     first_activity: t,
                     last_activity: t,
@@ -129,16 +144,21 @@ impl Processor for Carts {
                 let old_deadline = (cart.version > 0).then(|| cart.deadline(timeout));
                 let before = cart.lines.clone();
                 match (c.kind, &p.product_id) {
+                    (CartType::CartItemAdded | CartType::CartItemUpdated, Some(id))
+                        if !cart.lines.contains_key(id) && cart.lines.len() >= MAX_LINES =>
+                    {
+                        METRICS.bounded.with_label_values(&[STORE, "lines_per_cart"]).inc();
+                    }
                     (CartType::CartItemAdded, Some(id)) => {
                         let line = cart.lines.entry(id.clone()).or_insert_with(|| Item { product_id: id.clone(), ..Default::default() });
-                        line.quantity += p.quantity.unwrap_or(1);
+                        line.quantity = line.quantity.saturating_add(p.quantity.unwrap_or(1));
                         line.price = p.price.unwrap_or(line.price);
                         line.product_name = p.product_name.clone().or(line.product_name.take());
                         line.category = p.category.clone().or(line.category.take());
                     }
                     (CartType::CartItemRemoved, Some(id)) => {
                         if let Some(line) = cart.lines.get_mut(id) {
-                            line.quantity -= p.quantity.unwrap_or(line.quantity);
+                            line.quantity = line.quantity.saturating_sub(p.quantity.unwrap_or(line.quantity));
                             if line.quantity <= 0 {
                                 cart.lines.remove(id);
                             }
@@ -161,6 +181,10 @@ impl Processor for Carts {
                         // The app's own view of the cart fills in lines we never saw added.
                         if cart.lines.is_empty() {
                             for i in &p.items {
+                                if cart.lines.len() >= MAX_LINES && !cart.lines.contains_key(&i.product_id) {
+                                    METRICS.bounded.with_label_values(&[STORE, "lines_per_cart"]).inc();
+                                    break;
+                                }
                                 cart.lines.insert(i.product_id.clone(), i.clone());
                             }
                         }

@@ -153,7 +153,7 @@ impl Processor for Sessions {
             InputEvent::Cart(c) if c.kind == CartType::CartItemAdded => s.cart_adds += 1,
             InputEvent::Order(o) if o.kind == OrderType::OrderPlaced => {
                 s.orders += 1;
-                s.revenue += o.properties.total.unwrap_or(0);
+                s.revenue = s.revenue.saturating_add(o.properties.total.unwrap_or(0));
             }
             InputEvent::Cart(_) | InputEvent::Order(_) | InputEvent::Identity(_) | InputEvent::Engagement(_) | InputEvent::Message(_) => {}
         }

@@ -74,6 +74,20 @@ pub struct Item {
     pub price: i64,
 }
 
+impl Item {
+    /// The line's value, quantity × price. Saturating: the gateway bounds both (10⁶ items,
+    /// 10¹³ VND), but their product can pass `i64::MAX`, and records written before the bounds
+    /// were checked are not bounded at all.
+    pub fn value(&self) -> i64 {
+        self.quantity.saturating_mul(self.price)
+    }
+
+    /// The lines' total value, saturating.
+    pub fn total(items: &[Item]) -> i64 {
+        items.iter().fold(0i64, |sum, i| sum.saturating_add(i.value()))
+    }
+}
+
 /// Extra properties outside the contract: key → the value's JSON text.
 pub type Custom = HashMap<String, String>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -18,6 +18,21 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::topics::{CATALOGUE, TopicSpec};
+
+/// `min.insync.replicas` for a topic of `replication_factor` replicas: two where there are two or
+/// more, so an acknowledged write (acks=all) is on two brokers' disks; one where there is one.
+pub fn min_insync_replicas(replication_factor: i32) -> i32 {
+    replication_factor.clamp(1, 2)
+}
+
+/// One way a topic on the cluster differs from the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDrift {
+    pub topic: String,
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+}
 
 /// Connection flags shared by every role.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -290,12 +305,15 @@ impl Kafka {
                 let missing: Vec<(&str, &TopicSpec)> = topics.iter().zip(&existing).filter(|(_, c)| c.is_none()).map(|(t, _)| *t).collect();
                 let admin: AdminClient<DefaultClientContext> = self.client_config().create().context("creating the Kafka admin client")?;
                 let retention: Vec<Option<String>> = missing.iter().map(|(_, s)| s.retention_ms.map(|ms| ms.to_string())).collect();
+                let min_isr = min_insync_replicas(self.replication_factor).to_string();
                 let new: Vec<NewTopic> = missing
                     .iter()
                     .zip(&retention)
                     .map(|((name, spec), retention)| {
                         let mut t = NewTopic::new(name, self.partitions, TopicReplication::Fixed(self.replication_factor))
-                            .set("cleanup.policy", spec.cleanup.as_config());
+                            .set("cleanup.policy", spec.cleanup.as_config())
+                            .set("min.insync.replicas", &min_isr)
+                            .set("unclean.leader.election.enable", "false");
                         if let Some(r) = retention {
                             t = t.set("retention.ms", r);
                         }
@@ -320,6 +338,88 @@ impl Kafka {
         Ok(())
     }
 
+    /// How the catalogue's topics on the cluster differ from what `zcdp topics create` makes:
+    /// missing topics, partition counts, cleanup policy, retention, `min.insync.replicas` (below
+    /// min(2, the topic's replication factor) an acknowledged write can be lost with one
+    /// broker's disk) and unclean leader election. Empty when they all agree.
+    pub async fn check_catalogue(&self) -> anyhow::Result<Vec<TopicDrift>> {
+        let cfg = self.client_config();
+        let md = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let consumer: BaseConsumer = cfg.create()?;
+            let md = consumer.fetch_metadata(None, Duration::from_secs(10)).context("reading the cluster's metadata")?;
+            Ok(md
+                .topics()
+                .iter()
+                .map(|t| {
+                    (
+                        t.name().to_string(),
+                        (t.partitions().len() as i32, t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0) as i32),
+                    )
+                })
+                .collect::<std::collections::HashMap<_, _>>())
+        })
+        .await??;
+        let mut drift = Vec::new();
+        let mut present = Vec::new();
+        for spec in CATALOGUE {
+            let d = |what: &str, expected: String, actual: String| TopicDrift {
+                topic: spec.name.to_string(),
+                what: what.to_string(),
+                expected,
+                actual,
+            };
+            match md.get(spec.name) {
+                None => drift.push(d("exists", "yes".into(), "missing".into())),
+                Some((partitions, replicas)) => {
+                    if *partitions != self.partitions {
+                        drift.push(d("partitions", self.partitions.to_string(), partitions.to_string()));
+                    }
+                    present.push((spec, *replicas));
+                }
+            }
+        }
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().context("creating the Kafka admin client")?;
+        let resources: Vec<ResourceSpecifier<'_>> = present.iter().map(|(s, _)| ResourceSpecifier::Topic(s.name)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let described =
+            if resources.is_empty() { Vec::new() } else { admin.describe_configs(&resources, &opts).await.context("DescribeConfigs")? };
+        for ((spec, replicas), result) in present.iter().zip(described) {
+            let d = |what: &str, expected: String, actual: String| TopicDrift {
+                topic: spec.name.to_string(),
+                what: what.to_string(),
+                expected,
+                actual,
+            };
+            let config = match result {
+                Ok(c) => c,
+                Err(code) => {
+                    drift.push(d("configs", "readable".into(), format!("DescribeConfigs failed: {code}")));
+                    continue;
+                }
+            };
+            let value = |name: &str| config.get(name).and_then(|e| e.value.clone());
+            let cleanup = value("cleanup.policy").unwrap_or_else(|| "delete".into());
+            if cleanup.replace(' ', "") != spec.cleanup.as_config() {
+                drift.push(d("cleanup.policy", spec.cleanup.as_config().into(), cleanup));
+            }
+            if let Some(ms) = spec.retention_ms {
+                let actual = value("retention.ms").unwrap_or_else(|| "(cluster default)".into());
+                if actual != ms.to_string() {
+                    drift.push(d("retention.ms", ms.to_string(), actual));
+                }
+            }
+            let want = min_insync_replicas(*replicas);
+            let isr = value("min.insync.replicas").unwrap_or_else(|| "1".into());
+            if isr.parse::<i32>().map_or(true, |n| n < want) {
+                drift.push(d("min.insync.replicas", format!("{want} (replication factor {replicas})"), isr));
+            }
+            if value("unclean.leader.election.enable").as_deref() == Some("true") {
+                drift.push(d("unclean.leader.election.enable", "false".into(), "true".into()));
+            }
+        }
+        Ok(drift)
+    }
+
     /// Creates a changelog topic unless it exists: compacted, so it keeps the latest value of
     /// every key; with `retention_ms`, old records also expire (`compact,delete`). Records stay
     /// uncompacted for an hour, so a restore never sees a key's committed value replaced by one
@@ -331,9 +431,12 @@ impl Kafka {
             None => {
                 let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
                 let retention = retention_ms.map(|ms| ms.to_string());
+                let min_isr = min_insync_replicas(self.replication_factor).to_string();
                 let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication_factor))
                     .set("cleanup.policy", if retention.is_some() { "compact,delete" } else { "compact" })
-                    .set("min.compaction.lag.ms", "3600000");
+                    .set("min.compaction.lag.ms", "3600000")
+                    .set("min.insync.replicas", &min_isr)
+                    .set("unclean.leader.election.enable", "false");
                 if let Some(r) = &retention {
                     t = t.set("retention.ms", r);
                 }

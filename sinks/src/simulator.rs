@@ -10,12 +10,19 @@
 //! zmp-sdk would give that user's Mini App; `GET /v2.0/me` answers who an access token it issued
 //! belongs to, and `GET /v2.0/me/info` exchanges a phone token for that user's number only, with
 //! that same user's access token and the app secret.
+//!
+//! Faults, for the at-most-once tests: `POST /sim/faults` with `{"delay_ms": 3000, "count": 1}`
+//! makes the next sends (OA and ZNS) wait that long before answering, and `{"status": 500,
+//! "count": 1}` makes them answer that HTTP status; either way the message was accepted first
+//! (it is in `/sim/received`, and a ZNS delivery webhook still follows), as a real Zalo may do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -117,6 +124,28 @@ struct St {
     refreshes: u64,
     refused_refreshes: u64,
     webhooks_sent: u64,
+    faults: VecDeque<Fault>,
+}
+
+/// What goes wrong with a send's answer, after the message was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The answer comes this late (past the client's time-out, say).
+    Delay(Duration),
+    /// The answer is this HTTP status (a 5xx).
+    Status(u16),
+}
+
+#[derive(Deserialize)]
+struct FaultsIn {
+    delay_ms: Option<u64>,
+    status: Option<u16>,
+    #[serde(default = "one")]
+    count: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub use crate::Clock;
@@ -145,6 +174,7 @@ impl Simulator {
             refreshes: 0,
             refused_refreshes: 0,
             webhooks_sent: 0,
+            faults: VecDeque::new(),
         };
         Arc::new(Simulator { cfg, st: Mutex::new(st), clock })
     }
@@ -160,7 +190,13 @@ impl Simulator {
             .route("/sim/users", post(put_user))
             .route("/sim/oa_events", post(oa_event))
             .route("/sim/received", get(received))
+            .route("/sim/faults", post(put_faults))
             .with_state(self.clone())
+    }
+
+    /// The next `count` sends, once accepted, answer with `fault`.
+    pub fn add_faults(&self, fault: Fault, count: usize) {
+        self.st.lock().expect("sim lock").faults.extend(std::iter::repeat_n(fault, count));
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -363,22 +399,46 @@ async fn phone_info(State(sim): State<Arc<Simulator>>, headers: HeaderMap) -> Js
     }
 }
 
-async fn oa_message(
-    State(sim): State<Arc<Simulator>>,
-    Path(kind): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Json<Value> {
+async fn put_faults(State(sim): State<Arc<Simulator>>, Json(f): Json<FaultsIn>) -> Response {
+    let fault = match (f.delay_ms, f.status) {
+        (Some(ms), None) => Fault::Delay(Duration::from_millis(ms)),
+        (None, Some(status)) if (500..=599).contains(&status) => Fault::Status(status),
+        _ => return (StatusCode::BAD_REQUEST, "give delay_ms, or a 5xx status").into_response(),
+    };
+    sim.add_faults(fault, f.count);
+    Json(json!({"ok": true})).into_response()
+}
+
+/// A send's answer, late or replaced as the next fault says.
+async fn answer(fault: Option<Fault>, ok: Json<Value>) -> Response {
+    match fault {
+        None => ok.into_response(),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            ok.into_response()
+        }
+        Some(Fault::Status(s)) => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+    }
+}
+
+async fn oa_message(State(sim): State<Arc<Simulator>>, Path(kind): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    match take_oa_message(&sim, kind, &headers, body) {
+        Ok((fault, ok)) => answer(fault, ok).await,
+        Err(refused) => refused,
+    }
+}
+
+/// An OA message judged by the rules and recorded: the answer and the fault to give it, or the
+/// refusal.
+fn take_oa_message(sim: &Simulator, kind: String, headers: &HeaderMap, body: Value) -> Result<(Option<Fault>, Json<Value>), Response> {
     let now = (sim.clock)();
     let mut st = sim.st.lock().expect("sim lock");
-    if let Err(e) = sim.admit(&mut st, &headers, now) {
-        return e;
-    }
+    sim.admit(&mut st, headers, now).map_err(IntoResponse::into_response)?;
     if !["cs", "transaction", "promotion", "template"].contains(&kind.as_str()) {
-        return zalo_error(oa_error::INVALID_PARAM, "unknown message type");
+        return Err(zalo_error(oa_error::INVALID_PARAM, "unknown message type").into_response());
     }
     let Some(to) = body["recipient"]["user_id"].as_str().or(body["user_id"].as_str()).map(str::to_string) else {
-        return zalo_error(oa_error::INVALID_PARAM, "recipient.user_id is required");
+        return Err(zalo_error(oa_error::INVALID_PARAM, "recipient.user_id is required").into_response());
     };
     let user = st.users.get(&to).cloned().unwrap_or_default();
     let promotional = kind == "promotion" || kind == "template";
@@ -404,18 +464,25 @@ async fn oa_message(
     };
     st.received.push(Received { at: now, kind, to: to.clone(), body, error });
     if error != 0 {
-        return zalo_error(error, "refused by the simulator's rules");
+        return Err(zalo_error(error, "refused by the simulator's rules").into_response());
     }
+    let fault = st.faults.pop_front();
     let id = uuid::Uuid::new_v4().simple().to_string();
-    Json(json!({"data": {"message_id": id, "user_id": to, "sent_time": now.to_string()}, "error": 0, "message": "Success"}))
+    Ok((fault, Json(json!({"data": {"message_id": id, "user_id": to, "sent_time": now.to_string()}, "error": 0, "message": "Success"}))))
 }
 
-async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    match take_zns(&sim, &headers, body) {
+        Ok((fault, ok)) => answer(fault, ok).await,
+        Err(refused) => refused,
+    }
+}
+
+/// A ZNS message judged and recorded, its delivery webhook on its way: as [`take_oa_message`].
+fn take_zns(sim: &Arc<Simulator>, headers: &HeaderMap, body: Value) -> Result<(Option<Fault>, Json<Value>), Response> {
     let now = (sim.clock)();
     let mut st = sim.st.lock().expect("sim lock");
-    if let Err(e) = sim.admit(&mut st, &headers, now) {
-        return e;
-    }
+    sim.admit(&mut st, headers, now).map_err(IntoResponse::into_response)?;
     let hashed = body["hash_phone"].as_str();
     let phone = hashed.or(body["phone"].as_str()).unwrap_or_default().to_string();
     let phone_ok = match hashed {
@@ -434,14 +501,18 @@ async fn zns(State(sim): State<Arc<Simulator>>, headers: HeaderMap, Json(body): 
     let tracking = body["tracking_id"].as_str().unwrap_or_default().to_string();
     st.received.push(Received { at: now, kind: "zns".into(), to: phone.clone(), body, error });
     if error != 0 {
-        return zalo_error(error, "refused by the simulator's rules");
+        return Err(zalo_error(error, "refused by the simulator's rules").into_response());
     }
+    let fault = st.faults.pop_front();
     drop(st);
     let id = uuid::Uuid::new_v4().simple().to_string();
     sim.post_webhook(json!({"event_name": "user_received_message", "sender": {"id": "sim-oa"}, "recipient": {"id": phone},
         "message": {"delivery_time": now.to_string(), "msg_id": id, "tracking_id": tracking}}));
-    Json(json!({"error": 0, "message": "Success", "data": {"msg_id": id, "sent_time": now.to_string(), "sending_mode": "1",
-        "quota": {"dailyQuota": "500", "remainingQuota": "499"}}}))
+    Ok((
+        fault,
+        Json(json!({"error": 0, "message": "Success", "data": {"msg_id": id, "sent_time": now.to_string(), "sending_mode": "1",
+            "quota": {"dailyQuota": "500", "remainingQuota": "499"}}})),
+    ))
 }
 
 #[cfg(test)]

@@ -669,6 +669,23 @@ impl Engine {
                             self.write(partition, &rec).await?;
                             return Ok(());
                         }
+                        Err(ZaloError::TokenFile(why)) => {
+                            // Sending on would rotate tokens that a restart cannot find. The
+                            // `sending` record is closed `unknown` by the next owner.
+                            anyhow::bail!("the Zalo token file cannot be written: {why}");
+                        }
+                        Err(e) if e.may_have_been_delivered() => {
+                            // Zalo may have sent (and billed) it: never again, and no fallback.
+                            // A ZNS delivery webhook carrying its tracking id still records it
+                            // `delivered` (Zalo has no look-up by tracking id).
+                            rec.set_status(MessageStatus::Unknown);
+                            rec.reason = Some(match e {
+                                ZaloError::Http(status) => format!("zalo_http_{status}"),
+                                _ => "zalo_no_answer".to_string(),
+                            });
+                            self.write(partition, &rec).await?;
+                            return Ok(());
+                        }
                         Err(e) => {
                             rec.set_status(MessageStatus::Failed);
                             rec.zalo_error = e.code();

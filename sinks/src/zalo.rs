@@ -56,22 +56,44 @@ pub enum ZaloError {
     /// An HTTP status other than 200.
     #[error("HTTP {0} from Zalo")]
     Http(u16),
-    /// No answer: connection refused, reset, timed out.
+    /// No connection could be made (refused, no route, DNS): the request never left.
     #[error("Zalo unreachable: {0}")]
     Transport(String),
+    /// The request was sent, or may have been, but no answer came back that could be read:
+    /// a time-out, a connection cut after the request was written, an unreadable body. Zalo may
+    /// have delivered (and billed) the message.
+    #[error("no answer from Zalo: {0}")]
+    NoAnswer(String),
     /// No valid token could be had (refresh refused, no refresh token).
     #[error("Zalo token: {0}")]
     Token(String),
+    /// The token file cannot be written: a rotated refresh token would be lost at the next
+    /// restart (Zalo's refresh tokens are single-use). The sink stops on it.
+    #[error("Zalo token file: {0}")]
+    TokenFile(String),
 }
 
 impl ZaloError {
-    /// Worth trying again after a pause: Zalo's rate limit, server errors, no answer.
-    pub fn is_transient(&self) -> bool {
+    /// Refused before anything was sent, and worth trying again after a pause: Zalo's rate limit
+    /// (-32, HTTP 429), or no connection at all. Only these are retried: a send is never
+    /// repeated when Zalo may have acted on it.
+    pub fn safe_to_retry(&self) -> bool {
         match self {
             ZaloError::Api { code, .. } => *code == oa_error::RATE_LIMIT,
-            ZaloError::Http(s) => *s >= 500 || *s == 429,
+            ZaloError::Http(s) => *s == 429,
             ZaloError::Transport(_) => true,
-            ZaloError::Token(_) => false,
+            ZaloError::NoAnswer(_) | ZaloError::Token(_) | ZaloError::TokenFile(_) => false,
+        }
+    }
+
+    /// Whether Zalo may have acted on the request although it did not say so: no answer, or a
+    /// server error (5xx) that may come after the message was accepted. A send that ends so is
+    /// recorded `unknown`, never sent again.
+    pub fn may_have_been_delivered(&self) -> bool {
+        match self {
+            ZaloError::NoAnswer(_) => true,
+            ZaloError::Http(s) => *s >= 500,
+            ZaloError::Api { .. } | ZaloError::Transport(_) | ZaloError::Token(_) | ZaloError::TokenFile(_) => false,
         }
     }
 
@@ -171,6 +193,13 @@ impl TokenStore {
             },
             Err(e) => return Err(e).with_context(|| format!("reading the token file {}", path.display())),
         };
+        // Written now: the sink must be able to keep a rotated refresh token before it uses one.
+        write_atomically(path, &serde_json::to_vec_pretty(&tokens).expect("tokens serialise")).with_context(|| {
+            format!(
+                "cannot write the Zalo token file {} (the sink keeps the rotated refresh token there; give a writable --zalo-token-file)",
+                path.display()
+            )
+        })?;
         Ok(TokenStore {
             path: path.to_path_buf(),
             tokens: Mutex::new(tokens),
@@ -195,6 +224,13 @@ impl TokenStore {
         {
             return Ok(a.clone());
         }
+        // The refresh kills the refresh token held: first make sure its successor can be kept.
+        write_atomically(&self.path, &serde_json::to_vec_pretty(&*t).expect("tokens serialise")).map_err(|e| {
+            ZaloError::TokenFile(format!(
+                "cannot write {}: {e:#}; not refreshing (the current refresh token still works)",
+                self.path.display()
+            ))
+        })?;
         let started = std::time::Instant::now();
         let answer = self
             .http
@@ -219,10 +255,14 @@ impl TokenStore {
         };
         METRICS.refreshes.inc();
         // The old refresh token is dead now: the new one must reach the disk before anything else.
-        if let Err(e) = write_atomically(&self.path, &serde_json::to_vec_pretty(&next).expect("tokens serialise")) {
-            tracing::error!(error = format!("{e:#}"), file = %self.path.display(), "could not persist the rotated Zalo refresh token; keeping it in memory");
-        }
+        let kept = write_atomically(&self.path, &serde_json::to_vec_pretty(&next).expect("tokens serialise"));
         *t = next;
+        kept.map_err(|e| {
+            ZaloError::TokenFile(format!(
+                "could not keep the rotated refresh token in {}: {e:#}; it lives only in this process now: fix the file and authorise the OA again (--zalo-refresh-token) if the sink stops",
+                self.path.display()
+            ))
+        })?;
         Ok(access.to_string())
     }
 
@@ -258,9 +298,13 @@ async fn read_answer(api: &str, answer: reqwest::Result<reqwest::Response>, star
     let outcome = |o: &str| METRICS.requests.with_label_values(&[api, o]).inc();
     let resp = match answer {
         Ok(r) => r,
-        Err(e) => {
+        Err(e) if e.is_connect() => {
             outcome("unreachable");
             return Err(ZaloError::Transport(e.without_url().to_string()));
+        }
+        Err(e) => {
+            outcome(if e.is_timeout() { "timeout" } else { "no_answer" });
+            return Err(ZaloError::NoAnswer(e.without_url().to_string()));
         }
     };
     let status = resp.status();
@@ -272,7 +316,7 @@ async fn read_answer(api: &str, answer: reqwest::Result<reqwest::Response>, star
         Ok(b) => b,
         Err(e) => {
             outcome("bad_body");
-            return Err(ZaloError::Transport(format!("unreadable answer: {}", e.without_url())));
+            return Err(ZaloError::NoAnswer(format!("unreadable answer: {}", e.without_url())));
         }
     };
     match body["error"].as_i64() {
@@ -422,7 +466,8 @@ impl ZaloClient {
     }
 
     /// POSTs `body` with the access token, within the rate limit; a refused token is refreshed
-    /// once; transient errors are retried with exponential backoff.
+    /// once; errors that prove nothing was sent ([`ZaloError::safe_to_retry`]) are retried with
+    /// exponential backoff. Nothing else is: a time-out or a 5xx may follow a delivered message.
     async fn post(&self, api: &str, url: &str, body: &Value) -> Result<Value, ZaloError> {
         let mut stale: Option<String> = None;
         let mut refreshed = false;
@@ -440,7 +485,7 @@ impl ZaloClient {
                     refreshed = true;
                     stale = Some(token);
                 }
-                Err(e) if e.is_transient() && attempt < self.attempts => {
+                Err(e) if e.safe_to_retry() && attempt < self.attempts => {
                     let pause = self.backoff * 2u32.pow(attempt - 1);
                     tracing::debug!(api, error = %e, ?pause, "transient Zalo error; retrying");
                     tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
@@ -521,10 +566,12 @@ mod tests {
 
     #[test]
     fn only_rate_limits_server_errors_and_silence_are_retried() {
-        assert!(ZaloError::Api { code: -32, message: String::new() }.is_transient());
-        assert!(!ZaloError::Api { code: -213, message: String::new() }.is_transient());
-        assert!(ZaloError::Http(503).is_transient());
-        assert!(!ZaloError::Http(400).is_transient());
-        assert!(ZaloError::Transport("timeout".into()).is_transient());
+        assert!(ZaloError::Api { code: -32, message: String::new() }.safe_to_retry());
+        assert!(!ZaloError::Api { code: -213, message: String::new() }.safe_to_retry());
+        assert!(ZaloError::Http(429).safe_to_retry());
+        assert!(!ZaloError::Http(503).safe_to_retry() && ZaloError::Http(503).may_have_been_delivered());
+        assert!(!ZaloError::Http(400).safe_to_retry() && !ZaloError::Http(400).may_have_been_delivered());
+        assert!(ZaloError::Transport("connection refused".into()).safe_to_retry());
+        assert!(!ZaloError::NoAnswer("timeout".into()).safe_to_retry() && ZaloError::NoAnswer("timeout".into()).may_have_been_delivered());
     }
 }

@@ -242,3 +242,52 @@ async fn a_zalo_shaped_server_receives_well_formed_requests() {
         ("user-token", "phone-token", "app-secret")
     );
 }
+
+/// At most once (issue 19): a send whose answer comes after the client's time-out, or that Zalo
+/// answers with a 5xx after accepting it, is never sent again. The simulator counts exactly one
+/// request per send, and the error says the message may have gone out (the sink records it
+/// `unknown`). A refusal that proves nothing was sent (the rate limit) is still retried.
+#[tokio::test]
+async fn a_send_without_an_answer_is_never_sent_twice() {
+    let now = Arc::new(AtomicI64::new(TEN_AM));
+    let sim = Simulator::new(SimConfig::default(), clock(&now));
+    let (base, _h) = sim.serve("127.0.0.1:0").await.unwrap();
+    follower(&base, "u1", TEN_AM - 3_600_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(&base, dir.path(), 4000);
+    let c = ZaloClient::new(ClientConfig {
+        args: &a,
+        clock: clock(&now),
+        rate_window: Duration::from_secs(60),
+        timeout: Duration::from_millis(400),
+    })
+    .unwrap();
+    let text = Content { text: "xin chào".into(), ..Content::default() };
+    let zns = Content { template_id: Some("order_status_v1".into()), ..Content::default() };
+    // One clean send first: the token refresh is behind us.
+    c.send_oa(OaKind::Consultation, "u1", &text).await.expect("a clean send");
+    let before = sim.received().len();
+
+    // Late past the time-out (asked over HTTP, as a test from outside would).
+    let r = reqwest::Client::new().post(format!("{base}/sim/faults")).json(&json!({"delay_ms": 1500, "count": 1})).send().await.unwrap();
+    assert!(r.status().is_success());
+    let e = c.send_zns("84912345678", &zns, "trk-late").await.expect_err("no answer within the time-out");
+    assert!(matches!(e, ZaloError::NoAnswer(_)) && e.may_have_been_delivered(), "{e:?}");
+    assert_eq!(sim.received().len() - before, 1, "the late ZNS was sent once");
+
+    // A 5xx after accepting, on both channels.
+    sim.add_faults(sinks::simulator::Fault::Status(500), 1);
+    let e = c.send_oa(OaKind::Consultation, "u1", &text).await.expect_err("a 500");
+    assert!(e.may_have_been_delivered() && !e.safe_to_retry(), "{e:?}");
+    sim.add_faults(sinks::simulator::Fault::Status(503), 1);
+    let e = c.send_zns("84912345678", &zns, "trk-503").await.expect_err("a 503");
+    assert!(e.may_have_been_delivered(), "{e:?}");
+    assert_eq!(sim.received().len() - before, 3, "three sends, three requests: none repeated");
+    let trackings: Vec<String> =
+        sim.received()[before..].iter().filter_map(|r| r.body["tracking_id"].as_str().map(str::to_string)).collect();
+    assert_eq!(trackings, ["trk-late", "trk-503"]);
+
+    // A bad fault request is refused.
+    let r = reqwest::Client::new().post(format!("{base}/sim/faults")).json(&json!({"status": 200})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}

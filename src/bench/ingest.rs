@@ -88,7 +88,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let stages = stage_costs(&bodies)?;
     let shutdown = Shutdown::default();
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
-    let http = tokio::spawn(server::serve(listener, gateway.router(), shutdown.clone()));
+    let http = tokio::spawn(server::serve(listener, gateway.router(), server::Limits::default(), shutdown.clone()));
     let addr = addr.to_string();
     wait_ready(&addr).await?;
     // Whole HTTP requests, made before any clock starts (the bodies are not needed after this).

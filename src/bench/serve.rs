@@ -106,7 +106,7 @@ pub async fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::default();
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
-    let http = tokio::spawn(server::serve(listener, routes, shutdown.clone()));
+    let http = tokio::spawn(server::serve(listener, routes, server::Limits::default(), shutdown.clone()));
     let base = format!("http://{addr}");
 
     let n = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;

@@ -100,6 +100,28 @@ impl Zcdp {
         z
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for it to exit by itself: its status and the rest of stdout.
+    pub fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "zcdp did not exit within {within:?}");
+            // Polling the child's exit: there is nothing to wait on but the process itself.
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+
     /// SIGTERM, then the rest of stdout and the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();

@@ -32,13 +32,51 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Longest id a named member may hold (`product_id`, `cart_id`, `order_id`, …), in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest text a named member may hold where the processors keep it (names, categories, search
+/// terms, context), in bytes of UTF-8: about 85 Vietnamese characters at the worst.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Longest free text (`reason`, `page_title`, `referrer`), in bytes.
+pub const MAX_LONG_TEXT_BYTES: usize = 1024;
+/// Largest amount of money, in VND: ten thousand billion dong.
+pub const MAX_VND: i64 = 10_000_000_000_000;
+/// Largest quantity, and largest value of any other whole number but money.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Largest value of the counts that are not quantities (`dwell_ms`, `results_count`, `points`).
+pub const MAX_COUNT: i64 = 1_000_000_000_000;
+
+/// The longest text a named member may hold. These bounds keep every piece of per-user state,
+/// and so every changelog record, far below what Kafka accepts (docs/http-api.md, Limits).
+#[inline]
+fn max_text(key: &str) -> usize {
+    match key {
+        "reason" | "page_title" | "referrer" => MAX_LONG_TEXT_BYTES,
+        "voucher_code" | "referral_code" | "status" | "payment_method" | "share_channel" | "policy_version" | "interaction" | "purpose"
+        | "gender" | "birthday" => MAX_ID_BYTES,
+        _ if key.ends_with("_id") => MAX_ID_BYTES,
+        _ => MAX_TEXT_BYTES,
+    }
+}
+
+#[cold]
+fn too_long(scope: Scope, key: &str, len: usize) -> super::Rejection {
+    invalid(format_args!("{scope}.{key}"), &format!("is {len} bytes; the limit is {} bytes", max_text(key)))
+}
+
 /// A text value: strings, or numbers and booleans written as text (product ids are often numbers).
 #[inline]
 pub(super) fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow<'a, str>>> {
     match v {
         Tok::Null => Ok(None),
         Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
-        scalar => Ok(Some(scalar.into_text())),
+        scalar => {
+            let s = scalar.into_text();
+            if s.len() > max_text(key) {
+                return Err(too_long(scope, key, s.len()));
+            }
+            Ok(Some(s))
+        }
     }
 }
 
@@ -55,6 +93,9 @@ pub(super) fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -
         Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
         scalar => {
             let s = scalar.into_text();
+            if s.len() > max_text(key) {
+                return Err(too_long(scope, key, s.len()));
+            }
             out.push(2);
             put_str(out, &s);
             Ok(Some(s.len()))
@@ -62,7 +103,8 @@ pub(super) fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -
     }
 }
 
-/// A whole number at least `min`. Money fields say so in their message.
+/// A whole number from `min` to its bound: [`MAX_VND`] for money (whose message says so),
+/// [`MAX_QUANTITY`] for quantities, [`MAX_COUNT`] for the rest.
 pub(super) fn integer(v: Tok<'_>, scope: Scope, key: &str, min: i64, money: bool) -> Result<Option<i64>> {
     let field = format_args!("{scope}.{key}");
     let what = if money { "must be a whole number of VND (dong), without decimals" } else { "must be a whole number" };
@@ -80,6 +122,16 @@ pub(super) fn integer(v: Tok<'_>, scope: Scope, key: &str, min: i64, money: bool
     };
     if v < min {
         return Err(invalid(field, &format!("must be at least {min}, got {v}")));
+    }
+    let max = if money {
+        MAX_VND
+    } else if key == "quantity" {
+        MAX_QUANTITY
+    } else {
+        MAX_COUNT
+    };
+    if v > max {
+        return Err(invalid(field, &format!("must be at most {max}, got {v}")));
     }
     Ok(Some(v))
 }

@@ -39,7 +39,9 @@ use checks::{Scope, put_text, trim};
 use properties::{cart_properties, engagement_properties, identity_properties, order_properties, view_properties};
 use slots::{EventIn, Members, cx, ev, us};
 
-pub use checks::{Times, optional_time, parse_timestamp};
+pub use checks::{
+    MAX_COUNT, MAX_ID_BYTES, MAX_LONG_TEXT_BYTES, MAX_QUANTITY, MAX_TEXT_BYTES, MAX_VND, Times, optional_time, parse_timestamp,
+};
 
 /// Largest accepted event, serialized.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;

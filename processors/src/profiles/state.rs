@@ -257,8 +257,8 @@ impl ProfileState {
                 let points = e.properties.points.unwrap_or(0).max(0);
                 match e.kind {
                     EngagementType::VoucherClaimed => self.vouchers_claimed += 1,
-                    EngagementType::PointsEarned => self.points_earned += points,
-                    EngagementType::PointsRedeemed => self.points_redeemed += points,
+                    EngagementType::PointsEarned => self.points_earned = self.points_earned.saturating_add(points),
+                    EngagementType::PointsRedeemed => self.points_redeemed = self.points_redeemed.saturating_add(points),
                     EngagementType::ReviewSubmitted => self.reviews += 1,
                     EngagementType::ReferralCompleted => self.referrals += 1,
                     EngagementType::MinigamePlayed => {}
@@ -399,7 +399,7 @@ impl ProfileState {
                 if self.recent_orders.contains_key(&p.order_id) {
                     return; // the same order placed twice counts once
                 }
-                let total = p.total.unwrap_or_else(|| p.items.iter().map(|i| i.quantity * i.price).sum());
+                let total = p.total.unwrap_or_else(|| Item::total(&p.items));
                 self.recent_orders.insert(p.order_id.clone(), OrderState { at: t, total, taken_back: 0, cancelled: false });
                 if self.recent_orders.len() > KEEP_ORDERS
                     && let Some(oldest) = self.recent_orders.iter().min_by_key(|(id, o)| (o.at, (*id).clone())).map(|(id, _)| id.clone())
@@ -407,7 +407,7 @@ impl ProfileState {
                     self.recent_orders.remove(&oldest);
                 }
                 self.orders += 1;
-                self.revenue += total;
+                self.revenue = self.revenue.saturating_add(total);
                 let i = self.order_times.partition_point(|x| *x <= t);
                 self.order_times.insert(i, t);
                 if self.order_times.len() > KEEP_ORDER_TIMES {
@@ -419,7 +419,7 @@ impl ProfileState {
                 }
                 for touch in [&mut self.first_touch, &mut self.last_touch].into_iter().flatten() {
                     touch.conversions += 1;
-                    touch.revenue += total;
+                    touch.revenue = touch.revenue.saturating_add(total);
                 }
             }
             OrderType::OrderCancelled => {
@@ -428,11 +428,11 @@ impl ProfileState {
                     return;
                 }
                 o.cancelled = true;
-                let back = o.total - o.taken_back;
+                let back = o.total.saturating_sub(o.taken_back);
                 o.taken_back = o.total;
                 let at = o.at;
                 self.orders -= 1;
-                self.revenue -= back;
+                self.revenue = self.revenue.saturating_sub(back);
                 if let Some(i) = self.order_times.iter().position(|x| *x == at) {
                     self.order_times.remove(i);
                 }
@@ -440,9 +440,9 @@ impl ProfileState {
             }
             OrderType::OrderRefunded => {
                 let Some(o) = self.recent_orders.get_mut(&p.order_id) else { return };
-                let back = p.refund_amount.unwrap_or(o.total).clamp(0, o.total - o.taken_back);
-                o.taken_back += back;
-                self.revenue -= back;
+                let back = p.refund_amount.unwrap_or(o.total).clamp(0, o.total.saturating_sub(o.taken_back));
+                o.taken_back = o.taken_back.saturating_add(back);
+                self.revenue = self.revenue.saturating_sub(back);
             }
             OrderType::OrderPaid | OrderType::OrderStatusChanged => {}
         }

@@ -356,3 +356,24 @@ fn oa_follow_status_and_last_interaction() {
     h.feed(identity("u", None, T0 + 2 * D, IdentityType::OaUnfollowed, IdentityProperties::default()));
     assert!(!h.profile("u").oa_following);
 }
+
+/// Money that cannot wrap (issue 19): an order whose lines are worth more than an i64 holds
+/// (10⁶ items at 10¹³ VND, both at the gateway's bounds) saturates, where it used to panic in a
+/// debug build (stopping the member) and wrap negative in a release build; so does the revenue
+/// after it, and a cancellation takes back exactly its own total.
+#[test]
+fn order_values_past_what_an_i64_holds_saturate() {
+    let mut h = Harness::new();
+    let mut huge = order("u", T0, "o1", None, 0);
+    if let InputEvent::Order(o) = &mut huge {
+        o.properties.total = None;
+        o.properties.items = vec![Item { product_id: "p".into(), quantity: 1_000_000, price: 10_000_000_000_000, ..Default::default() }];
+    }
+    h.feed(huge);
+    h.feed(order("u", T0 + D, "o2", None, 10_000_000_000_000));
+    let p = h.profile("u");
+    assert_eq!((p.orders, p.revenue), (2, i64::MAX));
+    assert!(p.average_order_value > 0);
+    h.feed(cancel("u", T0 + 2 * D, "o2"));
+    assert_eq!(h.profile("u").revenue, i64::MAX - 10_000_000_000_000);
+}

@@ -97,6 +97,8 @@ pub struct QueryApi {
     used_links: std::sync::Mutex<HashMap<String, i64>>,
     /// The view's follower and the snapshot refresh; taken (and awaited) by [`QueryApi::shutdown`].
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Why the view stopped following its topics, once it has.
+    stopped: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Drop for QueryApi {
@@ -120,12 +122,16 @@ impl QueryApi {
     ) -> anyhow::Result<Arc<QueryApi>> {
         let segments = crate::segments::loaded(segments)?;
         let view = Arc::new(View::default());
+        let stopped: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         let follow = {
-            let (view, kafka) = (view.clone(), kafka.clone());
+            let (view, kafka, stopped) = (view.clone(), kafka.clone(), stopped.clone());
             tokio::spawn(async move {
-                if let Err(e) = view.follow(kafka).await {
-                    tracing::error!(error = format!("{e:#}"), "query view stopped; answers are no longer updated");
-                }
+                let why = match view.follow(kafka).await {
+                    Ok(()) => "the view's follower ended".to_string(),
+                    Err(e) => format!("{e:#}"),
+                };
+                tracing::error!(error = %why, "query view stopped; answers are no longer updated");
+                *stopped.lock().expect("stopped lock") = Some(why);
             })
         };
         let refresh = {
@@ -148,6 +154,7 @@ impl QueryApi {
             producer,
             used_links: Default::default(),
             tasks: std::sync::Mutex::new(vec![follow, refresh]),
+            stopped,
         }))
     }
 
@@ -162,6 +169,11 @@ impl QueryApi {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Why the view stopped being updated, if it has (`zcdp up` stops then, and says so).
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().expect("stopped lock").clone()
     }
 
     pub fn view(&self) -> &Arc<View> {

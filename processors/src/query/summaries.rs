@@ -233,12 +233,12 @@ pub fn summarise(campaign: &str, parts: &[&CampaignResult]) -> CampaignSummary {
         s.failed += r.failed;
         s.unknown += r.unknown;
         s.delivered += r.delivered;
-        s.cost_vnd += r.cost_vnd;
+        s.cost_vnd = s.cost_vnd.saturating_add(r.cost_vnd);
         s.conversions += r.conversions;
-        s.revenue_vnd += r.revenue_vnd;
+        s.revenue_vnd = s.revenue_vnd.saturating_add(r.revenue_vnd);
         s.carts_triggered += r.carts_triggered;
         s.carts_recovered += r.carts_recovered;
-        s.recovered_revenue_vnd += r.recovered_revenue_vnd;
+        s.recovered_revenue_vnd = s.recovered_revenue_vnd.saturating_add(r.recovered_revenue_vnd);
         s.window_ms = s.window_ms.max(r.window_ms);
         s.as_of = s.as_of.max(r.as_of);
     }

@@ -27,7 +27,8 @@ use schemas::topics::Topic;
 
 use super::checkpoint::{CHECKPOINT_KEY, Restored, changelog_topic, checkpoint_topic, ensure_changelogs, restore};
 use super::metrics::METRICS;
-use super::output::OutputProducer;
+use super::output::{MAX_RECORD_BYTES, OutputProducer};
+use super::processor::split_user_key;
 use super::task::{INPUTS, Lag, Position, Task, Watermarks, input_index};
 use super::topology::Topology;
 use crate::config::ProcessArgs;
@@ -165,6 +166,17 @@ impl Engine {
                 continue;
             }
             let p = task.prepare_commit()?;
+            for c in &p.refused {
+                let bytes = c.value.as_ref().map_or(0, Vec::len);
+                METRICS.bounded.with_label_values(&[c.store, "record_bytes"]).inc();
+                tracing::warn!(store = c.store, task = id, bytes, key = %key_digest(&c.key), "a state value over the record limit was not written; the key keeps its committed value");
+                let app = split_user_key(&c.key).map(|(app, _)| app.to_string());
+                let reason = format!(
+                    "a change of {bytes} bytes to store {} is over the {MAX_RECORD_BYTES}-byte record limit; the key keeps its committed value",
+                    c.store
+                );
+                dead_letter(&self.producer, format!("processor:{}/{id}", c.store), app, "state_too_large", reason, c.key.clone())?;
+            }
             send_outputs(&self.producer, task)?;
             for c in &p.changes {
                 self.producer.send(&changelog_topic(&app, c.store), Some(*id), &c.key, c.value.as_deref())?;
@@ -223,6 +235,7 @@ impl Engine {
             checkpoints.push(cp);
         }
         self.producer.flush(Duration::from_secs(60)).context("flushing checkpoints")?;
+        dead_letter_rejected(&self.producer)?;
         for ((id, p), cp) in prepared.into_iter().zip(checkpoints) {
             self.tasks.get_mut(&id).expect("prepared task").finish_commit(p, cp)?;
         }
@@ -333,18 +346,7 @@ impl Engine {
                 Polled::Broken { topic, partition, offset, raw, error } => {
                     METRICS.undecodable.inc();
                     tracing::warn!(%topic, partition, offset, error, "undecodable input record sent to the dead-letter topic");
-                    let letter = DeadLetter {
-                        received_at: now_ms(),
-                        source: format!("processor:{topic}/{partition}@{offset}"),
-                        app_id: None,
-                        event_id: None,
-                        event_type: None,
-                        index: None,
-                        reason_code: "undecodable".into(),
-                        reason: error,
-                        raw,
-                    };
-                    self.producer.send(Topic::DeadLetter.name(), None, b"processor", Some(&schemas::codec::encode(&letter)?))?;
+                    dead_letter(&self.producer, format!("processor:{topic}/{partition}@{offset}"), None, "undecodable", error, raw)?;
                 }
             }
         }
@@ -357,6 +359,7 @@ impl Engine {
             worked |= n > 0 || fired > 0;
             send_outputs(&self.producer, task)?;
         }
+        dead_letter_rejected(&self.producer)?;
         self.flow_control(consumer)?;
         self.watch_fetches(consumer);
         if self.last_commit.elapsed() >= self.args.commit_interval {
@@ -465,8 +468,68 @@ impl Engine {
     }
 }
 
+/// Writes a record to `zmp.deadletter.v1`, counted by reason.
+fn dead_letter(
+    producer: &OutputProducer,
+    source: String,
+    app_id: Option<String>,
+    code: &str,
+    reason: String,
+    raw: Vec<u8>,
+) -> anyhow::Result<()> {
+    METRICS.dead_letters.with_label_values(&[code]).inc();
+    let letter = DeadLetter {
+        received_at: now_ms(),
+        source,
+        app_id,
+        event_id: None,
+        event_type: None,
+        index: None,
+        reason_code: code.into(),
+        reason,
+        raw,
+    };
+    producer.send(Topic::DeadLetter.name(), None, b"processor", Some(&schemas::codec::encode(&letter)?))
+}
+
+/// Dead-letters, with their keys, the records Kafka refused for good. A changelog record among
+/// them means the store's changelog lacks a change its local store has: said loudly, since a
+/// restore would not bring it back (the per-user bounds and [`MAX_RECORD_BYTES`] keep records
+/// far below any broker's limit; a broker configured below that is the cause).
+fn dead_letter_rejected(producer: &OutputProducer) -> anyhow::Result<()> {
+    for r in producer.take_rejected() {
+        if r.topic.ends_with(".changelog") {
+            tracing::error!(topic = %r.topic, partition = r.partition, key = %key_digest(&r.key), error = %r.error, "Kafka refused a changelog record for good; a restore will not have this change (check the topic's max.message.bytes)");
+        } else {
+            tracing::warn!(topic = %r.topic, partition = r.partition, key = %key_digest(&r.key), error = %r.error, "Kafka refused a record for good; sent to the dead-letter topic");
+        }
+        let reason = format!("Kafka refused the record for {}/{}: {}", r.topic, r.partition, r.error);
+        dead_letter(producer, format!("processor:{}/{}", r.topic, r.partition), None, "refused_by_kafka", reason, r.key)?;
+    }
+    Ok(())
+}
+
+/// A short digest of a key for logs: keys hold user ids.
+fn key_digest(key: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key)[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {
     for o in task.outputs.drain(..) {
+        if let Some(p) = o.payload.as_ref().filter(|p| p.len() > MAX_RECORD_BYTES) {
+            tracing::warn!(topic = o.topic.name(), task = task.id, bytes = p.len(), key = %key_digest(o.key.as_bytes()), "an output record over the record limit was sent to the dead-letter topic");
+            let reason = format!("a record of {} bytes for {} is over the {MAX_RECORD_BYTES}-byte record limit", p.len(), o.topic.name());
+            dead_letter(
+                producer,
+                format!("processor:{}/{}", o.topic.name(), task.id),
+                None,
+                "output_too_large",
+                reason,
+                o.key.into_bytes(),
+            )?;
+            continue;
+        }
         // The catalogue says where a record goes: user-keyed outputs by their key's hash (the
         // same partition as the task's, co-partitioned); keys such as `segment/user` or
         // `app/campaign/partition` to the task's own partition (the user's, or the one counted).

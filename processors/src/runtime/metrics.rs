@@ -23,6 +23,8 @@ pub struct Metrics {
     pub tasks: IntGaugeVec,
     pub idle_expired: IntCounterVec,
     pub fetch_reseeks: IntCounterVec,
+    pub bounded: IntCounterVec,
+    pub dead_letters: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -88,6 +90,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
             "Input partitions sought again because Kafka had records for them that did not arrive for 15 s"
         ),
         &["topic"]
+    )
+    .expect("metric"),
+    bounded: register_int_counter_vec!(
+        Opts::new(
+            "zcdp_process_bounded_total",
+            "Entries dropped (the oldest) or changes refused to keep one user's state within its bounds, by store and bound"
+        ),
+        &["store", "bound"]
+    )
+    .expect("metric"),
+    dead_letters: register_int_counter_vec!(
+        Opts::new(
+            "zcdp_process_dead_letters_total",
+            "Records the processors sent to zmp.deadletter.v1 instead of their topic or store, by reason"
+        ),
+        &["reason"]
     )
     .expect("metric"),
     tasks: register_int_gauge_vec!(Opts::new("zcdp_process_tasks", "Tasks of this member, by state"), &["state"]).expect("metric"),

@@ -15,11 +15,40 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use schemas::kafka::Kafka;
 
+/// Largest record the processors write, changelog or output: half of what the producer accepts
+/// (`message.max.bytes`, 1,000,000), so the broker's default limit (1 MiB a batch) takes it
+/// with its framing. Per-user bounds keep every record far below; a change or an output over it
+/// goes to `zmp.deadletter.v1` with its key instead.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// A record Kafka refused for good (too large for the producer or the broker, or invalid):
+/// retrying cannot help, so it is dead-lettered with its key rather than stopping the member.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub error: String,
+}
+
 #[derive(Default)]
 pub struct Tracking {
     acked: Mutex<HashMap<(String, i32), i64>>,
     failures: AtomicU64,
     last_failure: Mutex<Option<String>>,
+    rejected: Mutex<Vec<Rejected>>,
+}
+
+/// Errors about the record itself, not the cluster: the same record fails the same way again.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessage
+    )
 }
 
 impl ClientContext for Tracking {}
@@ -33,6 +62,14 @@ impl ProducerContext for Tracking {
                 let mut acked = self.acked.lock().expect("tracking lock");
                 let slot = acked.entry((m.topic().to_string(), m.partition())).or_insert(-1);
                 *slot = (*slot).max(m.offset());
+            }
+            Err((e, m)) if e.rdkafka_error_code().is_some_and(refused_for_good) => {
+                self.rejected.lock().expect("tracking lock").push(Rejected {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    error: e.to_string(),
+                });
             }
             Err((e, m)) => {
                 self.failures.fetch_add(1, Ordering::AcqRel);
@@ -54,6 +91,7 @@ impl OutputProducer {
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", "60000")
+            .set("message.max.bytes", "1000000")
             .create_with_context(Tracking::default())?;
         Ok(OutputProducer { producer })
     }
@@ -73,6 +111,15 @@ impl OutputProducer {
                 Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, r)) if e.rdkafka_error_code().is_some_and(refused_for_good) => {
+                    self.producer.context().rejected.lock().expect("tracking lock").push(Rejected {
+                        topic: topic.to_string(),
+                        partition: r.partition.unwrap_or(-1),
+                        key: key.to_vec(),
+                        error: e.to_string(),
+                    });
+                    return Ok(());
                 }
                 Err((e, _)) => bail!("producing to {topic}: {e}"),
             }
@@ -107,6 +154,11 @@ impl OutputProducer {
             bail!("{failures} record(s) could not be written to Kafka (last: {last}); not committing");
         }
         Ok(())
+    }
+
+    /// The records Kafka refused for good since the last call.
+    pub fn take_rejected(&self) -> Vec<Rejected> {
+        std::mem::take(&mut *self.producer.context().rejected.lock().expect("tracking lock"))
     }
 
     /// The offset after the last acknowledged record of a partition, if any was written.

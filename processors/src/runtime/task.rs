@@ -11,6 +11,7 @@ use schemas::topics::Topic;
 
 use super::checkpoint::{Checkpoint, Restored};
 use super::metrics::METRICS;
+use super::output::MAX_RECORD_BYTES;
 use super::processor::{Ctx, Output, Processor};
 use super::store::{Change, Dedup, TaskDb};
 use super::timers::{TimerKey, Timers};
@@ -112,6 +113,8 @@ pub struct Task {
 /// What a commit of this task writes.
 pub struct Prepared {
     pub changes: Vec<Change>,
+    /// Changes over [`MAX_RECORD_BYTES`], left out: their keys keep their committed values.
+    pub refused: Vec<Change>,
 }
 
 impl Task {
@@ -385,7 +388,12 @@ impl Task {
             p.take_dirty(&mut changes)?;
         }
         self.dedup.take_dirty(&mut changes);
-        Ok(Prepared { changes })
+        // The last line of the per-user bounds: a value Kafka could not take is not written,
+        // here or to the changelog, so both keep the key's committed value (and the cache forgets
+        // the new one at `finish_commit`). The member dead-letters the key.
+        let (refused, changes): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| c.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD_BYTES));
+        Ok(Prepared { changes, refused })
     }
 
     /// The checkpoint of the commit in progress: the current input positions, and the given
@@ -410,7 +418,9 @@ impl Task {
         self.checkpoint = checkpoint;
         self.dirty = false;
         for p in self.processors.iter_mut() {
-            p.trim(self.max_cached);
+            // A refused value is still in the cache: forget what is cached, to read it back.
+            let refused = prepared.refused.iter().any(|c| c.store == p.store());
+            p.trim(if refused { 0 } else { self.max_cached });
         }
         Ok(())
     }
@@ -516,5 +526,60 @@ mod tests {
         let w = task.watermarks(|i| (i == 1).then_some((0, 4)));
         assert_eq!(w.0[1], Some((2, 9)), "an older cached view of the partition does not hide what the restore saw");
         assert_eq!(w.position(1, task.next_fetch(1)), Position::Behind);
+    }
+
+    /// A processor that, once, changes one key to a value over the record limit and one to a
+    /// small value; it records what `trim` was asked to keep.
+    struct Grower {
+        trimmed_to: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Processor for Grower {
+        fn store(&self) -> &'static str {
+            "grower"
+        }
+        fn process(&mut self, _: &mut Ctx<'_>, _: &InputEvent) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn on_timer(&mut self, _: &mut Ctx<'_>, _: &[u8], _: i64) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn take_dirty(&mut self, out: &mut Vec<Change>) -> anyhow::Result<()> {
+            out.push(Change { store: "grower", key: b"big".to_vec(), value: Some(vec![7; MAX_RECORD_BYTES + 1]) });
+            out.push(Change { store: "grower", key: b"small".to_vec(), value: Some(vec![1; 10]) });
+            Ok(())
+        }
+        fn trim(&mut self, max_cached: usize) {
+            self.trimmed_to.lock().unwrap().push(max_cached);
+        }
+    }
+
+    /// The last line of the per-user bounds (issue 19): a value over what Kafka takes is left
+    /// out of the commit, in RocksDB as in the changelog, so its key keeps its committed value;
+    /// the other changes of the commit go through, and the processor's cache is emptied so the
+    /// key is read back as committed.
+    #[test]
+    fn a_value_over_the_record_limit_is_refused_and_the_rest_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TaskDb::open(dir.path(), &["grower", STORE_DEDUP]).unwrap();
+        db.write(&[Change { store: "grower", key: b"big".to_vec(), value: Some(b"committed".to_vec()) }], None, true).unwrap();
+        let restored = Restored {
+            db,
+            checkpoint: Checkpoint::default(),
+            compensation: Vec::new(),
+            records: 0,
+            elapsed: Duration::ZERO,
+            input_watermarks: vec![Some((0, 0)); INPUTS.len()],
+        };
+        let trimmed_to = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut task = Task::new(0, restored, vec![Box::new(Grower { trimmed_to: trimmed_to.clone() })], 100).unwrap();
+        let prepared = task.prepare_commit().unwrap();
+        assert_eq!(prepared.refused.iter().map(|c| c.key.as_slice()).collect::<Vec<_>>(), [b"big".as_slice()]);
+        assert!(prepared.changes.iter().all(|c| c.value.as_ref().is_none_or(|v| v.len() <= MAX_RECORD_BYTES)));
+        let cp = task.next_checkpoint(Default::default());
+        task.finish_commit(prepared, cp).unwrap();
+        assert_eq!(task.db().get("grower", b"big").unwrap().as_deref(), Some(b"committed".as_slice()));
+        assert_eq!(task.db().get("grower", b"small").unwrap().as_deref(), Some([1u8; 10].as_slice()));
+        assert_eq!(*trimmed_to.lock().unwrap(), [0], "the cache is emptied to read the key back");
     }
 }
