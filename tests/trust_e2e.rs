@@ -310,3 +310,39 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
     assert_eq!((records[0].user_key.as_str(), records[0].action.as_str(), records[0].key_id.len()), ("lan", "erase", 12));
     assert!(!records[0].key_id.contains(&admin) && !admin.contains(&records[0].key_id), "a key id, not the key");
 }
+
+/// Erasure forgets consent at the gateway too (issue 19): the user's decisions are tombstoned in
+/// `zmp.consents.v1`, so an `identify` that was admitted before the erasure is refused after it
+/// (until the user consents again), by this gateway now and by any gateway after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_forgets_the_users_consent_at_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = Zcdp::start(&["up", "--http", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()]);
+    let base = format!("http://{}", z.http);
+    let (secret, admin) = (z.key("secret").to_string(), z.key("admin").to_string());
+    let c = reqwest::Client::new();
+    let ev = |kind: &str, props: Value| json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind, "user": {"zalo_id": "quyen"}, "properties": props});
+    let identify = || ev("identify", json!({"traits": {"name": "Quyên"}}));
+    let post = |events: Vec<Value>| {
+        let (c, url, key) = (c.clone(), format!("{base}/v1/batch"), secret.clone());
+        async move { c.post(url).bearer_auth(key).json(&json!({"events": events})).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let b = post(vec![ev("consent_changed", json!({"purpose": "profile", "granted": true}))]).await;
+    assert_eq!(b["accepted"], 1, "{b}");
+    let b = post(vec![identify()]).await;
+    assert_eq!(b["accepted"], 1, "consented: {b}");
+    // The profile exists before the erasure is asked for (so the processors hold the user).
+    schemas::testing::eventually(Duration::from_secs(60), "Quyên's profile", || async {
+        let r = c.get(format!("{base}/v1/users/quyen/profile")).bearer_auth(&secret).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let r = c.delete(format!("{base}/v1/users/quyen")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let refused = schemas::testing::eventually(Duration::from_secs(60), "the erased user's consent forgotten", || async {
+        let b = post(vec![identify()]).await;
+        (b["rejected"][0]["code"] == "no_consent").then_some(b)
+    })
+    .await;
+    assert_eq!(refused["accepted"], 0);
+}

@@ -12,7 +12,7 @@ use schemas::event::{DeadLetter, IdentityType, Trust};
 
 /// The anonymous-id prefix of users Zalo's webhooks name only by their OA id (`zalo_hooks`).
 pub const OA_ANONYMOUS_PREFIX: &str = "oa:";
-use schemas::topics::Topic;
+use schemas::topics::{Topic, consent_key};
 
 use crate::Gateway;
 use crate::consent::{ConsentDecision, origin_headers};
@@ -164,6 +164,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
             if trust == Trust::Session {
                 ids[1] = None;
             }
+            w.keep_consent(ids, purpose, times.corrected)?;
             consents.push(ConsentDecision { ids, purpose, granted, at: times.corrected });
         }
     }
@@ -252,6 +253,28 @@ impl BatchWriter<'_, '_> {
             self.accepted_by_topic[n] += 1;
         }
         self.outcome.accepted += 1;
+        Ok(())
+    }
+
+    /// Keeps the consent decision just accepted (its record is still in `buf`) in
+    /// `zmp.consents.v1`, compacted and never expiring, under each user id it counts for —
+    /// unless this gateway knows a later decision for that id and purpose: the topic keeps the
+    /// last record written per key, and an older decision written after a newer one would win.
+    fn keep_consent(&mut self, ids: [Option<&str>; 2], purpose: &str, at: i64) -> Result<(), AcceptError> {
+        let app = self.receipt.app_id;
+        for id in ids.into_iter().flatten() {
+            if self.gw.consent.decided_after(app, id, purpose, at) {
+                continue;
+            }
+            self.gw.writer.send_with_headers(
+                &mut self.pending,
+                Topic::Consents.name(),
+                consent_key(app, id, purpose).as_bytes(),
+                &self.buf,
+                self.receipt.received_at,
+                Some(origin_headers(&self.gw.consent.origin)),
+            )?;
+        }
         Ok(())
     }
 

@@ -1,11 +1,16 @@
 //! The gateway's view of who consented to what, so `identify` can be refused when the user has
 //! not agreed to the purpose its data needs.
 //!
-//! Every gateway reads `zmp.identities.v1` from the start and keeps the latest decision per
-//! (app, user, purpose); a decision it accepted itself is applied as soon as Kafka acknowledged
-//! it. A consent sent through another gateway counts once that gateway's write has been read here,
-//! usually within milliseconds; a consent in the same batch always counts. Records this gateway
-//! wrote carry its origin header and are not decoded again when read back.
+//! Every gateway reads `zmp.consents.v1` from the start — compacted and never expiring, so a
+//! consent given a year ago still counts after a restart, whatever the input topics' retention —
+//! and keeps the latest decision per (app, user id, purpose). The gateways write it: each
+//! accepted `consent_changed` goes to `zmp.identities.v1` and, under each user id it counts for,
+//! to `zmp.consents.v1` (key `app/user id/purpose`); an erasure's tombstones there (written by
+//! the processors) remove the user's decisions. A decision a gateway accepted itself is applied
+//! as soon as Kafka acknowledged it. A consent sent through another gateway counts once that
+//! gateway's write has been read here, usually within milliseconds; a consent in the same batch
+//! always counts. Records this gateway wrote carry its origin header and are not decoded again
+//! when read back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +90,38 @@ impl ConsentView {
         self.apply_all(&event.app_id, &[ConsentDecision { ids, purpose, granted, at: event.corrected_time }]);
     }
 
+    /// Applies a record of `zmp.consents.v1`: a decision for the one user id its key names, or,
+    /// for a tombstone (an erasure), the removal of that id's decision for the purpose.
+    pub fn apply_record(&self, key: &str, event: Option<&IdentityEvent>) {
+        let Some((app, id, purpose)) = schemas::topics::split_consent_key(key) else { return };
+        match event {
+            Some(e) => {
+                let Some(granted) = e.properties.granted else { return };
+                self.apply_all(app, &[ConsentDecision { ids: [Some(id), None], purpose, granted, at: e.corrected_time }]);
+            }
+            None => {
+                let mut k = String::new();
+                user_key(&mut k, app, id);
+                let mut users = self.users.write().expect("consent lock");
+                if let Some(entry) = users.get_mut(k.as_str()) {
+                    entry.retain(|(p, _)| **p != *purpose);
+                    if entry.is_empty() {
+                        users.remove(k.as_str());
+                    }
+                }
+                METRICS.consent_users.set(users.len() as i64);
+            }
+        }
+    }
+
+    /// Whether a decision for `id` and `purpose` later than `at` is known.
+    pub fn decided_after(&self, app: &str, id: &str, purpose: &str, at: i64) -> bool {
+        let mut key = String::with_capacity(64);
+        user_key(&mut key, app, id);
+        let users = self.users.read().expect("consent lock");
+        users.get(key.as_str()).and_then(|c| c.iter().find(|(p, _)| **p == *purpose)).is_some_and(|(_, d)| d.at > at)
+    }
+
     /// Applies the consent decisions of app `app` under one lock (those of a batch once Kafka has
     /// them).
     pub fn apply_all(&self, app: &str, decisions: &[ConsentDecision<'_>]) {
@@ -129,26 +166,38 @@ impl ConsentView {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Reads the identities topic from the beginning, forever. Marks the view caught up once it
-    /// has read everything that was in the topic when it started.
+    /// Reads `zmp.consents.v1` from the beginning, forever. Marks the view caught up once it has
+    /// read everything that was in the topic when it started.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
-        let mut tail = kafka.tail(&[Topic::Identities.name()], "ingest-consent")?;
+        let mut tail = kafka.tail(&[Topic::Consents.name()], "ingest-consent")?;
+        if tail.caught_up() {
+            // Nothing kept yet: a new deployment, or one upgraded from a version that kept
+            // consents only in zmp.identities.v1. What that topic still holds is carried over
+            // (the tail reads it back); until then the gateway is not ready.
+            let carried = carry_over(&kafka).await?;
+            if carried > 0 {
+                tracing::info!(carried, "consent decisions carried over from zmp.identities.v1 to zmp.consents.v1");
+                tail = kafka.tail(&[Topic::Consents.name()], "ingest-consent")?;
+            }
+        }
         if tail.caught_up() {
             self.caught_up.store(true, Ordering::Release);
         }
         loop {
             let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
-            // Most identity records are not consent decisions, and this gateway's own were applied
-            // when Kafka acknowledged them: skip both without decoding.
-            let is_consent = |p: &[u8]| schemas::codec::peek_type_index(p).is_none_or(|i| i == IdentityType::ConsentChanged as u32);
+            // This gateway's own decisions were applied when Kafka acknowledged them.
             let own = msg.headers().is_some_and(|h| h.iter().any(|x| x.key == ORIGIN_HEADER && x.value == Some(self.origin.as_bytes())));
-            if let Some(payload) = msg.payload().filter(|p| !own && is_consent(p)) {
-                match schemas::codec::decode::<IdentityEvent>(payload) {
-                    Ok(ev) => self.apply(&ev),
+            let key = msg.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
+            match msg.payload() {
+                _ if own => {}
+                None => self.apply_record(key, None),
+                Some(payload) => match schemas::codec::decode::<IdentityEvent>(payload) {
+                    Ok(ev) if ev.kind == IdentityType::ConsentChanged => self.apply_record(key, Some(&ev)),
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent view: undecodable record skipped")
                     }
-                }
+                },
             }
             let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
             drop(msg);
@@ -158,6 +207,40 @@ impl ConsentView {
             }
         }
     }
+}
+
+/// Writes the latest consent decision per (app, user id, purpose) that `zmp.identities.v1` holds
+/// to `zmp.consents.v1`; how many.
+async fn carry_over(kafka: &Kafka) -> anyhow::Result<usize> {
+    let mut tail = kafka.tail(&[Topic::Identities.name()], "ingest-consent-carry-over")?;
+    let mut latest: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+    while !tail.caught_up() {
+        let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
+        if let Some(payload) = msg.payload()
+            && schemas::codec::peek_type_index(payload).is_none_or(|i| i == IdentityType::ConsentChanged as u32)
+            && let Ok(ev) = schemas::codec::decode::<IdentityEvent>(payload)
+            && ev.kind == IdentityType::ConsentChanged
+            && let Some(purpose) = &ev.properties.purpose
+        {
+            for id in [ev.user.zalo_id.as_deref(), ev.user.anonymous_id.as_deref()].into_iter().flatten() {
+                let key = schemas::topics::consent_key(&ev.app_id, id, purpose);
+                if latest.get(&key).is_none_or(|(at, _)| *at <= ev.corrected_time) {
+                    latest.insert(key, (ev.corrected_time, payload.to_vec()));
+                }
+            }
+        }
+        let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+        drop(msg);
+        tail.saw(&topic, partition, offset);
+    }
+    let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
+    let sends = latest.iter().map(|(key, (_, payload))| {
+        producer.send(rdkafka::producer::FutureRecord::to(Topic::Consents.name()).key(key).payload(payload), Duration::from_secs(30))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| anyhow::anyhow!("carrying consents over to zmp.consents.v1: {e}"))?;
+    }
+    Ok(latest.len())
 }
 
 #[cfg(test)]
@@ -190,5 +273,22 @@ mod tests {
         // A late-arriving older grant does not undo the revoke.
         v.apply(&consent("u1", "phone", true, 15));
         assert!(!v.granted("demo", &["u1"], "phone"));
+    }
+
+    /// Records of `zmp.consents.v1` count for the id their key names; a tombstone (an erasure)
+    /// removes that decision, and only that one.
+    #[test]
+    fn consent_records_apply_by_key_and_tombstones_remove_them() {
+        let v = ConsentView::default();
+        v.apply_record("demo/u1/phone", Some(&consent("someone-else", "phone", true, 10)));
+        v.apply_record("demo/u1/profile", Some(&consent("someone-else", "profile", true, 10)));
+        v.apply_record("other/u1/phone", Some(&consent("u1", "phone", true, 10)));
+        assert!(v.granted("demo", &["u1"], "phone") && v.granted("demo", &["u1"], "profile"));
+        assert!(!v.granted("demo", &["someone-else"], "phone"), "the key names the user, not the event");
+        assert!(v.decided_after("demo", "u1", "phone", 9) && !v.decided_after("demo", "u1", "phone", 10));
+        v.apply_record("demo/u1/phone", None);
+        assert!(!v.granted("demo", &["u1"], "phone"));
+        assert!(v.granted("demo", &["u1"], "profile"));
+        assert!(v.granted("other", &["u1"], "phone"), "another app's decision is untouched");
     }
 }

@@ -455,3 +455,41 @@ async fn dead_letters_keep_no_phone_whatever_the_bytes() {
     }
     assert!(letters.iter().any(|l| l.event_id.as_deref() == Some(id.as_str()) || String::from_utf8_lossy(&l.raw).contains(&id)));
 }
+
+/// Consent that does not expire (issue 19): the gateway's consent view is rebuilt from the
+/// compacted `zmp.consents.v1`, not from the input topic. A gateway starting on a cluster whose
+/// `zmp.identities.v1` holds nothing any more (the consent older than its retention) but whose
+/// `zmp.consents.v1` holds the decision still admits the user's `identify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consents_older_than_the_input_topics_still_count_after_a_restart() {
+    let first = Harness::start(IngestArgs::default()).await;
+    let consent = |purpose: &str| json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": "old-friend"}, "properties": {"purpose": purpose, "granted": true}});
+    let (_, _, b) = first.batch_as(SECRET_KEY, vec![consent("profile"), consent("phone")]).await;
+    assert_eq!(b["accepted"], json!(2), "{b}");
+    let kept: Vec<(Vec<u8>, Vec<u8>)> =
+        first.read(Topic::Consents).await.iter().map(|m| (m.key().unwrap().to_vec(), m.payload().unwrap().to_vec())).collect();
+    let mut keys: Vec<String> = kept.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["demo/old-friend/phone", "demo/old-friend/profile"]);
+
+    // A year later: the input topics have forgotten, the consents topic has not. A new gateway.
+    let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), 3);
+    kafka.ensure_catalogue().await.unwrap();
+    let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create().unwrap();
+    for (k, v) in &kept {
+        let record = rdkafka::producer::FutureRecord::to(Topic::Consents.name()).key(k).payload(v);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    assert!(read_to_end(&kafka, Topic::Identities.name(), Duration::from_secs(10)).unwrap().is_empty());
+    let gw = Gateway::start(&kafka, &IngestArgs::default()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gw.router()).await });
+    let second = Harness { kafka, cluster, base, client: reqwest::Client::new() };
+    second.wait_ready(true).await;
+    let identify = json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": "old-friend"},
+        "properties": {"traits": {"name": "Lan"}, "phone": "0912345678"}});
+    let (s, _, b) = second.batch_as(SECRET_KEY, vec![identify]).await;
+    assert_eq!((s, &b["accepted"]), (StatusCode::OK, &json!(1)), "{b}");
+}

@@ -205,6 +205,15 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.profiles.v1/v2.avsc"),
         fingerprint: "adea6c48c70ede26684b4ad8fbe9c67bc38cfd23a7ffc69dbee8c07419ae4332",
     },
+    // The consent decisions, kept for good (issue 19): the consent_changed events themselves, so
+    // the identities schema (records carry its id, 20).
+    Row {
+        id: 23,
+        topic: Topic::Consents,
+        version: 1,
+        source: include_str!("../avro/zmp.identities.v1/v3.avsc"),
+        fingerprint: "51cf63df82e352b0b45148c5e7f9e9ad32795ffe3c7a0c9dd48d42f584fe3a39",
+    },
 ];
 
 pub struct Registry {

@@ -24,6 +24,7 @@ pub enum Topic {
     CampaignResults,
     Activity,
     Audit,
+    Consents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,10 @@ pub enum KeyKind {
     AppPartition,
     /// The record's own id (a request id), UTF-8.
     Request,
+    /// `app/user id/purpose`, UTF-8 (the user id is an app's Zalo id or anonymous id; the app
+    /// and the purpose hold no `/`); partitioned by its hash, so every writer of a key (the
+    /// gateway, the processors' erasure) reaches the same partition.
+    AppUserPurpose,
 }
 
 impl KeyKind {
@@ -222,7 +227,28 @@ pub const CATALOGUE: &[TopicSpec] = &[
         retention_ms: None,
         doc: "who asked for each erasure (key id, app, user, time); erasure never removes it",
     },
+    TopicSpec {
+        topic: Topic::Consents,
+        name: "zmp.consents.v1",
+        key: KeyKind::AppUserPurpose,
+        cleanup: Cleanup::Compact,
+        input: false,
+        retention_ms: None,
+        doc: "the latest consent decision per app, user id and purpose (the consent_changed event, as in zmp.identities.v1); erasure writes tombstones. Never expires: the gateway's consent view is rebuilt from it",
+    },
 ];
+
+/// The key of a consent decision in `zmp.consents.v1`.
+pub fn consent_key(app: &str, user_id: &str, purpose: &str) -> String {
+    format!("{app}/{user_id}/{purpose}")
+}
+
+/// The (app, user id, purpose) of a [`consent_key`].
+pub fn split_consent_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (app, rest) = key.split_once('/')?;
+    let (user, purpose) = rest.rsplit_once('/')?;
+    Some((app, user, purpose))
+}
 
 impl Topic {
     pub fn spec(self) -> &'static TopicSpec {

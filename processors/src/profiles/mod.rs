@@ -134,9 +134,19 @@ impl Processor for Profiles {
         if event.is_forget() {
             // Erased: out of every segment (tombstones, so exports drop the user), the state
             // deleted; the commit writes the profile's tombstone.
+            let mut ids = vec![event.user().key.clone()];
             if let Some(old) = self.cache.entry(ctx.db, &key)?.take() {
                 for segment in &old.segments {
                     ctx.tombstone(schemas::topics::Topic::Audiences, &format!("{segment}/{}", event.user().key));
+                }
+                ids.extend(old.zalo_id.into_iter().chain(old.anonymous_ids));
+            }
+            // And their consent decisions, under every id the gateway may have kept them by.
+            ids.sort();
+            ids.dedup();
+            for id in &ids {
+                for purpose in CONSENT_PURPOSES {
+                    ctx.tombstone(schemas::topics::Topic::Consents, &schemas::topics::consent_key(event.app_id(), id, purpose));
                 }
             }
             self.scheduled.remove(&key);

@@ -313,10 +313,14 @@ fn a_forgotten_user_leaves_every_segment_and_their_profile_is_tombstoned() {
     let mut got: Vec<(schemas::topics::Topic, String, bool)> =
         h.outputs.iter().map(|o| (o.topic, o.key.clone(), o.payload.is_none())).collect();
     got.sort();
-    use schemas::topics::Topic::{Audiences, Profiles};
-    // Tombstones only: the profile, and the user's key in each segment they were in.
-    let want =
+    use schemas::topics::Topic::{Audiences, Consents, Profiles};
+    // Tombstones only: the profile, the user's key in each segment they were in, and their
+    // consent decisions (zmp.consents.v1, which the gateways' consent views are rebuilt from).
+    let mut want =
         vec![(Profiles, "u".into(), true), (Audiences, "new_first_week/u".into(), true), (Audiences, "viewed_no_order_7d/u".into(), true)];
+    for purpose in ["analytics", "marketing", "personalization", "phone", "profile"] {
+        want.push((Consents, format!("demo/u/{purpose}"), true));
+    }
     assert_eq!(got, want);
     // The store keeps nothing of the user.
     let mut changes = Vec::new();
