@@ -418,7 +418,7 @@ pub async fn run_serve(
     say(format!(
         "zcdp: query API on http://{addr}  (GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}})"
     ));
-    let routes = api.routes().merge(api.probes());
+    let routes = api.routes().merge(api.probes(ingest::http::OPENAPI));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     let served = server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown).await;
     api.shutdown().await;

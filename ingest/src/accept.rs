@@ -298,10 +298,8 @@ impl BatchWriter<'_, '_> {
 /// The dead-letter record of one rejected event, without the personal data in it
 /// ([`crate::redact`]): a rejected event must not keep what the user has not agreed to.
 fn dead_letter(receipt: &Receipt<'_>, source: &str, index: usize, raw: &str, r: &Rejection) -> DeadLetter {
-    let value: Option<Value> = serde_json::from_str(raw).ok();
-    let field = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
-    let event_id = field(&value, "event_id");
-    let event_type = field(&value, "type");
+    let event_id = crate::redact::string_member(raw.as_bytes(), "event_id");
+    let event_type = crate::redact::string_member(raw.as_bytes(), "type");
     let raw_bytes = crate::redact::redact(raw.as_bytes());
     DeadLetter {
         received_at: receipt.received_at,

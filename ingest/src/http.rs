@@ -38,6 +38,15 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/v1/events", post(single))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The OpenAPI 3.1 document of the whole HTTP API (`docs/openapi.json`, built in).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /openapi.json`: anyone may read it; it holds no key and no data.
+pub async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn batch(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {

@@ -17,6 +17,42 @@ pub fn redact(raw: &[u8]) -> Vec<u8> {
     mask_digit_runs(&redact_members(raw))
 }
 
+/// The string value of the first member named `key` in a raw body, escapes left as sent: the
+/// `event_id` and `type` of a dead letter, found without parsing the event (a rejected event may
+/// not parse at all, and parsing every rejected event cost more than the rest of its handling).
+pub fn string_member(raw: &[u8], key: &str) -> Option<String> {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let end = string_end(raw, i);
+        let is_key = decoded_equals(&raw[i + 1..end.saturating_sub(1).max(i + 1)], key);
+        i = end;
+        if !is_key {
+            continue;
+        }
+        let mut j = i;
+        while j < raw.len() && raw[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if raw.get(j) != Some(&b':') {
+            continue;
+        }
+        j += 1;
+        while j < raw.len() && raw[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if raw.get(j) != Some(&b'"') {
+            return None;
+        }
+        let close = string_end(raw, j);
+        return std::str::from_utf8(&raw[j + 1..close.saturating_sub(1).max(j + 1)]).ok().map(str::to_string);
+    }
+    None
+}
+
 /// Replaces the values of [`PERSONAL`] members.
 fn redact_members(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
@@ -99,35 +135,37 @@ fn value_end(raw: &[u8], start: usize) -> usize {
     raw.len()
 }
 
-/// Whether a string's contents, its escapes decoded, equal `key` (ASCII, any case).
+/// Whether a string's contents, its escapes decoded, equal `key` (ASCII, any case). Decoded as
+/// compared, without allocating: it runs for every string of every rejected event.
 fn decoded_equals(s: &[u8], key: &str) -> bool {
-    if s.len() > key.len() * 6 {
-        return false;
+    if !s.contains(&b'\\') {
+        return s.eq_ignore_ascii_case(key.as_bytes());
     }
-    let mut decoded = Vec::with_capacity(key.len());
-    let mut i = 0;
+    let key = key.as_bytes();
+    let (mut i, mut k) = (0, 0);
     while i < s.len() {
-        if s[i] == b'\\' && i + 1 < s.len() {
-            match s[i + 1] {
-                b'u' if i + 6 <= s.len() => {
-                    let hex = std::str::from_utf8(&s[i + 2..i + 6]).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
-                    match hex.and_then(char::from_u32) {
-                        Some(c) if c.is_ascii() => decoded.push(c as u8),
-                        _ => return false,
-                    }
-                    i += 6;
+        let c = if s[i] == b'\\' && i + 1 < s.len() {
+            if s[i + 1] == b'u' && i + 6 <= s.len() {
+                let hex = std::str::from_utf8(&s[i + 2..i + 6]).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+                i += 6;
+                match hex.and_then(char::from_u32) {
+                    Some(c) if c.is_ascii() => c as u8,
+                    _ => return false,
                 }
-                c => {
-                    decoded.push(c);
-                    i += 2;
-                }
+            } else {
+                i += 2;
+                s[i - 1]
             }
         } else {
-            decoded.push(s[i]);
             i += 1;
+            s[i - 1]
+        };
+        if k >= key.len() || !c.eq_ignore_ascii_case(&key[k]) {
+            return false;
         }
+        k += 1;
     }
-    decoded.eq_ignore_ascii_case(key.as_bytes())
+    k == key.len()
 }
 
 /// Replaces runs of nine or more digits, with separators (space, `.`, `-`, `(`, `)`, `+`)
@@ -206,6 +244,9 @@ mod tests {
         assert!(!out.contains("Nguyễn") && !out.contains("Hà Nội"), "{out}");
         let out = r(r#"{"access_token" : "tok-abc\"def", "x": 1}"#);
         assert_eq!(out, r#"{"access_token" : "[redacted]", "x": 1}"#);
+        assert_eq!(string_member(br#"{"type" : "identify", "event_id":"e-1"}"#, "event_id").as_deref(), Some("e-1"));
+        assert_eq!(string_member(br#"{"type":"identify"}"#, "type").as_deref(), Some("identify"));
+        assert_eq!(string_member(br#"{"event_id":7}"#, "event_id"), None);
         // A value that merely says "phone" is not a key.
         assert_eq!(r(r#"{"share_channel":"phone"}"#), r#"{"share_channel":"phone"}"#);
     }

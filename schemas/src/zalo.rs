@@ -170,6 +170,16 @@ pub fn appsecret_proof(access_token: &str, app_secret: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether a token a client gave can be one of Zalo's: visible ASCII, of a sane length. Anything
+/// else could not even be sent as a header; it is refused as Zalo would refuse it.
+fn token_shaped(token: &str) -> bool {
+    !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn not_a_token() -> GraphError {
+    GraphError::Refused { code: -1, message: "not a Zalo token (visible ASCII, at most 4,096 bytes)".into() }
+}
+
 /// The user a Mini App access token (zmp-sdk `getAccessToken()`) belongs to, by Zalo's word:
 /// `GET {graph}/v2.0/me?fields=id,name,picture` with header `access_token` →
 /// `{"id": "<user id by app>", "name": …}`. The id is the app-scoped Zalo id (`getUserID`).
@@ -179,6 +189,9 @@ pub async fn graph_me(
     access_token: &str,
     app_secret: Option<&str>,
 ) -> Result<GraphUser, GraphError> {
+    if !token_shaped(access_token) {
+        return Err(not_a_token());
+    }
     let mut req = http
         .get(format!("{}/v2.0/me", graph_url.trim_end_matches('/')))
         .query(&[("fields", "id,name,picture")])
@@ -213,6 +226,9 @@ pub async fn exchange_phone_token(
     code: &str,
     app_secret: &str,
 ) -> Result<String, GraphError> {
+    if !token_shaped(user_access_token) || !token_shaped(code) {
+        return Err(not_a_token());
+    }
     let resp = http
         .get(format!("{}/v2.0/me/info", graph_url.trim_end_matches('/')))
         .header("access_token", user_access_token)

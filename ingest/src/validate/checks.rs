@@ -72,7 +72,8 @@ pub(super) fn text<'a>(v: Tok<'a>, scope: Scope, key: &str) -> Result<Option<Cow
         Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
         scalar => {
             let s = scalar.into_text();
-            if s.len() > max_text(key) {
+            // Most texts are short: the bound by name is looked up only past the shortest one.
+            if s.len() > MAX_ID_BYTES && s.len() > max_text(key) {
                 return Err(too_long(scope, key, s.len()));
             }
             Ok(Some(s))
@@ -93,7 +94,8 @@ pub(super) fn put_text(out: &mut Vec<u8>, v: Tok<'_>, scope: Scope, key: &str) -
         Tok::Object(_) | Tok::Array(_) => Err(invalid(format_args!("{scope}.{key}"), "must be a string")),
         scalar => {
             let s = scalar.into_text();
-            if s.len() > max_text(key) {
+            // Most texts are short: the bound by name is looked up only past the shortest one.
+            if s.len() > MAX_ID_BYTES && s.len() > max_text(key) {
                 return Err(too_long(scope, key, s.len()));
             }
             out.push(2);

@@ -204,10 +204,12 @@ impl QueryApi {
             .with_state(self.clone())
     }
 
-    /// `/healthz` and `/readyz` (ready once the view has caught up), for `zcdp serve` alone.
-    pub fn probes(self: &Arc<Self>) -> Router {
+    /// `/healthz`, `/readyz` (ready once the view has caught up) and `/openapi.json` (the
+    /// document of the whole API, given by the caller), for `zcdp serve` alone.
+    pub fn probes(self: &Arc<Self>, openapi: &'static str) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/openapi.json", get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi) }))
             .route(
                 "/readyz",
                 get(|State(api): State<Arc<QueryApi>>| async move {
@@ -218,6 +220,11 @@ impl QueryApi {
             )
             .with_state(self.clone())
     }
+}
+
+/// "an admin key", "a secret key".
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// A caller whose key is at least `MIN` (1: secret, 2: admin): what every route that reads other
@@ -240,7 +247,7 @@ impl<const MIN: u8> FromRequestParts<Arc<QueryApi>> for Key<MIN> {
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                &format!("give a {} key: Authorization: Bearer <key>", needed.name()),
+                &format!("give {} {} key: Authorization: Bearer <key>", article(needed.name()), needed.name()),
             ));
         };
         if caller.access < needed {
@@ -248,8 +255,10 @@ impl<const MIN: u8> FromRequestParts<Arc<QueryApi>> for Key<MIN> {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 &format!(
-                    "a {} key may not do this: it needs a {} key, which stays on the shop's servers (docs/security.md)",
+                    "{} {} key may not do this: it needs {} {} key, which stays on the shop's servers (docs/security.md)",
+                    article(caller.access.name()),
                     caller.access.name(),
+                    article(needed.name()),
                     needed.name()
                 ),
             ));
