@@ -59,9 +59,21 @@ async fn a_hostile_user_cannot_stop_the_processors() {
 
     let biggest = serde_json::to_vec(&hostile_cart(0)).unwrap().len();
     assert!((28_000..32 * 1024).contains(&biggest), "a hostile event is {biggest} bytes");
-    let posts: Vec<_> = (0..20)
-        .map(|r| {
-            let events: Vec<Value> = (0..15).map(|i| hostile_cart(r * 15 + i)).collect();
+    // Every hostile event made first, so their times are within a second of each other and no
+    // cart's deadline passes while the attack is still being read.
+    let carts: Vec<Vec<Value>> = (0..20).map(|r| (0..15).map(|i| hostile_cart(r * 15 + i)).collect()).collect();
+    let adds: Vec<Value> = (0..300)
+        .map(|i| {
+            event(
+                "cart_item_added",
+                json!({"anonymous_id": "attacker"}),
+                json!({"cart_id": "one", "product_id": text(&format!("q{i}"), 128), "product_name": text("n", 256), "quantity": 1, "price": 1000}),
+            )
+        })
+        .collect();
+    let posts: Vec<_> = carts
+        .into_iter()
+        .map(|events| {
             let (c, url, key) = (c.clone(), format!("{base}/v1/batch"), write.clone());
             tokio::spawn(async move {
                 let r = c.post(url).bearer_auth(key).json(&json!({"events": events})).send().await.unwrap();
@@ -75,15 +87,6 @@ async fn a_hostile_user_cannot_stop_the_processors() {
         assert_eq!((status.as_u16(), &body["accepted"]), (200, &json!(15)), "{body}");
     }
     // One cart with 300 products added one by one, to the same cart.
-    let adds: Vec<Value> = (0..300)
-        .map(|i| {
-            event(
-                "cart_item_added",
-                json!({"anonymous_id": "attacker"}),
-                json!({"cart_id": "one", "product_id": text(&format!("q{i}"), 128), "product_name": text("n", 256), "quantity": 1, "price": 1000}),
-            )
-        })
-        .collect();
     for chunk in adds.chunks(100) {
         let r = c.post(format!("{base}/v1/batch")).bearer_auth(&write).json(&json!({"events": chunk})).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -137,7 +140,7 @@ async fn a_hostile_user_cannot_stop_the_processors() {
     }
     // The attacker's state stayed bounded: carts pushed out, lines not added, all counted.
     let attacker: Vec<_> = triggers.iter().filter(|t| t.user.key == "attacker").collect();
-    assert!(attacker.len() <= 5, "{} abandoned carts for one user; the bound is 5", attacker.len());
+    assert!(attacker.len() <= 5, "{} abandoned carts for one user; the bound is 5 open at once", attacker.len());
     assert!(attacker.iter().all(|t| t.items.len() <= 100), "a cart over 100 lines");
     let metrics = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     for bound in ["open_carts", "lines_per_cart"] {
@@ -154,16 +157,18 @@ async fn a_hostile_user_cannot_stop_the_processors() {
     assert!(!rest.iter().any(|l| l.contains("stopped (")), "a role stopped: {rest:?}");
 }
 
-/// Reads from `s` until the server closes it (or errors); how long that took, if within `within`.
-async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+/// Reads from `s` until the server closes it (or errors): how long that took and what it
+/// answered, if within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<(Duration, String)> {
     let started = Instant::now();
     let mut buf = [0u8; 4096];
+    let mut answer = Vec::new();
     let deadline = started + within;
     loop {
         match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
             Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((started.elapsed(), String::from_utf8_lossy(&answer).into_owned())),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
         }
     }
 }
@@ -194,7 +199,7 @@ async fn slow_clients_are_cut_at_the_time_outs() {
 
     // Says nothing.
     let mut silent = connect().await;
-    let t = closed_within(&mut silent, limit).await.expect("a silent connection is closed");
+    let (t, _) = closed_within(&mut silent, limit).await.expect("a silent connection is closed");
     assert!(t >= Duration::from_millis(800), "closed after {t:?}");
 
     // Trickles its headers, a byte every 200 ms.
@@ -226,7 +231,9 @@ async fn slow_clients_are_cut_at_the_time_outs() {
         z.key("write")
     );
     half.write_all(head.as_bytes()).await.unwrap();
-    assert!(closed_within(&mut half, limit).await.is_some(), "a body that never ends holds the connection");
+    let (t, answer) = closed_within(&mut half, limit).await.expect("a body that never ends holds the connection");
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("bad_body"), "{answer}");
+    assert!(t >= Duration::from_millis(1500), "cut after {t:?}, before the body time-out");
 
     // A finished request on a kept-alive connection, then idle.
     let mut idle = connect().await;
@@ -247,6 +254,8 @@ async fn slow_clients_are_cut_at_the_time_outs() {
     let started = Instant::now();
     let r = reqwest::Client::new().get(format!("http://{addr}/healthz")).timeout(limit).send().await.expect("answered once slots free up");
     assert_eq!(r.status(), 200);
+    // It waited for a slot: the cap held.
+    assert!(started.elapsed() >= Duration::from_millis(500), "answered after {:?}: no slot was taken", started.elapsed());
     assert!(started.elapsed() < limit);
     drop(holders);
     let (status, _) = z.terminate();

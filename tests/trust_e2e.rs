@@ -313,7 +313,8 @@ async fn only_trusted_sources_make_the_shop_send_a_message() {
 
 /// Erasure forgets consent at the gateway too (issue 19): the user's decisions are tombstoned in
 /// `zmp.consents.v1`, so an `identify` that was admitted before the erasure is refused after it
-/// (until the user consents again), by this gateway now and by any gateway after a restart.
+/// (until the user consents again). The tombstones are in the compacted topic every gateway's
+/// view is rebuilt from, so a restarted gateway forgets them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_forgets_the_users_consent_at_the_gateway() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,6 +127,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
         buf: Vec::with_capacity(1024),
         accepted_by_topic: [0; Topic::INPUTS.len()],
         outcome: Outcome { accepted: 0, rejected: Vec::new() },
+        consents: HashMap::new(),
     };
     // Duplicated ids inside one batch: the first one counts. Ids are canonical UUIDs by now.
     let mut seen: HashSet<u128, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(total, Default::default());
@@ -164,7 +165,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
             if trust == Trust::Session {
                 ids[1] = None;
             }
-            w.keep_consent(ids, purpose, times.corrected)?;
+            w.keep_consent(ids, purpose, times.corrected);
             consents.push(ConsentDecision { ids, purpose, granted, at: times.corrected });
         }
     }
@@ -206,6 +207,7 @@ pub async fn ingest(gw: &Gateway, receipt: &Receipt<'_>, events: Events<'_>, sou
         w.outcome.rejected.sort_by_key(|(i, _, _)| *i);
     }
 
+    w.keep_consents()?;
     let BatchWriter { pending, accepted_by_topic, outcome, .. } = w;
     let waited = gw.writer.wait(pending).await.inspect_err(|e| {
         tracing::warn!(app = receipt.app_id, events = total, error = %e, "batch not acknowledged");
@@ -233,6 +235,8 @@ struct BatchWriter<'g, 'r> {
     buf: Vec<u8>,
     accepted_by_topic: [u64; Topic::INPUTS.len()],
     outcome: Outcome,
+    /// The request's latest consent record per (user id, purpose), for `zmp.consents.v1`.
+    consents: HashMap<(String, &'static str), (i64, Vec<u8>)>,
 }
 
 impl BatchWriter<'_, '_> {
@@ -256,21 +260,37 @@ impl BatchWriter<'_, '_> {
         Ok(())
     }
 
-    /// Keeps the consent decision just accepted (its record is still in `buf`) in
-    /// `zmp.consents.v1`, compacted and never expiring, under each user id it counts for —
-    /// unless this gateway knows a later decision for that id and purpose: the topic keeps the
-    /// last record written per key, and an older decision written after a newer one would win.
-    fn keep_consent(&mut self, ids: [Option<&str>; 2], purpose: &str, at: i64) -> Result<(), AcceptError> {
-        let app = self.receipt.app_id;
+    /// Notes the consent decision just accepted (its record is still in `buf`) for
+    /// `zmp.consents.v1`, under each user id it counts for: the latest of the request per id and
+    /// purpose ([`BatchWriter::keep_consents`] writes them).
+    fn keep_consent(&mut self, ids: [Option<&str>; 2], purpose: &'static str, at: i64) {
         for id in ids.into_iter().flatten() {
-            if self.gw.consent.decided_after(app, id, purpose, at) {
+            match self.consents.get_mut(&(id.to_string(), purpose)) {
+                Some((known, _)) if *known > at => {}
+                Some(slot) => *slot = (at, self.buf.clone()),
+                None => {
+                    self.consents.insert((id.to_string(), purpose), (at, self.buf.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes the request's latest consent decisions to `zmp.consents.v1` (compacted, never
+    /// expiring) — each unless this gateway already knows a later one for that id and purpose:
+    /// the topic keeps the last record written per key, so an older decision written after a
+    /// newer one would win there. (Two gateways deciding the same key within milliseconds may
+    /// still write out of order; docs/security.md says so.)
+    fn keep_consents(&mut self) -> Result<(), AcceptError> {
+        let app = self.receipt.app_id;
+        for ((id, purpose), (at, record)) in std::mem::take(&mut self.consents) {
+            if self.gw.consent.decided_after(app, &id, purpose, at) {
                 continue;
             }
             self.gw.writer.send_with_headers(
                 &mut self.pending,
                 Topic::Consents.name(),
-                consent_key(app, id, purpose).as_bytes(),
-                &self.buf,
+                consent_key(app, &id, purpose).as_bytes(),
+                &record,
                 self.receipt.received_at,
                 Some(origin_headers(&self.gw.consent.origin)),
             )?;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 
-use schemas::event::{IdentityEvent, IdentityType};
+use schemas::event::{IdentityEvent, IdentityType, Trust};
 use schemas::kafka::Kafka;
 use schemas::topics::Topic;
 
@@ -214,25 +214,41 @@ impl ConsentView {
 async fn carry_over(kafka: &Kafka) -> anyhow::Result<usize> {
     let mut tail = kafka.tail(&[Topic::Identities.name()], "ingest-consent-carry-over")?;
     let mut latest: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+    // Erasures seen: (app, user key) → when. Decisions made before one are not carried over.
+    let mut erased: HashMap<(String, String), i64> = HashMap::new();
     while !tail.caught_up() {
         let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
+        let wanted = |i: u32| i == IdentityType::ConsentChanged as u32 || i == IdentityType::UserForgotten as u32;
         if let Some(payload) = msg.payload()
-            && schemas::codec::peek_type_index(payload).is_none_or(|i| i == IdentityType::ConsentChanged as u32)
+            && schemas::codec::peek_type_index(payload).is_none_or(wanted)
             && let Ok(ev) = schemas::codec::decode::<IdentityEvent>(payload)
-            && ev.kind == IdentityType::ConsentChanged
-            && let Some(purpose) = &ev.properties.purpose
         {
-            for id in [ev.user.zalo_id.as_deref(), ev.user.anonymous_id.as_deref()].into_iter().flatten() {
-                let key = schemas::topics::consent_key(&ev.app_id, id, purpose);
-                if latest.get(&key).is_none_or(|(at, _)| *at <= ev.corrected_time) {
-                    latest.insert(key, (ev.corrected_time, payload.to_vec()));
+            match (ev.kind, &ev.properties.purpose) {
+                (IdentityType::UserForgotten, _) => {
+                    let at = erased.entry((ev.app_id.clone(), ev.user.key.clone())).or_insert(ev.corrected_time);
+                    *at = (*at).max(ev.corrected_time);
                 }
+                (IdentityType::ConsentChanged, Some(purpose)) => {
+                    // As the gateway keeps them: under a session, not under the anonymous id.
+                    let anonymous = if ev.trust == Trust::Session { None } else { ev.user.anonymous_id.as_deref() };
+                    for id in [ev.user.zalo_id.as_deref(), anonymous].into_iter().flatten() {
+                        let key = schemas::topics::consent_key(&ev.app_id, id, purpose);
+                        if latest.get(&key).is_none_or(|(at, _)| *at <= ev.corrected_time) {
+                            latest.insert(key, (ev.corrected_time, payload.to_vec()));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
         drop(msg);
         tail.saw(&topic, partition, offset);
     }
+    latest.retain(|key, (at, _)| {
+        let Some((app, id, _)) = schemas::topics::split_consent_key(key) else { return false };
+        erased.get(&(app.to_string(), id.to_string())).is_none_or(|forgotten| *at > *forgotten)
+    });
     let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
     let sends = latest.iter().map(|(key, (_, payload))| {
         producer.send(rdkafka::producer::FutureRecord::to(Topic::Consents.name()).key(key).payload(payload), Duration::from_secs(30))

@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 
 use schemas::duration::parse_duration;
 use schemas::kafka::Kafka;
+use schemas::topics::Topic;
 
 use crate::consent::ConsentView;
 use crate::ratelimit::RateLimiter;
@@ -141,6 +142,16 @@ impl Gateway {
         let writer = EventWriter::new(kafka, args.linger, args.ack_timeout)?;
         if !writer.probe().await {
             tracing::warn!(bootstrap = %kafka.bootstrap, "Kafka does not answer yet; the gateway answers 503 until it does");
+        }
+        // Consents are kept in zmp.consents.v1 (this version's): without it every consent would
+        // wait for Kafka in vain, and a broker that creates topics itself would make it expire.
+        if let Ok(counts) = kafka.partition_counts(&[Topic::Consents.name()]).await
+            && counts[0].is_none()
+        {
+            anyhow::bail!(
+                "topic {} does not exist: run `zcdp topics create` (it adds the topics this version needs and leaves the others alone)",
+                Topic::Consents.name()
+            );
         }
         let consent = Arc::new(ConsentView::default());
         let mut tasks = Vec::new();

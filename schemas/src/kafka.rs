@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::topics::{CATALOGUE, TopicSpec};
 
 /// `min.insync.replicas` for a topic of `replication_factor` replicas: two where there are two or
-/// more, so an acknowledged write (acks=all) is on two brokers' disks; one where there is one.
+/// more, so an acknowledged write (acks=all) is on two brokers; one where there is one.
 pub fn min_insync_replicas(replication_factor: i32) -> i32 {
     replication_factor.clamp(1, 2)
 }

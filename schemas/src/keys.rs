@@ -146,6 +146,10 @@ impl Keys {
                 if app.is_empty() || key.is_empty() {
                     anyhow::bail!("{flag} entry for app {app:?} has an empty app id or key");
                 }
+                // App ids are parts of keys (`app/user/purpose`, `app/campaign/…`).
+                if app.contains(['/', '\u{1f}']) || app.chars().any(char::is_whitespace) {
+                    anyhow::bail!("{flag}: app id {app:?} may not contain '/', spaces or control characters");
+                }
                 let d = digest(key);
                 if let Some(other) = entries.iter().find(|e| same(&e.digest, &d)) {
                     anyhow::bail!(

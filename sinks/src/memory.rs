@@ -107,7 +107,9 @@ impl PartitionState {
                 return;
             }
             Some(MessageStatus::Delivered) => return,
-            Some(MessageStatus::Sent) => {
+            // An unknown send may have reached the user (and been billed): it counts toward every
+            // cap and quota as a sent one.
+            Some(MessageStatus::Sent | MessageStatus::Unknown) => {
                 if let Some(ch) = ChannelName::parse(&rec.channel) {
                     u.sent.push(Sent {
                         at: rec.at,

@@ -405,7 +405,7 @@ async fn put_faults(State(sim): State<Arc<Simulator>>, Json(f): Json<FaultsIn>) 
         (None, Some(status)) if (500..=599).contains(&status) => Fault::Status(status),
         _ => return (StatusCode::BAD_REQUEST, "give delay_ms, or a 5xx status").into_response(),
     };
-    sim.add_faults(fault, f.count);
+    sim.add_faults(fault, f.count.min(1000));
     Json(json!({"ok": true})).into_response()
 }
 

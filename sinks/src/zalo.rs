@@ -8,7 +8,9 @@
 //!   token is written to disk (temp file, fsync, rename, fsync dir) before the new access token is
 //!   used, so a crash never loses the only valid refresh token.
 //! - [`RateLimiter`]: never more than N requests in any window (Zalo: 4,000 a minute per app).
-//! - Retries with backoff only for transient errors: -32 (rate limit), HTTP 5xx, timeouts.
+//! - Retries with backoff only when nothing can have been sent: -32 and HTTP 429 (rate limit), a
+//!   connection that could not be made. A time-out, a cut connection or a 5xx may follow a
+//!   delivered message: never retried ([`ZaloError::may_have_been_delivered`]).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -239,7 +241,11 @@ impl TokenStore {
             .form(&[("refresh_token", t.refresh_token.as_str()), ("app_id", self.app_id.as_str()), ("grant_type", "refresh_token")])
             .send()
             .await;
-        let body = read_answer("oauth", answer, started).await?;
+        // Nothing was sent yet: whatever went wrong with the refresh, the message was not.
+        let body = read_answer("oauth", answer, started).await.map_err(|e| match e {
+            ZaloError::Api { .. } | ZaloError::Token(_) | ZaloError::TokenFile(_) => e,
+            other => ZaloError::Token(format!("refreshing the access token: {other}")),
+        })?;
         let (Some(access), Some(refresh)) = (body["access_token"].as_str(), body["refresh_token"].as_str()) else {
             return Err(ZaloError::Token(format!(
                 "the refresh was refused ({}); authorise the OA again and set --zalo-refresh-token",
@@ -565,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn only_rate_limits_server_errors_and_silence_are_retried() {
+    fn only_errors_that_prove_nothing_was_sent_are_retried() {
         assert!(ZaloError::Api { code: -32, message: String::new() }.safe_to_retry());
         assert!(!ZaloError::Api { code: -213, message: String::new() }.safe_to_retry());
         assert!(ZaloError::Http(429).safe_to_retry());

@@ -327,6 +327,18 @@ impl ProfileState {
     pub(super) fn identity(&mut self, e: &IdentityEvent) {
         let t = e.corrected_time;
         let p = &e.properties;
+        // The device ids a Zalo user identified or consented from: the gateway may keep their
+        // consent under one, so erasure must know it (the 20 most recent).
+        if matches!(e.kind, IdentityType::Identify | IdentityType::ConsentChanged)
+            && let Some(anon) = &e.user.anonymous_id
+            && e.user.key != *anon
+            && !self.anonymous_ids.contains(anon)
+        {
+            self.anonymous_ids.push(anon.clone());
+            if self.anonymous_ids.len() > KEEP_ANONYMOUS_IDS {
+                self.anonymous_ids.remove(0);
+            }
+        }
         match e.kind {
             IdentityType::ConsentChanged => {
                 let (Some(purpose), Some(granted_now)) = (&p.purpose, p.granted) else { return };
@@ -340,15 +352,6 @@ impl ProfileState {
                 }
             }
             IdentityType::Identify => {
-                if let Some(anon) = &e.user.anonymous_id
-                    && e.user.key != *anon
-                    && !self.anonymous_ids.contains(anon)
-                {
-                    self.anonymous_ids.push(anon.clone());
-                    if self.anonymous_ids.len() > KEEP_ANONYMOUS_IDS {
-                        self.anonymous_ids.remove(0);
-                    }
-                }
                 if let Some(traits) = &p.traits
                     && granted(self, PURPOSE_PROFILE)
                 {
@@ -440,7 +443,7 @@ impl ProfileState {
             }
             OrderType::OrderRefunded => {
                 let Some(o) = self.recent_orders.get_mut(&p.order_id) else { return };
-                let back = p.refund_amount.unwrap_or(o.total).clamp(0, o.total.saturating_sub(o.taken_back));
+                let back = p.refund_amount.unwrap_or(o.total).max(0).min(o.total.saturating_sub(o.taken_back).max(0));
                 o.taken_back = o.taken_back.saturating_add(back);
                 self.revenue = self.revenue.saturating_sub(back);
             }

@@ -47,7 +47,6 @@ fn refused_for_good(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::InvalidMessageSize
             | RDKafkaErrorCode::MessageBatchTooLarge
             | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::InvalidMessage
     )
 }
 

@@ -384,6 +384,8 @@ impl Task {
         }
         // Leftovers of an unfinished commit first: anything newer overwrites them.
         let mut changes = std::mem::take(&mut self.compensation);
+        // Leftovers came from the changelog: whatever their size, they are already in it.
+        let leftovers = changes.len();
         for p in self.processors.iter_mut() {
             p.take_dirty(&mut changes)?;
         }
@@ -391,8 +393,10 @@ impl Task {
         // The last line of the per-user bounds: a value Kafka could not take is not written,
         // here or to the changelog, so both keep the key's committed value (and the cache forgets
         // the new one at `finish_commit`). The member dead-letters the key.
-        let (refused, changes): (Vec<Change>, Vec<Change>) =
-            changes.into_iter().partition(|c| c.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD_BYTES));
+        let new = changes.split_off(leftovers);
+        let (refused, new): (Vec<Change>, Vec<Change>) =
+            new.into_iter().partition(|c| c.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD_BYTES));
+        changes.extend(new);
         Ok(Prepared { changes, refused })
     }
 
