@@ -493,3 +493,50 @@ async fn consents_older_than_the_input_topics_still_count_after_a_restart() {
     let (s, _, b) = second.batch_as(SECRET_KEY, vec![identify]).await;
     assert_eq!((s, &b["accepted"]), (StatusCode::OK, &json!(1)), "{b}");
 }
+
+/// A deployment upgraded from a version that kept consents only in `zmp.identities.v1`: the
+/// first gateway finds `zmp.consents.v1` empty and carries the decisions over — the latest per
+/// user id and purpose, none of a user erased after deciding — so consents given before the
+/// upgrade still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consents_in_the_identities_topic_are_carried_over_on_an_upgrade() {
+    let old = Harness::start(IngestArgs::default()).await;
+    let consent = |user: &str, purpose: &str, granted: bool| json!({"event_id": uid(), "type": "consent_changed", "user": {"zalo_id": user}, "properties": {"purpose": purpose, "granted": granted}});
+    let batch = vec![consent("kept", "profile", true), consent("revoked", "profile", true), consent("erased", "profile", true)];
+    assert_eq!(old.batch_as(SECRET_KEY, batch).await.2["accepted"], json!(3));
+    assert_eq!(old.batch_as(SECRET_KEY, vec![consent("revoked", "profile", false)]).await.2["accepted"], json!(1));
+    let identities: Vec<(Vec<u8>, Vec<u8>)> =
+        old.read(Topic::Identities).await.iter().map(|m| (m.key().unwrap().to_vec(), m.payload().unwrap().to_vec())).collect();
+
+    // The new version's cluster: the identities topic as it was, nothing in zmp.consents.v1,
+    // and an erasure of one user after their consent.
+    let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), 3);
+    kafka.ensure_catalogue().await.unwrap();
+    let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create().unwrap();
+    let forget = schemas::codec::encode(&match schemas::event::forget_request("demo", "erased", schemas::time::now_ms() + 1000) {
+        schemas::event::InputEvent::Identity(e) => e,
+        _ => unreachable!(),
+    })
+    .unwrap();
+    for (k, v) in identities.iter().chain([(b"erased".to_vec(), forget)].iter()) {
+        let record = rdkafka::producer::FutureRecord::to(Topic::Identities.name()).key(k).payload(v);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let gw = Gateway::start(&kafka, &IngestArgs::default()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gw.router()).await });
+    let new = Harness { kafka, cluster, base, client: reqwest::Client::new() };
+    new.wait_ready(true).await;
+    let mut keys: Vec<String> =
+        new.read(Topic::Consents).await.iter().map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["demo/kept/profile", "demo/revoked/profile"], "one record per key, none for the erased user");
+    let identify =
+        |user: &str| json!({"event_id": uid(), "type": "identify", "user": {"zalo_id": user}, "properties": {"traits": {"name": "An"}}});
+    let (_, _, b) = new.batch_as(SECRET_KEY, vec![identify("kept"), identify("revoked"), identify("erased")]).await;
+    assert_eq!(b["accepted"], json!(1), "{b}");
+    let refused: Vec<u64> = b["rejected"].as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(refused, [1, 2], "{b}");
+}
