@@ -134,8 +134,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     })?;
     let sink = Sink::start(&kafka, &args.sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
     say(format!(
-        "zcdp: messaging sink running (campaigns: {})",
-        args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into())
+        "zcdp: messaging sink running (campaigns: {}; sends app {}'s triggers through its OA)",
+        args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into()),
+        ingest_args.zalo.cdp_app
     ));
     let query = QueryApi::start(
         &kafka,
@@ -442,7 +443,10 @@ pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::Zal
     let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown.clone()));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     let sink = Sink::start(&kafka, &sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
-    say(format!("zcdp: sink member running on {}; metrics on http://{addr}/metrics; Ctrl-C to stop", kafka.bootstrap));
+    say(format!(
+        "zcdp: sink member running on {}, sending app {}'s triggers through its OA (--zalo-cdp-app; other apps' are suppressed no_oa_for_app); metrics on http://{addr}/metrics; Ctrl-C to stop",
+        kafka.bootstrap, zalo.cdp_app
+    ));
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,

@@ -574,3 +574,31 @@ async fn a_token_file_that_cannot_be_written_stops_the_sink() {
     assert_eq!(env.sim.refreshes(), (0, 0), "a refresh whose new token could not be kept");
     assert!(env.sim.received().is_empty());
 }
+
+/// Apps do not see each other's OA (issue 19, part of point 3): the sink sends through its OA
+/// only the triggers of the app that OA belongs to (`--zalo-cdp-app`, `demo` here). The same
+/// user key in another app gets nothing from this OA: suppressed `no_oa_for_app`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_apps_triggers_never_go_through_this_oa() {
+    let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    env.follower("oa-ok", recent).await;
+    env.put("ok", &profile("ok", true, true, Some(recent), Some("84900000001"))).await;
+    let sink = env.sink(4000).await;
+    let mut other = cart("ok", "t-other-app", TEN_AM);
+    other.app_id = "other-shop".into();
+    env.put("ok", &other).await;
+    env.put("ok", &cart("ok", "t-demo", TEN_AM)).await;
+    let decided = eventually(Duration::from_secs(30), "both triggers decided", || async {
+        let m = env.messages().await;
+        let of = |t: &str| m.iter().rfind(|r| r.trigger_id == t && r.status != "sending").cloned();
+        Some((of("t-other-app")?, of("t-demo")?))
+    })
+    .await;
+    assert_eq!((decided.0.status.as_str(), decided.0.reason.as_deref()), ("suppressed", Some("no_oa_for_app")));
+    assert_eq!(decided.0.app_id, "other-shop");
+    assert_eq!(decided.1.status, "sent");
+    let received = env.sim.received();
+    assert_eq!(received.len(), 1, "only the demo app's message: {received:?}");
+    sink.stop().await.unwrap();
+}

@@ -519,7 +519,17 @@ impl Engine {
             .cloned()
             .collect();
         let stale = (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms;
+        // The OA is one app's (`--zalo-cdp-app`): another app's customers never get its messages.
+        let other_app = occurrence.app != self.client.cdp_app;
         for c in campaigns {
+            if other_app {
+                let mid = message_id(&occurrence, &c.name, c.primary.channel);
+                if !self.decided(partition, &occurrence.user, &mid) {
+                    let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some("no_oa_for_app"));
+                    self.write(partition, &rec).await?;
+                }
+                continue;
+            }
             if stale {
                 let mid = message_id(&occurrence, &c.name, c.primary.channel);
                 if self.decided(partition, &occurrence.user, &mid) {

@@ -430,6 +430,8 @@ pub struct ZaloClient {
     app_secret: String,
     pub tokens: Arc<TokenStore>,
     limiter: RateLimiter,
+    /// The zcdp app whose OA this is (`--zalo-cdp-app`): only its triggers are sent through it.
+    pub cdp_app: String,
     /// Attempts for a transient error (1 = no retry).
     pub attempts: u32,
     pub backoff: Duration,
@@ -459,6 +461,7 @@ impl ZaloClient {
             app_secret: app_secret.into(),
             tokens: Arc::new(tokens),
             limiter: RateLimiter::new(a.rate_limit, cfg.rate_window),
+            cdp_app: a.cdp_app.clone(),
             attempts: 4,
             backoff: Duration::from_millis(200),
         })
