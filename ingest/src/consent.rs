@@ -79,17 +79,6 @@ fn user_key(buf: &mut String, app: &str, id: &str) {
 }
 
 impl ConsentView {
-    /// Applies a consent decision read from Kafka; an older one than what is known changes
-    /// nothing.
-    pub fn apply(&self, event: &IdentityEvent) {
-        if event.kind != IdentityType::ConsentChanged {
-            return;
-        }
-        let (Some(purpose), Some(granted)) = (&event.properties.purpose, event.properties.granted) else { return };
-        let ids = [event.user.zalo_id.as_deref(), event.user.anonymous_id.as_deref()];
-        self.apply_all(&event.app_id, &[ConsentDecision { ids, purpose, granted, at: event.corrected_time }]);
-    }
-
     /// Applies a record of `zmp.consents.v1`: a decision for the one user id its key names, or,
     /// for a tombstone (an erasure), the removal of that id's decision for the purpose.
     pub fn apply_record(&self, key: &str, event: Option<&IdentityEvent>) {
@@ -280,14 +269,14 @@ mod tests {
     #[test]
     fn latest_decision_wins_whatever_the_arrival_order() {
         let v = ConsentView::default();
-        v.apply(&consent("u1", "phone", true, 10));
+        v.apply_record("demo/u1/phone", Some(&consent("u1", "phone", true, 10)));
         assert!(v.granted("demo", &["u1"], "phone"));
         assert!(!v.granted("demo", &["u1"], "profile"));
         assert!(!v.granted("other-app", &["u1"], "phone"));
-        v.apply(&consent("u1", "phone", false, 20));
+        v.apply_record("demo/u1/phone", Some(&consent("u1", "phone", false, 20)));
         assert!(!v.granted("demo", &["u1"], "phone"));
         // A late-arriving older grant does not undo the revoke.
-        v.apply(&consent("u1", "phone", true, 15));
+        v.apply_record("demo/u1/phone", Some(&consent("u1", "phone", true, 15)));
         assert!(!v.granted("demo", &["u1"], "phone"));
     }
 

@@ -34,29 +34,33 @@ pub fn string_member(raw: &[u8], key: &str) -> Option<String> {
             continue;
         }
         let end = string_end(raw, i);
-        let is_key = depth == 1 && decoded_equals(&raw[i + 1..end.saturating_sub(1).max(i + 1)], key);
+        let is_key = depth == 1 && decoded_equals(contents(raw, i, end), key);
         i = end;
-        if !is_key {
-            continue;
-        }
-        let mut j = i;
-        while j < raw.len() && raw[j].is_ascii_whitespace() {
-            j += 1;
-        }
-        if raw.get(j) != Some(&b':') {
-            continue;
-        }
-        j += 1;
-        while j < raw.len() && raw[j].is_ascii_whitespace() {
-            j += 1;
-        }
+        let Some(j) = is_key.then(|| member_value(raw, i)).flatten() else { continue };
         if raw.get(j) != Some(&b'"') {
             return None;
         }
-        let close = string_end(raw, j);
-        return std::str::from_utf8(&raw[j + 1..close.saturating_sub(1).max(j + 1)]).ok().map(str::to_string);
+        return std::str::from_utf8(contents(raw, j, string_end(raw, j))).ok().map(str::to_string);
     }
     None
+}
+
+/// The inside of the string from `start` (its quote) to `end` ([`string_end`]).
+fn contents(raw: &[u8], start: usize, end: usize) -> &[u8] {
+    &raw[start + 1..end.saturating_sub(1).max(start + 1)]
+}
+
+/// After a string ending at `after`: when a colon follows (the string was a member's name),
+/// where the member's value starts.
+fn member_value(raw: &[u8], after: usize) -> Option<usize> {
+    let skip = |mut j: usize| {
+        while j < raw.len() && raw[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    let colon = skip(after);
+    (raw.get(colon) == Some(&b':')).then(|| skip(colon + 1))
 }
 
 /// Replaces the values of [`PERSONAL`] members.
@@ -71,27 +75,13 @@ fn redact_members(raw: &[u8]) -> Vec<u8> {
         }
         let end = string_end(raw, i);
         out.extend_from_slice(&raw[i..end]);
-        let personal = PERSONAL.iter().any(|k| decoded_equals(&raw[i + 1..end.saturating_sub(1).max(i + 1)], k));
+        let personal = PERSONAL.iter().any(|k| decoded_equals(contents(raw, i, end), k));
         i = end;
-        if !personal {
-            continue;
-        }
-        // A key only when a colon follows.
-        let mut j = i;
-        while j < raw.len() && raw[j].is_ascii_whitespace() {
-            j += 1;
-        }
-        if j >= raw.len() || raw[j] != b':' {
-            continue;
-        }
-        out.extend_from_slice(&raw[i..=j]);
-        j += 1;
-        while j < raw.len() && raw[j].is_ascii_whitespace() {
-            out.push(raw[j]);
-            j += 1;
-        }
+        // A member's name only when a colon follows.
+        let Some(value) = personal.then(|| member_value(raw, i)).flatten() else { continue };
+        out.extend_from_slice(&raw[i..value]);
         out.extend_from_slice(b"\"[redacted]\"");
-        i = value_end(raw, j);
+        i = value_end(raw, value);
     }
     out
 }

@@ -34,6 +34,19 @@ pub struct TopicDrift {
     pub actual: String,
 }
 
+impl TopicDrift {
+    fn of(spec: &TopicSpec, what: &str, expected: String, actual: String) -> TopicDrift {
+        TopicDrift { topic: spec.name.to_string(), what: what.to_string(), expected, actual }
+    }
+}
+
+/// A topic's shape on the cluster: its partitions, and the fewest replicas any of them has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub partitions: i32,
+    pub replicas: i32,
+}
+
 /// Connection flags shared by every role.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct KafkaArgs {
@@ -343,38 +356,18 @@ impl Kafka {
     /// min(2, the topic's replication factor) an acknowledged write can be lost with one
     /// broker's disk) and unclean leader election. Empty when they all agree.
     pub async fn check_catalogue(&self) -> anyhow::Result<Vec<TopicDrift>> {
-        let cfg = self.client_config();
-        let md = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let consumer: BaseConsumer = cfg.create()?;
-            let md = consumer.fetch_metadata(None, Duration::from_secs(10)).context("reading the cluster's metadata")?;
-            Ok(md
-                .topics()
-                .iter()
-                .map(|t| {
-                    (
-                        t.name().to_string(),
-                        (t.partitions().len() as i32, t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0) as i32),
-                    )
-                })
-                .collect::<std::collections::HashMap<_, _>>())
-        })
-        .await??;
+        let names: Vec<&str> = CATALOGUE.iter().map(|s| s.name).collect();
+        let layouts = self.topic_layouts(&names).await.context("reading the cluster's metadata")?;
         let mut drift = Vec::new();
         let mut present = Vec::new();
-        for spec in CATALOGUE {
-            let d = |what: &str, expected: String, actual: String| TopicDrift {
-                topic: spec.name.to_string(),
-                what: what.to_string(),
-                expected,
-                actual,
-            };
-            match md.get(spec.name) {
-                None => drift.push(d("exists", "yes".into(), "missing".into())),
-                Some((partitions, replicas)) => {
-                    if *partitions != self.partitions {
-                        drift.push(d("partitions", self.partitions.to_string(), partitions.to_string()));
+        for (spec, layout) in CATALOGUE.iter().zip(layouts) {
+            match layout {
+                None => drift.push(TopicDrift::of(spec, "exists", "yes".into(), "missing".into())),
+                Some(TopicLayout { partitions, replicas }) => {
+                    if partitions != self.partitions {
+                        drift.push(TopicDrift::of(spec, "partitions", self.partitions.to_string(), partitions.to_string()));
                     }
-                    present.push((spec, *replicas));
+                    present.push((spec, replicas));
                 }
             }
         }
@@ -384,12 +377,7 @@ impl Kafka {
         let described =
             if resources.is_empty() { Vec::new() } else { admin.describe_configs(&resources, &opts).await.context("DescribeConfigs")? };
         for ((spec, replicas), result) in present.iter().zip(described) {
-            let d = |what: &str, expected: String, actual: String| TopicDrift {
-                topic: spec.name.to_string(),
-                what: what.to_string(),
-                expected,
-                actual,
-            };
+            let d = |what: &str, expected: String, actual: String| TopicDrift::of(spec, what, expected, actual);
             let config = match result {
                 Ok(c) => c,
                 Err(code) => {
@@ -454,6 +442,11 @@ impl Kafka {
 
     /// Partition counts of the named topics as the cluster reports them (None: missing).
     pub async fn partition_counts(&self, names: &[&str]) -> anyhow::Result<Vec<Option<i32>>> {
+        Ok(self.topic_layouts(names).await?.into_iter().map(|l| l.map(|l| l.partitions)).collect())
+    }
+
+    /// Partitions and replicas of the named topics as the cluster reports them (None: missing).
+    pub async fn topic_layouts(&self, names: &[&str]) -> anyhow::Result<Vec<Option<TopicLayout>>> {
         let cfg = self.client_config();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         tokio::task::spawn_blocking(move || {
@@ -461,7 +454,12 @@ impl Kafka {
             let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
             Ok(names
                 .iter()
-                .map(|n| md.topics().iter().find(|t| t.name() == n && t.error().is_none()).map(|t| t.partitions().len() as i32))
+                .map(|n| {
+                    md.topics().iter().find(|t| t.name() == n && t.error().is_none()).map(|t| TopicLayout {
+                        partitions: t.partitions().len() as i32,
+                        replicas: t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0) as i32,
+                    })
+                })
                 .collect())
         })
         .await?

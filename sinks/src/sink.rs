@@ -518,25 +518,23 @@ impl Engine {
             })
             .cloned()
             .collect();
-        let stale = (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms;
-        // The OA is one app's (`--zalo-cdp-app`): another app's customers never get its messages.
-        let other_app = occurrence.app != self.client.cdp_app;
+        // Suppressed whole, before any policy: another app's trigger (the OA is one app's,
+        // `--zalo-cdp-app`: another app's customers never get its messages), or a stale one.
+        let suppressed = if occurrence.app != self.client.cdp_app {
+            Some("no_oa_for_app")
+        } else if (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms {
+            Some("stale_trigger")
+        } else {
+            None
+        };
         for c in campaigns {
-            if other_app {
-                let mid = message_id(&occurrence, &c.name, c.primary.channel);
-                if !self.decided(partition, &occurrence.user, &mid) {
-                    let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some("no_oa_for_app"));
-                    self.write(partition, &rec).await?;
-                }
-                continue;
-            }
-            if stale {
+            if let Some(reason) = suppressed {
                 let mid = message_id(&occurrence, &c.name, c.primary.channel);
                 if self.decided(partition, &occurrence.user, &mid) {
                     METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                     continue;
                 }
-                let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some("stale_trigger"));
+                let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some(reason));
                 self.write(partition, &rec).await?;
                 continue;
             }

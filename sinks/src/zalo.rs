@@ -159,6 +159,13 @@ struct Tokens {
     refresh_token: String,
 }
 
+impl Tokens {
+    /// Writes them to the token file ([`write_atomically`]).
+    fn keep(&self, path: &Path) -> anyhow::Result<()> {
+        write_atomically(path, &serde_json::to_vec_pretty(self).expect("tokens serialise"))
+    }
+}
+
 /// The OA's tokens, refreshed before expiry, persisted atomically.
 pub struct TokenStore {
     path: PathBuf,
@@ -196,7 +203,7 @@ impl TokenStore {
             Err(e) => return Err(e).with_context(|| format!("reading the token file {}", path.display())),
         };
         // Written now: the sink must be able to keep a rotated refresh token before it uses one.
-        write_atomically(path, &serde_json::to_vec_pretty(&tokens).expect("tokens serialise")).with_context(|| {
+        tokens.keep(path).with_context(|| {
             format!(
                 "cannot write the Zalo token file {} (the sink keeps the rotated refresh token there; give a writable --zalo-token-file)",
                 path.display()
@@ -227,7 +234,7 @@ impl TokenStore {
             return Ok(a.clone());
         }
         // The refresh kills the refresh token held: first make sure its successor can be kept.
-        write_atomically(&self.path, &serde_json::to_vec_pretty(&*t).expect("tokens serialise")).map_err(|e| {
+        t.keep(&self.path).map_err(|e| {
             ZaloError::TokenFile(format!(
                 "cannot write {}: {e:#}; not refreshing (the current refresh token still works)",
                 self.path.display()
@@ -261,7 +268,7 @@ impl TokenStore {
         };
         METRICS.refreshes.inc();
         // The old refresh token is dead now: the new one must reach the disk before anything else.
-        let kept = write_atomically(&self.path, &serde_json::to_vec_pretty(&next).expect("tokens serialise"));
+        let kept = next.keep(&self.path);
         *t = next;
         kept.map_err(|e| {
             ZaloError::TokenFile(format!(

@@ -512,7 +512,7 @@ fn dead_letter_rejected(producer: &OutputProducer) -> anyhow::Result<()> {
 /// A short digest of a key for logs: keys hold user ids.
 fn key_digest(key: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(key)[..6].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&sha2::Sha256::digest(key)[..6])
 }
 
 fn send_outputs(producer: &OutputProducer, task: &mut Task) -> anyhow::Result<()> {

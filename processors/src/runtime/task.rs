@@ -472,17 +472,15 @@ mod tests {
         fn trim(&mut self, _: usize) {}
     }
 
+    /// What a restore of an empty checkpoint gives, with the input watermarks it read.
+    fn fresh(db: TaskDb, input_watermarks: Vec<Option<(i64, i64)>>) -> Restored {
+        Restored { db, checkpoint: Checkpoint::default(), compensation: Vec::new(), records: 0, elapsed: Duration::ZERO, input_watermarks }
+    }
+
     /// A task just restored, its inputs all empty when the restore read them.
     fn restored(dir: &std::path::Path) -> Task {
         let db = TaskDb::open(dir, &["reminders", STORE_DEDUP]).unwrap();
-        let restored = Restored {
-            db,
-            checkpoint: Checkpoint::default(),
-            compensation: Vec::new(),
-            records: 0,
-            elapsed: Duration::ZERO,
-            input_watermarks: vec![Some((0, 0)); INPUTS.len()],
-        };
+        let restored = fresh(db, vec![Some((0, 0)); INPUTS.len()]);
         Task::new(0, restored, vec![Box::new(Reminder)], 100).unwrap()
     }
 
@@ -518,14 +516,7 @@ mod tests {
         let db = TaskDb::open(dir.path(), &["reminders", STORE_DEDUP]).unwrap();
         let mut seen = vec![Some((0, 0)); INPUTS.len()];
         seen[1] = Some((2, 9));
-        let restored = Restored {
-            db,
-            checkpoint: Checkpoint::default(),
-            compensation: Vec::new(),
-            records: 0,
-            elapsed: Duration::ZERO,
-            input_watermarks: seen,
-        };
+        let restored = fresh(db, seen);
         let task = Task::new(0, restored, vec![Box::new(Reminder)], 100).unwrap();
         let w = task.watermarks(|i| (i == 1).then_some((0, 4)));
         assert_eq!(w.0[1], Some((2, 9)), "an older cached view of the partition does not hide what the restore saw");
@@ -567,14 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = TaskDb::open(dir.path(), &["grower", STORE_DEDUP]).unwrap();
         db.write(&[Change { store: "grower", key: b"big".to_vec(), value: Some(b"committed".to_vec()) }], None, true).unwrap();
-        let restored = Restored {
-            db,
-            checkpoint: Checkpoint::default(),
-            compensation: Vec::new(),
-            records: 0,
-            elapsed: Duration::ZERO,
-            input_watermarks: vec![Some((0, 0)); INPUTS.len()],
-        };
+        let restored = fresh(db, vec![Some((0, 0)); INPUTS.len()]);
         let trimmed_to = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut task = Task::new(0, restored, vec![Box::new(Grower { trimmed_to: trimmed_to.clone() })], 100).unwrap();
         let prepared = task.prepare_commit().unwrap();
