@@ -210,7 +210,7 @@ enum AudiencesAction {
     },
     /// Keep every segment's member files current in DIR, with a log of adds and removes.
     Sync {
-        /// The export directory: <dir>/<segment>/{members.csv, zalo_ids.txt, meta_sha256.txt, google_sha256.txt, changes.csv}.
+        /// The export directory: <dir>/<app>/<segment>/{members.csv, zalo_ids.txt, meta_sha256.txt, google_sha256.txt, changes.csv}.
         #[arg(long, env = "ZCDP_EXPORT_DIR")]
         dir: std::path::PathBuf,
         /// Only this app's members (default: every app's).

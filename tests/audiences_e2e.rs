@@ -131,7 +131,7 @@ async fn an_exported_segment_equals_the_segment_recomputed_from_the_raw_topics()
     assert!(zalo.lines().count() <= expected.len() && zalo.lines().all(|l| expected.contains(l)), "{zalo}");
 
     // The export dir catches up with the same members, each logged once as an add.
-    let dir = exports.join("viewed_no_order_7d");
+    let dir = exports.join("demo").join("viewed_no_order_7d");
     schemas::testing::eventually(Duration::from_secs(30), "the export dir's members", || async {
         let members = std::fs::read_to_string(dir.join("members.csv")).ok()?;
         let set: BTreeSet<String> = members.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();

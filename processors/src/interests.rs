@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use schemas::derived::{Score, UserInterests};
 use schemas::event::*;
+use schemas::topics::{Topic, app_user_key};
 
 use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
 use crate::runtime::store::{Change, KvCache};
@@ -190,13 +191,15 @@ impl Processor for Interests {
         for (key, state) in self.cache.dirty_keys() {
             let Some((app, user)) = split_user_key(key) else { continue };
             let Some(s) = state else {
-                ctx.tombstone(schemas::topics::Topic::Interests, user); // forgotten
+                // Forgotten; and the key a version before app-keyed topics used.
+                ctx.tombstone(Topic::Interests, &app_user_key(app, user));
+                ctx.tombstone(Topic::Interests, user);
                 continue;
             };
             let mut s = s.clone();
             s.forget_faint();
             out.push((
-                user.to_string(),
+                app_user_key(app, user),
                 UserInterests {
                     app_id: app.to_string(),
                     user_key: user.to_string(),
@@ -208,8 +211,8 @@ impl Processor for Interests {
                 },
             ));
         }
-        for (user, record) in out {
-            ctx.emit(&user, &record)?;
+        for (key, record) in out {
+            ctx.emit(&key, &record)?;
         }
         Ok(())
     }

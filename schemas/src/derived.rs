@@ -175,9 +175,9 @@ pub struct AudienceChange {
 }
 
 impl AudienceChange {
-    /// The record's Kafka key.
+    /// The record's Kafka key: `app/segment/user` ([`crate::topics::audience_key`]).
     pub fn key(&self) -> String {
-        format!("{}/{}", self.segment, self.user_key)
+        crate::topics::audience_key(&self.app_id, &self.segment, &self.user_key)
     }
 }
 

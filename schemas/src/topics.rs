@@ -51,9 +51,12 @@ pub enum KeyKind {
     User,
     /// The app id, UTF-8.
     App,
-    /// `segment/user key`, UTF-8; written to the user's partition (not the key's hash), so it is
-    /// co-partitioned with the user-keyed topics.
-    SegmentUser,
+    /// `app/user key`, UTF-8 ([`app_user_key`]); written to the user's partition (the hash of
+    /// the user key alone, where the inputs are), so it is co-partitioned with the user-keyed
+    /// topics. The app holds no `/`: the first `/` ends it.
+    AppUser,
+    /// `app/segment/user key`, UTF-8; written to the user's partition like [`KeyKind::AppUser`].
+    AppSegmentUser,
     /// `app/campaign/partition`, UTF-8; written to that partition: one record per campaign and
     /// task, summed by readers.
     AppCampaignPartition,
@@ -71,7 +74,7 @@ impl KeyKind {
     /// Whether a record with this key goes to the partition of the task that wrote it (its
     /// user's, or the one it counts) rather than to its key's hash.
     pub fn to_writers_partition(self) -> bool {
-        matches!(self, KeyKind::SegmentUser | KeyKind::AppCampaignPartition | KeyKind::AppPartition)
+        matches!(self, KeyKind::AppUser | KeyKind::AppSegmentUser | KeyKind::AppCampaignPartition | KeyKind::AppPartition)
     }
 }
 
@@ -157,7 +160,7 @@ pub const CATALOGUE: &[TopicSpec] = &[
     TopicSpec {
         topic: Topic::Interests,
         name: "zmp.interests.v1",
-        key: KeyKind::User,
+        key: KeyKind::AppUser,
         cleanup: Cleanup::Compact,
         input: false,
         retention_ms: None,
@@ -175,7 +178,7 @@ pub const CATALOGUE: &[TopicSpec] = &[
     TopicSpec {
         topic: Topic::Profiles,
         name: "zmp.profiles.v1",
-        key: KeyKind::User,
+        key: KeyKind::AppUser,
         cleanup: Cleanup::Compact,
         input: false,
         retention_ms: None,
@@ -184,7 +187,7 @@ pub const CATALOGUE: &[TopicSpec] = &[
     TopicSpec {
         topic: Topic::Audiences,
         name: "zmp.audiences.v1",
-        key: KeyKind::SegmentUser,
+        key: KeyKind::AppSegmentUser,
         cleanup: Cleanup::Compact,
         input: false,
         retention_ms: None,
@@ -237,6 +240,30 @@ pub const CATALOGUE: &[TopicSpec] = &[
         doc: "the latest consent decision per app, user id and purpose (the consent_changed event, as in zmp.identities.v1); erasure writes tombstones. Never expires: the gateway's consent view is rebuilt from it",
     },
 ];
+
+/// The key of a user's record in the app-keyed compacted topics (`zmp.profiles.v1`,
+/// `zmp.interests.v1`): `app/user`. Two apps' users with the same key never share a record.
+pub fn app_user_key(app: &str, user: &str) -> String {
+    format!("{app}/{user}")
+}
+
+/// The (app, user) of an [`app_user_key`]; None for a key without a `/` (a record written before
+/// keys held the app: such a tombstone names no app, and readers leave it alone).
+pub fn split_app_user_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
+/// The key of a segment entry or exit in `zmp.audiences.v1`: `app/segment/user`.
+pub fn audience_key(app: &str, segment: &str, user: &str) -> String {
+    format!("{app}/{segment}/{user}")
+}
+
+/// The (app, segment, user) of an [`audience_key`] (segment names hold no `/`).
+pub fn split_audience_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (app, rest) = key.split_once('/')?;
+    let (segment, user) = rest.split_once('/')?;
+    Some((app, segment, user))
+}
 
 /// The key of a consent decision in `zmp.consents.v1`.
 pub fn consent_key(app: &str, user_id: &str, purpose: &str) -> String {
@@ -300,10 +327,32 @@ mod tests {
     #[test]
     fn records_keyed_other_than_by_user_go_to_their_writers_partition() {
         let own: Vec<Topic> = CATALOGUE.iter().filter(|s| s.key.to_writers_partition()).map(|s| s.topic).collect();
-        assert_eq!(own, [Topic::Audiences, Topic::CampaignResults, Topic::Activity]);
-        for t in [Topic::Sessions, Topic::Interests, Topic::CartTriggers, Topic::Profiles, Topic::Messages] {
+        assert_eq!(own, [Topic::Interests, Topic::Profiles, Topic::Audiences, Topic::CampaignResults, Topic::Activity]);
+        for t in [Topic::Sessions, Topic::CartTriggers, Topic::Messages] {
             assert_eq!(t.spec().key, KeyKind::User, "{t}");
         }
+    }
+
+    /// Every compacted topic's key holds the app: one app's erasure or update never touches
+    /// another's record of the same user key.
+    #[test]
+    fn every_compacted_key_holds_the_app() {
+        for spec in CATALOGUE.iter().filter(|s| s.cleanup == Cleanup::Compact) {
+            assert!(
+                matches!(
+                    spec.key,
+                    KeyKind::AppUser
+                        | KeyKind::AppSegmentUser
+                        | KeyKind::AppCampaignPartition
+                        | KeyKind::AppPartition
+                        | KeyKind::AppUserPurpose
+                ) || spec.topic == Topic::Audit,
+                "{}",
+                spec.name
+            );
+        }
+        assert_eq!(split_app_user_key(&app_user_key("a", "u/1")), Some(("a", "u/1")));
+        assert_eq!(split_audience_key(&audience_key("a", "vip", "u/1")), Some(("a", "vip", "u/1")));
     }
 
     #[test]

@@ -25,23 +25,37 @@ pub enum Format {
     Csv,
 }
 
-/// The latest audience record of every segment and user, from the whole topic.
+/// The latest audience record of every app, segment and user, from the whole topic.
 pub fn latest(kafka: &Kafka) -> anyhow::Result<BTreeMap<String, AudienceChange>> {
     let mut out = BTreeMap::new();
     for m in kafka.read_to_end(Topic::Audiences.name(), Duration::from_secs(120))? {
         use rdkafka::Message;
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        match m.payload() {
-            None => {
-                out.remove(&key);
-            }
-            Some(p) => {
-                let c = schemas::codec::decode::<AudienceChange>(p).with_context(|| format!("audience record {key}"))?;
-                out.insert(key, c);
-            }
-        }
+        let change = match m.payload() {
+            None => None,
+            Some(p) => Some(schemas::codec::decode::<AudienceChange>(p).with_context(|| format!("audience record {key}"))?),
+        };
+        apply(&mut out, &key, change);
     }
     Ok(out)
+}
+
+/// Applies one record of `zmp.audiences.v1` to the latest records, which are kept by their
+/// `app/segment/user` key. A record's own fields say whose it is (a version before app-keyed
+/// topics keyed it `segment/user`); a tombstone of such an old key is left alone: erasure writes
+/// one of the `app/segment/user` key beside it. Returns the (app, segment) that changed.
+pub fn apply(latest: &mut BTreeMap<String, AudienceChange>, key: &str, change: Option<AudienceChange>) -> Option<(String, String)> {
+    match change {
+        Some(c) => {
+            let changed = (c.app_id.clone(), c.segment.clone());
+            latest.insert(c.key(), c);
+            Some(changed)
+        }
+        None => {
+            let (app, segment, _) = schemas::topics::split_audience_key(key)?;
+            latest.remove(key).map(|_| (app.to_string(), segment.to_string()))
+        }
+    }
 }
 
 /// The members of `segment` (of `app`, or of every app), by user key.
@@ -138,7 +152,7 @@ mod tests {
     }
 }
 
-/// Files of every segment kept current in a directory: `<dir>/<segment>/members.csv` (the CSV
+/// Files of every app's segments kept current in a directory: `<dir>/<app>/<segment>/members.csv` (the CSV
 /// export), `zalo_ids.txt`, `meta_sha256.txt`, `google_sha256.txt`, each replaced atomically,
 /// and `changes.csv`, to which every difference between successive snapshots is appended as
 /// `time,add|remove,<the member's CSV row>`. The differences are taken against the files already
@@ -147,7 +161,8 @@ pub struct ExportDir {
     dir: std::path::PathBuf,
     app: Option<String>,
     latest: BTreeMap<String, AudienceChange>,
-    dirty: std::collections::BTreeSet<String>,
+    /// (app, segment) changed since the last flush.
+    dirty: std::collections::BTreeSet<(String, String)>,
 }
 
 impl ExportDir {
@@ -158,25 +173,19 @@ impl ExportDir {
 
     /// A record (or tombstone) of `zmp.audiences.v1`.
     pub fn apply(&mut self, key: &str, change: Option<AudienceChange>) {
-        let segment = change.as_ref().map(|c| c.segment.clone()).or_else(|| self.latest.get(key).map(|c| c.segment.clone()));
-        match change {
-            Some(c) => {
-                self.latest.insert(key.to_string(), c);
-            }
-            None => {
-                self.latest.remove(key);
-            }
+        if change.as_ref().is_some_and(|c| self.app.as_deref().is_some_and(|a| a != c.app_id)) {
+            return;
         }
-        if let Some(s) = segment {
-            self.dirty.insert(s);
+        if let Some(changed) = apply(&mut self.latest, key, change) {
+            self.dirty.insert(changed);
         }
     }
 
     /// Writes the segments that changed since the last flush; `now` stamps the changes.
     pub fn flush(&mut self, now: i64) -> anyhow::Result<()> {
-        for segment in std::mem::take(&mut self.dirty) {
-            let members = members(&self.latest, &segment, self.app.as_deref());
-            let dir = self.dir.join(&segment);
+        for (app, segment) in std::mem::take(&mut self.dirty) {
+            let members = members(&self.latest, &segment, Some(&app));
+            let dir = self.dir.join(&app).join(&segment);
             std::fs::create_dir_all(&dir)?;
             let render = |f: Format| -> anyhow::Result<Vec<u8>> {
                 let mut buf = Vec::new();
@@ -279,9 +288,9 @@ mod export_dir_tests {
             x.apply(&c.key(), Some(c));
         }
         x.flush(0).unwrap();
-        let read = |f: &str| std::fs::read_to_string(dir.path().join("s").join(f)).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join("demo").join("s").join(f)).unwrap();
         assert_eq!(read("zalo_ids.txt"), "za\nzb\n");
-        x.apply("s/a", Some(change("a", false)));
+        x.apply("demo/s/a", Some(change("a", false)));
         x.flush(1000).unwrap();
         assert_eq!(read("zalo_ids.txt"), "zb\n");
         let changes = read("changes.csv");

@@ -22,13 +22,27 @@ pub struct UserState {
     pub decided: HashSet<String>,
 }
 
+/// The key the sink knows a user by: `app/user` ([`schemas::topics::app_user_key`]), as in
+/// `zmp.profiles.v1`. Two apps' users of the same key are two users: their sends, caps and
+/// decisions never mix.
+pub fn member(app: &str, user: &str) -> String {
+    schemas::topics::app_user_key(app, user)
+}
+
+/// The member a `zmp.profiles.v1` record is about: its value's app and user, or for a tombstone
+/// its key (`app/user`).
+pub fn profile_member(key: &str, profile: Option<&Profile>) -> String {
+    profile.map_or_else(|| key.to_string(), |p| member(&p.app_id, &p.user_key))
+}
+
 /// What the sink knows of one partition of its inputs (users are co-partitioned).
 #[derive(Default)]
 pub struct PartitionState {
+    /// By [`member`] key.
     pub users: HashMap<String, UserState>,
     /// (retry_at, message id) → the deferred record.
     pub deferred: BTreeMap<(i64, String), MessageEvent>,
-    /// (when, user, which): birthday and next-purchase checks.
+    /// (when, member, which): birthday and next-purchase checks.
     pub timers: BTreeSet<(i64, String, ProfileTimer)>,
     /// Send times of the last day per address (`phone:84…`, `oa:<id>`), whoever's profile it
     /// was on: the per-recipient cap counts them.
@@ -96,7 +110,7 @@ impl PartitionState {
 
     /// Applies one `zmp.messages.v1` record (rebuild and live alike).
     pub fn apply(&mut self, rec: &MessageEvent) {
-        let u = self.users.entry(rec.user_key.clone()).or_default();
+        let u = self.users.entry(member(&rec.app_id, &rec.user_key)).or_default();
         match rec.status() {
             Some(MessageStatus::Deferred) => {
                 if let Some(at) = rec.retry_at
@@ -191,9 +205,10 @@ mod tests {
         );
         assert_eq!(open.iter().map(|(p, m)| (*p, m.message_id.as_str())).collect::<Vec<_>>(), vec![(0, "b")]);
         let part = &parts[&0];
-        assert!(part.decided("u", "a") && part.decided("u", "b") && !part.decided("u", "d"));
-        assert_eq!(part.user("u").unwrap().sent.len(), 1, "one send counts against the quotas");
-        assert_eq!(part.user("u").unwrap().sent[0].trigger_id, "c/t-a");
+        let u = member("", "u");
+        assert!(part.decided(&u, "a") && part.decided(&u, "b") && !part.decided(&u, "d"));
+        assert_eq!(part.user(&u).unwrap().sent.len(), 1, "one send counts against the quotas");
+        assert_eq!(part.user(&u).unwrap().sent[0].trigger_id, "c/t-a");
         assert_eq!(part.deferred.len(), 1, "the deferral waits for its time");
     }
 }

@@ -33,7 +33,7 @@ use schemas::time::Clock;
 use schemas::topics::Topic;
 
 use crate::campaigns::{Campaign, Campaigns, ChannelName, content};
-use crate::memory::{PartitionState, dedup_key, oa_address, phone_address, rebuild};
+use crate::memory::{PartitionState, dedup_key, member, oa_address, phone_address, profile_member, rebuild};
 use crate::policy::{self, Decision, Reason, Recipient};
 use crate::triggers::{self, Occurrence};
 use crate::zalo::{ZaloClient, ZaloError};
@@ -331,7 +331,8 @@ impl Engine {
             for m in &profiles.0 {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
-                fresh.get_mut(&m.partition()).expect("new partition").set_profile(&key, profile);
+                let who = profile_member(&key, profile.as_ref());
+                fresh.get_mut(&m.partition()).expect("new partition").set_profile(&who, profile);
             }
             for part in fresh.values_mut() {
                 part.reindex_addresses();
@@ -395,22 +396,23 @@ impl Engine {
 
     async fn on_profile(&mut self, partition: i32, key: &str, profile: Option<Profile>) -> anyhow::Result<()> {
         let Some(part) = self.parts.get_mut(&partition) else { return Ok(()) };
-        part.set_profile(key, profile);
-        self.profile_triggers(partition, key).await
+        let who = profile_member(key, profile.as_ref());
+        part.set_profile(&who, profile);
+        self.profile_triggers(partition, &who).await
     }
 
     /// The triggers a profile implies ([`triggers::profile`]): welcome and new follower at
     /// once; birthday and expected next purchase as timers.
-    async fn profile_triggers(&mut self, partition: i32, user: &str) -> anyhow::Result<()> {
+    async fn profile_triggers(&mut self, partition: i32, who: &str) -> anyhow::Result<()> {
         let now = (self.clock)();
         let max_age = self.campaigns.max_trigger_age_ms;
         let Some(part) = self.parts.get_mut(&partition) else { return Ok(()) };
-        part.timers.retain(|(_, u, _)| u != user);
-        let Some(p) = part.profile(user).cloned() else { return Ok(()) };
+        part.timers.retain(|(_, u, _)| u != who);
+        let Some(p) = part.profile(who).cloned() else { return Ok(()) };
         for (at, timer) in triggers::profile::timers(&p, now, max_age) {
-            part.timers.insert((at, user.to_string(), timer));
+            part.timers.insert((at, who.to_string(), timer));
         }
-        for occurrence in triggers::profile::immediate(&p, user, now, max_age) {
+        for occurrence in triggers::profile::immediate(&p, &p.user_key, now, max_age) {
             self.decide_trigger(partition, occurrence).await?;
         }
         Ok(())
@@ -428,9 +430,9 @@ impl Engine {
                 due.push((*p, first));
             }
         }
-        for (p, (at, user, timer)) in due {
-            let Some(profile) = self.parts.get(&p).and_then(|part| part.profile(&user)) else { continue };
-            if let Some(occurrence) = triggers::profile::on_timer(timer, at, profile, &user) {
+        for (p, (at, who, timer)) in due {
+            let Some(profile) = self.parts.get(&p).and_then(|part| part.profile(&who)) else { continue };
+            if let Some(occurrence) = triggers::profile::on_timer(timer, at, profile, &profile.user_key) {
                 self.decide_trigger(p, occurrence).await?;
             }
         }
@@ -486,7 +488,13 @@ impl Engine {
             let ready = j.wait_until <= now
                 || self.parts.get(&j.partition).and_then(|p| p.profile(&j.occurrence.user)).is_some_and(|p| p.as_of >= j.occurrence.at);
             // Keep each user's triggers in order: a later job never overtakes an earlier one.
-            if !ready || self.jobs.iter().take(i).any(|e| e.occurrence.user == j.occurrence.user && e.partition == j.partition) {
+            if !ready
+                || self
+                    .jobs
+                    .iter()
+                    .take(i)
+                    .any(|e| e.occurrence.user == j.occurrence.user && e.occurrence.app == j.occurrence.app && e.partition == j.partition)
+            {
                 i += 1;
                 continue;
             }
@@ -530,7 +538,7 @@ impl Engine {
         for c in campaigns {
             if let Some(reason) = suppressed {
                 let mid = message_id(&occurrence, &c.name, c.primary.channel);
-                if self.decided(partition, &occurrence.user, &mid) {
+                if self.decided(partition, &member(&occurrence.app, &occurrence.user), &mid) {
                     METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                     continue;
                 }
@@ -543,8 +551,8 @@ impl Engine {
         Ok(())
     }
 
-    fn decided(&self, partition: i32, user: &str, mid: &str) -> bool {
-        self.parts.get(&partition).is_some_and(|p| p.decided(user, mid))
+    fn decided(&self, partition: i32, who: &str, mid: &str) -> bool {
+        self.parts.get(&partition).is_some_and(|p| p.decided(who, mid))
     }
 
     /// A `zmp.messages.v1` record of one campaign's decision on one occurrence.
@@ -579,7 +587,8 @@ impl Engine {
         let steps: Vec<_> = std::iter::once(&c.primary).chain(c.fallback.iter()).collect();
         let mut vars = std::mem::take(&mut occurrence.vars);
         let user = occurrence.user.as_str();
-        let profile = self.parts.get(&partition).and_then(|p| p.profile(user)).cloned();
+        let who = member(&occurrence.app, user);
+        let profile = self.parts.get(&partition).and_then(|p| p.profile(&who)).cloned();
         if let Some(p) = &profile {
             vars.entry("name").or_insert_with(|| json!(p.name.clone().unwrap_or_else(|| "bạn".into())));
             vars.entry("points_balance").or_insert_with(|| json!(p.points_balance.to_string()));
@@ -593,7 +602,7 @@ impl Engine {
         for step in steps.into_iter().skip(first_step) {
             let channel = step.channel;
             let mid = message_id(&occurrence, &c.name, channel);
-            if self.decided(partition, user, &mid) {
+            if self.decided(partition, &who, &mid) {
                 METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                 return Ok(());
             }
@@ -609,7 +618,7 @@ impl Engine {
                 zns_price: step.price_vnd,
             };
             let part = self.parts.get(&partition);
-            let history = part.and_then(|p| p.user(user)).map(|u| u.sent.as_slice()).unwrap_or_default();
+            let history = part.and_then(|p| p.user(&who)).map(|u| u.sent.as_slice()).unwrap_or_default();
             let address = if channel.oa_kind().is_some() {
                 recipient.oa_user_id.as_deref().map(oa_address)
             } else {

@@ -161,7 +161,7 @@ async fn write_view(kafka: &Kafka, users: usize, now: i64) -> anyhow::Result<()>
             (schemas::topics::Topic::Profiles, schemas::codec::encode(&p)?),
             (schemas::topics::Topic::Interests, schemas::codec::encode(&interests)?),
         ] {
-            let key = p.user_key.clone();
+            let key = schemas::topics::app_user_key(&p.app_id, &p.user_key);
             let producer = producer.clone();
             pending.push(async move {
                 producer.send(FutureRecord::to(topic.name()).key(&key).payload(&payload), Duration::from_secs(30)).await.map_err(|(e, _)| e)

@@ -1,5 +1,5 @@
 //! Customer profiles: one per user, from every input topic, to the compacted `zmp.profiles.v1`
-//! (key = user key) at each commit for the users that changed, and the user's segment entries
+//! (key `app/user`) at each commit for the users that changed, and the user's segment entries
 //! and exits to `zmp.audiences.v1`.
 //!
 //! - `state`: the profile's state and its update rules and scores, the code twin of
@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use schemas::derived::AudienceChange;
 use schemas::event::*;
+use schemas::topics::{Topic, app_user_key};
 
 use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
 use crate::runtime::store::{Change, KvCache, TaskDb};
@@ -134,10 +135,14 @@ impl Processor for Profiles {
         if event.is_forget() {
             // Erased: out of every segment (tombstones, so exports drop the user), the state
             // deleted; the commit writes the profile's tombstone.
-            let mut ids = vec![event.user().key.clone()];
+            let (app, user) = (event.app_id(), event.user().key.as_str());
+            let mut ids = vec![user.to_string()];
             if let Some(old) = self.cache.entry(ctx.db, &key)?.take() {
                 for segment in &old.segments {
-                    ctx.tombstone(schemas::topics::Topic::Audiences, &format!("{segment}/{}", event.user().key));
+                    ctx.tombstone(Topic::Audiences, &schemas::topics::audience_key(app, segment, user));
+                    // The key a version before app-keyed topics used: compaction then drops
+                    // the erased user's old record too.
+                    ctx.tombstone(Topic::Audiences, &format!("{segment}/{user}"));
                 }
                 ids.extend(old.zalo_id.into_iter().chain(old.anonymous_ids));
             }
@@ -146,7 +151,7 @@ impl Processor for Profiles {
             ids.dedup();
             for id in &ids {
                 for purpose in CONSENT_PURPOSES {
-                    ctx.tombstone(schemas::topics::Topic::Consents, &schemas::topics::consent_key(event.app_id(), id, purpose));
+                    ctx.tombstone(Topic::Consents, &schemas::topics::consent_key(app, id, purpose));
                 }
             }
             self.scheduled.remove(&key);
@@ -197,15 +202,19 @@ impl Processor for Profiles {
         let mut out = Vec::new();
         for (key, state) in self.cache.dirty_keys() {
             match (split_user_key(key), state) {
-                (Some((app, user)), Some(s)) => out.push((user.to_string(), Some(s.record(app, user)))),
-                (Some((_, user)), None) => out.push((user.to_string(), None)), // forgotten
+                (Some((app, user)), Some(s)) => out.push((app_user_key(app, user), Some(s.record(app, user)))),
+                (Some((app, user)), None) => {
+                    // Forgotten; and the key a version before app-keyed topics used.
+                    out.push((app_user_key(app, user), None));
+                    out.push((user.to_string(), None));
+                }
                 (None, _) => {}
             }
         }
-        for (user, record) in out {
+        for (key, record) in out {
             match record {
-                Some(r) => ctx.emit(&user, &r)?,
-                None => ctx.tombstone(schemas::topics::Topic::Profiles, &user),
+                Some(r) => ctx.emit(&key, &r)?,
+                None => ctx.tombstone(Topic::Profiles, &key),
             }
         }
         Ok(())

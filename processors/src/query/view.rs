@@ -27,8 +27,8 @@ pub struct View {
     profiles: RwLock<HashMap<String, Arc<Profile>>>,
     interests: RwLock<HashMap<String, Arc<UserInterests>>>,
     snapshots: RwLock<HashMap<String, Arc<Engagement>>>,
-    /// Segment → user key → the record that put the user in it.
-    audiences: RwLock<HashMap<String, std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
+    /// (App, segment) → user key → the record that put the user in it.
+    audiences: RwLock<HashMap<(String, String), std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
     /// `app/campaign/partition` → that partition's results.
     campaigns: RwLock<HashMap<String, Arc<CampaignResult>>>,
     /// `app/partition` → that partition's activity.
@@ -47,7 +47,7 @@ impl View {
 
     pub fn apply_audience(&self, c: AudienceChange) {
         let mut a = self.audiences.write().expect("view lock");
-        let members = a.entry(c.segment.clone()).or_default();
+        let members = a.entry((c.app_id.clone(), c.segment.clone())).or_default();
         if c.member {
             members.insert(c.user_key.clone(), Arc::new(c));
         } else {
@@ -73,7 +73,7 @@ impl View {
     /// The size of each segment of an app, by name.
     pub fn segment_sizes(&self, app: &str) -> std::collections::BTreeMap<String, usize> {
         let a = self.audiences.read().expect("view lock");
-        a.iter().map(|(segment, members)| (segment.clone(), members.values().filter(|c| c.app_id == app).count())).collect()
+        a.iter().filter(|((a, _), _)| a == app).map(|((_, segment), members)| (segment.clone(), members.len())).collect()
     }
 
     /// Every campaign of an app with results, by name.
@@ -114,9 +114,10 @@ impl View {
         }
     }
 
-    /// A tombstone: the key is gone from the topic (in whichever app had it).
+    /// A tombstone: the key is gone from the topic. Every key names its app, so another app's
+    /// record of the same user key stays; a tombstone of a key without the app (a version before
+    /// app-keyed topics used those, and erasure still deletes them) changes nothing here.
     pub fn forget(&self, topic: Topic, key: &str) {
-        let suffix = format!("\u{1f}{key}");
         match topic {
             Topic::CampaignResults => {
                 self.campaigns.write().expect("view lock").remove(key);
@@ -124,27 +125,35 @@ impl View {
             Topic::Activity => {
                 self.activity.write().expect("view lock").remove(key);
             }
-            Topic::Profiles => self.profiles.write().expect("view lock").retain(|k, _| !k.ends_with(&suffix)),
+            Topic::Profiles | Topic::Interests => {
+                let Some((app, user)) = schemas::topics::split_app_user_key(key) else { return };
+                let k = self::key(app, user);
+                if topic == Topic::Profiles {
+                    self.profiles.write().expect("view lock").remove(&k);
+                } else {
+                    self.interests.write().expect("view lock").remove(&k);
+                }
+            }
             Topic::Audiences => {
-                if let Some((segment, user)) = key.split_once('/')
-                    && let Some(m) = self.audiences.write().expect("view lock").get_mut(segment)
+                if let Some((app, segment, user)) = schemas::topics::split_audience_key(key)
+                    && let Some(m) = self.audiences.write().expect("view lock").get_mut(&(app.to_string(), segment.to_string()))
                 {
                     m.remove(user);
                 }
             }
-            _ => self.interests.write().expect("view lock").retain(|k, _| !k.ends_with(&suffix)),
+            _ => {}
         }
     }
 
     /// Up to `limit` members of an app's segment with user keys after `after`, and whether more follow.
     pub fn members(&self, app: &str, segment: &str, after: Option<&str>, limit: usize) -> (Vec<Arc<AudienceChange>>, bool) {
         let a = self.audiences.read().expect("view lock");
-        let Some(m) = a.get(segment) else { return (Vec::new(), false) };
+        let Some(m) = a.get(&(app.to_string(), segment.to_string())) else { return (Vec::new(), false) };
         let range = match after {
             Some(k) => m.range::<str, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
             None => m.range::<str, _>(..),
         };
-        let mut out: Vec<Arc<AudienceChange>> = range.filter(|(_, c)| c.app_id == app).map(|(_, c)| c.clone()).take(limit + 1).collect();
+        let mut out: Vec<Arc<AudienceChange>> = range.map(|(_, c)| c.clone()).take(limit + 1).collect();
         let more = out.len() > limit;
         out.truncate(limit);
         (out, more)
