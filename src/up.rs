@@ -126,17 +126,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(file)
     };
     let gateway = Gateway::start(&kafka, &ingest_args).await?;
-    let client = ZaloClient::new(sinks::zalo::ClientConfig {
-        args: &ingest_args.zalo,
-        clock: sinks::system_clock(),
-        rate_window: Duration::from_secs(60),
-        timeout: Duration::from_secs(10),
-    })?;
-    let sink = Sink::start(&kafka, &args.sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
+    let (clients, apps) = zalo_clients(&ingest_args.zalo)?;
+    let sink = Sink::start(&kafka, &args.sink, clients, sinks::system_clock()).await?;
     say(format!(
-        "zcdp: messaging sink running (campaigns: {}; sends app {}'s triggers through its OA)",
+        "zcdp: messaging sink running (campaigns: {}; sends each app's triggers through its own OA: {apps})",
         args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into()),
-        ingest_args.zalo.cdp_app
     ));
     let query = QueryApi::start(
         &kafka,
@@ -432,20 +426,15 @@ pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::Zal
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     let kafka = Kafka::external(&kafka)?;
-    let client = ZaloClient::new(sinks::zalo::ClientConfig {
-        args: &zalo,
-        clock: sinks::system_clock(),
-        rate_window: Duration::from_secs(60),
-        timeout: Duration::from_secs(10),
-    })?;
+    let (clients, apps) = zalo_clients(&zalo)?;
     let (listener, addr) = server::bind(&http.http).await?;
     let routes = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
     let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown.clone()));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
-    let sink = Sink::start(&kafka, &sink, std::sync::Arc::new(client), sinks::system_clock()).await?;
+    let sink = Sink::start(&kafka, &sink, clients, sinks::system_clock()).await?;
     say(format!(
-        "zcdp: sink member running on {}, sending app {}'s triggers through its OA (--zalo-cdp-app; other apps' are suppressed no_oa_for_app); metrics on http://{addr}/metrics; Ctrl-C to stop",
-        kafka.bootstrap, zalo.cdp_app
+        "zcdp: sink member running on {}, sending each app's triggers through its own OA ({apps}; other apps' are suppressed no_oa_for_app); metrics on http://{addr}/metrics; Ctrl-C to stop",
+        kafka.bootstrap
     ));
     loop {
         tokio::select! {
@@ -457,6 +446,26 @@ pub async fn run_sink(kafka: KafkaArgs, sink: SinkArgs, zalo: schemas::zalo::Zal
     let stopped = sink.stop().await;
     ops.await??;
     stopped
+}
+
+/// One Zalo client per zcdp app with an OA ([`schemas::zalo::ZaloArgs::apps`]), and their names
+/// for the start line.
+fn zalo_clients(zalo: &schemas::zalo::ZaloArgs) -> anyhow::Result<(Vec<std::sync::Arc<ZaloClient>>, String)> {
+    let apps = zalo.apps()?;
+    let clients = apps
+        .iter()
+        .map(|args| {
+            let config = sinks::zalo::ClientConfig {
+                args,
+                clock: sinks::system_clock(),
+                rate_window: Duration::from_secs(60),
+                timeout: Duration::from_secs(10),
+            };
+            ZaloClient::new(config).map(std::sync::Arc::new).with_context(|| format!("the Zalo app of zcdp app {}", args.cdp_app))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names = apps.iter().map(|a| a.cdp_app.as_str()).collect::<Vec<_>>().join(", ");
+    Ok((clients, names))
 }
 
 /// `zcdp zalo-sim`: the Zalo simulator alone.

@@ -72,13 +72,27 @@ impl Env {
             timeout: Duration::from_secs(5),
         })
         .unwrap();
-        let args = SinkArgs { campaigns: Some(self.campaigns.clone()), profile_wait: Duration::from_millis(300), ..SinkArgs::default() };
-        Sink::start(&self.kafka, &args, Arc::new(client), clock(&self.now)).await.unwrap()
+        self.sink_with(vec![Arc::new(client)]).await
     }
 
-    async fn put<R: schemas::Record>(&self, key: &str, r: &R) {
+    /// A sink member with these Zalo clients (one per app with an OA).
+    async fn sink_with(&self, clients: Vec<Arc<ZaloClient>>) -> Sink {
+        let args = SinkArgs { campaigns: Some(self.campaigns.clone()), profile_wait: Duration::from_millis(300), ..SinkArgs::default() };
+        Sink::start(&self.kafka, &args, clients, clock(&self.now)).await.unwrap()
+    }
+
+    /// Writes a record by its key's hash; returns the partition.
+    async fn put<R: schemas::Record>(&self, key: &str, r: &R) -> i32 {
         let payload = schemas::codec::encode(r).unwrap();
-        self.producer.send(FutureRecord::to(R::TOPIC.name()).key(key).payload(&payload), Duration::from_secs(10)).await.unwrap();
+        self.producer.send(FutureRecord::to(R::TOPIC.name()).key(key).payload(&payload), Duration::from_secs(10)).await.unwrap().partition
+    }
+
+    /// Writes a record to a given partition, as the processors write app-keyed records to
+    /// their user's partition.
+    async fn put_at<R: schemas::Record>(&self, partition: i32, key: &str, r: &R) {
+        let payload = schemas::codec::encode(r).unwrap();
+        let record = FutureRecord::to(R::TOPIC.name()).partition(partition).key(key).payload(&payload);
+        self.producer.send(record, Duration::from_secs(10)).await.unwrap();
     }
 
     async fn follower(&self, uid: &str, last: i64) {
@@ -575,30 +589,121 @@ async fn a_token_file_that_cannot_be_written_stops_the_sink() {
     assert!(env.sim.received().is_empty());
 }
 
-/// Apps do not see each other's OA (issue 19, part of point 3): the sink sends through its OA
-/// only the triggers of the app that OA belongs to (`--zalo-cdp-app`, `demo` here). The same
-/// user key in another app gets nothing from this OA: suppressed `no_oa_for_app`.
+/// Apps do not see each other's OA (issue 19, point 3). One deployment, two apps with an OA
+/// each (`--zalo-apps-file`, two simulators standing in for the two OAs) and a third without,
+/// and one user key `ok` in all three — a different person in each. Each app's abandoned cart
+/// goes through its own OA only, to that app's own profile of `ok`; the third app's is suppressed
+/// `no_oa_for_app`; nothing is sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_apps_triggers_never_go_through_this_oa() {
+async fn each_apps_triggers_go_only_through_its_own_oa() {
     let env = Env::new(CART_CAMPAIGN, SimConfig::default()).await;
+    let sim_b = Simulator::new(
+        SimConfig { app_id: "sim-app-b".into(), secret_key: "sim-secret-b".into(), ..SimConfig::default() },
+        clock(&env.now),
+    );
+    let (base_b, _h) = sim_b.serve("127.0.0.1:0").await.unwrap();
     let recent = TEN_AM - HOUR;
     env.follower("oa-ok", recent).await;
-    env.put("ok", &profile("ok", true, true, Some(recent), Some("84900000001"))).await;
-    let sink = env.sink(4000).await;
-    let mut other = cart("ok", "t-other-app", TEN_AM);
-    other.app_id = "other-shop".into();
-    env.put("ok", &other).await;
-    env.put("ok", &cart("ok", "t-demo", TEN_AM)).await;
-    let decided = eventually(Duration::from_secs(30), "both triggers decided", || async {
+    reqwest::Client::new()
+        .post(format!("{base_b}/sim/users"))
+        .json(&json!({"user_id": "oa-b-ok", "follows": true, "last_interaction": recent}))
+        .send()
+        .await
+        .unwrap();
+    let apps_file = env.dir.path().join("zalo-apps.toml");
+    std::fs::write(
+        &apps_file,
+        format!(
+            r#"
+[apps.demo]
+app_id = "sim-app"
+app_secret = "sim-secret"
+refresh_token = "sim-refresh-0"
+oa_url = "{a}"
+zns_url = "{a}"
+oauth_url = "{a}"
+
+[apps.shop-b]
+app_id = "sim-app-b"
+app_secret = "sim-secret-b"
+refresh_token = "sim-refresh-0"
+oa_url = "{b}"
+zns_url = "{b}"
+oauth_url = "{b}"
+"#,
+            a = env.base,
+            b = base_b
+        ),
+    )
+    .unwrap();
+    let flags = ZaloArgs { apps_file: Some(apps_file), token_file: env.dir.path().join("tokens.json"), ..ZaloArgs::default() };
+    let apps = flags.apps().unwrap();
+    assert_eq!(apps.iter().map(|a| a.cdp_app.as_str()).collect::<Vec<_>>(), ["demo", "shop-b"]);
+    let clients = apps
+        .iter()
+        .map(|args| {
+            Arc::new(
+                ZaloClient::new(ClientConfig {
+                    args,
+                    clock: clock(&env.now),
+                    rate_window: Duration::from_secs(1),
+                    timeout: Duration::from_secs(5),
+                })
+                .unwrap(),
+            )
+        })
+        .collect();
+
+    // The same user key, three people: demo's and shop-b's have their own OA ids and phones.
+    let a = profile("ok", true, true, Some(recent), Some("84900000001"));
+    let mut b = profile("ok", true, true, Some(recent), Some("84900000002"));
+    b.app_id = "shop-b".into();
+    b.oa_user_id = Some("oa-b-ok".into());
+    let mut c = profile("ok", true, true, Some(recent), Some("84900000003"));
+    c.app_id = "third".into();
+    c.oa_user_id = Some("oa-c-ok".into());
+    // demo's under the key of a version before app-keyed topics (the user key alone), the
+    // others under `app/user` on the user's partition, as the processors write them now.
+    let partition = env.put("ok", &a).await;
+    for p in [&b, &c] {
+        env.put_at(partition, &schemas::topics::app_user_key(&p.app_id, &p.user_key), p).await;
+    }
+    let sink = env.sink_with(clients).await;
+    for (app, trigger) in [("demo", "t-demo"), ("shop-b", "t-b"), ("third", "t-third")] {
+        let mut t = cart("ok", trigger, TEN_AM);
+        t.app_id = app.into();
+        env.put("ok", &t).await;
+    }
+    let decided = eventually(Duration::from_secs(30), "the three triggers decided", || async {
         let m = env.messages().await;
         let of = |t: &str| m.iter().rfind(|r| r.trigger_id == t && r.status != "sending").cloned();
-        Some((of("t-other-app")?, of("t-demo")?))
+        Some((of("t-demo")?, of("t-b")?, of("t-third")?))
     })
     .await;
-    assert_eq!((decided.0.status.as_str(), decided.0.reason.as_deref()), ("suppressed", Some("no_oa_for_app")));
-    assert_eq!(decided.0.app_id, "other-shop");
-    assert_eq!(decided.1.status, "sent");
-    let received = env.sim.received();
-    assert_eq!(received.len(), 1, "only the demo app's message: {received:?}");
+    assert_eq!((decided.0.status.as_str(), decided.0.app_id.as_str()), ("sent", "demo"));
+    assert_eq!((decided.1.status.as_str(), decided.1.app_id.as_str()), ("sent", "shop-b"));
+    assert_eq!((decided.2.status.as_str(), decided.2.reason.as_deref()), ("suppressed", Some("no_oa_for_app")));
+    let to = |sim: &Simulator| sim.received().iter().map(|r| r.to.clone()).collect::<Vec<_>>();
+    assert_eq!(to(&env.sim), ["oa-ok"], "demo's OA sent to demo's user only");
+    assert_eq!(to(&sim_b), ["oa-b-ok"], "shop-b's OA sent to shop-b's user only");
+    // A replay of all three decides nothing again: a new demo trigger after them (same user key,
+    // same partition, so decided after the replays) finds the frequency cap of demo's user only.
+    for (app, trigger) in [("demo", "t-demo"), ("shop-b", "t-b"), ("third", "t-third"), ("demo", "t-demo-2")] {
+        let mut t = cart("ok", trigger, TEN_AM);
+        t.app_id = app.into();
+        env.put("ok", &t).await;
+    }
+    let last = eventually(Duration::from_secs(30), "the trigger after the replays decided", || async {
+        env.messages().await.into_iter().rfind(|r| r.trigger_id == "t-demo-2" && r.status != "sending")
+    })
+    .await;
+    assert_eq!((last.status.as_str(), last.reason.as_deref()), ("suppressed", Some("frequency_cap")));
+    let messages = env.messages().await;
+    for t in ["t-demo", "t-b", "t-third"] {
+        let decisions = messages.iter().filter(|r| r.trigger_id == t && r.status != "sending").count();
+        assert_eq!(decisions, 1, "{t} decided once");
+    }
+    assert_eq!(to(&env.sim), ["oa-ok"]);
+    assert_eq!(to(&sim_b), ["oa-b-ok"]);
     sink.stop().await.unwrap();
 }

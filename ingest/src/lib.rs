@@ -127,7 +127,10 @@ pub struct Gateway {
     consent: Arc<ConsentView>,
     /// The consent view and the liveness probe; taken (and awaited) by [`Gateway::shutdown`].
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The --zalo-* flags: the Zalo app of any zcdp app without one of its own.
     zalo: schemas::zalo::ZaloArgs,
+    /// Every zcdp app's own Zalo app ([`schemas::zalo::ZaloArgs::apps`]).
+    zalo_apps: Vec<schemas::zalo::ZaloArgs>,
     http: reqwest::Client,
 }
 
@@ -191,8 +194,14 @@ impl Gateway {
             consent,
             tasks: Mutex::new(tasks),
             zalo: args.zalo.clone(),
+            zalo_apps: args.zalo.apps()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         }))
+    }
+
+    /// The Zalo app a zcdp app's sessions and phone exchanges go to: its own, else the flags'.
+    fn zalo_of(&self, app: &str) -> &schemas::zalo::ZaloArgs {
+        self.zalo_apps.iter().find(|z| z.cdp_app == app).unwrap_or(&self.zalo)
     }
 
     /// Every endpoint of the gateway.

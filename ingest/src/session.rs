@@ -92,7 +92,8 @@ async fn handle(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesReje
         return Err(invalid());
     }
     take_graph_budget(gw, &who.app, None)?;
-    let user = schemas::zalo::graph_me(&gw.http, &gw.zalo.graph_url, token, gw.zalo.app_secret.as_deref()).await.map_err(|e| match e {
+    let zalo = gw.zalo_of(&who.app);
+    let user = schemas::zalo::graph_me(&gw.http, &zalo.graph_url, token, zalo.app_secret.as_deref()).await.map_err(|e| match e {
         GraphError::Refused { .. } => {
             gw.refused_tokens.remember(token_digest.clone(), now_ms() + REFUSED_TOKEN_MS);
             invalid()

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use schemas::derived::{MessageEvent, MessageStatus};
 use schemas::time::now_ms;
 use schemas::topics::Topic;
+use schemas::zalo::ZaloArgs;
 
 use crate::Gateway;
 use crate::accept::{Vouch, ingest};
@@ -110,9 +111,13 @@ async fn webhook(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Resul
 }
 
 async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, Response> {
-    let (Some(app_id), Some(secret)) = (gw.zalo.app_id.as_deref(), gw.zalo.oa_secret.as_deref()) else {
-        return Err(refuse(StatusCode::NOT_FOUND, "not_configured", "no Zalo app is configured (--zalo-app-id, --zalo-oa-secret)"));
-    };
+    if gw.zalo_apps.is_empty() {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no Zalo app is configured (--zalo-app-id and --zalo-oa-secret, or --zalo-apps-file)",
+        ));
+    }
     let body = body.map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()))?;
     if body.len() > MAX_EVENT_BYTES {
         return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a webhook event is at most 32 KB"));
@@ -125,7 +130,13 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
         _ => String::new(),
     };
     let signature = headers.get("x-zevent-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if event["app_id"].as_str() != Some(app_id) || !schemas::zalo::signature_ok(signature, app_id, text, &timestamp, secret) {
+    // The event names its Zalo app; that app's OA secret must have signed it, and its zcdp app
+    // is the one the event is recorded under.
+    let zalo = gw.zalo_apps.iter().find(|z| z.app_id.is_some() && z.app_id.as_deref() == event["app_id"].as_str());
+    let Some((zalo, app_id, secret)) = zalo.and_then(|z| Some((z, z.app_id.as_deref()?, z.oa_secret.as_deref()?))) else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "X-ZEvent-Signature does not match this app's OA secret"));
+    };
+    if !schemas::zalo::signature_ok(signature, app_id, text, &timestamp, secret) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "X-ZEvent-Signature does not match this app's OA secret"));
     }
     // A signed event is good for a while around its own time, once: an old one (or one replayed
@@ -143,7 +154,7 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
         return Ok((StatusCode::OK, Json(json!({"duplicate": true}))).into_response());
     }
     // Not stored (Kafka did not take it): Zalo's retry must be taken, not dropped as a repeat.
-    let outcome = take_webhook(gw, &event, app_id, &timestamp, ts).await;
+    let outcome = take_webhook(gw, &event, zalo, &timestamp, ts).await;
     if outcome.is_err() {
         gw.webhooks_seen.forget(&seen_as);
     }
@@ -151,10 +162,11 @@ async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, B
 }
 
 /// A verified, fresh webhook event, recorded.
-async fn take_webhook(gw: &Gateway, event: &Value, app_id: &str, timestamp: &str, ts: i64) -> Result<Response, Response> {
+async fn take_webhook(gw: &Gateway, event: &Value, zalo: &ZaloArgs, timestamp: &str, ts: i64) -> Result<Response, Response> {
     let name = event["event_name"].as_str().unwrap_or_default();
+    let app_id = zalo.app_id.as_deref().unwrap_or_default();
     if name == "user_received_message" {
-        return delivered(gw, event, ts).await.map_err(|e| e.into_response());
+        return delivered(gw, event, &zalo.cdp_app, ts).await.map_err(|e| e.into_response());
     }
     let Some(kind) = oa_event_type(name) else {
         return Ok((StatusCode::OK, Json(json!({"ignored": name}))).into_response());
@@ -176,7 +188,7 @@ async fn take_webhook(gw: &Gateway, event: &Value, app_id: &str, timestamp: &str
     let zcdp_event = json!({"event_id": event_id.to_string(), "type": kind, "event_time": time, "user": user,
         "context": {"library": "zalo-webhook"}, "properties": {"oa_id": oa_id}})
     .to_string();
-    let app = gw.zalo.cdp_app.as_str();
+    let app = zalo.cdp_app.as_str();
     let parsed = read_one(&zcdp_event, app).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()))?;
     let receipt = Receipt { app_id: app, received_at: now_ms(), sent_at: None };
     let outcome = ingest(gw, &receipt, parsed, "webhook:zalo", &Vouch::Zalo).await.map_err(|e| ApiError::from(e).into_response())?;
@@ -186,13 +198,13 @@ async fn take_webhook(gw: &Gateway, event: &Value, app_id: &str, timestamp: &str
 }
 
 /// A ZNS delivery receipt → a `delivered` record on the user's partition of `zmp.messages.v1`.
-async fn delivered(gw: &Gateway, event: &Value, ts: i64) -> Result<Response, ApiError> {
+async fn delivered(gw: &Gateway, event: &Value, cdp_app: &str, ts: i64) -> Result<Response, ApiError> {
     let tracking = event["message"]["tracking_id"].as_str().unwrap_or_default();
     let (message_id, user_key) = tracking.split_once('.').unwrap_or((tracking, ""));
     let at = event["message"]["delivery_time"].as_str().and_then(|t| t.parse().ok()).unwrap_or(ts);
     let rec = MessageEvent {
         message_id: message_id.to_string(),
-        app_id: gw.zalo.cdp_app.clone(),
+        app_id: cdp_app.to_string(),
         user_key: user_key.to_string(),
         channel: "zns".into(),
         status: MessageStatus::Delivered.as_str().into(),
@@ -238,7 +250,8 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         }
     };
     take_graph_budget(gw, app, session_user.as_deref())?;
-    let Some(secret) = gw.zalo.app_secret.as_deref() else {
+    let zalo = gw.zalo_of(app);
+    let Some(secret) = zalo.app_secret.as_deref() else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
     };
     let req: Value = serde_json::from_slice(&body)
@@ -249,7 +262,7 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
     let user = match &session_user {
         Some(user) => {
             // The phone token is decoded with the access token: it must be the session user's.
-            let owner = schemas::zalo::graph_me(&gw.http, &gw.zalo.graph_url, token, Some(secret)).await.map_err(|e| match e {
+            let owner = schemas::zalo::graph_me(&gw.http, &zalo.graph_url, token, Some(secret)).await.map_err(|e| match e {
                 schemas::zalo::GraphError::Refused { .. } => {
                     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_access_token", "Zalo does not know this access token")
                 }
@@ -267,7 +280,7 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         None if req["user"].is_object() => req["user"].clone(),
         None => return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_field", "user {zalo_id} is required with the secret key")),
     };
-    let number = exchange(gw, token, code, secret).await?;
+    let number = exchange(gw, &zalo.graph_url, token, code, secret).await?;
     let event_id = req["event_id"].as_str().map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let event = json!({"event_id": event_id, "type": "identify", "user": user, "context": {"library": "zcdp-phone-exchange"},
         "properties": {"phone": number}})
@@ -281,9 +294,9 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
 
 /// The Graph API's phone exchange ([`schemas::zalo::exchange_phone_token`]), its failures as
 /// this endpoint's errors.
-async fn exchange(gw: &Gateway, token: &str, code: &str, secret: &str) -> Result<String, ApiError> {
+async fn exchange(gw: &Gateway, graph_url: &str, token: &str, code: &str, secret: &str) -> Result<String, ApiError> {
     use schemas::zalo::GraphError as E;
-    schemas::zalo::exchange_phone_token(&gw.http, &gw.zalo.graph_url, token, code, secret).await.map_err(|e| {
+    schemas::zalo::exchange_phone_token(&gw.http, graph_url, token, code, secret).await.map_err(|e| {
         let (status, code) = match e {
             E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "zalo_unreachable"),
             E::BadAnswer => (StatusCode::BAD_GATEWAY, "zalo_bad_answer"),

@@ -59,6 +59,11 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    /// A gateway whose arguments `configure` changes last.
+    async fn start_with(configure: impl FnOnce(&mut IngestArgs)) -> Env {
         let cluster = Arc::new(EmbeddedCluster::start(1).unwrap());
         let kafka = Kafka::embedded(cluster.clone(), 3);
         kafka.ensure_catalogue().await.unwrap();
@@ -67,6 +72,7 @@ impl Env {
         args.zalo.app_id = Some("zalo-app".into());
         args.zalo.app_secret = Some(APP_SECRET.into());
         args.zalo.oa_secret = Some(OA_SECRET.into());
+        configure(&mut args);
         let gw = Gateway::start(&kafka, &args).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -287,4 +293,53 @@ async fn webhooks_out_of_their_time_or_replayed_change_nothing() {
     let follows: Vec<InputEvent> = env.stored().await.into_values().filter(|e| e.type_name() == "oa_followed").collect();
     assert_eq!(follows.len(), 1);
     assert_eq!(follows[0].trust(), Trust::Zalo);
+}
+
+/// Several apps, each with its own Zalo app (`--zalo-apps-file`): a webhook is recorded under the
+/// zcdp app whose Zalo app it names, and only if that app's OA secret signed it — another app's
+/// secret cannot sign for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_apps_webhooks_are_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("zalo-apps.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[apps.demo]\napp_id = \"zalo-app\"\napp_secret = \"{APP_SECRET}\"\noa_secret = \"{OA_SECRET}\"\n\n\
+             [apps.shop-b]\napp_id = \"zalo-app-b\"\napp_secret = \"app-secret-b\"\noa_secret = \"oa-secret-b\"\n"
+        ),
+    )
+    .unwrap();
+    let env = Env::start_with(|args| args.zalo.apps_file = Some(file)).await;
+    let send = |app_id: &'static str, secret: &'static str, uid: &'static str| {
+        let ts = schemas::time::now_ms().to_string();
+        let body = json!({"app_id": app_id, "event_name": "follow", "timestamp": ts, "oa_id": "oa",
+            "follower": {"id": format!("oa-{uid}")}, "user_id_by_app": uid})
+        .to_string();
+        let sig = schemas::zalo::event_signature(app_id, &body, &ts, secret);
+        let (c, url) = (env.c.clone(), format!("{}/webhooks/zalo", env.base));
+        async move {
+            let r =
+                c.post(url).header("x-zevent-signature", sig).header("content-type", "application/json").body(body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, b) = send("zalo-app", OA_SECRET, "lan").await;
+    assert_eq!((s, b["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{b}");
+    let (s, b) = send("zalo-app-b", "oa-secret-b", "lan").await;
+    assert_eq!((s, b["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{b}");
+    // demo's OA secret signing an event that names shop-b's Zalo app.
+    let (s, b) = send("zalo-app-b", OA_SECRET, "minh").await;
+    assert_eq!((s, b["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_signature")), "{b}");
+    let (s, _) = send("zalo-app-c", "oa-secret-b", "minh").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "an app not configured");
+    let mut follows: Vec<(String, String)> = env
+        .stored()
+        .await
+        .into_values()
+        .filter(|e| e.type_name() == "oa_followed")
+        .map(|e| (e.app_id().to_string(), e.user().key.clone()))
+        .collect();
+    follows.sort();
+    assert_eq!(follows, [("demo".to_string(), "lan".to_string()), ("shop-b".to_string(), "lan".to_string())]);
 }

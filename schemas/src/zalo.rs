@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use sha2::{Digest, Sha256};
 
 /// The Zalo app and OA zcdp acts for. Without `--zalo-app-id`, `zcdp up` runs the Zalo
@@ -44,6 +46,33 @@ pub struct ZaloArgs {
     /// Requests a minute the app may make to Zalo (Zalo's limit is 4,000 a minute per app).
     #[arg(id = "zalo_rate_limit", long = "zalo-rate-limit", env = "ZCDP_ZALO_RATE_LIMIT", default_value_t = 4000)]
     pub rate_limit: u32,
+    /// Several zcdp apps, each with its own Zalo app and OA: a TOML file with one `[apps.<zcdp
+    /// app>]` table each (docs/messaging.md). Given, it replaces the single app of the other
+    /// --zalo-* flags, whose URLs, rate limit and token file directory are its defaults.
+    #[arg(id = "zalo_apps_file", long = "zalo-apps-file", env = "ZCDP_ZALO_APPS_FILE")]
+    pub apps_file: Option<PathBuf>,
+}
+
+/// One zcdp app's Zalo app in a `--zalo-apps-file`; what is left out comes from the flags.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct AppEntry {
+    app_id: String,
+    app_secret: String,
+    oa_secret: Option<String>,
+    refresh_token: Option<String>,
+    token_file: Option<PathBuf>,
+    oa_url: Option<String>,
+    zns_url: Option<String>,
+    oauth_url: Option<String>,
+    graph_url: Option<String>,
+    rate_limit: Option<u32>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct AppsFile {
+    apps: std::collections::BTreeMap<String, AppEntry>,
 }
 
 impl Default for ZaloArgs {
@@ -60,6 +89,7 @@ impl Default for ZaloArgs {
             oauth_url: "https://oauth.zaloapp.com".into(),
             graph_url: "https://graph.zalo.me".into(),
             rate_limit: 4000,
+            apps_file: None,
         }
     }
 }
@@ -67,7 +97,56 @@ impl Default for ZaloArgs {
 impl ZaloArgs {
     /// Whether an app is configured (else webhooks and the phone exchange are off).
     pub fn configured(&self) -> bool {
-        self.app_id.is_some()
+        self.app_id.is_some() || self.apps_file.is_some()
+    }
+
+    /// Every zcdp app with a Zalo app of its own, each as the flags of that one app
+    /// (`cdp_app` its zcdp app): from `--zalo-apps-file`, else the flags' app when one is given,
+    /// else none. Two zcdp apps may not share a Zalo app: a webhook names the Zalo app, and must
+    /// name one zcdp app.
+    pub fn apps(&self) -> anyhow::Result<Vec<ZaloArgs>> {
+        let Some(path) = &self.apps_file else {
+            return Ok(if self.app_id.is_some() { vec![self.clone()] } else { Vec::new() });
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading --zalo-apps-file {}", path.display()))?;
+        let file: AppsFile = toml::from_str(&text).with_context(|| format!("--zalo-apps-file {}", path.display()))?;
+        if file.apps.is_empty() {
+            anyhow::bail!("--zalo-apps-file {}: no [apps.<zcdp app>] table", path.display());
+        }
+        let dir = self.token_file.parent().map(PathBuf::from).unwrap_or_default();
+        let mut out: Vec<ZaloArgs> = Vec::new();
+        for (cdp_app, e) in file.apps {
+            let bad = |what: &str| anyhow::anyhow!("--zalo-apps-file {}: [apps.{cdp_app}] {what}", path.display());
+            if cdp_app.is_empty() || cdp_app.contains(['/', '\u{1f}']) || cdp_app.chars().any(char::is_whitespace) {
+                return Err(bad("is not a zcdp app id (no '/', spaces or control characters)"));
+            }
+            if e.app_id.trim().is_empty() || e.app_secret.trim().is_empty() {
+                return Err(bad("needs app_id and app_secret"));
+            }
+            if let Some(other) = out.iter().find(|o| o.app_id.as_deref() == Some(e.app_id.as_str())) {
+                return Err(bad(&format!("has the Zalo app_id of [apps.{}]: each zcdp app needs its own Zalo app", other.cdp_app)));
+            }
+            out.push(ZaloArgs {
+                app_id: Some(e.app_id),
+                app_secret: Some(e.app_secret),
+                oa_secret: e.oa_secret,
+                refresh_token: e.refresh_token,
+                token_file: e.token_file.unwrap_or_else(|| dir.join(format!("zalo-tokens-{cdp_app}.json"))),
+                oa_url: e.oa_url.unwrap_or_else(|| self.oa_url.clone()),
+                zns_url: e.zns_url.unwrap_or_else(|| self.zns_url.clone()),
+                oauth_url: e.oauth_url.unwrap_or_else(|| self.oauth_url.clone()),
+                graph_url: e.graph_url.unwrap_or_else(|| self.graph_url.clone()),
+                rate_limit: e.rate_limit.unwrap_or(self.rate_limit),
+                apps_file: None,
+                cdp_app,
+            });
+        }
+        let mut files: Vec<&PathBuf> = out.iter().map(|a| &a.token_file).collect();
+        files.sort();
+        if files.windows(2).any(|w| w[0] == w[1]) {
+            anyhow::bail!("--zalo-apps-file {}: two apps share a token_file (Zalo's refresh tokens are single-use)", path.display());
+        }
+        Ok(out)
     }
 
     /// For the sink, a role meant for production: an app — its id and secret given, and a first
@@ -75,6 +154,12 @@ impl ZaloArgs {
     /// simulator's public values or a placeholder. (Pointed at a simulator, as the compose file
     /// does, the simulator's values are what it takes.)
     pub fn check_for_production(&self, role: &str) -> anyhow::Result<()> {
+        if self.apps_file.is_some() {
+            for app in self.apps()? {
+                app.check_for_production(role).with_context(|| format!("the Zalo app of zcdp app {}", app.cdp_app))?;
+            }
+            return Ok(());
+        }
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         if given(&self.app_id).is_none() || given(&self.app_secret).is_none() {
             anyhow::bail!(
@@ -95,6 +180,12 @@ impl ZaloArgs {
     /// simulator's public values or a placeholder — with those, anyone could sign a webhook.
     /// Nothing given is nothing to check.
     pub fn check_secrets_for_production(&self, role: &str) -> anyhow::Result<()> {
+        if self.apps_file.is_some() {
+            for app in self.apps()? {
+                app.check_secrets_for_production(role).with_context(|| format!("the Zalo app of zcdp app {}", app.cdp_app))?;
+            }
+            return Ok(());
+        }
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let real_zalo = [&self.oa_url, &self.zns_url, &self.oauth_url, &self.graph_url]
             .iter()
@@ -247,6 +338,46 @@ pub async fn exchange_phone_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apps_from(text: &str) -> anyhow::Result<Vec<ZaloArgs>> {
+        let path = std::env::temp_dir().join(format!("zcdp-zalo-apps-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).unwrap();
+        let flags = ZaloArgs { apps_file: Some(path.clone()), rate_limit: 100, ..ZaloArgs::default() };
+        let apps = flags.apps();
+        std::fs::remove_file(&path).unwrap();
+        apps
+    }
+
+    /// `--zalo-apps-file`: one Zalo app per zcdp app, the flags' defaults for what is left out,
+    /// and what would mix two apps refused with the reason.
+    #[test]
+    fn an_apps_file_gives_each_app_its_own_zalo_app() {
+        let apps = apps_from(
+            "[apps.a]\napp_id = \"za\"\napp_secret = \"sa\"\n[apps.b]\napp_id = \"zb\"\napp_secret = \"sb\"\noa_url = \"http://b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            apps.iter().map(|a| (a.cdp_app.as_str(), a.app_id.as_deref())).collect::<Vec<_>>(),
+            [("a", Some("za")), ("b", Some("zb"))]
+        );
+        assert_eq!((apps[0].oa_url.as_str(), apps[1].oa_url.as_str()), ("https://openapi.zalo.me", "http://b"));
+        assert_eq!(apps[0].rate_limit, 100);
+        assert_ne!(apps[0].token_file, apps[1].token_file, "each app keeps its own tokens");
+        for (text, why) in [
+            ("[apps.a]\napp_id = \"z\"\napp_secret = \"s\"\n[apps.b]\napp_id = \"z\"\napp_secret = \"t\"\n", "its own Zalo app"),
+            (
+                "[apps.a]\napp_id = \"z\"\napp_secret = \"s\"\ntoken_file = \"t.json\"\n[apps.b]\napp_id = \"y\"\napp_secret = \"t\"\ntoken_file = \"t.json\"\n",
+                "share a token_file",
+            ),
+            ("[apps.\"a/b\"]\napp_id = \"z\"\napp_secret = \"s\"\n", "not a zcdp app id"),
+            ("[apps.a]\napp_id = \"z\"\n", "app_secret"),
+            ("[apps.a]\napp_id = \"z\"\napp_secret = \"s\"\nsecret = \"x\"\n", "unknown field"),
+            ("", "apps"),
+        ] {
+            let e = format!("{:#}", apps_from(text).unwrap_err());
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
 
     #[test]
     fn signatures_cover_app_body_time_and_secret() {

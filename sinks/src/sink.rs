@@ -165,8 +165,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub async fn start(kafka: &Kafka, args: &SinkArgs, client: Arc<ZaloClient>, clock: Clock) -> anyhow::Result<Sink> {
+    /// `clients`: one per zcdp app with an OA ([`ZaloClient::cdp_app`]); an app's triggers are
+    /// sent only through its own, and those of an app without one are suppressed `no_oa_for_app`.
+    pub async fn start(kafka: &Kafka, args: &SinkArgs, clients: Vec<Arc<ZaloClient>>, clock: Clock) -> anyhow::Result<Sink> {
         let campaigns = Campaigns::load(args.campaigns.as_deref())?;
+        let mut by_app = HashMap::new();
+        for c in clients {
+            if let Some(other) = by_app.insert(c.cdp_app.clone(), c) {
+                anyhow::bail!("two Zalo clients for app {}", other.cdp_app);
+            }
+        }
         let handover = Arc::new(Mutex::new(Handover::default()));
         let consumer: StreamConsumer<SinkContext> = kafka
             .client_config()
@@ -191,7 +199,7 @@ impl Sink {
             consumer,
             profiles,
             producer,
-            client,
+            clients: by_app,
             campaigns,
             clock,
             handover,
@@ -228,7 +236,8 @@ struct Engine {
     consumer: StreamConsumer<SinkContext>,
     profiles: StreamConsumer,
     producer: FutureProducer,
-    client: Arc<ZaloClient>,
+    /// By zcdp app: each app's own OA.
+    clients: HashMap<String, Arc<ZaloClient>>,
     campaigns: Campaigns,
     clock: Clock,
     handover: Arc<Mutex<Handover>>,
@@ -455,13 +464,20 @@ impl Engine {
     }
 
     async fn resume_deferred(&mut self, partition: i32, rec: MessageEvent) -> anyhow::Result<()> {
-        let Some(campaign) = self.campaigns.by_name(&rec.campaign).cloned() else {
-            let mut gone = rec;
-            gone.set_status(MessageStatus::Suppressed);
-            gone.reason = Some("campaign_removed".into());
-            gone.retry_at = None;
-            gone.at = (self.clock)();
-            return self.write(partition, &gone).await;
+        let campaign = self.campaigns.by_name(&rec.campaign).cloned();
+        let gone = match &campaign {
+            None => Some("campaign_removed"),
+            // Its app's OA was taken out of the configuration since.
+            Some(_) if !self.clients.contains_key(&rec.app_id) => Some("no_oa_for_app"),
+            Some(_) => None,
+        };
+        let (Some(campaign), None) = (campaign, gone) else {
+            let mut closed = rec;
+            closed.set_status(MessageStatus::Suppressed);
+            closed.reason = gone.map(str::to_string);
+            closed.retry_at = None;
+            closed.at = (self.clock)();
+            return self.write(partition, &closed).await;
         };
         let step = if campaign.primary.channel.name() == rec.channel { 0 } else { 1 };
         // The deferred record kept the variables the first attempt rendered.
@@ -526,9 +542,9 @@ impl Engine {
             })
             .cloned()
             .collect();
-        // Suppressed whole, before any policy: another app's trigger (the OA is one app's,
-        // `--zalo-cdp-app`: another app's customers never get its messages), or a stale one.
-        let suppressed = if occurrence.app != self.client.cdp_app {
+        // Suppressed whole, before any policy: the trigger of an app without an OA here (an OA is
+        // one app's: another app's customers never get its messages), or a stale one.
+        let suppressed = if !self.clients.contains_key(&occurrence.app) {
             Some("no_oa_for_app")
         } else if (self.clock)() - occurrence.at > self.campaigns.max_trigger_age_ms {
             Some("stale_trigger")
@@ -659,6 +675,7 @@ impl Engine {
                     rec.data = Some(Value::Object(vars.clone()).to_string());
                     self.write(partition, &rec).await?;
                     let content = content(step, &vars);
+                    let client = self.clients.get(&occurrence.app).cloned().context("no OA for the app")?;
                     let result = match channel.oa_kind() {
                         Some(kind) => {
                             let uid = recipient.oa_user_id.clone().unwrap_or_default();
@@ -669,11 +686,11 @@ impl Engine {
                                     .filter_map(|k| vars.get(*k).and_then(Value::as_str).map(|v| (k.to_string(), v.to_string())))
                                     .collect();
                             }
-                            self.client.send_oa(kind, &uid, &content).await
+                            client.send_oa(kind, &uid, &content).await
                         }
                         None => {
                             let phone = recipient.phone.clone().unwrap_or_default();
-                            self.client.send_zns(&phone, &content, &tracking_id(&mid, user)).await
+                            client.send_zns(&phone, &content, &tracking_id(&mid, user)).await
                         }
                     };
                     rec.data = None;
