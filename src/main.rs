@@ -236,6 +236,13 @@ enum TopicsAction {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Once, when upgrading from a version whose profiles, interests and audiences were keyed by
+    /// user alone: moves those records to the keys that hold the app (app/user,
+    /// app/segment/user) and deletes the old keys. Stop the processors and sinks first.
+    MigrateKeys {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -291,6 +298,13 @@ fn main() -> anyhow::Result<()> {
                 let kafka = schemas::kafka::Kafka::external(&kafka)?;
                 kafka.ensure_catalogue().await?;
                 println!("created or verified {} topics on {}", schemas::CATALOGUE.len(), kafka.bootstrap);
+                Ok(())
+            }
+            Command::Topics { action: TopicsAction::MigrateKeys { kafka } } => {
+                let kafka = schemas::kafka::Kafka::external(&kafka)?;
+                for m in schemas::migrate::migrate_app_keys(&kafka).await? {
+                    println!("{}: {} records moved to app keys, {} old keys deleted", m.topic, m.moved, m.deleted);
+                }
                 Ok(())
             }
             Command::Topics { action: TopicsAction::Check { kafka } } => {

@@ -151,3 +151,93 @@ async fn erasing_a_user_in_one_app_leaves_the_same_user_key_in_another() {
     let (status, _) = z.terminate();
     assert!(status.success());
 }
+
+/// Upgrading from a version whose `zmp.profiles.v1` / `zmp.interests.v1` were keyed by user and
+/// `zmp.audiences.v1` by `segment/user`: `zcdp topics migrate-keys` moves each latest old-key
+/// record to its app's key on the same partition and deletes the old key; it never undoes an
+/// erasure, never overwrites a newer record, never deletes a record already under its own key
+/// (a user key holding `/`), and changes nothing the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_keys_moves_old_records_to_their_apps_keys() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use schemas::derived::{AudienceChange, Profile, UserInterests};
+
+    let cluster = std::sync::Arc::new(schemas::kafka::EmbeddedCluster::start(1).unwrap());
+    let kafka = Kafka::embedded(cluster.clone(), 3);
+    kafka.ensure_catalogue().await.unwrap();
+    let producer: FutureProducer = kafka.producer_config().create().unwrap();
+    let put = |topic: Topic, key: &str, payload: Option<Vec<u8>>| {
+        let (producer, key) = (producer.clone(), key.to_string());
+        async move {
+            let mut r = FutureRecord::<str, [u8]>::to(topic.name()).partition(1).key(&key);
+            if let Some(p) = &payload {
+                r = r.payload(p);
+            }
+            producer.send(r, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+    };
+    let profile = |app: &str, user: &str, name: &str| {
+        let p = Profile { app_id: app.into(), user_key: user.into(), name: Some(name.into()), ..Profile::default() };
+        Some(schemas::codec::encode(&p).unwrap())
+    };
+    // Old keys: lan (demo), minh (demo, since erased), an (demo, changed since), and demo's
+    // user `shop-b/x`, whose old key is shop-b's new key for `x` — already written since.
+    put(Topic::Profiles, "lan", profile("demo", "lan", "Lan old")).await;
+    put(Topic::Profiles, "minh", profile("demo", "minh", "Minh")).await;
+    put(Topic::Profiles, "an", profile("demo", "an", "An old")).await;
+    put(Topic::Profiles, "shop-b/x", profile("demo", "shop-b/x", "X of demo")).await;
+    put(Topic::Profiles, "demo/minh", None).await;
+    put(Topic::Profiles, "demo/an", profile("demo", "an", "An new")).await;
+    put(Topic::Profiles, "shop-b/x", profile("shop-b", "x", "X of shop-b")).await;
+    let interests = UserInterests { app_id: "demo".into(), user_key: "lan".into(), ..UserInterests::default() };
+    put(Topic::Interests, "lan", Some(schemas::codec::encode(&interests).unwrap())).await;
+    let entry = AudienceChange { app_id: "demo".into(), segment: "vip".into(), user_key: "lan".into(), member: true, ..Default::default() };
+    put(Topic::Audiences, "vip/lan", Some(schemas::codec::encode(&entry).unwrap())).await;
+
+    let migrate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zcdp"))
+            .args(["topics", "migrate-keys", "--brokers", &kafka.bootstrap, "--partitions", "3", "--replication-factor", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = migrate();
+    assert!(first.contains("zmp.profiles.v1: 1 records moved to app keys, 3 old keys deleted"), "{first}");
+    assert!(first.contains("zmp.interests.v1: 1 records moved to app keys, 1 old keys deleted"), "{first}");
+    assert!(first.contains("zmp.audiences.v1: 1 records moved to app keys, 1 old keys deleted"), "{first}");
+    let latest = |topic: Topic| {
+        let kafka = kafka.clone();
+        async move {
+            let msgs =
+                tokio::task::spawn_blocking(move || read_to_end(&kafka, topic.name(), Duration::from_secs(30)).unwrap()).await.unwrap();
+            let mut out = BTreeMap::new();
+            for m in msgs {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.insert(
+                    key,
+                    m.payload().map(|p| schemas::codec::decode::<Profile>(p).map(|p| p.name.unwrap_or_default()).unwrap_or_default()),
+                );
+            }
+            out
+        }
+    };
+    let profiles = latest(Topic::Profiles).await;
+    let want: BTreeMap<String, Option<String>> = [
+        ("lan", None),
+        ("demo/lan", Some("Lan old")),
+        ("minh", None),
+        ("demo/minh", None),
+        ("an", None),
+        ("demo/an", Some("An new")),
+        ("shop-b/x", Some("X of shop-b")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+    .collect();
+    assert_eq!(profiles, want);
+    assert!(latest(Topic::Interests).await["demo/lan"].is_some());
+    assert!(latest(Topic::Audiences).await["demo/vip/lan"].is_some());
+    let second = migrate();
+    assert_eq!(second.matches("0 records moved to app keys, 0 old keys deleted").count(), 3, "{second}");
+}

@@ -118,9 +118,9 @@ async fn up_publishes_sessions_interests_and_profiles_for_the_demo_shoppers() {
         (!s.is_empty() && !i.is_empty() && !t.is_empty() && !p.is_empty()).then_some(())
     })
     .await;
-    // The demo's shoppers all arrived minutes ago: new customers, keyed by their user key.
+    // The demo's shoppers all arrived minutes ago: new customers, keyed by app and user key.
     for (key, p) in read::<Profile>(&kafka).await {
-        assert_eq!(key, p.user_key);
+        assert_eq!(key, schemas::topics::app_user_key(&p.app_id, &p.user_key));
         assert!(p.first_seen <= p.last_seen && p.sessions >= 1 && p.active_days >= 1, "{p:?}");
         assert_eq!(p.lifecycle, "new", "{p:?}");
     }

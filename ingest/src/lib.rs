@@ -199,9 +199,11 @@ impl Gateway {
         }))
     }
 
-    /// The Zalo app a zcdp app's sessions and phone exchanges go to: its own, else the flags'.
-    fn zalo_of(&self, app: &str) -> &schemas::zalo::ZaloArgs {
-        self.zalo_apps.iter().find(|z| z.cdp_app == app).unwrap_or(&self.zalo)
+    /// The Zalo app a zcdp app's sessions and phone exchanges go to: with `--zalo-apps-file`
+    /// its own, and none for an app the file does not name (never another app's); else the
+    /// flags' one, whichever app asks.
+    fn zalo_of(&self, app: &str) -> Option<&schemas::zalo::ZaloArgs> {
+        if self.zalo.apps_file.is_some() { self.zalo_apps.iter().find(|z| z.cdp_app == app) } else { Some(&self.zalo) }
     }
 
     /// Every endpoint of the gateway.

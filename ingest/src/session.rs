@@ -83,16 +83,25 @@ async fn handle(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesReje
             "access_token is required: the Zalo access token from zmp-sdk getAccessToken()",
         ));
     };
+    let Some(zalo) = gw.zalo_of(&who.app) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "this app has no Zalo app in --zalo-apps-file"));
+    };
     // A token Zalo refused a moment ago is refused again without asking: junk cannot drain the
-    // app's Graph budget twice.
-    let token_digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    // app's Graph budget twice. Remembered per Zalo app: whether Zalo takes a token depends on
+    // the app asking.
+    let token_digest = {
+        let mut h = sha2::Sha256::new();
+        h.update(zalo.app_id.as_deref().unwrap_or_default().as_bytes());
+        h.update([0x1f]);
+        h.update(token.as_bytes());
+        hex::encode(h.finalize())
+    };
     let invalid =
         || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_access_token", "Zalo does not know this access token (or it has expired)");
     if gw.refused_tokens.seen(&token_digest, now_ms()) {
         return Err(invalid());
     }
     take_graph_budget(gw, &who.app, None)?;
-    let zalo = gw.zalo_of(&who.app);
     let user = schemas::zalo::graph_me(&gw.http, &zalo.graph_url, token, zalo.app_secret.as_deref()).await.map_err(|e| match e {
         GraphError::Refused { .. } => {
             gw.refused_tokens.remember(token_digest.clone(), now_ms() + REFUSED_TOKEN_MS);

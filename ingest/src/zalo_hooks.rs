@@ -111,7 +111,7 @@ async fn webhook(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Resul
 }
 
 async fn handle_webhook(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, Response> {
-    if gw.zalo_apps.is_empty() {
+    if gw.zalo_apps.iter().all(|z| z.oa_secret.is_none()) {
         return Err(refuse(
             StatusCode::NOT_FOUND,
             "not_configured",
@@ -250,8 +250,7 @@ async fn handle_phone(gw: &Gateway, headers: &HeaderMap, body: Result<Bytes, Byt
         }
     };
     take_graph_budget(gw, app, session_user.as_deref())?;
-    let zalo = gw.zalo_of(app);
-    let Some(secret) = zalo.app_secret.as_deref() else {
+    let Some((zalo, secret)) = gw.zalo_of(app).and_then(|z| Some((z, z.app_secret.as_deref()?))) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_configured", "no Zalo app secret is configured (--zalo-app-secret)"));
     };
     let req: Value = serde_json::from_slice(&body)

@@ -1,6 +1,6 @@
 //! Interest scores per user × product, × category and × search term, exponentially decayed in
 //! event time: an interest worth `w` at time `t` is worth `w · 2^(−(now − t) / half-life)` later.
-//! The top N of each go to the compacted `zmp.interests.v1` (key = user) at each commit, for the
+//! The top N of each go to the compacted `zmp.interests.v1` (key `app/user`) at each commit, for the
 //! users whose scores changed.
 //!
 //! Weights (see docs/processors.md):
@@ -191,9 +191,7 @@ impl Processor for Interests {
         for (key, state) in self.cache.dirty_keys() {
             let Some((app, user)) = split_user_key(key) else { continue };
             let Some(s) = state else {
-                // Forgotten; and the key a version before app-keyed topics used.
-                ctx.tombstone(Topic::Interests, &app_user_key(app, user));
-                ctx.tombstone(Topic::Interests, user);
+                ctx.tombstone(Topic::Interests, &app_user_key(app, user)); // forgotten
                 continue;
             };
             let mut s = s.clone();

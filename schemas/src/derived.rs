@@ -97,7 +97,7 @@ pub struct Consent {
     pub policy_version: Option<String>,
 }
 
-/// A customer's profile (`zmp.profiles.v1`, compacted, key = user key). Definitions:
+/// A customer's profile (`zmp.profiles.v1`, compacted, key `app/user`). Definitions:
 /// docs/profiles.md.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
@@ -160,7 +160,7 @@ crate::avro_record!(UserInterests { app_id, user_key, as_of, half_life_ms, produ
 crate::avro_record!(ViewedProduct { product_id, product_name, category, price, viewed_at });
 crate::avro_record!(CartTrigger { trigger_id, app_id, user, cart_id, cart_version, items[array], value, last_activity, deadline, last_viewed_product });
 
-/// A user entering or leaving a segment (`zmp.audiences.v1`, compacted, key = `segment/user`).
+/// A user entering or leaving a segment (`zmp.audiences.v1`, compacted, key `app/segment/user`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudienceChange {
     pub app_id: String,

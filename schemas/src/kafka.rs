@@ -523,9 +523,37 @@ impl EmbeddedCluster {
     }
 }
 
+/// The partition the producers' partitioner (`murmur2_random`, the Java client's default) puts a
+/// non-empty key in: `(murmur2(key) & 0x7fffffff) % partitions`. The user-keyed topics are
+/// partitioned so; the app-keyed records are written to the partition of their user key.
+pub fn key_partition(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions.max(1) as u32) as i32
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_options;
+    use super::{key_partition, parse_options};
 
     fn pieces(s: &[&str]) -> Vec<String> {
         s.iter().map(|p| p.to_string()).collect()
@@ -543,6 +571,24 @@ mod tests {
         for bad in [&["fetch"][..], &["=x"][..]] {
             let err = parse_options(&pieces(bad)).unwrap_err().to_string();
             assert!(err.contains("is not key=value"), "{err}");
+        }
+    }
+
+    /// Kafka's `UtilsTest.testMurmur2` vectors (Java's signed results, here & 0x7fffffff and
+    /// taken modulo a large prime to stay within i32).
+    #[test]
+    fn key_partitions_follow_kafkas_murmur2() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (b"abc", 479470107),
+        ];
+        for (key, java) in cases {
+            let want = ((java as u32 & 0x7fff_ffff) % 2_147_483_647) as i32;
+            assert_eq!(key_partition(key, i32::MAX), want, "{}", String::from_utf8_lossy(key));
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod duration;
 pub mod event;
 pub mod kafka;
 pub mod keys;
+pub mod migrate;
 pub mod phone;
 pub mod registry;
 pub mod session;

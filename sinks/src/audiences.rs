@@ -41,11 +41,12 @@ pub fn latest(kafka: &Kafka) -> anyhow::Result<BTreeMap<String, AudienceChange>>
 }
 
 /// Applies one record of `zmp.audiences.v1` to the latest records, which are kept by their
-/// `app/segment/user` key. A record's own fields say whose it is (a version before app-keyed
-/// topics keyed it `segment/user`); a tombstone of such an old key is left alone: erasure writes
-/// one of the `app/segment/user` key beside it. Returns the (app, segment) that changed.
+/// `app/segment/user` key. A record counts only under its own key (`zcdp topics migrate-keys`
+/// moves those a version before app-keyed topics keyed `segment/user`). Returns the (app,
+/// segment) that changed.
 pub fn apply(latest: &mut BTreeMap<String, AudienceChange>, key: &str, change: Option<AudienceChange>) -> Option<(String, String)> {
     match change {
+        Some(c) if c.key() != key => None,
         Some(c) => {
             let changed = (c.app_id.clone(), c.segment.clone());
             latest.insert(c.key(), c);

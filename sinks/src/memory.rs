@@ -29,10 +29,15 @@ pub fn member(app: &str, user: &str) -> String {
     schemas::topics::app_user_key(app, user)
 }
 
-/// The member a `zmp.profiles.v1` record is about: its value's app and user, or for a tombstone
-/// its key (`app/user`).
-pub fn profile_member(key: &str, profile: Option<&Profile>) -> String {
-    profile.map_or_else(|| key.to_string(), |p| member(&p.app_id, &p.user_key))
+/// The member a `zmp.profiles.v1` record is about: its key (`app/user`), when that is the key of
+/// its contents' app and user (a record counts only under its own app's key: `zcdp topics
+/// migrate-keys` moves those a version before app-keyed topics wrote). None otherwise, and for
+/// a tombstone of a key without the app.
+pub fn profile_member(key: &str, profile: Option<&Profile>) -> Option<String> {
+    match profile {
+        Some(p) => Some(member(&p.app_id, &p.user_key)).filter(|m| m == key),
+        None => schemas::topics::split_app_user_key(key).map(|_| key.to_string()),
+    }
 }
 
 /// What the sink knows of one partition of its inputs (users are co-partitioned).
@@ -44,25 +49,30 @@ pub struct PartitionState {
     pub deferred: BTreeMap<(i64, String), MessageEvent>,
     /// (when, member, which): birthday and next-purchase checks.
     pub timers: BTreeSet<(i64, String, ProfileTimer)>,
-    /// Send times of the last day per address (`phone:84…`, `oa:<id>`), whoever's profile it
-    /// was on: the per-recipient cap counts them.
+    /// Send times of the last day per app and address (`app/phone:84…`, `app/oa:<id>`), whoever's
+    /// profile it was on: the per-recipient cap counts them. Per app: each shop's sends are its
+    /// own, and an OA user id means a person only within its OA.
     by_address: HashMap<String, Vec<i64>>,
 }
 
-/// The key a phone is counted under for the per-recipient cap.
-pub fn phone_address(phone: &str) -> String {
-    format!("phone:{phone}")
+/// The key a phone is counted under for an app's per-recipient cap.
+pub fn phone_address(app: &str, phone: &str) -> String {
+    format!("{app}/phone:{phone}")
 }
 
-/// The key an OA user id is counted under for the per-recipient cap.
-pub fn oa_address(oa_user_id: &str) -> String {
-    format!("oa:{oa_user_id}")
+/// The key an OA user id is counted under for an app's per-recipient cap.
+pub fn oa_address(app: &str, oa_user_id: &str) -> String {
+    format!("{app}/oa:{oa_user_id}")
 }
 
 /// The address a send on `channel` went to, by the user's profile as the sink knows it.
 fn address_of(profile: Option<&Profile>, channel: &str) -> Option<String> {
     let p = profile?;
-    if channel == ChannelName::Zns.name() { p.phone.as_deref().map(phone_address) } else { p.oa_user_id.as_deref().map(oa_address) }
+    if channel == ChannelName::Zns.name() {
+        p.phone.as_deref().map(|phone| phone_address(&p.app_id, phone))
+    } else {
+        p.oa_user_id.as_deref().map(|id| oa_address(&p.app_id, id))
+    }
 }
 
 /// The key the policy dedups sends by: one campaign's decision on one trigger occurrence.
@@ -79,8 +89,15 @@ impl PartitionState {
         self.user(user).and_then(|u| u.profile.as_ref())
     }
 
-    pub fn set_profile(&mut self, user: &str, profile: Option<Profile>) {
-        self.users.entry(user.to_string()).or_default().profile = profile;
+    pub fn set_profile(&mut self, who: &str, profile: Option<Profile>) {
+        match profile {
+            Some(p) => self.users.entry(who.to_string()).or_default().profile = Some(p),
+            None => {
+                if let Some(u) = self.users.get_mut(who) {
+                    u.profile = None;
+                }
+            }
+        }
     }
 
     /// Messages sent to `address` in the 24 hours before `now`.

@@ -340,8 +340,9 @@ impl Engine {
             for m in &profiles.0 {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
-                let who = profile_member(&key, profile.as_ref());
-                fresh.get_mut(&m.partition()).expect("new partition").set_profile(&who, profile);
+                if let Some(who) = profile_member(&key, profile.as_ref()) {
+                    fresh.get_mut(&m.partition()).expect("new partition").set_profile(&who, profile);
+                }
             }
             for part in fresh.values_mut() {
                 part.reindex_addresses();
@@ -405,7 +406,7 @@ impl Engine {
 
     async fn on_profile(&mut self, partition: i32, key: &str, profile: Option<Profile>) -> anyhow::Result<()> {
         let Some(part) = self.parts.get_mut(&partition) else { return Ok(()) };
-        let who = profile_member(key, profile.as_ref());
+        let Some(who) = profile_member(key, profile.as_ref()) else { return Ok(()) };
         part.set_profile(&who, profile);
         self.profile_triggers(partition, &who).await
     }
@@ -502,7 +503,11 @@ impl Engine {
         while i < self.jobs.len() {
             let j = &self.jobs[i];
             let ready = j.wait_until <= now
-                || self.parts.get(&j.partition).and_then(|p| p.profile(&j.occurrence.user)).is_some_and(|p| p.as_of >= j.occurrence.at);
+                || self
+                    .parts
+                    .get(&j.partition)
+                    .and_then(|p| p.profile(&member(&j.occurrence.app, &j.occurrence.user)))
+                    .is_some_and(|p| p.as_of >= j.occurrence.at);
             // Keep each user's triggers in order: a later job never overtakes an earlier one.
             if !ready
                 || self
@@ -636,9 +641,9 @@ impl Engine {
             let part = self.parts.get(&partition);
             let history = part.and_then(|p| p.user(&who)).map(|u| u.sent.as_slice()).unwrap_or_default();
             let address = if channel.oa_kind().is_some() {
-                recipient.oa_user_id.as_deref().map(oa_address)
+                recipient.oa_user_id.as_deref().map(|id| oa_address(&occurrence.app, id))
             } else {
-                recipient.phone.as_deref().map(phone_address)
+                recipient.phone.as_deref().map(|phone| phone_address(&occurrence.app, phone))
             };
             let to = Recipient {
                 sent_to_address_last_day: address.zip(part).map_or(0, |(a, p)| p.sent_to_address(&a, now)),

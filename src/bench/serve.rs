@@ -161,10 +161,13 @@ async fn write_view(kafka: &Kafka, users: usize, now: i64) -> anyhow::Result<()>
             (schemas::topics::Topic::Profiles, schemas::codec::encode(&p)?),
             (schemas::topics::Topic::Interests, schemas::codec::encode(&interests)?),
         ] {
+            // As the processors write them: keyed `app/user`, on the user's partition.
             let key = schemas::topics::app_user_key(&p.app_id, &p.user_key);
+            let partition = schemas::kafka::key_partition(p.user_key.as_bytes(), kafka.partitions);
             let producer = producer.clone();
             pending.push(async move {
-                producer.send(FutureRecord::to(topic.name()).key(&key).payload(&payload), Duration::from_secs(30)).await.map_err(|(e, _)| e)
+                let record = FutureRecord::to(topic.name()).partition(partition).key(&key).payload(&payload);
+                producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)
             });
         }
     }

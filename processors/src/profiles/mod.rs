@@ -140,9 +140,6 @@ impl Processor for Profiles {
             if let Some(old) = self.cache.entry(ctx.db, &key)?.take() {
                 for segment in &old.segments {
                     ctx.tombstone(Topic::Audiences, &schemas::topics::audience_key(app, segment, user));
-                    // The key a version before app-keyed topics used: compaction then drops
-                    // the erased user's old record too.
-                    ctx.tombstone(Topic::Audiences, &format!("{segment}/{user}"));
                 }
                 ids.extend(old.zalo_id.into_iter().chain(old.anonymous_ids));
             }
@@ -203,11 +200,7 @@ impl Processor for Profiles {
         for (key, state) in self.cache.dirty_keys() {
             match (split_user_key(key), state) {
                 (Some((app, user)), Some(s)) => out.push((app_user_key(app, user), Some(s.record(app, user)))),
-                (Some((app, user)), None) => {
-                    // Forgotten; and the key a version before app-keyed topics used.
-                    out.push((app_user_key(app, user), None));
-                    out.push((user.to_string(), None));
-                }
+                (Some((app, user)), None) => out.push((app_user_key(app, user), None)), // forgotten
                 (None, _) => {}
             }
         }

@@ -317,13 +317,12 @@ fn a_forgotten_user_leaves_every_segment_and_their_profile_is_tombstoned() {
         h.outputs.iter().map(|o| (o.topic, o.key.clone(), o.payload.is_none())).collect();
     got.sort();
     use schemas::topics::Topic::{Audiences, Consents, Profiles};
-    // Tombstones only: the profile, the user's key in each segment they were in (and the keys
-    // of a version before app-keyed topics), and their consent decisions (zmp.consents.v1,
-    // which the gateways' consent views are rebuilt from).
-    let mut want = vec![(Profiles, "demo/u".into(), true), (Profiles, "u".into(), true)];
+    // Tombstones only, under keys that name the app: the profile, the user's key in each
+    // segment they were in, and their consent decisions (zmp.consents.v1, which the gateways'
+    // consent views are rebuilt from).
+    let mut want = vec![(Profiles, "demo/u".into(), true)];
     for segment in ["new_first_week", "viewed_no_order_7d"] {
         want.push((Audiences, format!("demo/{segment}/u"), true));
-        want.push((Audiences, format!("{segment}/u"), true));
     }
     for purpose in ["analytics", "marketing", "personalization", "phone", "profile"] {
         want.push((Consents, format!("demo/u/{purpose}"), true));

@@ -12,7 +12,7 @@ use rdkafka::Message;
 
 use schemas::derived::{Activity, AudienceChange, CampaignResult, Profile, UserInterests};
 use schemas::kafka::Kafka;
-use schemas::topics::Topic;
+use schemas::topics::{Topic, app_user_key};
 
 use super::metrics::CAMPAIGN_METRICS;
 use super::summaries::{self, ActivitySummary, CampaignSummary, Engagement, engagement, summarise};
@@ -115,8 +115,7 @@ impl View {
     }
 
     /// A tombstone: the key is gone from the topic. Every key names its app, so another app's
-    /// record of the same user key stays; a tombstone of a key without the app (a version before
-    /// app-keyed topics used those, and erasure still deletes them) changes nothing here.
+    /// record of the same user key stays.
     pub fn forget(&self, topic: Topic, key: &str) {
         match topic {
             Topic::CampaignResults => {
@@ -207,13 +206,21 @@ impl View {
             let applied = match (topic, msg.payload()) {
                 (_, None) => {
                     self.forget(topic, &user);
-                    Ok(())
+                    Ok(Some(()))
                 }
-                (Topic::Profiles, Some(p)) => schemas::codec::decode::<Profile>(p).map(|r| self.apply_profile(r)),
-                (Topic::Audiences, Some(p)) => schemas::codec::decode::<AudienceChange>(p).map(|r| self.apply_audience(r)),
-                (Topic::CampaignResults, Some(p)) => schemas::codec::decode::<CampaignResult>(p).map(|r| self.apply_campaign_result(r)),
-                (Topic::Activity, Some(p)) => schemas::codec::decode::<Activity>(p).map(|r| self.apply_activity(r)),
-                (_, Some(p)) => schemas::codec::decode::<UserInterests>(p).map(|r| self.apply_interests(r)),
+                // A record counts only under its own app's key (`zcdp topics migrate-keys` moves
+                // those of a version before app-keyed topics).
+                (Topic::Profiles, Some(p)) => schemas::codec::decode::<Profile>(p)
+                    .map(|r| (app_user_key(&r.app_id, &r.user_key) == user).then(|| self.apply_profile(r))),
+                (Topic::Audiences, Some(p)) => {
+                    schemas::codec::decode::<AudienceChange>(p).map(|r| (r.key() == user).then(|| self.apply_audience(r)))
+                }
+                (Topic::CampaignResults, Some(p)) => {
+                    schemas::codec::decode::<CampaignResult>(p).map(|r| Some(self.apply_campaign_result(r)))
+                }
+                (Topic::Activity, Some(p)) => schemas::codec::decode::<Activity>(p).map(|r| Some(self.apply_activity(r))),
+                (_, Some(p)) => schemas::codec::decode::<UserInterests>(p)
+                    .map(|r| (app_user_key(&r.app_id, &r.user_key) == user).then(|| self.apply_interests(r))),
             };
             if let Err(e) = applied {
                 tracing::warn!(error = %e, %topic, partition = msg.partition(), offset = msg.offset(), "query view: undecodable record skipped");

@@ -180,11 +180,11 @@ pub async fn outputs(kafka: &Kafka) -> Outputs {
         }
     }
     let mut interests = BTreeMap::new();
-    for (k, i) in read::<UserInterests>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+    for (k, i) in read::<UserInterests>(kafka).await.into_iter().filter(|(_, i)| real(&i.user_key)) {
         interests.insert(k, i);
     }
     let mut profiles = BTreeMap::new();
-    for (k, p) in read::<Profile>(kafka).await.into_iter().filter(|(k, _)| real(k)) {
+    for (k, p) in read::<Profile>(kafka).await.into_iter().filter(|(_, p)| real(&p.user_key)) {
         profiles.insert(k, p);
     }
     let mut audiences = BTreeMap::new();
