@@ -13,7 +13,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use ingest::validate::{Receipt, parse_event};
 use processors::ProcessArgs;
-use processors::runtime::checkpoint::restore;
+use processors::runtime::checkpoint::{Replayed, restore};
 use processors::runtime::task::INPUTS;
 use processors::runtime::testing::progress;
 use processors::{Member, TaskEvent, TaskObserver};
@@ -74,14 +74,16 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let all = |f: &dyn Fn(&Round) -> f64| rounds.iter().map(|r| format!("{:.0}", f(r))).collect::<Vec<_>>().join(", ");
     let bare_rate = median(&|r| n as f64 / r.bare_secs);
     let processed_rate = median(&|r| n as f64 / r.processed_secs);
-    let restore_rate = median(&|r| r.restored as f64 / r.restore_secs);
+    let restore_rate = median(&|r| r.restored.entries as f64 / r.restore_secs);
+    let restore_mb = median(&|r| r.restored.bytes as f64 / 1e6 / r.restore_secs);
+    let restore_secs = median(&|r| r.restore_secs);
     let restored = rounds[0].restored;
     println!();
     println!(
-        "Medians of {RUNS} rounds (every round, records/s: bare {}; processors {}; restore {}).",
+        "Medians of {RUNS} rounds (every round: bare {} records/s; processors {} records/s; restore {} state entries/s).",
         all(&|r| n as f64 / r.bare_secs),
         all(&|r| n as f64 / r.processed_secs),
-        all(&|r| r.restored as f64 / r.restore_secs)
+        all(&|r| r.restored.entries as f64 / r.restore_secs)
     );
     println!("| path | records | records/s |");
     println!("|---|---:|---:|");
@@ -89,7 +91,7 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     println!(
         "| processors: sessions + interests + carts + profiles + campaign results + activity, RocksDB, changelogs, commit every 1 s | {n} | {processed_rate:.0} |"
     );
-    println!("| restore of {} tasks from their changelogs | {restored} | {restore_rate:.0} |", kafka.partitions);
+    println!("| restore of {} tasks from their changelogs: state entries | {} | {restore_rate:.0} |", kafka.partitions, restored.entries);
     println!();
     let per_event: Vec<String> = rounds[0].per_store.iter().map(|(s, c)| format!("{s} {:.2}", *c as f64 / n as f64)).collect();
     println!("changelog records per input event: {}", per_event.join(", "));
@@ -97,7 +99,11 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let ratio = processed_rate / bare_rate;
     println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
     println!(
-        "restore: {restore_rate:.0} changelog records/s (target >= 200000: {})",
+        "restore: the state of {} tasks back in {restore_secs:.2} s: {} state entries from {} changelog records and {:.1} MB, {restore_rate:.0} entries/s, {restore_mb:.1} MB/s (target >= 200000 entries/s: {})",
+        kafka.partitions,
+        restored.entries,
+        restored.records,
+        restored.bytes as f64 / 1e6,
         if restore_rate >= 200_000.0 { "met" } else { "NOT met" }
     );
     Ok(())
@@ -109,7 +115,7 @@ const RUNS: usize = 3;
 struct Round {
     bare_secs: f64,
     processed_secs: f64,
-    restored: u64,
+    restored: Replayed,
     restore_secs: f64,
     per_store: Vec<(&'static str, i64)>,
     idle_expired: u64,
@@ -190,18 +196,18 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
                 (kafka.clone(), app.clone(), restore_dir.join(format!("task-{task}")), topology.stores().to_vec());
             std::thread::spawn(move || {
                 let inputs: Vec<&str> = INPUTS.iter().map(|t| t.name()).collect();
-                restore(&kafka, &app, task, &dir, &stores, &inputs, &AtomicBool::new(false)).map(|r| r.records)
+                restore(&kafka, &app, task, &dir, &stores, &inputs, &AtomicBool::new(false)).map(|r| r.replayed)
             })
         })
         .collect();
-    let mut restored = 0;
+    let mut restored = Replayed::default();
     for h in handles {
         restored += h.join().map_err(|_| anyhow::anyhow!("restore thread panicked"))??;
     }
     let restore_secs = restore_started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&data_dir);
 
-    Ok(Round { bare_secs: bare, processed_secs, restored: restored as u64, restore_secs, per_store, idle_expired })
+    Ok(Round { bare_secs: bare, processed_secs, restored, restore_secs, per_store, idle_expired })
 }
 
 /// Seconds to read and decode `n` input records with a plain consumer.

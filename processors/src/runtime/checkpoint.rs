@@ -12,7 +12,7 @@
 //! next commit overwrites each with its true value (or a tombstone), so they never leak into a
 //! later checkpoint's range.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use schemas::kafka::Kafka;
 
 use super::metrics::METRICS;
-use super::store::{Change, STORE_DEDUP, TaskDb};
+use super::store::{Change, DEDUP_BATCH_PREFIX, STORE_DEDUP, TaskDb, dedup_batch_entries};
 use super::topology::Topology;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +66,8 @@ pub struct Restored {
     pub checkpoint: Checkpoint,
     /// Keys written by a commit that never finished: the next commit must rewrite them.
     pub compensation: Vec<Change>,
-    pub records: u64,
+    /// What the replays read and applied.
+    pub replayed: Replayed,
     pub elapsed: Duration,
     /// (low, high) watermarks of the task's input partitions when the restore ended, so the task
     /// knows from its first moment which inputs have records waiting.
@@ -114,6 +115,50 @@ fn latest_checkpoint(consumer: &BaseConsumer, topic: &str, task: i32) -> anyhow:
     bail!("could not read the checkpoint of task {task} from {topic} within 30 s")
 }
 
+/// What a replay read and applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Changelog records read.
+    pub records: u64,
+    /// State entries written (a dedup batch record holds many).
+    pub entries: u64,
+    /// Key and value bytes read.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Replayed {
+    fn add_assign(&mut self, o: Replayed) {
+        self.records += o.records;
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+    }
+}
+
+/// The state changes one changelog record makes: itself, but for a dedup batch its entries,
+/// and for a tombstone of a batch read in this replay (its commit never finished) the deletion
+/// of those entries. `batches` remembers the replay's batches by key.
+fn changes_of(
+    store: &'static str,
+    key: Vec<u8>,
+    value: Option<&[u8]>,
+    batches: &mut HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    out: &mut Vec<Change>,
+) -> anyhow::Result<()> {
+    if store != STORE_DEDUP || !key.starts_with(DEDUP_BATCH_PREFIX) {
+        out.push(Change { store, key, value: value.map(<[u8]>::to_vec) });
+        return Ok(());
+    }
+    match value {
+        Some(v) => {
+            let entries = dedup_batch_entries(v)?;
+            batches.insert(key, entries.iter().map(|(id, _)| id.clone()).collect());
+            out.extend(entries.into_iter().map(|(id, seen)| Change { store, key: id, value: Some(seen) }));
+        }
+        None => out.extend(batches.remove(&key).unwrap_or_default().into_iter().map(|id| Change { store, key: id, value: None })),
+    }
+    Ok(())
+}
+
 /// Replays `[from, to)` of a changelog partition into the store, and returns the keys of records
 /// at `to` and beyond (up to the end as of now): leftovers of an unfinished commit.
 fn replay(
@@ -126,20 +171,25 @@ fn replay(
     to: i64,
     cancel: &AtomicBool,
     remaining: &prometheus::IntGauge,
-) -> anyhow::Result<(u64, BTreeSet<Vec<u8>>)> {
+) -> anyhow::Result<(Replayed, BTreeSet<Vec<u8>>)> {
     let (low, high) =
         consumer.fetch_watermarks(topic, task, Duration::from_secs(10)).with_context(|| format!("watermarks of {topic}/{task}"))?;
     let start = from.max(low);
     let mut leftovers = BTreeSet::new();
     if start >= high {
-        return Ok((0, leftovers));
+        return Ok((Replayed::default(), leftovers));
     }
     remaining.add(to.saturating_sub(start).max(0));
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, task, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let mut batch: Vec<Change> = Vec::with_capacity(10_000);
-    let mut applied = 0u64;
+    // Records read into `batch` and not yet written.
+    let mut pending = 0u64;
+    let mut applied = Replayed::default();
+    // Dedup batches read in this replay, by key: a later tombstone of one (its commit never
+    // finished) takes its entries back out.
+    let mut dedup_batches: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
     let mut idle_since = Instant::now();
     loop {
         if cancel.load(Ordering::Acquire) {
@@ -150,13 +200,19 @@ fn replay(
                 idle_since = Instant::now();
                 let key = m.key().unwrap_or_default().to_vec();
                 if m.offset() < to {
-                    batch.push(Change { store, key, value: m.payload().map(<[u8]>::to_vec) });
-                    applied += 1;
+                    applied.records += 1;
+                    applied.bytes += (key.len() + m.payload().map_or(0, <[u8]>::len)) as u64;
+                    let before = batch.len();
+                    changes_of(store, key, m.payload(), &mut dedup_batches, &mut batch)
+                        .with_context(|| format!("{topic}/{task} at {}", m.offset()))?;
+                    applied.entries += (batch.len() - before) as u64;
+                    pending += 1;
                     if batch.len() >= 10_000 {
                         db.write(&batch, None, false)?;
-                        remaining.sub(batch.len() as i64);
-                        METRICS.restore_records.inc_by(batch.len() as u64);
+                        remaining.sub(pending as i64);
+                        METRICS.restore_records.inc_by(pending);
                         batch.clear();
+                        pending = 0;
                     }
                 } else {
                     leftovers.insert(key);
@@ -173,8 +229,8 @@ fn replay(
         }
     }
     db.write(&batch, None, false)?;
-    remaining.sub(batch.len() as i64);
-    METRICS.restore_records.inc_by(batch.len() as u64);
+    remaining.sub(pending as i64);
+    METRICS.restore_records.inc_by(pending);
     Ok((applied, leftovers))
 }
 
@@ -212,7 +268,7 @@ pub fn restore(
     let remaining = METRICS.restore_remaining.with_label_values(&[&task.to_string()]);
     remaining.set(0);
 
-    let mut records = 0;
+    let mut replayed = Replayed::default();
     let mut compensation = Vec::new();
     for &store in stores {
         let topic = changelog_topic(app, store);
@@ -220,8 +276,15 @@ pub fn restore(
         let to = remote.as_ref().and_then(|r| r.ends.get(store).copied()).unwrap_or(0);
         let up_to_date = local.is_some() && local.as_ref().map(|l| &l.attempt) == remote.as_ref().map(|r| &r.attempt);
         let (n, leftovers) = replay(&consumer, &db, store, &topic, task, if up_to_date { to } else { from }, to, cancel, &remaining)?;
-        records += n;
-        tracing::debug!(task, store, ms = started.elapsed().as_millis() as u64, n, "restore: store replayed");
+        replayed += n;
+        tracing::debug!(
+            task,
+            store,
+            ms = started.elapsed().as_millis() as u64,
+            records = n.records,
+            entries = n.entries,
+            "restore: store replayed"
+        );
         for key in leftovers {
             let value = db.get(store, &key)?;
             compensation.push(Change { store, key, value });
@@ -235,7 +298,7 @@ pub fn restore(
         tracing::info!(task, keys = compensation.len(), "changelog records of an unfinished commit will be overwritten");
     }
     let input_watermarks = inputs.iter().map(|t| consumer.fetch_watermarks(*t, task, Duration::from_secs(10)).ok()).collect();
-    Ok(Restored { db, checkpoint, compensation, records, elapsed: started.elapsed(), input_watermarks })
+    Ok(Restored { db, checkpoint, compensation, replayed, elapsed: started.elapsed(), input_watermarks })
 }
 
 /// Creates the changelog topic of every store of the topology and the checkpoint topic, one
@@ -260,4 +323,56 @@ pub async fn ensure_changelogs(kafka: &Kafka, app: &str, topology: &Topology, pa
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::store::dedup_batches;
+
+    fn entry(id: &str, seen: i64) -> Change {
+        Change { store: STORE_DEDUP, key: id.as_bytes().to_vec(), value: Some(seen.to_be_bytes().to_vec()) }
+    }
+
+    /// A commit's event ids go to the changelog as a few batch records; a replay gives back one
+    /// entry an id, and a batch's tombstone (written for a commit that never finished) takes
+    /// exactly its ids back out.
+    #[test]
+    fn dedup_batches_replay_to_their_entries_and_a_tombstone_takes_them_back() {
+        let committed: Vec<Change> = (0..3).map(|i| entry(&format!("demo\u{1f}e{i}"), 100 + i)).collect();
+        let unfinished = vec![entry("demo\u{1f}x", 200)];
+        let (a, b) = (dedup_batches(&committed), dedup_batches(&unfinished));
+        assert_eq!((a.len(), b.len()), (1, 1));
+        let mut batches = HashMap::new();
+        let mut out = Vec::new();
+        for c in a.iter().chain(&b) {
+            changes_of(STORE_DEDUP, c.key.clone(), c.value.as_deref(), &mut batches, &mut out).unwrap();
+        }
+        changes_of(STORE_DEDUP, b[0].key.clone(), None, &mut batches, &mut out).unwrap();
+        let mut want = committed.clone();
+        want.extend(unfinished.clone());
+        want.push(Change { store: STORE_DEDUP, key: b"demo\x1fx".to_vec(), value: None });
+        assert_eq!(out, want);
+        // Records of other stores, and per-id dedup records of an older version, are themselves.
+        let mut out = Vec::new();
+        changes_of("profiles", b"k".to_vec(), Some(b"v"), &mut batches, &mut out).unwrap();
+        changes_of(STORE_DEDUP, b"demo\x1fold".to_vec(), Some(&7i64.to_be_bytes()), &mut batches, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], entry("demo\u{1f}old", 7));
+    }
+
+    /// Batches stay under their byte limit, whatever a commit holds.
+    #[test]
+    fn a_large_commit_makes_several_batches_under_the_limit() {
+        let many: Vec<Change> = (0..20_000).map(|i| entry(&format!("demo\u{1f}{}", uuid::Uuid::from_u128(i)), i as i64)).collect();
+        let batches = dedup_batches(&many);
+        assert!(batches.len() >= 4, "{}", batches.len());
+        let mut back = Vec::new();
+        for b in &batches {
+            assert!(b.value.as_ref().unwrap().len() <= crate::runtime::store::DEDUP_BATCH_MAX_BYTES);
+            back.extend(crate::runtime::store::dedup_batch_entries(b.value.as_ref().unwrap()).unwrap());
+        }
+        assert_eq!(back.len(), many.len());
+        assert_eq!(back[19_999].0, many[19_999].key);
+    }
 }

@@ -178,7 +178,7 @@ impl Engine {
                 dead_letter(&self.producer, format!("processor:{}/{id}", c.store), app, "state_too_large", reason, c.key.clone())?;
             }
             send_outputs(&self.producer, task)?;
-            for c in &p.changes {
+            for c in p.changelog() {
                 self.producer.send(&changelog_topic(&app, c.store), Some(*id), &c.key, c.value.as_deref())?;
             }
             prepared.push((*id, p));
@@ -298,7 +298,15 @@ impl Engine {
                 let _ = t.join();
             }
             let restored = res.with_context(|| format!("restoring task {id}"))?;
-            tracing::info!(member = %self.name, task = id, records = restored.records, secs = restored.elapsed.as_secs_f64(), "task restored");
+            tracing::info!(
+                member = %self.name,
+                task = id,
+                records = restored.replayed.records,
+                entries = restored.replayed.entries,
+                bytes = restored.replayed.bytes,
+                secs = restored.elapsed.as_secs_f64(),
+                "task restored"
+            );
             let task = Task::new(id, restored, self.topology.processors(), self.args.state_cache)?;
             // Resume, then seek: a seek outdates what librdkafka was doing for the partition, so
             // a seek before the resume would have its offset lookup outdated by the resume and

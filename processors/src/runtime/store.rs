@@ -259,3 +259,51 @@ impl Dedup {
         }
     }
 }
+
+/// The key prefix of a dedup changelog batch: the event ids a commit saw go to the changelog
+/// together, a few records a commit, not one record an event (RocksDB still keeps one entry an
+/// id). Ids begin with their app id, which holds no control character, so no id has this prefix.
+pub const DEDUP_BATCH_PREFIX: &[u8] = b"\0batch/";
+
+/// The largest dedup batch value (well under the record limit).
+pub const DEDUP_BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// The changelog records of a commit's dedup entries: batches keyed by a fresh random id (so a
+/// tombstone of one, written for an unfinished commit, names that batch only), each value the
+/// entries one after another: key length (u16, big-endian), key, seen-at (i64, big-endian).
+pub fn dedup_batches<'a>(entries: impl IntoIterator<Item = &'a Change>) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut value: Vec<u8> = Vec::new();
+    let flush = |value: &mut Vec<u8>, out: &mut Vec<Change>| {
+        if !value.is_empty() {
+            let mut key = DEDUP_BATCH_PREFIX.to_vec();
+            key.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
+            out.push(Change { store: STORE_DEDUP, key, value: Some(std::mem::take(value)) });
+        }
+    };
+    for e in entries {
+        let (Some(seen), Ok(len)) = (e.value.as_deref(), u16::try_from(e.key.len())) else { continue };
+        if value.len() + 2 + e.key.len() + seen.len() > DEDUP_BATCH_MAX_BYTES {
+            flush(&mut value, &mut out);
+        }
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(&e.key);
+        value.extend_from_slice(seen);
+    }
+    flush(&mut value, &mut out);
+    out
+}
+
+/// The entries of a [`dedup_batches`] value, as (key, seen-at bytes).
+pub fn dedup_batch_entries(value: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        anyhow::ensure!(rest.len() >= 2, "a dedup batch cut short");
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        anyhow::ensure!(rest.len() >= 2 + len + 8, "a dedup batch cut short");
+        out.push((rest[2..2 + len].to_vec(), rest[2 + len..2 + len + 8].to_vec()));
+        rest = &rest[2 + len + 8..];
+    }
+    Ok(out)
+}

@@ -13,7 +13,7 @@ use super::checkpoint::{Checkpoint, Restored};
 use super::metrics::METRICS;
 use super::output::MAX_RECORD_BYTES;
 use super::processor::{Ctx, Output, Processor};
-use super::store::{Change, Dedup, TaskDb};
+use super::store::{Change, Dedup, STORE_DEDUP, TaskDb, dedup_batches};
 use super::timers::{TimerKey, Timers};
 
 /// The co-partitioned inputs, in the order ties are broken: the Mini App's five topics, then the
@@ -112,9 +112,24 @@ pub struct Task {
 
 /// What a commit of this task writes.
 pub struct Prepared {
+    /// What RocksDB gets: every change, one entry a key; the leftovers of an unfinished commit
+    /// first.
     pub changes: Vec<Change>,
+    leftovers: usize,
+    /// The commit's new dedup entries as the changelog gets them ([`dedup_batches`]): a few
+    /// records a commit rather than one an input event.
+    batches: Vec<Change>,
     /// Changes over [`MAX_RECORD_BYTES`], left out: their keys keep their committed values.
     pub refused: Vec<Change>,
+}
+
+impl Prepared {
+    /// What the changelogs get: the leftovers as they are, the new changes but the dedup
+    /// entries, and those in batches.
+    pub fn changelog(&self) -> impl Iterator<Item = &Change> {
+        let (leftovers, new) = self.changes.split_at(self.leftovers);
+        leftovers.iter().chain(new.iter().filter(|c| c.store != STORE_DEDUP)).chain(self.batches.iter())
+    }
 }
 
 impl Task {
@@ -397,7 +412,9 @@ impl Task {
         let (refused, new): (Vec<Change>, Vec<Change>) =
             new.into_iter().partition(|c| c.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD_BYTES));
         changes.extend(new);
-        Ok(Prepared { changes, refused })
+        let fresh: Vec<&Change> = changes[leftovers..].iter().filter(|c| c.store == STORE_DEDUP).collect();
+        let batches = dedup_batches(fresh);
+        Ok(Prepared { changes, leftovers, batches, refused })
     }
 
     /// The checkpoint of the commit in progress: the current input positions, and the given
@@ -474,7 +491,14 @@ mod tests {
 
     /// What a restore of an empty checkpoint gives, with the input watermarks it read.
     fn fresh(db: TaskDb, input_watermarks: Vec<Option<(i64, i64)>>) -> Restored {
-        Restored { db, checkpoint: Checkpoint::default(), compensation: Vec::new(), records: 0, elapsed: Duration::ZERO, input_watermarks }
+        Restored {
+            db,
+            checkpoint: Checkpoint::default(),
+            compensation: Vec::new(),
+            replayed: Default::default(),
+            elapsed: Duration::ZERO,
+            input_watermarks,
+        }
     }
 
     /// A task just restored, its inputs all empty when the restore read them.
