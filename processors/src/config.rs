@@ -20,6 +20,12 @@ pub struct ProcessArgs {
     /// How often state, outputs and offsets are committed.
     #[arg(long = "commit-interval", env = "ZCDP_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub commit_interval: Duration,
+    /// How often the latest profiles and interests of the users that changed are written to
+    /// `zmp.profiles.v1` / `zmp.interests.v1` between commits (at most --commit-interval): how
+    /// fresh the query API is. A crash makes the same records be written again (harmless: the
+    /// same value under the same key).
+    #[arg(long = "emit-interval", env = "ZCDP_EMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub emit_interval: Duration,
     /// Inactivity that ends a session.
     #[arg(long = "session-gap", env = "ZCDP_SESSION_GAP", default_value = "30m", value_parser = parse_duration)]
     pub session_gap: Duration,
@@ -64,6 +70,7 @@ impl Default for ProcessArgs {
             instance_id: None,
             data_dir: PathBuf::from("./data"),
             commit_interval: Duration::from_secs(1),
+            emit_interval: Duration::from_millis(100),
             session_gap: Duration::from_secs(30 * 60),
             interest_half_life: Duration::from_secs(7 * 86400),
             interest_top_n: 10,

@@ -187,32 +187,30 @@ impl Processor for Interests {
 
     /// Emits the current top N of every user whose scores changed in this epoch.
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-        let mut out = Vec::new();
-        for (key, state) in self.cache.dirty_keys() {
-            let Some((app, user)) = split_user_key(key) else { continue };
+        self.emit_changed(ctx)
+    }
+
+    fn emit_changed(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        let (half_life_ms, top_n) = (self.half_life_ms, self.top_n);
+        self.cache.emit_changed(|key, state| {
+            let Some((app, user)) = split_user_key(key) else { return Ok(()) };
             let Some(s) = state else {
                 ctx.tombstone(Topic::Interests, &app_user_key(app, user)); // forgotten
-                continue;
+                return Ok(());
             };
             let mut s = s.clone();
             s.forget_faint();
-            out.push((
-                app_user_key(app, user),
-                UserInterests {
-                    app_id: app.to_string(),
-                    user_key: user.to_string(),
-                    as_of: s.as_of,
-                    half_life_ms: self.half_life_ms,
-                    products: top(&s.products, self.top_n),
-                    categories: top(&s.categories, self.top_n),
-                    terms: top(&s.terms, self.top_n),
-                },
-            ));
-        }
-        for (key, record) in out {
-            ctx.emit(&key, &record)?;
-        }
-        Ok(())
+            let record = UserInterests {
+                app_id: app.to_string(),
+                user_key: user.to_string(),
+                as_of: s.as_of,
+                half_life_ms,
+                products: top(&s.products, top_n),
+                categories: top(&s.categories, top_n),
+                terms: top(&s.terms, top_n),
+            };
+            ctx.emit(&app_user_key(app, user), &record)
+        })
     }
 
     fn take_dirty(&mut self, out: &mut Vec<Change>) -> anyhow::Result<()> {

@@ -255,6 +255,10 @@ impl Kafka {
             .set("group.id", format!("zcdp-{purpose}-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // A follower serves reads (the query view, the consent view): a record is worth
+            // having at once. librdkafka's default lets a fetch wait 500 ms for more data,
+            // which some brokers (the embedded cluster among them) do even when a record comes.
+            .set("fetch.wait.max.ms", "20")
             .create()
             .with_context(|| format!("creating the {purpose} consumer"))?;
         let mut tpl = rdkafka::TopicPartitionList::new();

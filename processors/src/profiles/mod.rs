@@ -196,21 +196,20 @@ impl Processor for Profiles {
     }
 
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-        let mut out = Vec::new();
-        for (key, state) in self.cache.dirty_keys() {
-            match (split_user_key(key), state) {
-                (Some((app, user)), Some(s)) => out.push((app_user_key(app, user), Some(s.record(app, user)))),
-                (Some((app, user)), None) => out.push((app_user_key(app, user), None)), // forgotten
-                (None, _) => {}
+        self.emit_changed(ctx)
+    }
+
+    fn emit_changed(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        self.cache.emit_changed(|key, state| {
+            let Some((app, user)) = split_user_key(key) else { return Ok(()) };
+            match state {
+                Some(s) => ctx.emit(&app_user_key(app, user), &s.record(app, user)),
+                None => {
+                    ctx.tombstone(Topic::Profiles, &app_user_key(app, user)); // forgotten
+                    Ok(())
+                }
             }
-        }
-        for (key, record) in out {
-            match record {
-                Some(r) => ctx.emit(&key, &r)?,
-                None => ctx.tombstone(Topic::Profiles, &key),
-            }
-        }
-        Ok(())
+        })
     }
 
     fn take_dirty(&mut self, out: &mut Vec<Change>) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@
 mod metrics;
 pub mod report;
 pub mod summaries;
+mod tally;
 pub mod view;
 
 use std::collections::HashMap;

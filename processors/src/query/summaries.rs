@@ -11,9 +11,9 @@ use schemas::derived::{Activity, CampaignResult, Profile, UserInterests};
 use schemas::time::{DAY_MS, vn_day};
 
 /// Trending products and categories kept per app.
-const TRENDING: usize = 100;
+pub(crate) const TRENDING: usize = 100;
 /// Cohorts (first-seen days) the retention table reports, newest first.
-const COHORTS: i64 = 60;
+pub(crate) const COHORTS: i64 = 60;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Scored {
@@ -68,7 +68,7 @@ pub struct Engagement {
 }
 
 /// The day (Vietnam time) of a day number, as YYYY-MM-DD.
-fn day_name(day: i64) -> String {
+pub(crate) fn day_name(day: i64) -> String {
     chrono::DateTime::from_timestamp_millis(day * DAY_MS).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 

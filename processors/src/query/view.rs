@@ -16,6 +16,7 @@ use schemas::topics::{Topic, app_user_key};
 
 use super::metrics::CAMPAIGN_METRICS;
 use super::summaries::{self, ActivitySummary, CampaignSummary, Engagement, engagement, summarise};
+use super::tally::Tally;
 
 fn key(app: &str, user: &str) -> String {
     format!("{app}\u{1f}{user}")
@@ -27,6 +28,8 @@ pub struct View {
     profiles: RwLock<HashMap<String, Arc<Profile>>>,
     interests: RwLock<HashMap<String, Arc<UserInterests>>>,
     snapshots: RwLock<HashMap<String, Arc<Engagement>>>,
+    /// Per app: engagement kept by each record's contribution, so a refresh reads no profile.
+    tallies: RwLock<HashMap<String, Tally>>,
     /// (App, segment) → user key → the record that put the user in it.
     audiences: RwLock<HashMap<(String, String), std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
     /// `app/campaign/partition` → that partition's results.
@@ -38,11 +41,25 @@ pub struct View {
 
 impl View {
     pub fn apply_profile(&self, p: Profile) {
-        self.profiles.write().expect("view lock").insert(key(&p.app_id, &p.user_key), Arc::new(p));
+        let p = Arc::new(p);
+        let old = self.profiles.write().expect("view lock").insert(key(&p.app_id, &p.user_key), p.clone());
+        let mut tallies = self.tallies.write().expect("view lock");
+        let tally = tallies.entry(p.app_id.clone()).or_default();
+        if let Some(old) = old {
+            tally.profile(&old, -1);
+        }
+        tally.profile(&p, 1);
     }
 
     pub fn apply_interests(&self, i: UserInterests) {
-        self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), Arc::new(i));
+        let i = Arc::new(i);
+        let old = self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), i.clone());
+        let mut tallies = self.tallies.write().expect("view lock");
+        let tally = tallies.entry(i.app_id.clone()).or_default();
+        if let Some(old) = old {
+            tally.interests(&old, -1);
+        }
+        tally.interests(&i, 1);
     }
 
     pub fn apply_audience(&self, c: AudienceChange) {
@@ -127,11 +144,15 @@ impl View {
             Topic::Profiles | Topic::Interests => {
                 let Some((app, user)) = schemas::topics::split_app_user_key(key) else { return };
                 let k = self::key(app, user);
+                let mut tallies = self.tallies.write().expect("view lock");
                 if topic == Topic::Profiles {
-                    self.profiles.write().expect("view lock").remove(&k);
-                } else {
-                    self.interests.write().expect("view lock").remove(&k);
+                    if let Some(old) = self.profiles.write().expect("view lock").remove(&k) {
+                        tallies.entry(app.to_string()).or_default().profile(&old, -1);
+                    }
+                } else if let Some(old) = self.interests.write().expect("view lock").remove(&k) {
+                    tallies.entry(app.to_string()).or_default().interests(&old, -1);
                 }
+                tallies.retain(|_, t| !t.is_empty());
             }
             Topic::Audiences => {
                 if let Some((app, segment, user)) = schemas::topics::split_audience_key(key)
@@ -166,21 +187,23 @@ impl View {
         self.interests.read().expect("view lock").get(&key(app, user)).cloned()
     }
 
-    /// Recomputes the engagement snapshot of every app in the view.
+    /// Takes a new engagement snapshot of every app in the view, from its tally: the work is
+    /// the app's days, cohorts and products, not its users.
     pub fn refresh(&self) {
-        let profiles: Vec<Arc<Profile>> = self.profiles.read().expect("view lock").values().cloned().collect();
-        let interests: Vec<Arc<UserInterests>> = self.interests.read().expect("view lock").values().cloned().collect();
-        let mut apps: Vec<&str> = profiles.iter().map(|p| p.app_id.as_str()).chain(interests.iter().map(|i| i.app_id.as_str())).collect();
-        apps.sort_unstable();
-        apps.dedup();
-        let mut snapshots = HashMap::new();
-        for app in apps {
-            let p: Vec<&Profile> = profiles.iter().filter(|p| p.app_id == app).map(|p| p.as_ref()).collect();
-            let i: Vec<&UserInterests> = interests.iter().filter(|i| i.app_id == app).map(|i| i.as_ref()).collect();
-            snapshots.insert(app.to_string(), Arc::new(engagement(app, &p, &i)));
-        }
+        let snapshots: HashMap<String, Arc<Engagement>> =
+            self.tallies.read().expect("view lock").iter().map(|(app, t)| (app.clone(), Arc::new(t.snapshot(app)))).collect();
         *self.snapshots.write().expect("view lock") = snapshots;
         self.export_campaign_metrics();
+    }
+
+    /// An app's engagement computed from every one of its profiles and interests, as the view did
+    /// before it kept tallies: the baseline `zcdp bench serve` compares a refresh with.
+    pub fn engagement_from_every_record(&self, app: &str) -> Engagement {
+        let profiles = self.profiles.read().expect("view lock");
+        let interests = self.interests.read().expect("view lock");
+        let p: Vec<&Profile> = profiles.values().filter(|p| p.app_id == app).map(|p| p.as_ref()).collect();
+        let i: Vec<&UserInterests> = interests.values().filter(|i| i.app_id == app).map(|i| i.as_ref()).collect();
+        engagement(app, &p, &i)
     }
 
     pub fn engagement(&self, app: &str) -> Arc<Engagement> {

@@ -12,7 +12,7 @@
 //! next commit overwrites each with its true value (or a tombstone), so they never leak into a
 //! later checkpoint's range.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -134,27 +134,17 @@ impl std::ops::AddAssign for Replayed {
     }
 }
 
-/// The state changes one changelog record makes: itself, but for a dedup batch its entries,
-/// and for a tombstone of a batch read in this replay (its commit never finished) the deletion
-/// of those entries. `batches` remembers the replay's batches by key.
-fn changes_of(
-    store: &'static str,
-    key: Vec<u8>,
-    value: Option<&[u8]>,
-    batches: &mut HashMap<Vec<u8>, Vec<Vec<u8>>>,
-    out: &mut Vec<Change>,
-) -> anyhow::Result<()> {
+/// The state changes one changelog record makes: itself, but for a dedup batch its entries. A
+/// batch's tombstone changes nothing: a batch of an unfinished commit is undone id by id (each
+/// of its ids is a leftover, rewritten by the next commit), and the tombstone only lets
+/// compaction drop the batch.
+fn changes_of(store: &'static str, key: Vec<u8>, value: Option<&[u8]>, out: &mut Vec<Change>) -> anyhow::Result<()> {
     if store != STORE_DEDUP || !key.starts_with(DEDUP_BATCH_PREFIX) {
         out.push(Change { store, key, value: value.map(<[u8]>::to_vec) });
         return Ok(());
     }
-    match value {
-        Some(v) => {
-            let entries = dedup_batch_entries(v)?;
-            batches.insert(key, entries.iter().map(|(id, _)| id.clone()).collect());
-            out.extend(entries.into_iter().map(|(id, seen)| Change { store, key: id, value: Some(seen) }));
-        }
-        None => out.extend(batches.remove(&key).unwrap_or_default().into_iter().map(|id| Change { store, key: id, value: None })),
+    if let Some(v) = value {
+        out.extend(dedup_batch_entries(v)?.into_iter().map(|(id, seen)| Change { store, key: id, value: Some(seen) }));
     }
     Ok(())
 }
@@ -187,9 +177,6 @@ fn replay(
     // Records read into `batch` and not yet written.
     let mut pending = 0u64;
     let mut applied = Replayed::default();
-    // Dedup batches read in this replay, by key: a later tombstone of one (its commit never
-    // finished) takes its entries back out.
-    let mut dedup_batches: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
     let mut idle_since = Instant::now();
     loop {
         if cancel.load(Ordering::Acquire) {
@@ -203,8 +190,7 @@ fn replay(
                     applied.records += 1;
                     applied.bytes += (key.len() + m.payload().map_or(0, <[u8]>::len)) as u64;
                     let before = batch.len();
-                    changes_of(store, key, m.payload(), &mut dedup_batches, &mut batch)
-                        .with_context(|| format!("{topic}/{task} at {}", m.offset()))?;
+                    changes_of(store, key, m.payload(), &mut batch).with_context(|| format!("{topic}/{task} at {}", m.offset()))?;
                     applied.entries += (batch.len() - before) as u64;
                     pending += 1;
                     if batch.len() >= 10_000 {
@@ -215,6 +201,16 @@ fn replay(
                         pending = 0;
                     }
                 } else {
+                    // A dedup batch of the unfinished commit: each of its ids is a leftover, so
+                    // the next commit writes each id's committed value (mostly a tombstone).
+                    if store == STORE_DEDUP
+                        && key.starts_with(DEDUP_BATCH_PREFIX)
+                        && let Some(v) = m.payload()
+                    {
+                        for (id, _) in dedup_batch_entries(v).with_context(|| format!("{topic}/{task} at {}", m.offset()))? {
+                            leftovers.insert(id);
+                        }
+                    }
                     leftovers.insert(key);
                 }
                 if m.offset() + 1 >= high {
@@ -334,29 +330,22 @@ mod tests {
         Change { store: STORE_DEDUP, key: id.as_bytes().to_vec(), value: Some(seen.to_be_bytes().to_vec()) }
     }
 
-    /// A commit's event ids go to the changelog as a few batch records; a replay gives back one
-    /// entry an id, and a batch's tombstone (written for a commit that never finished) takes
-    /// exactly its ids back out.
+    /// A commit's event ids go to the changelog as a few batch records, and a replay gives back
+    /// one entry an id; a batch's tombstone changes nothing (the ids of an unfinished commit are
+    /// undone one by one: see `restore`).
     #[test]
-    fn dedup_batches_replay_to_their_entries_and_a_tombstone_takes_them_back() {
+    fn dedup_batches_replay_to_their_entries() {
         let committed: Vec<Change> = (0..3).map(|i| entry(&format!("demo\u{1f}e{i}"), 100 + i)).collect();
-        let unfinished = vec![entry("demo\u{1f}x", 200)];
-        let (a, b) = (dedup_batches(&committed), dedup_batches(&unfinished));
-        assert_eq!((a.len(), b.len()), (1, 1));
-        let mut batches = HashMap::new();
+        let batches = dedup_batches(&committed);
+        assert_eq!(batches.len(), 1);
         let mut out = Vec::new();
-        for c in a.iter().chain(&b) {
-            changes_of(STORE_DEDUP, c.key.clone(), c.value.as_deref(), &mut batches, &mut out).unwrap();
-        }
-        changes_of(STORE_DEDUP, b[0].key.clone(), None, &mut batches, &mut out).unwrap();
-        let mut want = committed.clone();
-        want.extend(unfinished.clone());
-        want.push(Change { store: STORE_DEDUP, key: b"demo\x1fx".to_vec(), value: None });
-        assert_eq!(out, want);
+        changes_of(STORE_DEDUP, batches[0].key.clone(), batches[0].value.as_deref(), &mut out).unwrap();
+        changes_of(STORE_DEDUP, batches[0].key.clone(), None, &mut out).unwrap();
+        assert_eq!(out, committed);
         // Records of other stores, and per-id dedup records of an older version, are themselves.
         let mut out = Vec::new();
-        changes_of("profiles", b"k".to_vec(), Some(b"v"), &mut batches, &mut out).unwrap();
-        changes_of(STORE_DEDUP, b"demo\x1fold".to_vec(), Some(&7i64.to_be_bytes()), &mut batches, &mut out).unwrap();
+        changes_of("profiles", b"k".to_vec(), Some(b"v"), &mut out).unwrap();
+        changes_of(STORE_DEDUP, b"demo\x1fold".to_vec(), Some(&7i64.to_be_bytes()), &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[1], entry("demo\u{1f}old", 7));
     }

@@ -72,6 +72,8 @@ struct Engine {
     new_assignment: Option<BTreeSet<i32>>,
     flow_paused: BTreeSet<(usize, i32)>,
     last_commit: Instant,
+    /// When the processors last emitted what changed ([`super::task::Task::emit`]).
+    last_emit: Instant,
     /// Offsets last handed to the group coordinator, per input partition.
     committed: HashMap<(Topic, i32), i64>,
     /// When `committed` was last emptied, so every offset is sent again.
@@ -360,11 +362,18 @@ impl Engine {
         }
         let mut worked = false;
         let now = now_ms();
+        let emit = self.last_emit.elapsed() >= self.args.emit_interval;
+        if emit {
+            self.last_emit = Instant::now();
+        }
         for task in self.tasks.values_mut() {
             let watermarks = Self::watermarks(consumer, task);
             let n = task.process(&watermarks, 20_000, self.args.max_task_idle, now)?;
             let fired = task.punctuate(&watermarks, self.args.timer_grace, now)?;
             worked |= n > 0 || fired > 0;
+            if emit {
+                task.emit()?;
+            }
             send_outputs(&self.producer, task)?;
         }
         dead_letter_rejected(&self.producer)?;
@@ -657,6 +666,7 @@ impl Member {
             new_assignment: None,
             flow_paused: BTreeSet::new(),
             last_commit: Instant::now(),
+            last_emit: Instant::now(),
             committed: HashMap::new(),
             recommitted: Instant::now(),
             waiting_fetch: HashMap::new(),

@@ -70,6 +70,12 @@ pub trait Processor: Send {
     fn before_commit(&mut self, _ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Called every `--emit-interval` between commits: emits the latest output of what changed
+    /// since the last call (profiles, interests), so readers need not wait for the commit.
+    /// Outputs depend only on the state, so one written again after a crash is the same record.
+    fn emit_changed(&mut self, _ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
     fn take_dirty(&mut self, out: &mut Vec<Change>) -> anyhow::Result<()>;
     fn trim(&mut self, max_cached: usize);
 }

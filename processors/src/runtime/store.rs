@@ -160,7 +160,10 @@ pub struct KvCache<V> {
 
 struct Slot<V> {
     value: Option<V>,
+    /// Changed since the last commit.
     dirty: bool,
+    /// Changed since the processor last wrote its output for the key ([`KvCache::emit_changed`]).
+    unemitted: bool,
 }
 
 impl<V: Serialize + DeserializeOwned> KvCache<V> {
@@ -183,7 +186,7 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
                 Some(bytes) => Some(self.decode(&bytes)?),
                 None => None,
             };
-            self.entries.insert(key.to_vec(), Slot { value, dirty: false });
+            self.entries.insert(key.to_vec(), Slot { value, dirty: false, unemitted: false });
         }
         Ok(self.entries.get_mut(key).expect("just inserted"))
     }
@@ -193,11 +196,23 @@ impl<V: Serialize + DeserializeOwned> KvCache<V> {
         db.scan(self.store)?.into_iter().map(|(k, v)| Ok((k, self.decode(&v)?))).collect()
     }
 
-    /// The value for `key`, to change; marks it dirty.
+    /// The value for `key`, to change; marks it dirty (and not emitted).
     pub fn entry(&mut self, db: &TaskDb, key: &[u8]) -> anyhow::Result<&mut Option<V>> {
         let slot = self.load(db, key)?;
         slot.dirty = true;
+        slot.unemitted = true;
         Ok(&mut slot.value)
+    }
+
+    /// Calls `f` with every key changed since the last call (and its value, None if deleted),
+    /// and marks them emitted. Every such key is dirty too, so nothing changed is missed before
+    /// a commit that calls it first.
+    pub fn emit_changed(&mut self, mut f: impl FnMut(&[u8], Option<&V>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        for (key, slot) in self.entries.iter_mut().filter(|(_, s)| s.unemitted) {
+            f(key, slot.value.as_ref())?;
+            slot.unemitted = false;
+        }
+        Ok(())
     }
 
     pub fn get(&mut self, db: &TaskDb, key: &[u8]) -> anyhow::Result<Option<&V>> {
@@ -268,9 +283,9 @@ pub const DEDUP_BATCH_PREFIX: &[u8] = b"\0batch/";
 /// The largest dedup batch value (well under the record limit).
 pub const DEDUP_BATCH_MAX_BYTES: usize = 256 * 1024;
 
-/// The changelog records of a commit's dedup entries: batches keyed by a fresh random id (so a
-/// tombstone of one, written for an unfinished commit, names that batch only), each value the
-/// entries one after another: key length (u16, big-endian), key, seen-at (i64, big-endian).
+/// The changelog records of a commit's dedup entries: batches keyed by a fresh random id, each
+/// value the entries one after another: key length (u16, big-endian), key, seen-at (8 bytes).
+/// An entry that does not fit that shape (none does today) goes as its own record.
 pub fn dedup_batches<'a>(entries: impl IntoIterator<Item = &'a Change>) -> Vec<Change> {
     let mut out = Vec::new();
     let mut value: Vec<u8> = Vec::new();
@@ -282,7 +297,10 @@ pub fn dedup_batches<'a>(entries: impl IntoIterator<Item = &'a Change>) -> Vec<C
         }
     };
     for e in entries {
-        let (Some(seen), Ok(len)) = (e.value.as_deref(), u16::try_from(e.key.len())) else { continue };
+        let (Some(seen), Ok(len)) = (e.value.as_deref().filter(|v| v.len() == 8), u16::try_from(e.key.len())) else {
+            out.push(e.clone());
+            continue;
+        };
         if value.len() + 2 + e.key.len() + seen.len() > DEDUP_BATCH_MAX_BYTES {
             flush(&mut value, &mut out);
         }

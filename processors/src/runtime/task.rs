@@ -391,6 +391,16 @@ impl Task {
         self.dirty
     }
 
+    /// The processors emit the latest outputs of what changed since they last did
+    /// ([`Processor::emit_changed`]), between commits.
+    pub fn emit(&mut self) -> anyhow::Result<()> {
+        for (kind, p) in self.processors.iter_mut().enumerate() {
+            let mut ctx = Ctx { db: &self.db, timers: &mut self.timers, outputs: &mut self.outputs, kind: kind as u8, task: self.id };
+            p.emit_changed(&mut ctx)?;
+        }
+        Ok(())
+    }
+
     /// Collects what the commit writes; the processors emit their commit-time outputs now.
     pub fn prepare_commit(&mut self) -> anyhow::Result<Prepared> {
         for (kind, p) in self.processors.iter_mut().enumerate() {
