@@ -300,14 +300,34 @@ pub mod build {
 
 /// Writes events to their topics, keyed by user, as the gateway does; waits for every ack.
 pub async fn produce(kafka: &crate::kafka::Kafka, events: &[crate::event::InputEvent]) -> anyhow::Result<()> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = kafka.producer_config().set("linger.ms", "5").create()?;
-    let mut pending = Vec::with_capacity(events.len());
+    let mut pending = std::collections::VecDeque::with_capacity(events.len());
     for e in events {
         let mut buf = Vec::new();
         crate::codec::encode_input_into(e, &mut buf)?;
-        let record = FutureRecord::to(e.topic().name()).key(e.user().key.as_bytes()).payload(&buf);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        let mut record = FutureRecord::to(e.topic().name()).key(e.user().key.as_bytes()).payload(&buf);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                // The producer's queue is full (a slower broker): wait for the oldest record's
+                // acknowledgement, which makes room, and try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    match pending.pop_front() {
+                        Some(oldest) => {
+                            oldest.await?.map_err(|(e, _)| e)?;
+                        }
+                        None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
     }
     for p in pending {
         p.await?.map_err(|(e, _)| e)?;

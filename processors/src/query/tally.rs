@@ -50,8 +50,11 @@ impl Trend {
     }
 
     fn add(&mut self, i: &UserInterests, sign: i64) {
-        if i.half_life_ms > 0 && (((i.as_of - self.reference) as f64) / i.half_life_ms as f64).abs() > MAX_EXPONENT {
-            // Move the reference to this record's time, rescaling what is kept.
+        if i.half_life_ms > 0 && ((i.as_of - self.reference) as f64) / i.half_life_ms as f64 > MAX_EXPONENT {
+            // Move the reference forward to this record's time, rescaling what is kept (by at
+            // most 2^−exponent: sums only shrink). A record far older than the reference is not
+            // a reason to move it back: its weight underflows towards 0, as its decayed score
+            // does at `now`.
             let scale = ((self.reference - i.as_of) as f64 / i.half_life_ms as f64).exp2();
             for (s, _) in self.products.values_mut().chain(self.categories.values_mut()) {
                 *s *= scale;
@@ -171,12 +174,16 @@ impl Tally {
         let mut products: HashMap<&str, f64> = HashMap::new();
         let mut categories: HashMap<&str, f64> = HashMap::new();
         for (half_life, t) in &self.trends {
-            let scale = if *half_life > 0 { 1.0 / t.factor(now, *half_life) } else { 1.0 };
+            // `s · 2^−(now − r)/h`, taken in the log domain so that neither factor can overflow
+            // on its own (a client's far-off `event_time` can put `now` and `r` far apart); a
+            // sum that float residue left at or below 0 is 0.
+            let shift = if *half_life > 0 { (now - t.reference) as f64 / *half_life as f64 } else { 0.0 };
+            let at_now = |s: f64| if s > 0.0 { (s.log2() - shift).exp2() } else { 0.0 };
             for (id, (s, _)) in &t.products {
-                *products.entry(id).or_default() += s * scale;
+                *products.entry(id).or_default() += at_now(*s);
             }
             for (id, (s, _)) in &t.categories {
-                *categories.entry(id).or_default() += s * scale;
+                *categories.entry(id).or_default() += at_now(*s);
             }
         }
         let top = |m: HashMap<&str, f64>| {
@@ -302,7 +309,9 @@ mod tests {
         assert_eq!(tally.snapshot("demo"), engagement("demo", &[], &[]));
     }
 
-    /// Scores months apart with a short half-life move the reference instead of overflowing.
+    /// Scores months apart with a short half-life move the reference instead of overflowing;
+    /// a record from the distant past (a client's `event_time` of 1 ms) counts as nothing, in
+    /// any order, added or taken out.
     #[test]
     fn far_apart_times_keep_finite_scores() {
         let mut tally = Tally::default();
@@ -316,5 +325,22 @@ mod tests {
         tally.interests(&at(400, 2.0), 1);
         let (top, _) = tally.trending();
         assert!(top[0].score.is_finite() && (top[0].score - 2.0).abs() < 1e-9, "{top:?}");
+        let ancient = UserInterests { as_of: 1, ..at(0, 5.0) };
+        for sign in [1, -1, 1] {
+            tally.interests(&ancient, sign);
+            let (top, _) = tally.trending();
+            assert!(top.iter().all(|s| s.score.is_finite()) && (top[0].score - 2.0).abs() < 1e-9, "{top:?}");
+        }
+        tally.interests(&at(0, 1.0), -1);
+        tally.interests(&at(500, 3.0), 1);
+        let (top, _) = tally.trending();
+        assert!(top.iter().all(|s| s.score.is_finite()), "{top:?}");
+        // A record from the far future moves the reference there; once it is gone, `now` is far
+        // behind the reference, and the scores are still numbers.
+        let future = UserInterests { as_of: T0 + 100_000 * DAY_MS, ..at(0, 1.0) };
+        tally.interests(&future, 1);
+        tally.interests(&future, -1);
+        let (top, _) = tally.trending();
+        assert!(top.iter().all(|s| s.score.is_finite()), "{top:?}");
     }
 }

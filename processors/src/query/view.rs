@@ -40,10 +40,13 @@ pub struct View {
 }
 
 impl View {
+    // Lock order everywhere: `tallies`, then `profiles` or `interests`, both held while a record
+    // and its tally change together.
+
     pub fn apply_profile(&self, p: Profile) {
         let p = Arc::new(p);
-        let old = self.profiles.write().expect("view lock").insert(key(&p.app_id, &p.user_key), p.clone());
         let mut tallies = self.tallies.write().expect("view lock");
+        let old = self.profiles.write().expect("view lock").insert(key(&p.app_id, &p.user_key), p.clone());
         let tally = tallies.entry(p.app_id.clone()).or_default();
         if let Some(old) = old {
             tally.profile(&old, -1);
@@ -53,8 +56,8 @@ impl View {
 
     pub fn apply_interests(&self, i: UserInterests) {
         let i = Arc::new(i);
-        let old = self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), i.clone());
         let mut tallies = self.tallies.write().expect("view lock");
+        let old = self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), i.clone());
         let tally = tallies.entry(i.app_id.clone()).or_default();
         if let Some(old) = old {
             tally.interests(&old, -1);
