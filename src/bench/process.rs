@@ -28,6 +28,9 @@ pub struct ProcessBenchArgs {
     /// Events to process.
     #[arg(long, env = "ZCDP_BENCH_EVENTS", default_value_t = 200_000)]
     events: usize,
+    /// The processors' --commit-interval.
+    #[arg(long = "commit-interval", default_value = "1s", value_parser = schemas::duration::parse_duration)]
+    commit_interval: Duration,
     /// Where the bench's RocksDB stores go (removed afterwards).
     #[arg(long = "data-dir", env = "ZCDP_BENCH_DATA_DIR", default_value = "./data/bench")]
     data_dir: std::path::PathBuf,
@@ -96,6 +99,10 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let per_event: Vec<String> = rounds[0].per_store.iter().map(|(s, c)| format!("{s} {:.2}", *c as f64 / n as f64)).collect();
     println!("changelog records per input event: {}", per_event.join(", "));
     println!("inputs given up on after --max-task-idle without a record, per round: {}", all(&|r| r.idle_expired as f64));
+    println!(
+        "share of the processing time spent committing (the member's thread waits), per round: {}",
+        rounds.iter().map(|r| format!("{:.0} %", 100.0 * r.committing / r.processed_secs)).collect::<Vec<_>>().join(", ")
+    );
     let ratio = processed_rate / bare_rate;
     println!("processors / bare consume + decode: {ratio:.2} (target >= 0.50: {})", if ratio >= 0.5 { "met" } else { "NOT met" });
     println!(
@@ -119,6 +126,8 @@ struct Round {
     restore_secs: f64,
     per_store: Vec<(&'static str, i64)>,
     idle_expired: u64,
+    /// Seconds the member's thread spent in commits while processing.
+    committing: f64,
 }
 
 /// The bare loop, the processors (a fresh application id, so fresh state and changelogs), and
@@ -134,7 +143,14 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     // until every record is processed.
     let app = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let data_dir = args.data_dir.join(format!("round-{round}"));
-    let process_args = ProcessArgs { application_id: app.clone(), data_dir: data_dir.clone(), ..ProcessArgs::default() };
+    let process_args = ProcessArgs {
+        application_id: app.clone(),
+        data_dir: data_dir.clone(),
+        commit_interval: args.commit_interval,
+        ..ProcessArgs::default()
+    };
+    let commit_secs = || processors::runtime::metrics::METRICS.commit_seconds.get_sample_sum();
+    let commit_before = commit_secs();
     let started: Arc<Mutex<(usize, Option<Instant>)>> = Arc::default();
     let observer: TaskObserver = {
         let started = started.clone();
@@ -160,6 +176,7 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let finished = Instant::now();
+    let committing = commit_secs() - commit_before;
     let idle_expired: u64 = expired().iter().zip(&expired_before).map(|(a, b)| a - b).sum();
     let began = started.lock().expect("lock").1.context("tasks never all started")?;
     let processed_secs = finished.duration_since(began).as_secs_f64();
@@ -207,7 +224,7 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     let restore_secs = restore_started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&data_dir);
 
-    Ok(Round { bare_secs: bare, processed_secs, restored, restore_secs, per_store, idle_expired })
+    Ok(Round { bare_secs: bare, processed_secs, restored, restore_secs, per_store, idle_expired, committing })
 }
 
 /// Seconds to read and decode `n` input records with a plain consumer.
