@@ -29,7 +29,7 @@ pub struct ProcessBenchArgs {
     #[arg(long, env = "ZCDP_BENCH_EVENTS", default_value_t = 200_000)]
     events: usize,
     /// The processors' --commit-interval.
-    #[arg(long = "commit-interval", default_value = "1s", value_parser = schemas::duration::parse_duration)]
+    #[arg(long = "commit-interval", env = "ZCDP_BENCH_COMMIT_INTERVAL", default_value = "1s", value_parser = schemas::duration::parse_duration)]
     commit_interval: Duration,
     /// Where the bench's RocksDB stores go (removed afterwards).
     #[arg(long = "data-dir", env = "ZCDP_BENCH_DATA_DIR", default_value = "./data/bench")]
