@@ -143,13 +143,15 @@ pub fn trending(interests: &[&UserInterests]) -> (Vec<Scored>, Vec<Scored>) {
             *categories.entry(&s.id).or_default() += s.score * f;
         }
     }
-    let top = |m: HashMap<&str, f64>| {
-        let mut v: Vec<Scored> = m.into_iter().map(|(id, score)| Scored { id: id.to_string(), score }).collect();
-        v.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        v.truncate(TRENDING);
-        v
-    };
-    (top(products), top(categories))
+    (top_trending(products), top_trending(categories))
+}
+
+/// The [`TRENDING`] best of summed scores, best first, equal scores by id.
+pub(crate) fn top_trending(scores: HashMap<&str, f64>) -> Vec<Scored> {
+    let mut v: Vec<Scored> = scores.into_iter().map(|(id, score)| Scored { id: id.to_string(), score }).collect();
+    v.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    v.truncate(TRENDING);
+    v
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

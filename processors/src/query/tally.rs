@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use schemas::derived::{Profile, UserInterests};
 use schemas::time::vn_day;
 
-use super::summaries::{COHORTS, Cohort, DayCount, Engagement, Funnel, Scored, TRENDING, day_name};
+use super::summaries::{COHORTS, Cohort, DayCount, Engagement, Funnel, Scored, day_name, top_trending};
 
 /// Adds `by` to a count of a multiset; a count that reaches zero is removed.
 fn bump(m: &mut BTreeMap<i64, i64>, k: i64, by: i64) {
@@ -186,13 +186,7 @@ impl Tally {
                 *categories.entry(id).or_default() += at_now(*s);
             }
         }
-        let top = |m: HashMap<&str, f64>| {
-            let mut v: Vec<Scored> = m.into_iter().map(|(id, score)| Scored { id: id.to_string(), score }).collect();
-            v.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-            v.truncate(TRENDING);
-            v
-        };
-        (top(products), top(categories))
+        (top_trending(products), top_trending(categories))
     }
 }
 
