@@ -61,10 +61,10 @@ pub async fn migrate_app_keys(kafka: &Kafka) -> anyhow::Result<Vec<Migrated>> {
             latest.insert((m.partition(), m.key().unwrap_or_default().to_vec()), m.payload().map(<[u8]>::to_vec));
         }
         let mut done = Migrated { topic, moved: 0, deleted: 0 };
-        let mut keys: Vec<&(i32, Vec<u8>)> = latest.keys().collect();
-        keys.sort();
-        for (partition, key) in keys {
-            let Some(Some(payload)) = latest.get(&(*partition, key.clone())) else { continue };
+        let mut entries: Vec<(&(i32, Vec<u8>), &Option<Vec<u8>>)> = latest.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for ((partition, key), value) in entries {
+            let Some(payload) = value else { continue };
             let own = own_key(topic, payload)?;
             if own.as_bytes() == key.as_slice() {
                 continue;
