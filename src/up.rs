@@ -132,9 +132,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "zcdp: messaging sink running (campaigns: {}; sends each app's triggers through its own OA: {apps})",
         args.sink.campaigns.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the shipped config/campaigns.toml".into()),
     ));
+    // The view's records beside the processors' state: per run on the embedded cluster, kept
+    // (and resumed from) on a real one.
+    let mut query_args = args.query.clone();
+    query_args.view_dir.get_or_insert_with(|| process.data_dir.join("query-view"));
     let query = QueryApi::start(
         &kafka,
-        &args.query,
+        &query_args,
         Keys::parse(&keys)?,
         Sessions::new(&session_secret, args.ingest.session.session_ttl),
         args.process.segments.as_deref(),

@@ -158,3 +158,97 @@ async fn against_a_real_broker_topics_check_reports_what_differs_from_the_catalo
     assert_eq!(out.lines().filter(|l| l.starts_with("| zmp.")).count(), 3, "only the hand-made topics differ:\n{out}");
     assert!(out.contains("3 difference(s)"), "{out}");
 }
+
+/// A `zcdp serve` replica keeps its view on disk (`--view-dir`): restarted, it reads only the
+/// records written while it was down — a tombstone (an erasure) among them — and answers for
+/// every user, the ones it read before included, with engagement counted from what it kept
+/// (issue 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_broker_a_restarted_query_replica_reads_only_what_is_new() {
+    use processors::query::{QueryApi, QueryArgs};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use schemas::derived::Profile;
+    use schemas::topics::{Topic, app_user_key};
+
+    let broker = start_broker();
+    let kafka = schemas::kafka::Kafka::external(&schemas::kafka::KafkaArgs {
+        brokers: Some(broker.addr.clone()),
+        partitions: 3,
+        replication_factor: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    kafka.ensure_catalogue().await.unwrap();
+    let producer: FutureProducer = kafka.producer_config().create().unwrap();
+    let now = schemas::time::now_ms();
+    let write = |user: String, orders: Option<i64>| {
+        let producer = producer.clone();
+        let partitions = kafka.partitions;
+        async move {
+            let key = app_user_key("shop", &user);
+            let payload = orders.map(|orders| {
+                let p = Profile {
+                    app_id: "shop".into(),
+                    user_key: user.clone(),
+                    as_of: now,
+                    first_seen: now,
+                    last_seen: now,
+                    orders,
+                    recent_active_days: vec![schemas::time::vn_day(now)],
+                    ..Default::default()
+                };
+                schemas::codec::encode(&p).unwrap()
+            });
+            let mut record = FutureRecord::<String, Vec<u8>>::to(Topic::Profiles.name())
+                .key(&key)
+                .partition(schemas::kafka::key_partition(user.as_bytes(), partitions));
+            if let Some(p) = &payload {
+                record = record.payload(p);
+            }
+            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        }
+    };
+    for i in 0..40 {
+        write(format!("u{i}"), Some(1)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = QueryArgs { view_dir: Some(dir.path().join("view")), ..QueryArgs::default() };
+    let start = || {
+        let keys = schemas::keys::Keys::parse(&schemas::keys::KeyArgs::default()).unwrap();
+        let sessions = schemas::session::Sessions::new(ingest::DEMO_SESSION_SECRET, Duration::from_secs(60));
+        QueryApi::start(&kafka, &args, keys, sessions, None).unwrap()
+    };
+    let caught_up = |api: std::sync::Arc<QueryApi>| async move {
+        schemas::testing::eventually(Duration::from_secs(60), "the view caught up", || {
+            let api = api.clone();
+            async move { api.view().caught_up().then_some(()) }
+        })
+        .await;
+    };
+
+    let first = start();
+    caught_up(first.clone()).await;
+    assert_eq!(first.view().records_read(), 40, "a new view reads the whole topic");
+    assert_eq!(first.view().engagement("shop").users, 40);
+    first.shutdown().await;
+    drop(first);
+
+    // While it is down: five new users, one updated, one erased.
+    for i in 40..45 {
+        write(format!("u{i}"), Some(1)).await;
+    }
+    write("u1".into(), Some(2)).await;
+    write("u0".into(), None).await;
+
+    let second = start();
+    caught_up(second.clone()).await;
+    assert_eq!(second.view().records_read(), 7, "the restarted view reads only the 7 records written while it was down");
+    let view = second.view();
+    assert!(view.profile("shop", "u0").is_none(), "the erased user is gone");
+    assert_eq!(view.profile("shop", "u1").map(|p| p.orders), Some(2), "the update is there");
+    assert_eq!(view.profile("shop", "u39").map(|p| p.orders), Some(1), "a user read before the restart is there");
+    assert_eq!(view.profile("shop", "u44").map(|p| p.orders), Some(1), "a new user is there");
+    let e = view.engagement("shop");
+    assert_eq!((e.users, e.funnel.ordered), (44, 44), "engagement counts the kept users, the new ones, less the erased one");
+    second.shutdown().await;
+}

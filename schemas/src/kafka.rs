@@ -250,11 +250,25 @@ impl Kafka {
     /// A consumer of whole topics from their beginning, outside any group's offsets (a view, an
     /// export): `purpose` names it in errors and in its group id.
     pub fn tail(&self, topics: &[&str], purpose: &str) -> anyhow::Result<Tail> {
+        Ok(self.tail_from(topics, purpose, &std::collections::HashMap::new())?.expect("no kept offsets to refuse"))
+    }
+
+    /// [`Kafka::tail`], but each (topic, partition) in `from` is read from that offset instead of
+    /// its beginning (a view that kept what it read). `None` when a kept offset cannot be where
+    /// this cluster's partition is (before its first offset, after its last, or a partition it
+    /// does not have): the kept records are not this topic's, and the caller starts over.
+    pub fn tail_from(
+        &self,
+        topics: &[&str],
+        purpose: &str,
+        from: &std::collections::HashMap<(String, i32), i64>,
+    ) -> anyhow::Result<Option<Tail>> {
         let consumer: rdkafka::consumer::StreamConsumer = self
             .client_config()
             .set("group.id", format!("zcdp-{purpose}-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
             // A follower serves reads (the query view, the consent view): a record is worth
             // having at once. librdkafka's default lets a fetch wait 500 ms for more data; Kafka
             // answers as soon as a record comes, but the embedded cluster waits the full time.
@@ -265,23 +279,36 @@ impl Kafka {
             .with_context(|| format!("creating the {purpose} consumer"))?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         let mut remaining = std::collections::HashMap::new();
+        let mut placed = 0;
         for &topic in topics {
             let md =
                 consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("reading metadata of {topic}"))?;
             let t = md.topics().first().with_context(|| format!("{topic} missing from metadata"))?;
             for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
                 let (low, high) = consumer
                     .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                     .with_context(|| format!("reading watermarks of {topic}/{}", p.id()))?;
-                // An empty or fully-expired partition has nothing to wait for.
-                if high > low {
+                let (start, offset) = match from.get(&(topic.to_string(), p.id())) {
+                    Some(&o) if o < low || o > high => return Ok(None),
+                    Some(&o) => {
+                        placed += 1;
+                        (o, rdkafka::Offset::Offset(o))
+                    }
+                    None => (low, rdkafka::Offset::Beginning),
+                };
+                tpl.add_partition_offset(topic, p.id(), offset)?;
+                // An empty or fully-expired partition, or one read to its end, has nothing to
+                // wait for.
+                if high > start {
                     remaining.insert((topic.to_string(), p.id()), high);
                 }
             }
         }
+        if placed < from.len() {
+            return Ok(None);
+        }
         consumer.assign(&tpl)?;
-        Ok(Tail { consumer, remaining })
+        Ok(Some(Tail { consumer, remaining }))
     }
 
     /// A client config with the bootstrap servers and the operator's extra properties.

@@ -3,6 +3,7 @@
 
 mod ingest;
 mod process;
+mod scale;
 mod serve;
 
 use clap::Subcommand;
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Process(process::ProcessBenchArgs),
     /// Profile and recommendation lookups through the query API at a fixed rate, against the same HTTP server answering a fixed body.
     Serve(serve::ServeBenchArgs),
+    /// N users' histories through the processors into a query replica: one table of what grows with the users.
+    Scale(scale::ScaleBenchArgs),
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
@@ -22,6 +25,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Process(args) => process::run(args).await,
         BenchCommand::Serve(args) => serve::run(args).await,
+        BenchCommand::Scale(args) => scale::run(args).await,
     }
 }
 

@@ -148,7 +148,7 @@ pub async fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (name, path) in &paths {
         let urls: Vec<String> = (0..n).map(|i| format!("{base}{}", path(i))).collect();
-        rows.push((*name, drive(urls, args.rate).await?));
+        rows.push((*name, drive(urls, args.rate, READ_KEY).await?));
     }
     shutdown.trigger();
     http.await??;
@@ -207,23 +207,23 @@ async fn write_view(kafka: &Kafka, users: usize, now: i64) -> anyhow::Result<()>
 }
 
 /// Sends one GET per URL at `rate` a second, each at its own time; returns sorted latencies (ms).
-async fn drive(urls: Vec<String>, rate: u32) -> anyhow::Result<Vec<f64>> {
+pub(super) async fn drive(urls: Vec<String>, rate: u32, key: &str) -> anyhow::Result<Vec<f64>> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     // Warm the connection pool so the first requests do not pay for connecting.
     for u in urls.iter().take(32) {
-        client.get(u).bearer_auth(READ_KEY).send().await?.bytes().await?;
+        client.get(u).bearer_auth(key).send().await?.bytes().await?;
     }
     let start = Instant::now();
     let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let urls = Arc::new(urls);
     let tasks: Vec<_> = (0..urls.len())
         .map(|i| {
-            let (client, urls) = (client.clone(), urls.clone());
+            let (client, urls, key) = (client.clone(), urls.clone(), key.to_string());
             let due = start + gap * i as u32;
             tokio::spawn(async move {
                 tokio::time::sleep_until(due.into()).await;
                 // Measured from when the request was due: a late start counts as waiting.
-                let r = client.get(&urls[i]).bearer_auth(READ_KEY).send().await?;
+                let r = client.get(&urls[i]).bearer_auth(&key).send().await?;
                 anyhow::ensure!(r.status().is_success(), "{} answered {}", urls[i], r.status());
                 r.bytes().await?;
                 anyhow::Ok(due.elapsed().as_secs_f64() * 1000.0)

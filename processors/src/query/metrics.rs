@@ -40,3 +40,27 @@ pub static CAMPAIGN_METRICS: LazyLock<CampaignMetrics> = LazyLock::new(|| {
         carts_recovered: gauge("zcdp_campaign_carts_recovered", "Of those, carts followed by an order within the window"),
     }
 });
+
+/// The view's own measures.
+pub struct ViewMetrics {
+    /// Seconds an engagement refresh takes (every app's snapshot from its tally).
+    pub refresh_seconds: prometheus::Histogram,
+    /// Records the view read from Kafka since it started.
+    pub records_read: prometheus::IntCounter,
+}
+
+pub static VIEW_METRICS: LazyLock<ViewMetrics> = LazyLock::new(|| ViewMetrics {
+    refresh_seconds: prometheus::register_histogram!(
+        prometheus::HistogramOpts::new(
+            "zcdp_query_engagement_refresh_seconds",
+            "Time to take every app's engagement snapshot from the view's tallies"
+        )
+        .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
+    )
+    .expect("metric"),
+    records_read: prometheus::register_int_counter!(
+        "zcdp_query_view_records_read_total",
+        "Records the query view read from Kafka since it started (a resumed view reads only what is newer)"
+    )
+    .expect("metric"),
+});

@@ -14,6 +14,7 @@
 
 mod metrics;
 pub mod report;
+mod store;
 pub mod summaries;
 mod tally;
 pub mod view;
@@ -50,11 +51,20 @@ pub struct QueryArgs {
     /// How often app-wide engagement and trending products are recomputed from the view.
     #[arg(long = "engagement-refresh", env = "ZCDP_ENGAGEMENT_REFRESH", default_value = "2s", value_parser = parse_duration)]
     pub engagement_refresh: Duration,
+    /// Where the view keeps every user's profile, interests and segment memberships (RocksDB).
+    /// A restarted replica resumes from them and reads only what is newer (on a real cluster,
+    /// within 12 hours). Without it, a temporary directory removed at exit, and the topics are
+    /// read from the beginning at every start.
+    #[arg(long = "view-dir", env = "ZCDP_VIEW_DIR")]
+    pub view_dir: Option<std::path::PathBuf>,
+    /// The view's RocksDB block cache, in MB: its memory does not grow with the users.
+    #[arg(long = "view-cache-mb", env = "ZCDP_VIEW_CACHE_MB", default_value_t = 64)]
+    pub view_cache_mb: usize,
 }
 
 impl Default for QueryArgs {
     fn default() -> Self {
-        QueryArgs { engagement_refresh: Duration::from_secs(2) }
+        QueryArgs { engagement_refresh: Duration::from_secs(2), view_dir: None, view_cache_mb: 64 }
     }
 }
 
@@ -122,7 +132,7 @@ impl QueryApi {
         segments: Option<&std::path::Path>,
     ) -> anyhow::Result<Arc<QueryApi>> {
         let segments = crate::segments::loaded(segments)?;
-        let view = Arc::new(View::default());
+        let view = Arc::new(View::open(args.view_dir.as_deref(), args.view_cache_mb)?);
         let stopped: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         let follow = {
             let (view, kafka, stopped) = (view.clone(), kafka.clone(), stopped.clone());

@@ -1,78 +1,193 @@
 //! The query API's materialised view: the latest record of every key of the compacted topics
-//! it follows (`zmp.profiles.v1`, `zmp.interests.v1`, `zmp.audiences.v1`,
-//! `zmp.campaign-results.v1`, `zmp.activity.v1`), kept in memory, and per-app engagement
-//! snapshots recomputed every `--engagement-refresh`.
+//! it follows (`zmp.profiles.v1`, `zmp.interests.v1`, `zmp.audiences.v1` on disk in
+//! [`ViewDb`], resumed after a restart; `zmp.campaign-results.v1`, `zmp.activity.v1` in memory),
+//! per-app engagement tallies, and snapshots taken from them every `--engagement-refresh`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rdkafka::Message;
 
 use schemas::derived::{Activity, AudienceChange, CampaignResult, Profile, UserInterests};
 use schemas::kafka::Kafka;
 use schemas::topics::{Topic, app_user_key};
 
-use super::metrics::CAMPAIGN_METRICS;
+use super::metrics::{CAMPAIGN_METRICS, VIEW_METRICS};
+use super::store::{AUDIENCE, INTERESTS, PROFILE, ViewDb};
 use super::summaries::{self, ActivitySummary, CampaignSummary, Engagement, engagement, summarise};
 use super::tally::Tally;
 
-fn key(app: &str, user: &str) -> String {
-    format!("{app}\u{1f}{user}")
-}
+/// Kept records older than this are not resumed from: a tombstone (an erasure) written while the
+/// replica was down may have been compacted away since (Kafka keeps tombstones
+/// `delete.retention.ms`, 24 h by default), and the view would keep what it should forget.
+const RESUME_WITHIN_MS: i64 = 12 * 3_600_000;
 
-/// The materialised view: the latest profile and interests of every user, and per-app snapshots.
-#[derive(Default)]
+/// The topics whose records the view keeps on disk (and resumes after a restart); the others are
+/// a few records a partition, read whole at each start.
+const KEPT: [Topic; 3] = [Topic::Profiles, Topic::Interests, Topic::Audiences];
+
+/// The materialised view: the latest profile, interests and segment memberships of every user
+/// (on disk, [`ViewDb`]), per-app engagement tallies and snapshots, campaign results and activity
+/// (in memory: they are per app and partition, not per user).
 pub struct View {
-    profiles: RwLock<HashMap<String, Arc<Profile>>>,
-    interests: RwLock<HashMap<String, Arc<UserInterests>>>,
+    db: ViewDb,
     snapshots: RwLock<HashMap<String, Arc<Engagement>>>,
     /// Per app: engagement kept by each record's contribution, so a refresh reads no profile.
+    /// Also the write lock of per-user records: held while a record and its tally change.
     tallies: RwLock<HashMap<String, Tally>>,
-    /// (App, segment) → user key → the record that put the user in it.
-    audiences: RwLock<HashMap<(String, String), std::collections::BTreeMap<String, Arc<AudienceChange>>>>,
+    /// (App, segment) → members.
+    segment_sizes: RwLock<HashMap<(String, String), usize>>,
     /// `app/campaign/partition` → that partition's results.
     campaigns: RwLock<HashMap<String, Arc<CampaignResult>>>,
     /// `app/partition` → that partition's activity.
     activity: RwLock<HashMap<String, Arc<Activity>>>,
     caught_up: AtomicBool,
+    /// Records read from Kafka since this view started.
+    read: AtomicU64,
+}
+
+fn decode<T: schemas::codec::Record>(bytes: &[u8]) -> Option<T> {
+    schemas::codec::decode::<T>(bytes).ok()
+}
+
+/// A record of a per-user topic the tallies count.
+enum UserRecord {
+    Profile(Profile),
+    Interests(UserInterests),
+}
+
+impl UserRecord {
+    fn decode(kind: u8, bytes: &[u8]) -> Result<UserRecord, schemas::codec::CodecError> {
+        Ok(if kind == PROFILE {
+            UserRecord::Profile(schemas::codec::decode(bytes)?)
+        } else {
+            UserRecord::Interests(schemas::codec::decode(bytes)?)
+        })
+    }
+
+    fn key(&self) -> String {
+        match self {
+            UserRecord::Profile(p) => app_user_key(&p.app_id, &p.user_key),
+            UserRecord::Interests(i) => app_user_key(&i.app_id, &i.user_key),
+        }
+    }
+
+    fn contribute(&self, tally: &mut Tally, sign: i64) {
+        match self {
+            UserRecord::Profile(p) => tally.profile(p, sign),
+            UserRecord::Interests(i) => tally.interests(i, sign),
+        }
+    }
 }
 
 impl View {
-    // Lock order everywhere: `tallies`, then `profiles` or `interests`, both held while a record
-    // and its tally change together.
-
-    pub fn apply_profile(&self, p: Profile) {
-        let p = Arc::new(p);
-        let mut tallies = self.tallies.write().expect("view lock");
-        let old = self.profiles.write().expect("view lock").insert(key(&p.app_id, &p.user_key), p.clone());
-        let tally = tallies.entry(p.app_id.clone()).or_default();
-        if let Some(old) = old {
-            tally.profile(&old, -1);
-        }
-        tally.profile(&p, 1);
+    /// A view whose per-user records live in `dir` (resumed at the next start when they can be),
+    /// or in a temporary directory removed when the view is dropped.
+    pub fn open(dir: Option<&std::path::Path>, cache_mb: usize) -> anyhow::Result<View> {
+        Ok(View {
+            db: ViewDb::open(dir, cache_mb)?,
+            snapshots: Default::default(),
+            tallies: Default::default(),
+            segment_sizes: Default::default(),
+            campaigns: Default::default(),
+            activity: Default::default(),
+            caught_up: AtomicBool::new(false),
+            read: AtomicU64::new(0),
+        })
     }
 
-    pub fn apply_interests(&self, i: UserInterests) {
-        let i = Arc::new(i);
-        let mut tallies = self.tallies.write().expect("view lock");
-        let old = self.interests.write().expect("view lock").insert(key(&i.app_id, &i.user_key), i.clone());
-        let tally = tallies.entry(i.app_id.clone()).or_default();
-        if let Some(old) = old {
-            tally.interests(&old, -1);
-        }
-        tally.interests(&i, 1);
+    /// Records read from Kafka since this view started (a resumed view reads only what is new).
+    pub fn records_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
-    pub fn apply_audience(&self, c: AudienceChange) {
-        let mut a = self.audiences.write().expect("view lock");
-        let members = a.entry((c.app_id.clone(), c.segment.clone())).or_default();
-        if c.member {
-            members.insert(c.user_key.clone(), Arc::new(c));
-        } else {
-            members.remove(&c.user_key);
+    /// A profile or interests record (`payload`, as Kafka holds it) or its tombstone (`None`)
+    /// under topic key `key`, read at `at`; a record under another app's key is not applied.
+    fn apply_user_record(&self, kind: u8, key: &str, payload: Option<&[u8]>, at: (&str, i32, i64)) -> anyhow::Result<()> {
+        let Some((app, _)) = schemas::topics::split_app_user_key(key) else { return self.db.read(at.0, at.1, at.2) };
+        let new = match payload.map(|bytes| UserRecord::decode(kind, bytes)) {
+            None => None,
+            // A record counts only under its own app's key (`zcdp topics migrate-keys` moves
+            // those of a version before app-keyed topics).
+            Some(Ok(r)) if r.key() == key => Some(r),
+            Some(Ok(_)) => return self.db.read(at.0, at.1, at.2),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record skipped");
+                return self.db.read(at.0, at.1, at.2);
+            }
+        };
+        let mut tallies = self.tallies.write().expect("view lock");
+        let old = self.db.get(kind, key)?;
+        self.db.put(kind, key, new.as_ref().and(payload), Some(at))?;
+        let tally = tallies.entry(app.to_string()).or_default();
+        if let Some(Ok(old)) = old.map(|bytes| UserRecord::decode(kind, &bytes)) {
+            old.contribute(tally, -1);
         }
+        if let Some(new) = new {
+            new.contribute(tally, 1);
+        }
+        if tally.is_empty() {
+            tallies.remove(app);
+        }
+        Ok(())
+    }
+
+    /// A segment membership change or its tombstone under topic key `key`.
+    fn apply_audience(&self, key: &str, payload: Option<&[u8]>, at: (&str, i32, i64)) -> anyhow::Result<()> {
+        let Some((app, segment, _)) = schemas::topics::split_audience_key(key) else { return self.db.read(at.0, at.1, at.2) };
+        let member = match payload.map(schemas::codec::decode::<AudienceChange>) {
+            None => None,
+            Some(Ok(c)) if c.key() == key => c.member.then_some(payload).flatten(),
+            Some(Ok(_)) => return self.db.read(at.0, at.1, at.2),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record skipped");
+                return self.db.read(at.0, at.1, at.2);
+            }
+        };
+        let mut sizes = self.segment_sizes.write().expect("view lock");
+        let was = self.db.get(AUDIENCE, key)?.is_some();
+        self.db.put(AUDIENCE, key, member, Some(at))?;
+        let id = (app.to_string(), segment.to_string());
+        match (was, member.is_some()) {
+            (false, true) => *sizes.entry(id).or_default() += 1,
+            (true, false) => {
+                if let Some(n) = sizes.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        sizes.remove(&id);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the tallies and segment sizes from the records kept on disk (a resumed view).
+    fn rebuild(&self) -> anyhow::Result<(usize, usize, usize)> {
+        let mut tallies = self.tallies.write().expect("view lock");
+        let mut sizes = self.segment_sizes.write().expect("view lock");
+        let (mut profiles, mut interests, mut members) = (0, 0, 0);
+        for (kind, n) in [(PROFILE, &mut profiles), (INTERESTS, &mut interests)] {
+            self.db.scan(kind, "", None, |k, v| {
+                if let (Some((app, _)), Ok(r)) = (schemas::topics::split_app_user_key(k), UserRecord::decode(kind, v)) {
+                    r.contribute(tallies.entry(app.to_string()).or_default(), 1);
+                    *n += 1;
+                }
+                true
+            })?;
+        }
+        self.db.scan(AUDIENCE, "", None, |k, _| {
+            if let Some((app, segment, _)) = schemas::topics::split_audience_key(k) {
+                *sizes.entry((app.to_string(), segment.to_string())).or_default() += 1;
+                members += 1;
+            }
+            true
+        })?;
+        Ok((profiles, interests, members))
     }
 
     pub fn apply_campaign_result(&self, r: CampaignResult) {
@@ -92,8 +207,8 @@ impl View {
 
     /// The size of each segment of an app, by name.
     pub fn segment_sizes(&self, app: &str) -> std::collections::BTreeMap<String, usize> {
-        let a = self.audiences.read().expect("view lock");
-        a.iter().filter(|((a, _), _)| a == app).map(|((_, segment), members)| (segment.clone(), members.len())).collect()
+        let sizes = self.segment_sizes.read().expect("view lock");
+        sizes.iter().filter(|((a, _), _)| a == app).map(|((_, segment), n)| (segment.clone(), *n)).collect()
     }
 
     /// Every campaign of an app with results, by name.
@@ -134,65 +249,47 @@ impl View {
         }
     }
 
-    /// A tombstone: the key is gone from the topic. Every key names its app, so another app's
-    /// record of the same user key stays.
-    pub fn forget(&self, topic: Topic, key: &str) {
-        match topic {
-            Topic::CampaignResults => {
-                self.campaigns.write().expect("view lock").remove(key);
-            }
-            Topic::Activity => {
-                self.activity.write().expect("view lock").remove(key);
-            }
-            Topic::Profiles | Topic::Interests => {
-                let Some((app, user)) = schemas::topics::split_app_user_key(key) else { return };
-                let k = self::key(app, user);
-                let mut tallies = self.tallies.write().expect("view lock");
-                if topic == Topic::Profiles {
-                    if let Some(old) = self.profiles.write().expect("view lock").remove(&k) {
-                        tallies.entry(app.to_string()).or_default().profile(&old, -1);
-                    }
-                } else if let Some(old) = self.interests.write().expect("view lock").remove(&k) {
-                    tallies.entry(app.to_string()).or_default().interests(&old, -1);
-                }
-                tallies.retain(|_, t| !t.is_empty());
-            }
-            Topic::Audiences => {
-                if let Some((app, segment, user)) = schemas::topics::split_audience_key(key)
-                    && let Some(m) = self.audiences.write().expect("view lock").get_mut(&(app.to_string(), segment.to_string()))
-                {
-                    m.remove(user);
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// Up to `limit` members of an app's segment with user keys after `after`, and whether more follow.
     pub fn members(&self, app: &str, segment: &str, after: Option<&str>, limit: usize) -> (Vec<Arc<AudienceChange>>, bool) {
-        let a = self.audiences.read().expect("view lock");
-        let Some(m) = a.get(&(app.to_string(), segment.to_string())) else { return (Vec::new(), false) };
-        let range = match after {
-            Some(k) => m.range::<str, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-            None => m.range::<str, _>(..),
-        };
-        let mut out: Vec<Arc<AudienceChange>> = range.map(|(_, c)| c.clone()).take(limit + 1).collect();
+        let prefix = schemas::topics::audience_key(app, segment, "");
+        let after = after.map(|user| schemas::topics::audience_key(app, segment, user));
+        let mut out = Vec::new();
+        let scanned = self.db.scan(AUDIENCE, &prefix, after.as_deref(), |_, v| {
+            if let Some(c) = decode::<AudienceChange>(v) {
+                out.push(Arc::new(c));
+            }
+            out.len() <= limit
+        });
+        if let Err(e) = scanned {
+            tracing::error!(error = %e, "query view: reading a segment's members");
+        }
         let more = out.len() > limit;
         out.truncate(limit);
         (out, more)
     }
 
+    fn user_record<T: schemas::codec::Record>(&self, kind: u8, app: &str, user: &str) -> Option<Arc<T>> {
+        match self.db.get(kind, &app_user_key(app, user)) {
+            Ok(v) => v.and_then(|v| decode::<T>(&v)).map(Arc::new),
+            Err(e) => {
+                tracing::error!(error = %e, "query view: reading a user's record");
+                None
+            }
+        }
+    }
+
     pub fn profile(&self, app: &str, user: &str) -> Option<Arc<Profile>> {
-        self.profiles.read().expect("view lock").get(&key(app, user)).cloned()
+        self.user_record(PROFILE, app, user)
     }
 
     pub fn interests(&self, app: &str, user: &str) -> Option<Arc<UserInterests>> {
-        self.interests.read().expect("view lock").get(&key(app, user)).cloned()
+        self.user_record(INTERESTS, app, user)
     }
 
     /// Takes a new engagement snapshot of every app in the view, from its tally: the work is
     /// the app's days, cohorts and products, not its users.
     pub fn refresh(&self) {
+        let _timer = VIEW_METRICS.refresh_seconds.start_timer();
         let snapshots: HashMap<String, Arc<Engagement>> =
             self.tallies.read().expect("view lock").iter().map(|(app, t)| (app.clone(), Arc::new(t.snapshot(app)))).collect();
         *self.snapshots.write().expect("view lock") = snapshots;
@@ -202,11 +299,17 @@ impl View {
     /// An app's engagement computed from every one of its profiles and interests, as the view did
     /// before it kept tallies: the baseline `zcdp bench serve` compares a refresh with.
     pub fn engagement_from_every_record(&self, app: &str) -> Engagement {
-        let profiles = self.profiles.read().expect("view lock");
-        let interests = self.interests.read().expect("view lock");
-        let p: Vec<&Profile> = profiles.values().filter(|p| p.app_id == app).map(|p| p.as_ref()).collect();
-        let i: Vec<&UserInterests> = interests.values().filter(|i| i.app_id == app).map(|i| i.as_ref()).collect();
-        engagement(app, &p, &i)
+        let prefix = app_user_key(app, "");
+        let (mut p, mut i) = (Vec::<Profile>::new(), Vec::<UserInterests>::new());
+        let _ = self.db.scan(PROFILE, &prefix, None, |_, v| {
+            p.extend(decode::<Profile>(v));
+            true
+        });
+        let _ = self.db.scan(INTERESTS, &prefix, None, |_, v| {
+            i.extend(decode::<UserInterests>(v));
+            true
+        });
+        engagement(app, &p.iter().collect::<Vec<_>>(), &i.iter().collect::<Vec<_>>())
     }
 
     pub fn engagement(&self, app: &str) -> Arc<Engagement> {
@@ -217,44 +320,98 @@ impl View {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Reads both compacted topics from the beginning, forever; caught up once it has read what
-    /// they held when it started.
+    /// Where to read the kept topics from: after what the view kept, when it kept records of
+    /// this cluster written within [`RESUME_WITHIN_MS`] (the tallies and segment sizes are then
+    /// rebuilt from them, on disk, with no Kafka read); `None` to read from the beginning, the
+    /// kept records cleared.
+    fn resume(&self, kafka: &Kafka) -> anyhow::Result<Option<schemas::kafka::Tail>> {
+        let (kept_cluster, saved) = self.db.origin()?;
+        let offsets = self.db.offsets()?;
+        let cluster = if kafka.is_embedded() {
+            None
+        } else {
+            use rdkafka::consumer::Consumer as _;
+            let probe = kafka.client_config().create::<rdkafka::consumer::BaseConsumer>().context("creating a metadata client")?;
+            probe.client().fetch_cluster_id(Duration::from_secs(10))
+        };
+        let fresh = saved.is_some_and(|t| schemas::time::now_ms() - t < RESUME_WITHIN_MS);
+        let why_not = match (&cluster, &kept_cluster) {
+            _ if offsets.is_empty() => None,
+            (None, _) => Some("the cluster has no id (the embedded cluster is new at every start)"),
+            (Some(c), Some(k)) if c != k => Some("they came from another cluster"),
+            (_, None) => Some("they do not say which cluster they came from"),
+            _ if !fresh => Some("they are older than 12 hours (a tombstone since may be compacted away)"),
+            _ => {
+                let from = offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)).collect();
+                match kafka.tail_from(&KEPT.map(|t| t.name()), "query", &from)? {
+                    Some(tail) => {
+                        let (profiles, interests, members) = self.rebuild()?;
+                        tracing::info!(
+                            dir = %self.db.path().display(), profiles, interests, members,
+                            "query view resumed from its kept records; reading only what is newer"
+                        );
+                        return Ok(Some(tail));
+                    }
+                    None => Some("the topics' offsets do not match them (topics re-created?)"),
+                }
+            }
+        };
+        if let Some(why) = why_not {
+            tracing::info!(dir = %self.db.path().display(), why, "query view: kept records not used; reading the topics from the beginning");
+        }
+        self.db.clear(cluster.as_deref())?;
+        Ok(None)
+    }
+
+    /// Follows the compacted topics forever; caught up once it has read what they held when it
+    /// started. Profiles, interests and audiences are read from where the kept records end when
+    /// the view can resume ([`View::resume`]), from the beginning otherwise; campaign results and
+    /// activity (in memory) from the beginning, always.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
         let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::CampaignResults, Topic::Activity];
-        let mut tail = kafka.tail(&topics.map(|t| t.name()), "query")?;
-        if tail.caught_up() {
+        let mut kept = match self.resume(&kafka)? {
+            Some(t) => t,
+            None => kafka.tail(&KEPT.map(|t| t.name()), "query")?,
+        };
+        let mut small = kafka.tail(&[Topic::CampaignResults.name(), Topic::Activity.name()], "query")?;
+        if kept.caught_up() && small.caught_up() {
+            self.refresh();
             self.caught_up.store(true, Ordering::Release);
         }
         loop {
-            let Some(msg) = tail.next(Duration::from_secs(1)).await else { continue };
-            let topic = topics.into_iter().find(|t| t.name() == msg.topic()).unwrap_or(Topic::Interests);
-            let user = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
-            let applied = match (topic, msg.payload()) {
-                (_, None) => {
-                    self.forget(topic, &user);
-                    Ok(Some(()))
-                }
-                // A record counts only under its own app's key (`zcdp topics migrate-keys` moves
-                // those of a version before app-keyed topics).
-                (Topic::Profiles, Some(p)) => schemas::codec::decode::<Profile>(p)
-                    .map(|r| (app_user_key(&r.app_id, &r.user_key) == user).then(|| self.apply_profile(r))),
-                (Topic::Audiences, Some(p)) => {
-                    schemas::codec::decode::<AudienceChange>(p).map(|r| (r.key() == user).then(|| self.apply_audience(r)))
-                }
-                (Topic::CampaignResults, Some(p)) => {
-                    schemas::codec::decode::<CampaignResult>(p).map(|r| Some(self.apply_campaign_result(r)))
-                }
-                (Topic::Activity, Some(p)) => schemas::codec::decode::<Activity>(p).map(|r| Some(self.apply_activity(r))),
-                (_, Some(p)) => schemas::codec::decode::<UserInterests>(p)
-                    .map(|r| (app_user_key(&r.app_id, &r.user_key) == user).then(|| self.apply_interests(r))),
+            let msg = tokio::select! {
+                m = kept.next(Duration::from_secs(1)) => m,
+                m = small.next(Duration::from_secs(1)) => m,
             };
-            if let Err(e) = applied {
-                tracing::warn!(error = %e, %topic, partition = msg.partition(), offset = msg.offset(), "query view: undecodable record skipped");
-            }
+            let Some(msg) = msg else { continue };
+            self.read.fetch_add(1, Ordering::Relaxed);
+            VIEW_METRICS.records_read.inc();
+            let topic = topics.into_iter().find(|t| t.name() == msg.topic()).unwrap_or(Topic::Interests);
+            let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
             let (partition, offset) = (msg.partition(), msg.offset());
+            let at = (topic.name(), partition, offset);
+            match topic {
+                Topic::Profiles => self.apply_user_record(PROFILE, &key, msg.payload(), at)?,
+                Topic::Interests => self.apply_user_record(INTERESTS, &key, msg.payload(), at)?,
+                Topic::Audiences => self.apply_audience(&key, msg.payload(), at)?,
+                _ => {
+                    let applied = match msg.payload() {
+                        None if topic == Topic::CampaignResults => Ok(drop(self.campaigns.write().expect("view lock").remove(&key))),
+                        None => Ok(drop(self.activity.write().expect("view lock").remove(&key))),
+                        Some(p) if topic == Topic::CampaignResults => {
+                            schemas::codec::decode::<CampaignResult>(p).map(|r| self.apply_campaign_result(r))
+                        }
+                        Some(p) => schemas::codec::decode::<Activity>(p).map(|r| self.apply_activity(r)),
+                    };
+                    if let Err(e) = applied {
+                        tracing::warn!(error = %e, %topic, partition, offset, "query view: undecodable record skipped");
+                    }
+                }
+            }
             drop(msg);
-            if tail.saw(topic.name(), partition, offset) {
-                tracing::info!("query view caught up");
+            let done = kept.saw(topic.name(), partition, offset) | small.saw(topic.name(), partition, offset);
+            if done && kept.caught_up() && small.caught_up() && !self.caught_up() {
+                tracing::info!(records = self.records_read(), "query view caught up");
                 self.refresh();
                 self.caught_up.store(true, Ordering::Release);
             }

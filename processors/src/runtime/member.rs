@@ -182,6 +182,8 @@ impl Engine {
             send_outputs(&self.producer, task)?;
             for c in p.changelog() {
                 self.producer.send(&changelog_topic(&app, c.store), Some(*id), &c.key, c.value.as_deref())?;
+                METRICS.changelog_records.with_label_values(&[c.store]).inc();
+                METRICS.changelog_bytes.with_label_values(&[c.store]).inc_by((c.key.len() + c.value.as_ref().map_or(0, Vec::len)) as u64);
             }
             prepared.push((*id, p));
         }

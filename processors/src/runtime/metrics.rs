@@ -25,11 +25,23 @@ pub struct Metrics {
     pub fetch_reseeks: IntCounterVec,
     pub bounded: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub changelog_records: IntCounterVec,
+    pub changelog_bytes: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     records: register_int_counter_vec!(Opts::new("zcdp_process_records_total", "Input records processed, by topic"), &["topic"])
         .expect("metric"),
+    changelog_records: register_int_counter_vec!(
+        Opts::new("zcdp_process_changelog_records_total", "Records sent to the stores' changelogs, by store"),
+        &["store"]
+    )
+    .expect("metric"),
+    changelog_bytes: register_int_counter_vec!(
+        Opts::new("zcdp_process_changelog_bytes_total", "Key and value bytes sent to the stores' changelogs, by store"),
+        &["store"]
+    )
+    .expect("metric"),
     duplicates: register_int_counter!(
         "zcdp_process_duplicate_events_total",
         "Events dropped because their event_id was seen in the last 24 h"
