@@ -214,7 +214,9 @@ async fn against_a_real_broker_a_restarted_query_replica_reads_only_what_is_new(
     let dir = tempfile::tempdir().unwrap();
     let args = QueryArgs { view_dir: Some(dir.path().join("view")), ..QueryArgs::default() };
     let start = || {
-        let keys = schemas::keys::Keys::parse(&schemas::keys::KeyArgs::default()).unwrap();
+        let keys =
+            schemas::keys::Keys::parse(&schemas::keys::KeyArgs { secret_keys: vec!["shop:test-secret-key".into()], ..Default::default() })
+                .unwrap();
         let sessions = schemas::session::Sessions::new(ingest::DEMO_SESSION_SECRET, Duration::from_secs(60));
         QueryApi::start(&kafka, &args, keys, sessions, None).unwrap()
     };

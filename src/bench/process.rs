@@ -171,8 +171,17 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     };
     // The counters are the process's: count from where the earlier rounds left them.
     let (processed_before, expired_before) = (processed(), expired());
+    let mut last = (processed_before, Instant::now());
     while processed() - processed_before < n as u64 {
         anyhow::ensure!(!member.finished(), "the processors stopped");
+        if processed() != last.0 {
+            last = (processed(), Instant::now());
+        }
+        anyhow::ensure!(
+            last.1.elapsed() < Duration::from_secs(60),
+            "the processors processed {} of {n} records, then nothing for a minute: the broker is too slow or unreachable",
+            processed() - processed_before
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let finished = Instant::now();
@@ -247,11 +256,15 @@ fn bare_consume_decode(kafka: &Kafka, n: usize) -> anyhow::Result<f64> {
     consumer.assign(&tpl)?;
     let mut seen = 0usize;
     let mut start = None;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = Instant::now();
     while seen < n {
-        anyhow::ensure!(Instant::now() < deadline, "bare consumer read {seen} of {n} records in 10 minutes");
+        anyhow::ensure!(
+            last.elapsed() < Duration::from_secs(60),
+            "the bare consumer read {seen} of {n} records, then nothing for a minute: the broker is too slow or unreachable"
+        );
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
+            last = Instant::now();
             start.get_or_insert_with(Instant::now);
             let topic = INPUTS.iter().find(|t| t.name() == m.topic()).context("input topic")?;
             let e = schemas::codec::decode_input(*topic, m.payload().unwrap_or_default())?;

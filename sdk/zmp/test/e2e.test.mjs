@@ -1,0 +1,221 @@
+// End to end: the SDK, in Node with a fake `zmp`, against a real `zcdp up` and its Zalo
+// simulator. Skipped unless ZCDP_BIN names a zcdp binary (./scripts/test sets it).
+//
+// Between the SDK and the gateway sits a small counting proxy of this test: it records the event
+// ids of every batch the gateway answered 200 (so a repeat would show), can be stopped and
+// started again on the same port (the gateway, as the Mini App sees it, is down: connections are
+// refused), and can answer a 503 with Retry-After. The embedded Kafka cluster of `zcdp up` is
+// ephemeral, so stopping `zcdp up` itself would lose the profile the test reads.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { createInterface } from "node:readline";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createTracker } from "../dist/index.js";
+import { fakeZmp, storedQueue, waitFor } from "./fake.mjs";
+
+const BIN = process.env.ZCDP_BIN;
+
+/** Starts `zcdp up` on a free port and reads what it prints: the HTTP address, the simulator's
+ * address and the keys (`<kind> key for app <app>: <key>`). */
+async function startZcdp() {
+  const dir = mkdtempSync(join(tmpdir(), "zcdp-sdk-e2e-"));
+  const child = spawn(BIN, ["up", "--http", "127.0.0.1:0", "--data-dir", dir], {
+    env: { ...process.env, ZCDP_LOG: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const up = { child, dir, keys: {} };
+  const lines = createInterface({ input: child.stdout });
+  const running = new Promise((resolve, reject) => {
+    child.on("exit", (code) => reject(new Error(`zcdp up exited (${code}) before it was running`)));
+    lines.on("line", (line) => {
+      let m;
+      if ((m = /HTTP API on (http:\/\/\S+)/.exec(line))) up.http = m[1];
+      if ((m = /Zalo simulator on (http:\/\/\S+)/.exec(line))) up.sim = m[1];
+      if ((m = /^(write|secret|admin) key for app (\S+): (\S+)$/.exec(line))) {
+        up.app = m[2];
+        up.keys[m[1]] = m[3];
+      }
+      if (line.startsWith("zcdp: running")) resolve();
+    });
+  });
+  let timer;
+  const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("zcdp up was not running within 120 s")), 120e3)));
+  try {
+    await Promise.race([running, deadline]);
+  } catch (e) {
+    child.kill("SIGKILL");
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.ok(up.http && up.sim && up.keys.write && up.keys.secret, `zcdp printed its address, simulator and keys: ${JSON.stringify({ ...up, child: undefined })}`);
+  await waitFor(async () => (await fetch(up.http + "/readyz").catch(() => ({}))).status === 200, 60e3, "GET /readyz 200");
+  up.stop = async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 30e3);
+      await exited;
+      clearTimeout(killer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return up;
+}
+
+/** The counting proxy in front of the gateway. */
+async function startProxy(target) {
+  const batches = []; // { at, status, ids }
+  const faults = []; // { status, retryAfter }
+  const server = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks);
+    const isBatch = req.url === "/v1/batch";
+    const ids = isBatch ? JSON.parse(body).events.map((e) => e.event_id) : [];
+    const fault = isBatch && faults.shift();
+    if (fault) {
+      batches.push({ at: Date.now(), status: fault.status, ids });
+      res.writeHead(fault.status, { "content-type": "application/json", "retry-after": String(fault.retryAfter) });
+      res.end(JSON.stringify({ error: "kafka_unavailable", message: "injected by the test" }));
+      return;
+    }
+    const headers = {};
+    for (const h of ["authorization", "content-type", "x-zcdp-session"]) if (req.headers[h]) headers[h] = req.headers[h];
+    const r = await fetch(target + req.url, { method: req.method, headers, body: req.method === "GET" ? undefined : body });
+    const text = await r.text();
+    if (isBatch) batches.push({ at: Date.now(), status: r.status, ids });
+    const out = { "content-type": "application/json" };
+    if (r.headers.get("retry-after")) out["retry-after"] = r.headers.get("retry-after");
+    res.writeHead(r.status, out);
+    res.end(text);
+  });
+  const listen = (port) => new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  await listen(0);
+  const port = server.address().port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    batches,
+    faults,
+    /** Every delivered event id with the number of 200 answers that carried it. */
+    delivered() {
+      const n = new Map();
+      for (const b of batches) if (b.status === 200) for (const id of b.ids) n.set(id, (n.get(id) || 0) + 1);
+      return n;
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        server.close(resolve);
+        server.closeAllConnections();
+      }),
+    start: () => listen(port),
+  };
+}
+
+test("the SDK against zcdp up: a shopper's session ends up in the profile; the queue waits out a stopped gateway; Retry-After is honoured", { skip: !BIN && "set ZCDP_BIN to a zcdp binary to run it", timeout: 600e3 }, async () => {
+  const zcdp = await startZcdp();
+  const proxy = await startProxy(zcdp.http);
+  const errors = [];
+  let tracker;
+  try {
+    const secret = { authorization: `Bearer ${zcdp.keys.secret}`, "content-type": "application/json" };
+    // A Zalo user, as the simulator knows her: the access and phone tokens zmp-sdk would give.
+    const zaloId = `50${Date.now()}${Math.floor(Math.random() * 1e4)}`;
+    const phone = `849${String(Math.floor(Math.random() * 1e8)).padStart(8, "0")}`;
+    const user = await (await fetch(`${zcdp.sim}/sim/users`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ zalo_id: zaloId, phone }) })).json();
+    assert.ok(user.access_token && user.phone_token, JSON.stringify(Object.keys(user)));
+    const zmp = fakeZmp({ accessToken: user.access_token, phoneToken: user.phone_token, routeParams: { utm_source: "zalo_oa", utm_campaign: "tet-2027" } });
+    tracker = createTracker({ host: proxy.url, writeKey: zcdp.keys.write, zmp, flushIntervalMs: 300, onError: (e) => errors.push(e) });
+
+    // 1. The shopper: sign in, consent, traits, views, a cart, the phone; the order from the
+    // shop's server with the secret key.
+    const signed = await tracker.signIn();
+    assert.equal(signed.zaloId, zaloId);
+    tracker.consent("profile", true, "2026-09");
+    tracker.identify({ name: "Nguyễn Thị Lan", city: "Đà Nẵng" });
+    tracker.page("/home", { page_title: "Trang chủ" });
+    tracker.page("/product/cf-suada");
+    tracker.track("product_viewed", { product_id: "cf-suada", category: "coffee", price: 35000 });
+    tracker.page("/product/tea-dao");
+    tracker.track("product_viewed", { product_id: "tea-dao", category: "tea", price: 40000 });
+    tracker.track("cart_item_added", { cart_id: `cart-${zaloId}`, product_id: "cf-suada", quantity: 2, price: 35000 });
+    await tracker.sharePhone({ policyVersion: "2026-09" });
+    const order = {
+      sent_at: new Date().toISOString(),
+      events: [
+        {
+          event_id: crypto.randomUUID(),
+          type: "order_placed",
+          user: { zalo_id: zaloId },
+          properties: { order_id: `ord-${zaloId}`, cart_id: `cart-${zaloId}`, total: 70000, items: [{ product_id: "cf-suada", quantity: 2, price: 35000 }] },
+        },
+      ],
+    };
+    const placed = await fetch(`${zcdp.http}/v1/batch`, { method: "POST", headers: secret, body: JSON.stringify(order) });
+    assert.deepEqual(await placed.json(), { accepted: 1, rejected: [] });
+    assert.equal(await tracker.flush(), 0);
+
+    const profile = () => fetch(`${zcdp.http}/v1/users/${zaloId}/profile`, { headers: secret }).then((r) => (r.status === 200 ? r.json() : undefined));
+    const p = await waitFor(
+      async () => {
+        const p = await profile();
+        return p && p.product_views === 2 && p.cart_adds === 1 && p.orders === 1 && p.phone_verified === true && p.name ? p : undefined;
+      },
+      90e3,
+      "the shopper's profile",
+    );
+    assert.equal(p.zalo_id, zaloId);
+    assert.equal(p.phone, phone);
+    assert.equal(p.name, "Nguyễn Thị Lan");
+    assert.equal(p.revenue, 70000);
+    assert.equal(p.first_touch?.utm_source, "zalo_oa");
+    assert.equal(p.first_touch?.utm_campaign, "tet-2027");
+    assert.ok(p.anonymous_ids?.includes(tracker.anonymousId), `the device's anonymous id is linked: ${JSON.stringify(p.anonymous_ids)}`);
+    const consents = Object.fromEntries(p.consents.map((c) => [c.purpose, c.granted]));
+    assert.deepEqual(consents, { profile: true, phone: true });
+
+    // The user's own reads, under the session.
+    const me = await tracker.me();
+    assert.equal(me.name, "Nguyễn Thị Lan");
+    assert.equal(me.orders, 1);
+    assert.equal(JSON.stringify(me).includes(phone), false, "no phone in what the user reads of themselves");
+    const recs = await tracker.recommendations({ limit: 5 });
+    assert.equal(recs.user, zaloId);
+    assert.ok(Array.isArray(recs.items) && recs.items.length <= 5);
+
+    // 2. The gateway stops: events wait in the (fake) nativeStorage, then arrive once.
+    await proxy.stop();
+    const offline = [];
+    for (let i = 0; i < 5; i++) offline.push(tracker.track("product_viewed", { product_id: `offline-${i}`, price: 10000 }));
+    assert.ok((await tracker.flush()) >= 5, "the events wait");
+    await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
+    const waiting = storedQueue(zmp).map((e) => e.event_id);
+    for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+    await proxy.start();
+    await waitFor(() => offline.every((id) => proxy.delivered().has(id)), 120e3, "the queued events after the gateway came back");
+    assert.equal(await tracker.flush(), 0);
+    assert.deepEqual(storedQueue(zmp), []);
+    await waitFor(async () => (await profile())?.product_views === 7, 60e3, "7 product views in the profile");
+
+    // 3. A 503 with Retry-After: 2 — the SDK waits at least that long before sending again.
+    proxy.faults.push({ status: 503, retryAfter: 2 });
+    const late = tracker.track("search", { query: "trà sữa", results_count: 3 });
+    await tracker.flush();
+    await waitFor(() => proxy.delivered().has(late), 30e3, "the event after the 503");
+    const tries = proxy.batches.filter((b) => b.ids.includes(late));
+    assert.deepEqual(tries.map((b) => b.status), [503, 200]);
+    assert.ok(tries[1].at - tries[0].at >= 2000, `resent after ${tries[1].at - tries[0].at} ms`);
+
+    // Every event arrived exactly once, none was rejected.
+    for (const [id, n] of proxy.delivered()) assert.equal(n, 1, `event ${id} arrived ${n} times`);
+    assert.deepEqual(errors.filter((e) => e.kind !== "retry"), []);
+  } finally {
+    tracker?.close();
+    await proxy.stop().catch(() => {});
+    await zcdp.stop();
+  }
+});
