@@ -86,7 +86,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let topology = processors::topology(&process)?;
     let names = topology.processor_names().iter().map(|n| n.replace('_', " ")).collect::<Vec<_>>().join(", ");
-    let member = Member::start(&kafka, &process, topology, None).await?;
+    // Ready means processing: the first order after the keys are printed must not wait for the
+    // consumer group's first assignment (about 3 s), so this waits for a task to run (on the
+    // embedded cluster this member has them all, and they start together).
+    let (first_task, started) = tokio::sync::watch::channel(false);
+    let observer: processors::TaskObserver = std::sync::Arc::new(move |_: &str, _: i32, ev: processors::TaskEvent| {
+        if ev == processors::TaskEvent::Started {
+            first_task.send_replace(true);
+        }
+    });
+    let member = Member::start(&kafka, &process, topology, Some(observer)).await?;
+    let mut started = started;
+    if tokio::time::timeout(Duration::from_secs(30), started.wait_for(|s| *s)).await.is_err() {
+        tracing::warn!("no processor task running 30 s after start (another member of the group holds them?); going on");
+    }
     say(format!("zcdp: processors running ({names}); state in {}", process.data_dir.display()));
 
     let (listener, addr) = server::bind(&args.http.http).await?;
