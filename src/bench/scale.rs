@@ -159,6 +159,9 @@ async fn start_member(kafka: &Kafka, args: &ProcessArgs) -> anyhow::Result<Membe
 struct Replica {
     child: std::process::Child,
     base: String,
+    /// Times its consumer found its position gone (the embedded cluster pruned records it had
+    /// not read yet) and skipped ahead: records lost to the view.
+    skipped_ahead: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Replica {
@@ -171,7 +174,7 @@ impl Replica {
             .arg("--view-dir")
             .arg(view_dir)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .context("starting zcdp serve")?;
         let out = child.stdout.take().context("stdout")?;
@@ -184,7 +187,19 @@ impl Replica {
         };
         // Keep reading its output so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Replica { child, base })
+        let skipped_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let err = child.stderr.take().context("stderr")?;
+        let count = skipped_ahead.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("Offset out of range") {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        Ok(Replica { child, base, skipped_ahead })
     }
 
     fn rss_bytes(&self) -> u64 {
@@ -371,6 +386,7 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<()> {
         if n > 0.0 { sum / n * 1000.0 } else { f64::NAN }
     };
 
+    let replica_skipped = replica.skipped_ahead.load(std::sync::atomic::Ordering::Relaxed);
     drop(replica);
     let restored = if kafka.is_embedded() { None } else { Some(restore_all(&kafka, &process_args).await?) };
     let _ = std::fs::remove_dir_all(&args.data_dir);
@@ -416,7 +432,10 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<()> {
         rss_empty as f64 / 1e6,
         view_disk as f64 / users
     );
-    println!("| query view records read / written | {view_read} / {written} | — |");
+    println!(
+        "| query view records read / written; times it fell behind the cluster's window and skipped records | {view_read} / {written}; {} | — |",
+        replica_skipped
+    );
     println!(
         "| GET /v1/users/{{id}}/profile at 1,000/s (processors stopped), p50 / p99 ms | {:.2} / {:.2} | — |",
         quantile(&profile_lat, 0.5),

@@ -444,14 +444,15 @@ export function createTracker(options: TrackerOptions): Tracker {
   /** Sends what waits now, after any send under way (which may have missed the latest events). */
   const flushNow = (): Promise<number> => (running || Promise.resolve()).then(() => send(true), () => send(true));
 
-  // Flush when the app goes to the background: Zalo's AppPaused, and the page events where the
-  // webview has them.
+  // Flush when the app goes to the background or closes: Zalo's AppPaused and AppClose, and the
+  // page events where the webview has them.
   const onPause = () => void send(true, true);
   const onHidden = () => (globalThis as any).document?.visibilityState == "hidden" && onPause();
   const onNetwork = () => void send(true);
   const names = zmp.EventName || {};
   const listen: [string | undefined, () => void][] = [
     [names.AppPaused, onPause],
+    [names.AppClose, onPause],
     [names.NetworkChanged, onNetwork],
   ];
   for (const [n, f] of listen) n && zmp.events?.on(n, f);

@@ -71,6 +71,7 @@ async function startZcdp() {
 async function startProxy(target) {
   const batches = []; // { at, status, ids }
   const faults = []; // { status, retryAfter }
+  const paths = []; // [path, status] of every request forwarded
   const server = createServer(async (req, res) => {
     const chunks = [];
     for await (const c of req) chunks.push(c);
@@ -89,6 +90,7 @@ async function startProxy(target) {
     const r = await fetch(target + req.url, { method: req.method, headers, body: req.method === "GET" ? undefined : body });
     const text = await r.text();
     if (isBatch) batches.push({ at: Date.now(), status: r.status, ids });
+    paths.push([req.url, r.status]);
     const out = { "content-type": "application/json" };
     if (r.headers.get("retry-after")) out["retry-after"] = r.headers.get("retry-after");
     res.writeHead(r.status, out);
@@ -101,6 +103,7 @@ async function startProxy(target) {
     url: `http://127.0.0.1:${port}`,
     batches,
     faults,
+    paths,
     /** Every delivered event id with the number of 200 answers that carried it. */
     delivered() {
       const n = new Map();
@@ -116,7 +119,7 @@ async function startProxy(target) {
   };
 }
 
-test("the SDK against zcdp up: a shopper's session ends up in the profile; the queue waits out a stopped gateway; Retry-After is honoured", { skip: !BIN && "set ZCDP_BIN to a zcdp binary to run it", timeout: 600e3 }, async () => {
+test("the SDK against zcdp up: a shopper's session ends up in the profile; the queue waits out a stopped gateway; Retry-After is honoured", { skip: !BIN && "set ZCDP_BIN to a zcdp binary to run it", timeout: 600e3 }, async (t) => {
   const zcdp = await startZcdp();
   const proxy = await startProxy(zcdp.http);
   const errors = [];
@@ -144,6 +147,9 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
     tracker.track("product_viewed", { product_id: "tea-dao", category: "tea", price: 40000 });
     tracker.track("cart_item_added", { cart_id: `cart-${zaloId}`, product_id: "cf-suada", quantity: 2, price: 35000 });
     await tracker.sharePhone({ policyVersion: "2026-09" });
+    const exchanges = proxy.paths.filter(([path]) => path === "/v1/users/phone").map(([, status]) => status);
+    assert.equal(exchanges.at(-1), 200);
+    t.diagnostic(`phone exchange answers: ${exchanges.join(", ")}`);
     const order = {
       sent_at: new Date().toISOString(),
       events: [
@@ -175,6 +181,7 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
     assert.equal(p.first_touch?.utm_source, "zalo_oa");
     assert.equal(p.first_touch?.utm_campaign, "tet-2027");
     assert.ok(p.anonymous_ids?.includes(tracker.anonymousId), `the device's anonymous id is linked: ${JSON.stringify(p.anonymous_ids)}`);
+    t.diagnostic(`profile: ${p.product_views} product views, ${p.cart_adds} cart add, ${p.orders} order, phone verified, name and first touch set`);
     const consents = Object.fromEntries(p.consents.map((c) => [c.purpose, c.granted]));
     assert.deepEqual(consents, { profile: true, phone: true });
 
@@ -195,8 +202,10 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
     await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
     const waiting = storedQueue(zmp).map((e) => e.event_id);
     for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+    const down = Date.now();
     await proxy.start();
     await waitFor(() => offline.every((id) => proxy.delivered().has(id)), 120e3, "the queued events after the gateway came back");
+    t.diagnostic(`gateway back: the 5 queued events arrived ${Date.now() - down} ms later, after ${errors.filter((e) => e.code === "network_error").length} failed sends`);
     assert.equal(await tracker.flush(), 0);
     assert.deepEqual(storedQueue(zmp), []);
     await waitFor(async () => (await profile())?.product_views === 7, 60e3, "7 product views in the profile");
@@ -209,9 +218,11 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
     const tries = proxy.batches.filter((b) => b.ids.includes(late));
     assert.deepEqual(tries.map((b) => b.status), [503, 200]);
     assert.ok(tries[1].at - tries[0].at >= 2000, `resent after ${tries[1].at - tries[0].at} ms`);
+    t.diagnostic(`503 with Retry-After: 2 → resent after ${tries[1].at - tries[0].at} ms`);
 
     // Every event arrived exactly once, none was rejected.
     for (const [id, n] of proxy.delivered()) assert.equal(n, 1, `event ${id} arrived ${n} times`);
+    t.diagnostic(`${proxy.delivered().size} events, each delivered exactly once (${proxy.batches.length} batches)`);
     assert.deepEqual(errors.filter((e) => e.kind !== "retry"), []);
   } finally {
     tracker?.close();

@@ -1,7 +1,8 @@
 // A fake zmp-sdk (nativeStorage, tokens, events) and a fake gateway (a fetch that records each
 // request and answers as a handler says), for the unit tests.
 
-export const EventName = { AppPaused: "h5.event.paused", AppResumed: "h5.event.resumed", NetworkChanged: "h5.event.network_changed" };
+// The values of zmp-sdk 2.51's EventName.
+export const EventName = { AppPaused: "h5.event.paused", AppResumed: "h5.event.resumed", AppClose: "h5.event.action.close", NetworkChanged: "h5.event.connection.changed" };
 
 /** A fake `zmp` whose nativeStorage is `data` (a Map, shared between trackers to play a restart). */
 export function fakeZmp({ data = new Map(), accessToken = "tok-lan", phoneToken = "ph-84912345678", routeParams = {}, system } = {}) {

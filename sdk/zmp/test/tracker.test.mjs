@@ -171,7 +171,7 @@ test("the queue in nativeStorage survives a restart and is delivered once, by ev
   again.close();
 });
 
-test("AppPaused flushes at once (with keepalive); so do pagehide and visibilitychange to hidden", async () => {
+test("AppPaused flushes at once (with keepalive); so do AppClose, pagehide, visibilitychange to hidden and NetworkChanged", async () => {
   const zmp = fakeZmp();
   const gw = fakeGateway();
   const g = globalThis;
@@ -196,6 +196,12 @@ test("AppPaused flushes at once (with keepalive); so do pagehide and visibilityc
     g.document.visibilityState = "hidden";
     docListeners.visibilitychange();
     await waitFor(() => gw.batches().length === 3, 2000, "the batch on visibilitychange");
+    t.track("search", { query: "d" });
+    zmp.emit(EventName.AppClose);
+    await waitFor(() => gw.batches().length === 4, 2000, "the batch on AppClose");
+    t.track("search", { query: "e" });
+    zmp.emit(EventName.NetworkChanged, { isConnected: true });
+    await waitFor(() => gw.batches().length === 5, 2000, "the batch on NetworkChanged");
     t.close();
     assert.deepEqual(zmp.listeners.get(EventName.AppPaused), []);
     assert.equal(docListeners.visibilitychange, undefined);
@@ -317,8 +323,8 @@ test("the session is kept across a restart and opened again before it ends; a re
   const gw = fakeGateway((req) => {
     if (req.path !== "/v1/session") return;
     n++;
-    // The first session ends in 2 s: the SDK renews it within the last fifth of its life.
-    const ttl = n === 1 ? 2000 : 3600e3;
+    // The first session ends in 3 s: the SDK renews it within the last fifth of its life.
+    const ttl = n === 1 ? 3000 : 3600e3;
     return { body: { session: "s" + n, zalo_id: "lan", expires_at: new Date(Date.now() + ttl).toISOString() } };
   });
   const zmp = fakeZmp();
@@ -332,7 +338,7 @@ test("the session is kept across a restart and opened again before it ends; a re
   again.track("search", { query: "b" });
   await again.flush();
   assert.equal(gw.batches()[1].headers["x-zcdp-session"], "s1", "kept in nativeStorage");
-  await new Promise((r) => setTimeout(r, 1700));
+  await new Promise((r) => setTimeout(r, 2500));
   again.track("search", { query: "c" });
   await again.flush();
   assert.equal(n, 2, "renewed before it ended");
