@@ -236,6 +236,8 @@ export function createTracker(options: TrackerOptions): Tracker {
   let hardWait = false;
   let running: Promise<number> | undefined;
   let closed = false;
+  /** Bumped by reset(): a send or a sign-in begun before it must not act for the next user. */
+  let epoch = 0;
 
   // The queue is written once per turn of the event loop, however many events a turn tracks.
   let saving = false;
@@ -337,9 +339,11 @@ export function createTracker(options: TrackerOptions): Tracker {
   /** Opens a session with Zalo's access token. */
   async function open(): Promise<Session> {
     if (!zmp.getAccessToken) throw new ZcdpError("no_zmp_sdk", 0, "zmp.getAccessToken is missing");
+    const ep = epoch;
     const token = await zmp.getAccessToken({});
     const r = await request("POST", "/v1/session", JSON.stringify({ access_token: token }));
     if (r.status != 200) throw new ZcdpError(r.json.error || "session_failed", r.status, r.json.message);
+    if (ep != epoch) throw new ZcdpError("reset", 0, "reset() during sign-in");
     const o = now();
     let left = Date.parse(r.json.expires_at) - o;
     // A device clock far off: assume the gateway's default hour (a 401 renews it anyway).
@@ -392,14 +396,21 @@ export function createTracker(options: TrackerOptions): Tracker {
       schedule(waitUntil - now());
       return queue.length;
     }
+    const ep = epoch;
     let s = queue.length ? await current() : session;
     let renewed = false;
     for (;;) {
+      // After a reset() the old user's session is not used for what follows: start again.
+      if (ep != epoch) {
+        schedule(0);
+        return queue.length;
+      }
       const batch = pick(s);
       if (!batch.events.length) break;
       const body = `{"sent_at":${now()},"events":[${batch.body}]}`;
       const r = await request("POST", "/v1/batch", body, batch.withSession ? s : undefined, keepalive && utf8(body) < KEEPALIVE_BYTES);
-      if (r.status == 200) {
+      // A 200 without the gateway's answer (a captive portal, a proxy) is not a delivery.
+      if (r.status == 200 && typeof r.json.accepted == "number") {
         attempts = 0;
         waitUntil = 0;
         remove(batch.events);
@@ -415,9 +426,10 @@ export function createTracker(options: TrackerOptions): Tracker {
         s = await current();
         continue;
       }
-      if (!r.status || r.status == 408 || r.status == 429 || r.status >= 500) {
+      if (!r.status || r.status == 200 || r.status == 408 || r.status == 429 || r.status >= 500) {
         attempts++;
-        const delay = r.after ?? backoff(attempts);
+        // Retry-After as asked, but never a busy loop on `0` or a date in the past.
+        const delay = r.after != null ? Math.max(r.after, 1000) : backoff(attempts);
         hardWait = r.after != null;
         waitUntil = now() + delay;
         report({ kind: "retry", code: r.json.error || "http_" + r.status, status: r.status, count: batch.events.length, delay });
@@ -519,7 +531,8 @@ export function createTracker(options: TrackerOptions): Tracker {
         // 5xx is retried a few times: the user is waiting.
         if (why == "invalid_session") drop();
         const again = (why == "no_consent" && consents.phone) || !r.status || r.status == 429 || r.status >= 500 || why == "invalid_session";
-        if (!again || i >= 6) throw new ZcdpError(why, r.status, r.json.rejected?.[0]?.reason || r.json.message);
+        // The user is waiting: a long Retry-After is theirs to retry later, not a frozen tap.
+        if (!again || i >= 6 || (r.after ?? 0) > 5000) throw new ZcdpError(why, r.status, r.json.rejected?.[0]?.reason || r.json.message);
         await sleep(r.after ?? 250 * 2 ** i);
       }
     },
@@ -527,15 +540,17 @@ export function createTracker(options: TrackerOptions): Tracker {
     recommendations: (o) => read<Recommendations>("/v1/me/recommendations?limit=" + (o?.limit ?? 10)),
     flush: flushNow,
     reset() {
+      epoch++;
       anonymousId = uuid();
       set("aid", anonymousId);
       zaloId = undefined;
       set("uid");
       drop();
       for (const k in consents) delete consents[k];
-      // The user's identify and consent can no longer be sent under their session.
+      // The user's identify and consent can no longer be sent under their session (and must
+      // never go under the next user's).
       const before = queue.length;
-      queue = queue.filter((e) => !needsSession(e) || e.user.zalo_id);
+      queue = queue.filter((e) => !needsSession(e));
       if (queue.length < before) {
         report({ kind: "dropped", code: "reset", count: before - queue.length });
         save();

@@ -46,7 +46,7 @@ type Fields<D> = Simplify<
 export type Item = Fields<typeof ITEM>;
 
 /** identify's profile traits (stored only under the user's consent to purpose `profile`). */
-export type Traits = Fields<typeof TRAITS> & { [custom: string]: unknown };
+export type Traits = Fields<typeof TRAITS> & { [custom: string]: unknown } & { /** Refused from the write key: use sharePhone(). */ phone?: never };
 
 /** The properties each event type takes, by type. Keys the contract does not name are allowed
  * (the gateway keeps them in `properties.custom`). */

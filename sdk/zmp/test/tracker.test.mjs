@@ -442,6 +442,67 @@ test("reset(): no session, no user id, a new anonymous id; the user's unsent ide
   t.close();
 });
 
+test("reset() while a send is in flight: what is tracked after it never goes under the old user's session; their unsent identify is dropped", async () => {
+  let release;
+  const held = new Promise((r) => (release = r));
+  let first = true;
+  const gw = fakeGateway(async (req) => {
+    if (req.path === "/v1/batch" && first) {
+      first = false;
+      await held;
+    }
+    return undefined;
+  });
+  const { t, errors } = setup({ gw });
+  await t.signIn();
+  t.identify({ name: "Lan" });
+  t.track("search", { query: "lan's" });
+  const flushing = t.flush();
+  await waitFor(() => gw.batches().length === 1, 2000, "the first send");
+  t.reset();
+  t.identify({ name: "Minh" }); // the next person: waits for their own sign-in
+  const after = t.track("search", { query: "minh's" });
+  release();
+  await flushing;
+  await t.flush();
+  const sent = gw.batches().slice(1);
+  const minh = sent.flatMap((b) => b.body.events.map((e) => [b.headers["x-zcdp-session"], e]));
+  assert.ok(minh.some(([, e]) => e.event_id === after), "the search after reset() is sent");
+  for (const [session, e] of minh) {
+    assert.equal(session, undefined, `${e.type} after reset() went under the old session`);
+    assert.equal(e.user.zalo_id, undefined, `${e.type} after reset() names the old user`);
+  }
+  assert.ok(!minh.some(([, e]) => e.type === "identify"), "an identify without a session is not sent");
+  assert.deepEqual(errors.filter((e) => e.code === "reset").map((e) => e.count), [1], "the old user's unsent identify is dropped; the new user's waits for their sign-in");
+  t.close();
+});
+
+test("a 200 that is not the gateway's answer (a captive portal's page) is retried, not taken as delivered", async () => {
+  let portal = 1;
+  const gw = fakeGateway((req) => (req.path === "/v1/batch" && portal-- > 0 ? { status: 200, body: "<html>login</html>" } : undefined));
+  const { t, errors } = setup({ gw });
+  const id = t.track("search", { query: "a" });
+  assert.equal(await t.flush(), 1, "still queued");
+  await waitFor(() => gw.delivered().some((e) => e.event_id === id && gw.batches().length === 2), 5000, "the retry");
+  assert.equal(errors[0].kind, "retry");
+  t.close();
+});
+
+test("Retry-After: 0 waits a second instead of retrying at once", async () => {
+  let busy = 1;
+  const gw = fakeGateway((req) =>
+    req.path === "/v1/batch" && busy-- > 0 ? { status: 429, headers: { "retry-after": "0" }, body: { error: "rate_limited" } } : undefined,
+  );
+  const { t, errors } = setup({ gw });
+  t.track("search", { query: "a" });
+  await t.flush();
+  await waitFor(() => gw.delivered().length === 1, 4000, "the retry");
+  const [a, b] = gw.batches();
+  assert.ok(b.at - a.at >= 1000, `retried after ${b.at - a.at} ms`);
+  assert.equal(errors[0].delay, 1000);
+  t.close();
+});
+
 test("nothing personal is logged: no console output at all, and onError carries no traits, phone or token", async () => {
   const logged = [];
   const saved = {};
