@@ -5,11 +5,14 @@
 // ids of every batch the gateway answered 200 (so a repeat would show), can be stopped and
 // started again on the same port (the gateway, as the Mini App sees it, is down: connections are
 // refused), and can answer a 503 with Retry-After. The embedded Kafka cluster of `zcdp up` is
-// ephemeral, so stopping `zcdp up` itself would lose the profile the test reads.
+// ephemeral, so stopping `zcdp up` itself would lose the profile the test reads: the second test
+// does that on a real broker (tansu, which ./scripts/test provides as ZCDP_TEST_TANSU), whose
+// topics outlive the process.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,12 +21,13 @@ import { createTracker } from "../dist/index.js";
 import { fakeZmp, storedQueue, waitFor } from "./fake.mjs";
 
 const BIN = process.env.ZCDP_BIN;
+const TANSU = process.env.ZCDP_TEST_TANSU;
 
 /** Starts `zcdp up` on a free port and reads what it prints: the HTTP address, the simulator's
  * address and the keys (`<kind> key for app <app>: <key>`). */
-async function startZcdp() {
-  const dir = mkdtempSync(join(tmpdir(), "zcdp-sdk-e2e-"));
-  const child = spawn(BIN, ["up", "--http", "127.0.0.1:0", "--data-dir", dir], {
+async function startZcdp(flags = [], given = undefined) {
+  const dir = given ?? mkdtempSync(join(tmpdir(), "zcdp-sdk-e2e-"));
+  const child = spawn(BIN, ["up", "--http", "127.0.0.1:0", "--data-dir", dir, ...flags], {
     env: { ...process.env, ZCDP_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -54,7 +58,7 @@ async function startZcdp() {
   }
   assert.ok(up.http && up.sim && up.keys.write && up.keys.secret, `zcdp printed its address, simulator and keys: ${JSON.stringify({ ...up, child: undefined })}`);
   await waitFor(async () => (await fetch(up.http + "/readyz").catch(() => ({}))).status === 200, 60e3, "GET /readyz 200");
-  up.stop = async () => {
+  up.stop = async ({ keep = false } = {}) => {
     if (child.exitCode === null) {
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
@@ -62,13 +66,14 @@ async function startZcdp() {
       await exited;
       clearTimeout(killer);
     }
-    rmSync(dir, { recursive: true, force: true });
+    if (!keep) rmSync(dir, { recursive: true, force: true });
   };
   return up;
 }
 
 /** The counting proxy in front of the gateway. */
 async function startProxy(target) {
+  let to = target;
   const batches = []; // { at, status, ids }
   const faults = []; // { status, retryAfter }
   const paths = []; // [path, status] of every request forwarded
@@ -87,7 +92,14 @@ async function startProxy(target) {
     }
     const headers = {};
     for (const h of ["authorization", "content-type", "x-zcdp-session"]) if (req.headers[h]) headers[h] = req.headers[h];
-    const r = await fetch(target + req.url, { method: req.method, headers, body: req.method === "GET" ? undefined : body });
+    let r;
+    try {
+      r = await fetch(to + req.url, { method: req.method, headers, body: req.method === "GET" ? undefined : body });
+    } catch {
+      // The gateway behind is down: so is the connection, as the Mini App would see it.
+      req.socket.destroy();
+      return;
+    }
     const text = await r.text();
     if (isBatch) batches.push({ at: Date.now(), status: r.status, ids });
     paths.push([req.url, r.status]);
@@ -116,6 +128,35 @@ async function startProxy(target) {
         server.closeAllConnections();
       }),
     start: () => listen(port),
+    /** Forwards to another gateway address (zcdp started again). */
+    setTarget: (url) => (to = url),
+  };
+}
+
+/** A tansu broker on a free port, its data in a fresh SQLite file. */
+async function startTansu() {
+  const dir = mkdtempSync(join(tmpdir(), "zcdp-sdk-tansu-"));
+  const port = await new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+  const addr = `127.0.0.1:${port}`;
+  const url = `tcp://${addr}`;
+  const child = spawn(TANSU, ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "sqlite://tansu.db"], {
+    cwd: dir,
+    env: { ...process.env, RUST_LOG: "warn" },
+    stdio: "ignore",
+  });
+  const open = () => new Promise((resolve) => connect(port, "127.0.0.1").on("connect", function () { this.end(); resolve(true); }).on("error", () => resolve(false)));
+  await waitFor(open, 30e3, `tansu listening on ${addr}`);
+  return {
+    addr,
+    stop() {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
@@ -228,5 +269,57 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
     tracker?.close();
     await proxy.stop().catch(() => {});
     await zcdp.stop();
+  }
+});
+
+test("zcdp itself stopped and started again, on a real broker that keeps its topics: the events wait in nativeStorage and arrive exactly once", { skip: (!BIN || !TANSU) && "set ZCDP_BIN and ZCDP_TEST_TANSU (a tansu broker) to run it", timeout: 600e3 }, async (t) => {
+  const broker = await startTansu();
+  const dir = mkdtempSync(join(tmpdir(), "zcdp-sdk-e2e-"));
+  const flags = ["--brokers", broker.addr, "--partitions", "3", "--replication-factor", "1"];
+  let zcdp = await startZcdp(flags, dir);
+  const proxy = await startProxy(zcdp.http);
+  const errors = [];
+  let tracker;
+  try {
+    const secret = () => ({ authorization: `Bearer ${zcdp.keys.secret}` });
+    const zaloId = `51${Date.now()}${Math.floor(Math.random() * 1e4)}`;
+    const user = await (await fetch(`${zcdp.sim}/sim/users`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ zalo_id: zaloId }) })).json();
+    const zmp = fakeZmp({ accessToken: user.access_token, phoneToken: user.phone_token });
+    tracker = createTracker({ host: proxy.url, writeKey: zcdp.keys.write, zmp, flushIntervalMs: 300, onError: (e) => errors.push(e) });
+    const views = async () => {
+      const r = await fetch(`${zcdp.http}/v1/users/${zaloId}/profile`, { headers: secret() }).catch(() => undefined);
+      return r?.status === 200 ? (await r.json()).product_views : undefined;
+    };
+    await tracker.signIn();
+    tracker.track("product_viewed", { product_id: "before", price: 10000 });
+    assert.equal(await tracker.flush(), 0);
+    await waitFor(async () => (await views()) === 1, 90e3, "the first view in the profile");
+
+    // zcdp stops (SIGTERM): the gateway is gone; the shopper goes on browsing.
+    const write = zcdp.keys.write;
+    await zcdp.stop({ keep: true });
+    const offline = [];
+    for (let i = 0; i < 5; i++) offline.push(tracker.track("product_viewed", { product_id: `offline-${i}`, price: 10000 }));
+    assert.ok((await tracker.flush()) >= 5, "the events wait");
+    await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
+    const waiting = storedQueue(zmp).map((e) => e.event_id);
+    for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+
+    // zcdp starts again on the same broker and data dir (the same keys and session secret).
+    zcdp = await startZcdp(flags, dir);
+    assert.equal(zcdp.keys.write, write, "the same keys after the restart");
+    proxy.setTarget(zcdp.http);
+    const down = Date.now();
+    await waitFor(() => offline.every((id) => proxy.delivered().has(id)), 120e3, "the queued events after zcdp came back");
+    t.diagnostic(`zcdp back: the 5 queued events arrived ${Date.now() - down} ms after it was running again`);
+    assert.deepEqual(storedQueue(zmp), []);
+    await waitFor(async () => (await views()) === 6, 120e3, "6 product views in the profile");
+    for (const [id, n] of proxy.delivered()) assert.equal(n, 1, `event ${id} arrived ${n} times`);
+    assert.deepEqual(errors.filter((e) => e.kind !== "retry"), []);
+  } finally {
+    tracker?.close();
+    await proxy.stop().catch(() => {});
+    await zcdp.stop();
+    broker.stop();
   }
 });
