@@ -8,7 +8,8 @@
 //! - `a` + topic key (`app/segment/user`): a segment member (byte order = user order within a
 //!   segment, which paging relies on);
 //! - `o` + topic + `\0` + partition: the next offset to read there;
-//! - `mcluster`, `msaved`: the cluster the records came from and when the last one was written.
+//! - `mcluster`, `msaved`: the cluster the records came from, and when the view last had read
+//!   the topics to their end (the resume's age check: a tombstone written since then is younger).
 //!
 //! Every record is written together with its partition's next offset, in one batch. Without a
 //! write-ahead log RocksDB loses the unflushed tail at a crash, but what it keeps is a prefix of
@@ -27,7 +28,8 @@ const CLUSTER: &[u8] = b"mcluster";
 const SAVED: &[u8] = b"msaved";
 
 pub struct ViewDb {
-    db: DB,
+    /// Dropped by hand, before a temporary directory is removed.
+    db: std::mem::ManuallyDrop<DB>,
     path: PathBuf,
     /// Removed when the view is dropped (a view without `--view-dir`).
     temporary: bool,
@@ -68,7 +70,7 @@ impl ViewDb {
         table.set_cache_index_and_filter_blocks(true);
         opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, &path).with_context(|| format!("opening the query view's RocksDB at {}", path.display()))?;
-        Ok(ViewDb { db, path, temporary })
+        Ok(ViewDb { db: std::mem::ManuallyDrop::new(db), path, temporary })
     }
 
     pub fn path(&self) -> &Path {
@@ -88,7 +90,6 @@ impl ViewDb {
         }
         if let Some((topic, partition, offset)) = read {
             batch.put(offset_key(topic, partition), (offset + 1).to_be_bytes());
-            batch.put(SAVED, schemas::time::now_ms().to_be_bytes());
         }
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
@@ -144,7 +145,18 @@ impl ViewDb {
         Ok(out)
     }
 
-    /// The cluster the records came from and when the last one was written, if any was.
+    /// Notes that the view has now read the topics to their end. Without the write-ahead log, like
+    /// the records: after a crash the time kept is never newer than the records kept.
+    pub fn mark_caught_up(&self) -> anyhow::Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put(SAVED, schemas::time::now_ms().to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// The cluster the records came from and when the view last had read the topics to their end.
     pub fn origin(&self) -> anyhow::Result<(Option<String>, Option<i64>)> {
         let cluster = self.db.get(CLUSTER)?.map(|c| String::from_utf8_lossy(&c).into_owned());
         let saved = self.db.get(SAVED)?.and_then(|v| v.try_into().ok().map(i64::from_be_bytes));
@@ -169,10 +181,13 @@ impl ViewDb {
 
 impl Drop for ViewDb {
     fn drop(&mut self) {
+        if !self.temporary {
+            let _ = self.db.flush();
+        }
+        // SAFETY: `db` is not used again: this is the end of the value.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
         if self.temporary {
             let _ = std::fs::remove_dir_all(&self.path);
-        } else {
-            let _ = self.db.flush();
         }
     }
 }

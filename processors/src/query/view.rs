@@ -113,10 +113,12 @@ impl View {
             // A record counts only under its own app's key (`zcdp topics migrate-keys` moves
             // those of a version before app-keyed topics).
             Some(Ok(r)) if r.key() == key => Some(r),
-            Some(Ok(_)) => return self.db.read(at.0, at.1, at.2),
+            // Kafka's latest value for the key is not a record the view can use (under another
+            // key, or undecodable): the key holds nothing, as after a tombstone.
+            Some(Ok(_)) => None,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record skipped");
-                return self.db.read(at.0, at.1, at.2);
+                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record; its key is left empty");
+                None
             }
         };
         let mut tallies = self.tallies.write().expect("view lock");
@@ -141,10 +143,10 @@ impl View {
         let member = match payload.map(schemas::codec::decode::<AudienceChange>) {
             None => None,
             Some(Ok(c)) if c.key() == key => c.member.then_some(payload).flatten(),
-            Some(Ok(_)) => return self.db.read(at.0, at.1, at.2),
+            Some(Ok(_)) => None,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record skipped");
-                return self.db.read(at.0, at.1, at.2);
+                tracing::warn!(error = %e, topic = at.0, partition = at.1, offset = at.2, "query view: undecodable record; its key is left empty");
+                None
             }
         };
         let mut sizes = self.segment_sizes.write().expect("view lock");
@@ -168,8 +170,9 @@ impl View {
 
     /// Rebuilds the tallies and segment sizes from the records kept on disk (a resumed view).
     fn rebuild(&self) -> anyhow::Result<(usize, usize, usize)> {
-        let mut tallies = self.tallies.write().expect("view lock");
-        let mut sizes = self.segment_sizes.write().expect("view lock");
+        // Built aside and swapped in: lookups meanwhile wait on no lock.
+        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        let mut sizes: HashMap<(String, String), usize> = HashMap::new();
         let (mut profiles, mut interests, mut members) = (0, 0, 0);
         for (kind, n) in [(PROFILE, &mut profiles), (INTERESTS, &mut interests)] {
             self.db.scan(kind, "", None, |k, v| {
@@ -187,6 +190,8 @@ impl View {
             }
             true
         })?;
+        *self.tallies.write().expect("view lock") = tallies;
+        *self.segment_sizes.write().expect("view lock") = sizes;
         Ok((profiles, interests, members))
     }
 
@@ -340,7 +345,9 @@ impl View {
             (None, _) => Some("the cluster has no id (the embedded cluster is new at every start)"),
             (Some(c), Some(k)) if c != k => Some("they came from another cluster"),
             (_, None) => Some("they do not say which cluster they came from"),
-            _ if !fresh => Some("they are older than 12 hours (a tombstone since may be compacted away)"),
+            _ if !fresh => {
+                Some("the view last read the topics to their end over 12 hours ago, or never (a tombstone since may be compacted away)")
+            }
             _ => {
                 let from = offsets.iter().map(|(t, p, o)| ((t.clone(), *p), *o)).collect();
                 match kafka.tail_from(&KEPT.map(|t| t.name()), "query", &from)? {
@@ -369,16 +376,28 @@ impl View {
     /// activity (in memory) from the beginning, always.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
         let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::CampaignResults, Topic::Activity];
-        let mut kept = match self.resume(&kafka)? {
+        // Metadata calls, RocksDB reads and the rebuild block: off the async workers.
+        let resumed = {
+            let (view, kafka) = (self.clone(), kafka.clone());
+            tokio::task::spawn_blocking(move || view.resume(&kafka)).await??
+        };
+        let mut kept = match resumed {
             Some(t) => t,
             None => kafka.tail(&KEPT.map(|t| t.name()), "query")?,
         };
+        let mut marked = std::time::Instant::now();
         let mut small = kafka.tail(&[Topic::CampaignResults.name(), Topic::Activity.name()], "query")?;
         if kept.caught_up() && small.caught_up() {
             self.refresh();
             self.caught_up.store(true, Ordering::Release);
+            self.db.mark_caught_up()?;
         }
         loop {
+            // Following live once caught up: the time kept says how recent the view is.
+            if self.caught_up() && marked.elapsed() >= Duration::from_secs(60) {
+                self.db.mark_caught_up()?;
+                marked = std::time::Instant::now();
+            }
             let msg = tokio::select! {
                 m = kept.next(Duration::from_secs(1)) => m,
                 m = small.next(Duration::from_secs(1)) => m,
@@ -414,6 +433,8 @@ impl View {
                 tracing::info!(records = self.records_read(), "query view caught up");
                 self.refresh();
                 self.caught_up.store(true, Ordering::Release);
+                self.db.mark_caught_up()?;
+                marked = std::time::Instant::now();
             }
         }
     }
