@@ -296,9 +296,9 @@ name = "vip_promo"
 trigger = "segment_entered"
 segment = "high_value"
 purpose = "marketing"
-channel = "oa_promotion"
-title = "Ưu đãi VIP"
-text = "Chào {name}"
+channel = "oa_template"
+template_id = "vip_v1"
+data = { customer_name = "{name}" }
 "#;
 
 fn entered(user: &str, at: i64) -> AudienceChange {
@@ -331,7 +331,7 @@ async fn a_promotion_at_night_waits_for_six_and_the_monthly_quota_holds() {
     assert!(env.sim.received().is_empty());
     env.now.store(six_am, Ordering::SeqCst);
     let got = eventually(Duration::from_secs(30), "the promotion at 06:00", || async { env.sim.received().first().cloned() }).await;
-    assert_eq!((got.kind.as_str(), got.to.as_str(), got.error, got.at), ("promotion", "oa-vip", 0, six_am));
+    assert_eq!((got.kind.as_str(), got.to.as_str(), got.error, got.at), ("template", "oa-vip", 0, six_am));
     // Entering again later this month (Basic package: one promotion a month).
     env.now.store(six_am + 2 * 24 * HOUR, Ordering::SeqCst);
     env.put_audience(&entered("vip", six_am + 2 * 24 * HOUR)).await;

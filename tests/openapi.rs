@@ -20,6 +20,7 @@ const ROUTE_FILES: &[&str] = &[
     "ingest/src/zalo_hooks.rs",
     "ingest/src/schema_api.rs",
     "processors/src/query/mod.rs",
+    "processors/src/query/admin.rs",
     "src/server.rs",
 ];
 

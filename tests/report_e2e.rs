@@ -164,7 +164,7 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
     let shown = numbers(rendered);
 
     // Every panel has data.
-    for prefix in ["users", "dau", "mau", "events.", "funnel.", "cohort.", "product.", "category.", "segment.", "carts.", "campaign."] {
+    for prefix in ["users", "dau", "mau", "events.", "funnel.", "cohort.", "product.", "category.", "segment.", "carts.", "campaign.", "lift."] {
         assert!(shown.keys().any(|k| k.starts_with(prefix)), "no {prefix} number on the page");
     }
     assert!(!rendered.contains("no data yet") && !rendered.contains("no campaign has run yet"), "an empty panel: {rendered}");
@@ -207,6 +207,25 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
         }
         for (r, n) in c["suppressed"].as_object().unwrap() {
             want.insert(format!("campaign.{name}.suppressed.{r}"), n.clone());
+        }
+        if let Some(l) = c["lift"].as_object() {
+            for k in [
+                "treatment",
+                "control",
+                "treatment_conversion_rate",
+                "control_conversion_rate",
+                "absolute_lift",
+                "relative_lift",
+                "incremental_orders",
+                "incremental_revenue_vnd",
+                "cost_per_incremental_order_vnd",
+            ] {
+                want.insert(format!("lift.{name}.{k}"), l[k].clone());
+            }
+            for k in ["absolute_lift_ci95", "relative_lift_ci95"] {
+                want.insert(format!("lift.{name}.{k}.lo"), l[k].get(0).cloned().unwrap_or(Value::Null));
+                want.insert(format!("lift.{name}.{k}.hi"), l[k].get(1).cloned().unwrap_or(Value::Null));
+            }
         }
         triggered += c["carts_triggered"].as_i64().unwrap();
         recovered += c["carts_recovered"].as_i64().unwrap();

@@ -14,6 +14,13 @@
 //! twice). ZNS delivery receipts carry a 16-hex prefix of the message id; they are matched to the
 //! user's recent messages, and not counted when none matches.
 //!
+//! Lift (docs/messaging.md, *Lift*): the first record of a campaign's decision on an occurrence
+//! is the user's entry, in the control group when it is `held_out` and in the treatment group
+//! otherwise (whatever the policy decided: intention to treat). An order within the window
+//! converts the latest entry of each campaign before it (once) and counts as one of its group's
+//! orders. Entries are kept per user under their own key, the groups' counts per campaign under
+//! theirs (state written before them still reads).
+//!
 //! Per campaign, the task's totals are a state of their own; at each commit the changed ones go
 //! to the compacted `zmp.campaign-results.v1`, key `app/campaign/partition`. Readers (the query
 //! API) sum over partitions.
@@ -56,6 +63,17 @@ struct CartSeen {
     trigger_id: String,
     at: i64,
     recovered: bool,
+}
+
+/// One entry of the user into a campaign (a trigger occurrence the campaign decided on), in the
+/// treatment group or held out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Entered {
+    campaign: String,
+    trigger_id: String,
+    at: i64,
+    control: bool,
+    converted: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -104,16 +122,48 @@ struct Totals {
     recovered_revenue_vnd: i64,
 }
 
-/// One store, two kinds of keys: users (`app 0x1F user`) and campaigns (`0x00 app 0x1F campaign`).
+/// A campaign's two groups (docs/messaging.md, *Lift*).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Lift {
+    held_out: i64,
+    entrants: [i64; 2],
+    converted: [i64; 2],
+    orders: [i64; 2],
+    revenue_vnd: [i64; 2],
+}
+
+/// Index of a group in [`Lift`]'s pairs.
+fn group(control: bool) -> usize {
+    usize::from(control)
+}
+
+/// One store, four kinds of keys: users (`app 0x1F user`), campaigns (`0x00 app 0x1F
+/// campaign`), users' campaign entries (`0x01 app 0x1F user`) and campaigns' groups (`0x02 app
+/// 0x1F campaign`). (The last two came with holdout groups; kept apart so the state written
+/// before them still reads: new variants go at the end.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Entry {
     User(UserState),
     Campaign(Totals),
+    Entries(Vec<Entered>),
+    Lift(Lift),
 }
 
 fn campaign_key(app: &str, campaign: &str) -> Vec<u8> {
-    let mut k = vec![0u8];
-    k.extend_from_slice(&user_key(app, campaign));
+    prefixed(0, app, campaign)
+}
+
+fn entries_key(app: &str, user: &str) -> Vec<u8> {
+    prefixed(1, app, user)
+}
+
+fn lift_key(app: &str, campaign: &str) -> Vec<u8> {
+    prefixed(2, app, campaign)
+}
+
+fn prefixed(kind: u8, app: &str, name: &str) -> Vec<u8> {
+    let mut k = vec![kind];
+    k.extend_from_slice(&user_key(app, name));
     k
 }
 
@@ -137,6 +187,34 @@ impl CampaignResults {
     fn put_user(&mut self, ctx: &Ctx<'_>, app: &str, user: &str, state: UserState) -> anyhow::Result<()> {
         *self.cache.entry(ctx.db, &user_key(app, user))? = Some(Entry::User(state));
         Ok(())
+    }
+
+    fn entries(&mut self, ctx: &Ctx<'_>, app: &str, user: &str) -> anyhow::Result<Vec<Entered>> {
+        Ok(match self.cache.entry(ctx.db, &entries_key(app, user))?.take() {
+            Some(Entry::Entries(e)) => e,
+            _ => Vec::new(),
+        })
+    }
+
+    /// Keeps a user's entries that an order can still be credited to (the window, a day, and
+    /// the newest [`MEMORY`]); none left: the key goes.
+    fn put_entries(&mut self, ctx: &Ctx<'_>, app: &str, user: &str, mut entries: Vec<Entered>, latest: i64) -> anyhow::Result<()> {
+        let horizon = latest.saturating_sub(self.window_ms + DAY_MS);
+        entries.retain(|e| e.at >= horizon);
+        keep_newest(&mut entries);
+        *self.cache.entry(ctx.db, &entries_key(app, user))? = (!entries.is_empty()).then_some(Entry::Entries(entries));
+        Ok(())
+    }
+
+    fn lift(&mut self, ctx: &Ctx<'_>, app: &str, campaign: &str, at: i64) -> anyhow::Result<&mut Lift> {
+        // The campaign's totals carry `as_of`, and make it written at the next commit.
+        self.totals(ctx, app, campaign, at)?;
+        let slot = self.cache.entry(ctx.db, &lift_key(app, campaign))?;
+        if !matches!(slot, Some(Entry::Lift(_))) {
+            *slot = Some(Entry::Lift(Lift::default()));
+        }
+        let Some(Entry::Lift(l)) = slot else { unreachable!("just set") };
+        Ok(l)
     }
 
     fn totals(&mut self, ctx: &Ctx<'_>, app: &str, campaign: &str, at: i64) -> anyhow::Result<&mut Totals> {
@@ -178,6 +256,26 @@ impl CampaignResults {
                 state.messages.len() - 1
             }
         };
+        // The first record of a campaign's decision on an occurrence is the user's entry; a
+        // held_out record puts it in the control group. Order updates answer an order: no entry.
+        let control = m.is(MessageStatus::HeldOut);
+        if m.trigger != ORDER_STATUS_TRIGGER && m.status().is_some() {
+            let mut entries = self.entries(ctx, app, &m.user_key)?;
+            if !entries.iter().any(|e| e.trigger_id == m.trigger_id && e.campaign == m.campaign) {
+                entries.push(Entered {
+                    campaign: m.campaign.clone(),
+                    trigger_id: m.trigger_id.clone(),
+                    at: m.at,
+                    control,
+                    converted: false,
+                });
+                let lift = self.lift(ctx, app, &m.campaign, m.at)?;
+                lift.entrants[group(control)] += 1;
+                // Counted with the entry: a replayed held_out record is not another.
+                lift.held_out += i64::from(control);
+            }
+            self.put_entries(ctx, app, &m.user_key, entries, state.latest)?;
+        }
         if m.trigger == CART_TRIGGER && !state.carts.iter().any(|c| c.trigger_id == m.trigger_id && c.campaign == m.campaign) {
             state.carts.push(CartSeen { campaign: m.campaign.clone(), trigger_id: m.trigger_id.clone(), at: m.at, recovered: false });
             self.totals(ctx, app, &m.campaign, m.at)?.carts_triggered += 1;
@@ -228,6 +326,26 @@ impl CampaignResults {
             totals.conversions += 1;
             totals.revenue_vnd = totals.revenue_vnd.saturating_add(total);
         }
+        // Each campaign's latest entry within the window before the order: its group gets the
+        // order (and, the first time, the conversion).
+        let mut entries = self.entries(ctx, app, user)?;
+        let mut campaigns: Vec<String> = entries.iter().filter(|e| within(e.at)).map(|e| e.campaign.clone()).collect();
+        campaigns.sort();
+        campaigns.dedup();
+        for campaign in campaigns {
+            let Some(entry) = entries.iter_mut().filter(|e| e.campaign == campaign && within(e.at)).max_by_key(|e| e.at) else {
+                continue;
+            };
+            let (g, first) = (group(entry.control), !entry.converted);
+            entry.converted = true;
+            let lift = self.lift(ctx, app, &campaign, t)?;
+            lift.orders[g] += 1;
+            lift.revenue_vnd[g] = lift.revenue_vnd[g].saturating_add(total);
+            if first {
+                lift.converted[g] += 1;
+            }
+        }
+        self.put_entries(ctx, app, user, entries, state.latest)?;
         if let Some(cart) = state.carts.iter_mut().filter(|c| !c.recovered && within(c.at)).max_by_key(|c| c.at) {
             cart.recovered = true;
             let campaign = cart.campaign.clone();
@@ -253,6 +371,7 @@ impl Processor for CampaignResults {
         if event.is_forget() {
             // The user's trail goes; the campaigns' totals are counts without personal data.
             *self.cache.entry(ctx.db, &user_key(event.app_id(), &event.user().key))? = None;
+            *self.cache.entry(ctx.db, &entries_key(event.app_id(), &event.user().key))? = None;
             return Ok(());
         }
         match event {
@@ -267,13 +386,22 @@ impl Processor for CampaignResults {
     }
 
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-        let mut out = Vec::new();
+        // Every change of a campaign's groups touches its totals too (`lift`): the dirty totals
+        // are the campaigns to write.
+        let mut changed = Vec::new();
         for (key, entry) in self.cache.dirty_keys() {
             let (Some(Entry::Campaign(t)), Some(rest)) = (entry, key.strip_prefix(&[0u8])) else { continue };
             let Some((app, campaign)) = crate::runtime::processor::split_user_key(rest) else { continue };
-            out.push(CampaignResult {
-                app_id: app.to_string(),
-                campaign: campaign.to_string(),
+            changed.push((app.to_string(), campaign.to_string(), t.clone()));
+        }
+        for (app, campaign, t) in changed {
+            let lift = match self.cache.get(ctx.db, &lift_key(&app, &campaign))? {
+                Some(Entry::Lift(l)) => l.clone(),
+                _ => Lift::default(),
+            };
+            let r = CampaignResult {
+                app_id: app,
+                campaign,
                 partition: ctx.task as i64,
                 as_of: t.as_of,
                 window_ms: self.window_ms,
@@ -289,9 +417,16 @@ impl Processor for CampaignResults {
                 carts_triggered: t.carts_triggered,
                 carts_recovered: t.carts_recovered,
                 recovered_revenue_vnd: t.recovered_revenue_vnd,
-            });
-        }
-        for r in out {
+                held_out: lift.held_out,
+                entrants_treatment: lift.entrants[0],
+                entrants_control: lift.entrants[1],
+                converted_treatment: lift.converted[0],
+                converted_control: lift.converted[1],
+                orders_treatment: lift.orders[0],
+                orders_control: lift.orders[1],
+                revenue_treatment_vnd: lift.revenue_vnd[0],
+                revenue_control_vnd: lift.revenue_vnd[1],
+            };
             ctx.emit(&r.key(), &r)?;
         }
         Ok(())
@@ -436,5 +571,33 @@ mod tests {
         h.feed(order("u", T0 + 2, "o1", None, 1000));
         let r = &h.results()["cart"];
         assert_eq!((r.sent, r.conversions), (1, 0));
+    }
+
+    /// Each entry counts once in its group (held_out: control; any other first record:
+    /// treatment, whatever the policy decided); an order within the window converts the latest
+    /// entry of each campaign before it, once; a later order of the same entry is one more order.
+    #[test]
+    fn entries_count_in_their_group_and_orders_convert_the_latest_entry_once() {
+        let mut h = Harness::new();
+        // Treatment: a sent (with its sending first) and a suppressed; control: two held out.
+        h.msg("t1", "cart", "a", "sending", None, 0, T0);
+        h.msg("t1", "cart", "a", "sent", None, 55, T0);
+        h.msg("t2", "cart", "b", "suppressed", Some("no_consent"), 0, T0);
+        h.msg("c1", "cart", "c", "held_out", None, 0, T0);
+        h.msg("c2", "cart", "d", "held_out", None, 0, T0);
+        // A replayed held_out record is not a second entry.
+        h.msg("c1", "cart", "c", "held_out", None, 0, T0 + 1);
+        // t1 orders twice in the window (one conversion, two orders); c1 once; c2 after it.
+        h.feed(order("t1", T0 + H, "o1", None, 100_000));
+        h.feed(order("t1", T0 + 2 * H, "o2", None, 50_000));
+        h.feed(order("c1", T0 + H, "o3", None, 80_000));
+        h.feed(order("c2", T0 + 73 * H, "o4", None, 70_000));
+        let r = &h.results()["cart"];
+        assert_eq!((r.entrants_treatment, r.entrants_control, r.held_out), (2, 2, 2));
+        assert_eq!((r.converted_treatment, r.converted_control), (1, 1));
+        assert_eq!((r.orders_treatment, r.orders_control), (2, 1));
+        assert_eq!((r.revenue_treatment_vnd, r.revenue_control_vnd), (150_000, 80_000));
+        // The held-out user's order is nobody's last-touch conversion.
+        assert_eq!((r.conversions, r.revenue_vnd), (2, 150_000));
     }
 }

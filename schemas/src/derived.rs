@@ -228,10 +228,13 @@ pub enum MessageStatus {
     Deferred,
     /// Zalo's delivery receipt for a ZNS message (from the webhook).
     Delivered,
+    /// The user is in the campaign's holdout group for this entry: nothing is sent (cost 0);
+    /// the entry counts in the control group's conversions.
+    HeldOut,
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 7] = [
+    pub const ALL: [MessageStatus; 8] = [
         MessageStatus::Sending,
         MessageStatus::Sent,
         MessageStatus::Failed,
@@ -239,6 +242,7 @@ impl MessageStatus {
         MessageStatus::Suppressed,
         MessageStatus::Deferred,
         MessageStatus::Delivered,
+        MessageStatus::HeldOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -250,6 +254,7 @@ impl MessageStatus {
             MessageStatus::Suppressed => "suppressed",
             MessageStatus::Deferred => "deferred",
             MessageStatus::Delivered => "delivered",
+            MessageStatus::HeldOut => "held_out",
         }
     }
 
@@ -284,6 +289,8 @@ pub struct MessageEvent {
     pub template_id: Option<String>,
     pub zalo_message_id: Option<String>,
     pub data: Option<String>,
+    /// The campaign definition's version the decision was taken under (None: before versions).
+    pub campaign_version: Option<i64>,
 }
 
 crate::avro_record!(MessageEvent {
@@ -304,6 +311,7 @@ crate::avro_record!(MessageEvent {
     template_id,
     zalo_message_id,
     data,
+    campaign_version,
 });
 impl Record for MessageEvent {
     const TOPIC: Topic = Topic::Messages;
@@ -339,6 +347,36 @@ pub struct AuditRecord {
 crate::avro_record!(AuditRecord { request_id, app_id, action, user_key, key_id, at });
 impl Record for AuditRecord {
     const TOPIC: Topic = Topic::Audit;
+}
+
+/// One version of a campaign or segment definition (`zmp.campaigns.v1`, compacted, key
+/// `app/kind/name`; app `*` is the seed every app gets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    pub app_id: String,
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub paused: bool,
+    /// The definition, as JSON.
+    pub definition: String,
+    pub updated_at: i64,
+    /// The admin key's id, or `seed:<file>`.
+    pub updated_by: String,
+}
+
+crate::avro_record!(Definition { app_id, kind, name, version, paused, definition, updated_at, updated_by });
+impl Record for Definition {
+    const TOPIC: Topic = Topic::Campaigns;
+}
+
+impl Definition {
+    /// The app every app's seed definitions are kept under.
+    pub const SEED_APP: &'static str = "*";
+
+    pub fn key(&self) -> String {
+        crate::topics::definition_key(&self.app_id, &self.kind, &self.name)
+    }
 }
 
 /// A short, stable id from the parts that identify a derived record (hex of SHA-256, 32 chars).
@@ -384,7 +422,7 @@ mod tests {
             m.set_status(s);
             assert!(m.is(s) && m.status() == Some(s));
         }
-        assert_eq!(MessageStatus::parse("held_out"), None, "a status this version does not know");
+        assert_eq!(MessageStatus::parse("exploded"), None, "a status this version does not know");
     }
 
     #[test]
@@ -423,6 +461,15 @@ pub struct CampaignResult {
     pub carts_triggered: i64,
     pub carts_recovered: i64,
     pub recovered_revenue_vnd: i64,
+    pub held_out: i64,
+    pub entrants_treatment: i64,
+    pub entrants_control: i64,
+    pub converted_treatment: i64,
+    pub converted_control: i64,
+    pub orders_treatment: i64,
+    pub orders_control: i64,
+    pub revenue_treatment_vnd: i64,
+    pub revenue_control_vnd: i64,
 }
 
 crate::avro_record!(CampaignResult {
@@ -443,6 +490,15 @@ crate::avro_record!(CampaignResult {
     carts_triggered,
     carts_recovered,
     recovered_revenue_vnd,
+    held_out,
+    entrants_treatment,
+    entrants_control,
+    converted_treatment,
+    converted_control,
+    orders_treatment,
+    orders_control,
+    revenue_treatment_vnd,
+    revenue_control_vnd,
 });
 impl Record for CampaignResult {
     const TOPIC: Topic = Topic::CampaignResults;

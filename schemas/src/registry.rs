@@ -214,6 +214,29 @@ const ROWS: &[Row] = &[
         source: include_str!("../avro/zmp.identities.v1/v3.avsc"),
         fingerprint: "51cf63df82e352b0b45148c5e7f9e9ad32795ffe3c7a0c9dd48d42f584fe3a39",
     },
+    // Campaigns as data (issue 22): the version a decision was taken under, holdout groups and
+    // their conversions, the definitions themselves.
+    Row {
+        id: 24,
+        topic: Topic::Messages,
+        version: 2,
+        source: include_str!("../avro/zmp.messages.v1/v2.avsc"),
+        fingerprint: "f732ce21a4fd844413970087fe0ae62a582355880a5229d09b97353d48b62890",
+    },
+    Row {
+        id: 25,
+        topic: Topic::CampaignResults,
+        version: 2,
+        source: include_str!("../avro/zmp.campaign-results.v1/v2.avsc"),
+        fingerprint: "b3f148723903b7ed1fa3047bd6a01da4901087d5560b818de574d92b7e98f4aa",
+    },
+    Row {
+        id: 26,
+        topic: Topic::Campaigns,
+        version: 1,
+        source: include_str!("../avro/zmp.campaigns.v1/v1.avsc"),
+        fingerprint: "4144d8ece3b5398f4515b3def03a6491862aec3a94aae7246e4f3d5d13c58dd1",
+    },
 ];
 
 pub struct Registry {

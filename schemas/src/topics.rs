@@ -25,6 +25,7 @@ pub enum Topic {
     Activity,
     Audit,
     Consents,
+    Campaigns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,9 @@ pub enum KeyKind {
     AppPartition,
     /// The record's own id (a request id), UTF-8.
     Request,
+    /// `app/kind/name`, UTF-8 (kind `campaign` or `segment`; app `*` for the seed): one
+    /// definition; partitioned by its hash.
+    AppKindName,
     /// `app/user id/purpose`, UTF-8 (the user id is an app's Zalo id or anonymous id; the app
     /// and the purpose hold no `/`); partitioned by its hash, so every writer of a key (the
     /// gateway, the processors' erasure) reaches the same partition.
@@ -239,6 +243,15 @@ pub const CATALOGUE: &[TopicSpec] = &[
         retention_ms: None,
         doc: "the latest consent decision per app, user id and purpose (the consent_changed event, as in zmp.identities.v1); erasure writes tombstones. Never expires: the gateway's consent view is rebuilt from it",
     },
+    TopicSpec {
+        topic: Topic::Campaigns,
+        name: "zmp.campaigns.v1",
+        key: KeyKind::AppKindName,
+        cleanup: Cleanup::Compact,
+        input: false,
+        retention_ms: None,
+        doc: "campaign and segment definitions, versioned: written by the admin API (and the config files as the seed), applied by every sink and processor member without a restart",
+    },
 ];
 
 /// The key of a user's record in the app-keyed compacted topics (`zmp.profiles.v1`,
@@ -263,6 +276,11 @@ pub fn split_audience_key(key: &str) -> Option<(&str, &str, &str)> {
     let (app, rest) = key.split_once('/')?;
     let (segment, user) = rest.split_once('/')?;
     Some((app, segment, user))
+}
+
+/// The key of a definition in `zmp.campaigns.v1`: `app/kind/name`.
+pub fn definition_key(app: &str, kind: &str, name: &str) -> String {
+    format!("{app}/{kind}/{name}")
 }
 
 /// The key of a consent decision in `zmp.consents.v1`.
@@ -346,6 +364,7 @@ mod tests {
                         | KeyKind::AppCampaignPartition
                         | KeyKind::AppPartition
                         | KeyKind::AppUserPurpose
+                        | KeyKind::AppKindName
                 ) || spec.topic == Topic::Audit,
                 "{}",
                 spec.name

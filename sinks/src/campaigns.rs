@@ -90,7 +90,8 @@ pub struct Step {
     /// Template parameters, each a string with `{variables}`.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
-    /// ZNS: the template's price in VND, when known (else zalo_rules' default).
+    /// ZNS and OA template messages: the template's price in VND, when known (else zalo_rules'
+    /// default).
     #[serde(default)]
     pub price_vnd: Option<i64>,
 }
@@ -124,6 +125,29 @@ pub struct Campaign {
     /// anyone for the rest.
     #[serde(default)]
     pub sources: Option<Vec<Trust>>,
+    /// The share of entrants (0 – 90 %) held out: they get nothing, and a `held_out` record, so
+    /// that their conversions measure what the campaign adds (docs/messaging.md, *Lift*).
+    /// Deterministic by app, user and campaign. Not for `order_status` (owed to the customer).
+    #[serde(default)]
+    pub holdout_percent: Option<u32>,
+    /// What counts as a conversion: `order_placed` (the only goal yet, and the default).
+    #[serde(default)]
+    pub goal: Option<String>,
+}
+
+/// The goals a campaign may have.
+pub const GOALS: [&str; 1] = ["order_placed"];
+
+/// Whether `user` of `app` is in `campaign`'s holdout group of `percent` %: the first 32 bits of
+/// a hash of the three, modulo 10,000, below `percent` × 100. The same user stays in the same
+/// group of a campaign at every entry, on every member, after every restart.
+pub fn held_out(app: &str, user: &str, campaign: &str, percent: u32) -> bool {
+    if percent == 0 {
+        return false;
+    }
+    let id = schemas::derived::stable_id(&["holdout", app, user, campaign]);
+    let bucket = u32::from_str_radix(&id[..8], 16).expect("hex") % 10_000;
+    bucket < percent * 100
 }
 
 fn yes() -> bool {
@@ -198,6 +222,9 @@ pub struct Campaigns {
     pub campaigns: Vec<Campaign>,
     pub limits: crate::policy::Limits,
     pub max_trigger_age_ms: i64,
+    /// The enabled campaigns as JSON definitions (name, definition), in the file's order: the
+    /// seed written to `zmp.campaigns.v1` ([`crate::definitions`]).
+    pub seeds: Vec<(String, Value)>,
 }
 
 /// The shipped default (`config/campaigns.toml`).
@@ -223,10 +250,21 @@ impl Campaigns {
             if !names.insert(c.name.as_str()) {
                 bail!("two campaigns are named {:?}", c.name);
             }
-            check(c).with_context(|| format!("campaign {:?}", c.name))?;
+            check(c).map_err(anyhow::Error::new).with_context(|| format!("campaign {:?}", c.name))?;
+        }
+        // The same campaigns as written, for the seed: each table as JSON.
+        let table: toml::Table = toml::from_str(text)?;
+        let mut seeds = Vec::new();
+        if let Some(toml::Value::Array(list)) = table.get("campaign") {
+            for (t, c) in list.iter().zip(&f.campaign) {
+                if c.enabled {
+                    seeds.push((c.name.clone(), serde_json::to_value(t)?));
+                }
+            }
         }
         Ok(Campaigns {
             campaigns: f.campaign.into_iter().filter(|c| c.enabled).collect(),
+            seeds,
             limits: crate::policy::Limits {
                 package,
                 frequency_cap: f.limits.frequency_cap,
@@ -245,39 +283,104 @@ impl Campaigns {
     }
 }
 
-fn check(c: &Campaign) -> anyhow::Result<()> {
-    if c.name.is_empty() || c.name.len() > 64 {
-        bail!("a campaign's name must be 1 to 64 characters");
+/// What is wrong with a definition, and in which field (a dotted path: `fallback.template_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() { f.write_str(&self.why) } else { write!(f, "{}: {}", self.field, self.why) }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+fn field_error(field: impl Into<String>, why: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), why: why.into() }
+}
+
+/// Checks a campaign whole; the first problem found, with its field.
+pub fn check(c: &Campaign) -> Result<(), FieldError> {
+    if c.name.is_empty() || c.name.len() > 64 || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) {
+        return Err(field_error("name", "1 to 64 characters of a-z, A-Z, 0-9, _ - ."));
+    }
+    if c.name == "preview" {
+        return Err(field_error("name", "\"preview\" is the admin API's preview route, not a name"));
     }
     if (c.trigger == Trigger::SegmentEntered) != c.segment.is_some() {
-        bail!("`segment` is required for trigger segment_entered, and only for it");
+        return Err(field_error("segment", "required for trigger segment_entered, and only for it"));
     }
-    for (which, step) in std::iter::once(("channel", &c.primary)).chain(c.fallback.iter().map(|f| ("fallback", f))) {
+    for (which, step) in std::iter::once(("", &c.primary)).chain(c.fallback.iter().map(|f| ("fallback.", f))) {
+        let at = |f: &str| format!("{which}{f}");
         if step.channel.needs_template_id() && step.template_id.as_deref().is_none_or(str::is_empty) {
-            bail!("{which} {} needs a template_id", step.channel.name());
+            return Err(field_error(at("template_id"), format!("channel {} needs a template_id", step.channel.name())));
         }
         if !step.channel.needs_template_id() && step.text.as_deref().is_none_or(str::is_empty) {
-            bail!("{which} {} needs a text", step.channel.name());
+            return Err(field_error(at("text"), format!("channel {} needs a text", step.channel.name())));
         }
         if step.button_title.is_some() != step.button_url.is_some() {
-            bail!("{which}: button_title and button_url go together");
+            return Err(field_error(at("button_url"), "button_title and button_url go together"));
+        }
+        if let Err(why) = crate::zalo_rules::service_available(step.channel.name(), schemas::time::now_ms()) {
+            return Err(field_error(at("channel"), why));
         }
         let known = |v: &str| PROFILE_VARIABLES.contains(&v) || c.trigger.variables().contains(&v);
-        for t in step.title.iter().chain(step.text.iter()).chain(step.data.values()).chain(step.button_url.iter()) {
-            for v in variables(t)? {
+        let texts = [("title", step.title.as_ref()), ("text", step.text.as_ref()), ("button_url", step.button_url.as_ref())];
+        let texts = texts.into_iter().filter_map(|(f, t)| Some((f.to_string(), t?))).chain(step.data.iter().map(|(k, v)| (format!("data.{k}"), v)));
+        for (f, t) in texts {
+            for v in variables(t).map_err(|e| field_error(at(&f), e.to_string()))? {
                 if !known(v) {
-                    bail!(
-                        "{which}: unknown variable {{{v}}}; this trigger has {}",
-                        PROFILE_VARIABLES.iter().chain(c.trigger.variables()).map(|v| format!("{{{v}}}")).collect::<Vec<_>>().join(", ")
-                    );
+                    return Err(field_error(
+                        at(&f),
+                        format!(
+                            "unknown variable {{{v}}}; this trigger has {}",
+                            PROFILE_VARIABLES.iter().chain(c.trigger.variables()).map(|v| format!("{{{v}}}")).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
                 }
             }
         }
     }
     if c.fallback.as_ref().is_some_and(|f| f.channel.channel().by_uid()) {
-        bail!("the fallback must be zns: it is for users OA messages cannot reach");
+        return Err(field_error("fallback.channel", "the fallback must be zns: it is for users OA messages cannot reach"));
+    }
+    if let Some(p) = c.holdout_percent {
+        if p > 90 {
+            return Err(field_error("holdout_percent", format!("{p}: at most 90 (a share of the entrants, in per cent)")));
+        }
+        if p > 0 && c.trigger == Trigger::OrderStatus {
+            return Err(field_error("holdout_percent", "an order's status is owed to the customer: nobody is held out of it"));
+        }
+    }
+    if let Some(g) = &c.goal
+        && !GOALS.contains(&g.as_str())
+    {
+        return Err(field_error("goal", format!("{g:?}: use one of {}", GOALS.join(", "))));
     }
     Ok(())
+}
+
+/// A campaign from its JSON definition (the admin API's, `zmp.campaigns.v1`'s), checked whole.
+/// A field of the wrong type or value, an unknown or missing one, is named.
+pub fn from_json(value: &Value) -> Result<Campaign, FieldError> {
+    let c: Campaign = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names a missing or unknown member in its message, not in the path.
+        let named = ["missing field `", "unknown field `"].iter().find_map(|p| inner.split_once(p)).and_then(|(_, r)| r.split_once('`'));
+        let field = match (named, path.as_str()) {
+            (Some((f, _)), "." | "") => f.to_string(),
+            (Some((f, _)), p) => format!("{p}.{f}"),
+            (None, ".") => String::new(),
+            (None, p) => p.to_string(),
+        };
+        field_error(field, inner)
+    })?;
+    check(&c)?;
+    Ok(c)
 }
 
 /// The `{variable}` names in a template (`{{` and `}}` are literal braces).

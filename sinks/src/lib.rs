@@ -11,7 +11,10 @@
 //! - `triggers/`: what starts a campaign, one file per kind (cart, order, audience, profile):
 //!   what each carries and the template variables it fills;
 //! - `memory`: the sink's per-partition and per-user memory, rebuilt from `zmp.messages.v1`;
-//! - `campaigns`: the campaigns config (trigger → channel → template, fallback);
+//! - `campaigns`: a campaign's definition (trigger → channel → template, fallback, holdout),
+//!   checked whole; the config file, which is the seed;
+//! - `definitions`: campaigns and segments as versioned data in `zmp.campaigns.v1`, followed by
+//!   every reader, so an edit applies without a restart;
 //! - `policy`: the decision before every send — sent, deferred or suppressed with a reason;
 //! - `zalo_rules`: every fact about Zalo's limits, windows, quotas, costs and error codes;
 //! - `zalo`: the HTTP clients, token store and rate limiter;
@@ -20,6 +23,7 @@
 
 pub mod audiences;
 pub mod campaigns;
+pub mod definitions;
 pub mod memory;
 pub mod policy;
 pub mod simulator;

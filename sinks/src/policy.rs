@@ -128,6 +128,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The OA channel cannot reach the user (or may not now): the fallback (ZNS by phone) is
+    /// tried.
+    pub fn worth_fallback(self) -> bool {
+        matches!(
+            self,
+            Reason::NotFollower | Reason::UnverifiedOaUser | Reason::OutsideUidWindow | Reason::MonthlyPromotionQuota | Reason::DailyPromotionQuota
+        )
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Reason::Duplicate => "duplicate_trigger",
@@ -212,7 +221,8 @@ pub fn decide(req: &Request<'_>, to: &Recipient, history: &[Sent], limits: &Limi
         Channel::OaConsultation if to.last_interaction.is_some_and(|t| req.at - t <= FREE_REPLY_WINDOW_MS) => 0,
         Channel::OaConsultation => COST_CONSULTATION_OUTSIDE_WINDOW,
         Channel::OaTransaction => COST_TRANSACTION,
-        Channel::OaPromotion => COST_PROMOTION,
+        // A ZBS template by UID is priced per template, like ZNS, when its price is given.
+        Channel::OaPromotion => req.zns_price.unwrap_or(COST_PROMOTION),
         Channel::Zns => req.zns_price.unwrap_or(COST_ZNS_DEFAULT),
     };
     Decision::Send { cost_vnd }

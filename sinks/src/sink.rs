@@ -32,9 +32,10 @@ use schemas::kafka::Kafka;
 use schemas::time::Clock;
 use schemas::topics::Topic;
 
-use crate::campaigns::{Campaign, Campaigns, ChannelName, content};
+use crate::campaigns::{Campaign, Campaigns, ChannelName, content, held_out};
+use crate::definitions::{self, CAMPAIGN, Catalog};
 use crate::memory::{PartitionState, dedup_key, member, oa_address, phone_address, profile_member, rebuild};
-use crate::policy::{self, Decision, Reason, Recipient};
+use crate::policy::{self, Decision, Recipient};
 use crate::triggers::{self, Occurrence};
 use crate::zalo::{ZaloClient, ZaloError};
 use crate::zalo_rules::oa_error;
@@ -42,6 +43,8 @@ use crate::zalo_rules::oa_error;
 #[derive(clap::Args, Debug, Clone)]
 pub struct SinkArgs {
     /// Campaigns (TOML, see docs/messaging.md); without it, the shipped config/campaigns.toml.
+    /// Its campaigns are the seed of `zmp.campaigns.v1` (every app's, unless the app's admin
+    /// defines its own of the same name); its `[limits]` apply as they are.
     #[arg(long = "campaigns", env = "ZCDP_CAMPAIGNS")]
     pub campaigns: Option<PathBuf>,
     /// The sinks' consumer group.
@@ -169,6 +172,12 @@ impl Sink {
     /// sent only through its own, and those of an app without one are suppressed `no_oa_for_app`.
     pub async fn start(kafka: &Kafka, args: &SinkArgs, clients: Vec<Arc<ZaloClient>>, clock: Clock) -> anyhow::Result<Sink> {
         let campaigns = Campaigns::load(args.campaigns.as_deref())?;
+        let (catalog, follower) = Catalog::start(kafka, "sink", Duration::from_secs(60)).await?;
+        let source = args.campaigns.as_ref().map_or("config/campaigns.toml".to_string(), |p| p.display().to_string());
+        let seeded = definitions::seed(kafka, &catalog, CAMPAIGN, &campaigns.seeds, &source).await?;
+        if seeded > 0 {
+            tracing::info!(seeded, source, "campaigns seeded in zmp.campaigns.v1");
+        }
         let mut by_app = HashMap::new();
         for c in clients {
             if let Some(other) = by_app.insert(c.cdp_app.clone(), c) {
@@ -201,6 +210,7 @@ impl Sink {
             producer,
             clients: by_app,
             campaigns,
+            catalog,
             clock,
             handover,
             parts: HashMap::new(),
@@ -211,7 +221,11 @@ impl Sink {
             profile_wait: args.profile_wait,
         };
         let stop2 = stop.clone();
-        let task = tokio::spawn(async move { engine.run(stop2).await });
+        let task = tokio::spawn(async move {
+            let r = engine.run(stop2).await;
+            follower.abort();
+            r
+        });
         Ok(Sink { task, stop })
     }
 
@@ -238,7 +252,10 @@ struct Engine {
     producer: FutureProducer,
     /// By zcdp app: each app's own OA.
     clients: HashMap<String, Arc<ZaloClient>>,
+    /// The file's limits (its campaigns are the seed of `catalog`).
     campaigns: Campaigns,
+    /// The campaigns in force, followed from `zmp.campaigns.v1`.
+    catalog: Arc<Catalog>,
     clock: Clock,
     handover: Arc<Mutex<Handover>>,
     parts: HashMap<i32, PartitionState>,
@@ -395,7 +412,7 @@ impl Engine {
             },
             _ => return Ok(()),
         };
-        if self.campaigns.for_trigger(occurrence.trigger).next().is_none() {
+        if !self.catalog.any_for_trigger(occurrence.trigger) {
             return Ok(());
         }
         self.in_flight.entry((t, partition)).or_default().insert(offset);
@@ -465,14 +482,18 @@ impl Engine {
     }
 
     async fn resume_deferred(&mut self, partition: i32, rec: MessageEvent) -> anyhow::Result<()> {
-        let campaign = self.campaigns.by_name(&rec.campaign).cloned();
-        let gone = match &campaign {
+        // The version it was decided under (a journey keeps its version), unless the campaign
+        // was removed or paused since: then it is not sent.
+        let live = self.catalog.campaign(&rec.app_id, &rec.campaign);
+        let gone = match &live {
             None => Some("campaign_removed"),
+            Some(l) if l.paused() => Some("campaign_paused"),
             // Its app's OA was taken out of the configuration since.
             Some(_) if !self.clients.contains_key(&rec.app_id) => Some("no_oa_for_app"),
             Some(_) => None,
         };
-        let (Some(campaign), None) = (campaign, gone) else {
+        let versioned = rec.campaign_version.and_then(|v| Some((v, self.catalog.campaign_version(&rec.app_id, &rec.campaign, v)?)));
+        let (Some(live), None) = (live, gone) else {
             let mut closed = rec;
             closed.set_status(MessageStatus::Suppressed);
             closed.reason = gone.map(str::to_string);
@@ -480,6 +501,7 @@ impl Engine {
             closed.at = (self.clock)();
             return self.write(partition, &closed).await;
         };
+        let (version, campaign) = versioned.unwrap_or((live.version(), live.campaign));
         let step = if campaign.primary.channel.name() == rec.channel { 0 } else { 1 };
         // The deferred record kept the variables the first attempt rendered.
         let occurrence = Occurrence {
@@ -493,7 +515,7 @@ impl Engine {
             // Its source was accepted when it was first decided.
             trust: schemas::event::Trust::Server,
         };
-        self.run_campaign(partition, &campaign, occurrence, step).await
+        self.run_campaign(partition, &campaign, version, occurrence, step).await
     }
 
     /// Decides the jobs whose profile has caught up (or whose wait is over), in arrival order.
@@ -532,20 +554,20 @@ impl Engine {
 
     /// Runs every campaign of the occurrence's trigger, unless the occurrence is too old.
     async fn decide_trigger(&mut self, partition: i32, occurrence: Occurrence) -> anyhow::Result<()> {
-        let campaigns: Vec<Campaign> = self
-            .campaigns
-            .for_trigger(occurrence.trigger)
-            .filter(|c| c.segment.is_none() || c.segment == occurrence.segment)
-            .filter(|c| {
+        let campaigns: Vec<definitions::Live> = self
+            .catalog
+            .for_trigger(&occurrence.app, occurrence.trigger)
+            .into_iter()
+            .filter(|l| l.campaign.segment.is_none() || l.campaign.segment == occurrence.segment)
+            .filter(|l| {
                 // Who may start it: an order's status from the Mini App's write key starts no
                 // transactional message (by default only the shop's server does).
-                let accepted = c.accepts(occurrence.trust);
+                let accepted = l.campaign.accepts(occurrence.trust);
                 if !accepted {
                     METRICS.ignored.with_label_values(&[occurrence.trigger.name(), "untrusted_source"]).inc();
                 }
                 accepted
             })
-            .cloned()
             .collect();
         // Suppressed whole, before any policy: the trigger of an app without an OA here (an OA is
         // one app's: another app's customers never get its messages), or a stale one.
@@ -556,18 +578,31 @@ impl Engine {
         } else {
             None
         };
-        for c in campaigns {
+        for live in campaigns {
+            let (c, version) = (live.campaign.as_ref(), live.version());
             if let Some(reason) = suppressed {
                 let mid = message_id(&occurrence, &c.name, c.primary.channel);
                 if self.decided(partition, &member(&occurrence.app, &occurrence.user), &mid) {
                     METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                     continue;
                 }
-                let rec = self.record(&mid, &c, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some(reason));
+                let rec = self.record(&mid, c, version, &occurrence, c.primary.channel, MessageStatus::Suppressed, Some(reason));
                 self.write(partition, &rec).await?;
                 continue;
             }
-            self.run_campaign(partition, &c, occurrence.clone(), 0).await?;
+            if c.holdout_percent.is_some_and(|p| held_out(&occurrence.app, &occurrence.user, &c.name, p)) {
+                // The control group: nothing is sent and nothing counts against a quota; the
+                // record makes the entry count (and dedups it like any decision).
+                let mid = message_id(&occurrence, &c.name, c.primary.channel);
+                if self.decided(partition, &member(&occurrence.app, &occurrence.user), &mid) {
+                    METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
+                    continue;
+                }
+                let rec = self.record(&mid, c, version, &occurrence, c.primary.channel, MessageStatus::HeldOut, None);
+                self.write(partition, &rec).await?;
+                continue;
+            }
+            self.run_campaign(partition, c, version, occurrence.clone(), 0).await?;
         }
         Ok(())
     }
@@ -577,10 +612,12 @@ impl Engine {
     }
 
     /// A `zmp.messages.v1` record of one campaign's decision on one occurrence.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         mid: &str,
         c: &Campaign,
+        version: i64,
         occurrence: &Occurrence,
         channel: ChannelName,
         status: MessageStatus,
@@ -598,13 +635,21 @@ impl Engine {
             reason: reason.map(str::to_string),
             promotional: c.promotional(),
             at: (self.clock)(),
+            campaign_version: Some(version),
             ..Default::default()
         }
     }
 
     /// One campaign for one occurrence: the primary channel, then the fallback when the primary
     /// cannot reach the user. Each step: dedup, the policy, a record, and the send.
-    async fn run_campaign(&mut self, partition: i32, c: &Campaign, mut occurrence: Occurrence, first_step: usize) -> anyhow::Result<()> {
+    async fn run_campaign(
+        &mut self,
+        partition: i32,
+        c: &Campaign,
+        version: i64,
+        mut occurrence: Occurrence,
+        first_step: usize,
+    ) -> anyhow::Result<()> {
         let steps: Vec<_> = std::iter::once(&c.primary).chain(c.fallback.iter()).collect();
         let mut vars = std::mem::take(&mut occurrence.vars);
         let user = occurrence.user.as_str();
@@ -650,21 +695,14 @@ impl Engine {
                 ..recipient.clone()
             };
             let decision = policy::decide(&req, &to, history, &self.campaigns.limits);
-            let mut rec = self.record(&mid, c, &occurrence, channel, MessageStatus::Sending, None);
+            let mut rec = self.record(&mid, c, version, &occurrence, channel, MessageStatus::Sending, None);
             rec.template_id = step.template_id.clone();
             match decision {
                 Decision::Suppress(reason) => {
                     rec.set_status(MessageStatus::Suppressed);
                     rec.reason = Some(reason.code().into());
                     self.write(partition, &rec).await?;
-                    if matches!(
-                        reason,
-                        Reason::NotFollower
-                            | Reason::UnverifiedOaUser
-                            | Reason::OutsideUidWindow
-                            | Reason::MonthlyPromotionQuota
-                            | Reason::DailyPromotionQuota
-                    ) {
+                    if reason.worth_fallback() {
                         continue;
                     }
                     return Ok(());
@@ -774,7 +812,7 @@ impl Engine {
 /// What the policy knows of a recipient: only a phone and an OA id a trusted source gave are
 /// addresses; one a client typed in (or a profile from before trust was recorded) is noted as
 /// unverified and never sent to.
-fn recipient(p: Option<&Profile>) -> Recipient {
+pub fn recipient(p: Option<&Profile>) -> Recipient {
     let Some(p) = p else { return Recipient::default() };
     Recipient {
         granted: p.consents.iter().filter(|c| c.granted).map(|c| c.purpose.clone()).collect(),

@@ -51,6 +51,92 @@ pub const COST_TRANSACTION: i64 = 165;
 pub const COST_PROMOTION: i64 = 0;
 pub const COST_ZNS_DEFAULT: i64 = 300;
 
+/// One of Zalo's messaging services as zcdp's channels use them, with since or until when it
+/// exists as far as we know, and how sure that is (`docs/zalo-api.md`'s tags).
+#[derive(Debug, Clone, Copy)]
+pub struct Service {
+    /// The channel name a campaign uses.
+    pub channel: &'static str,
+    pub what: &'static str,
+    /// Available from (epoch ms, 00:00 Vietnam time), and its date.
+    pub since: Option<(i64, &'static str)>,
+    /// Stopped on (epoch ms, 00:00 Vietnam time), and its date.
+    pub until: Option<(i64, &'static str)>,
+    pub confidence: &'static str,
+    /// What to use instead, once it stopped.
+    pub instead: &'static str,
+}
+
+/// 2026-01-01T00:00+07:00.
+const JAN_1_2026: (i64, &str) = (1_767_200_400_000, "2026-01-01");
+/// 2026-03-01T00:00+07:00.
+const MAR_1_2026: (i64, &str) = (1_772_298_000_000, "2026-03-01");
+
+/// Zalo's messaging services, 2026. The two UID services stopped on 2026-03-01 [2nd]; ZNS was
+/// merged into "ZBS Template Message" on 2026-01-01 [2nd/3rd], which sends templates by UID
+/// (oa_template, the request's shape UNCONFIRMED) or by phone (zns, the same endpoint as before).
+pub const SERVICES: [Service; 5] = [
+    Service {
+        channel: "oa_consultation",
+        what: "OA consultation (customer-service) message by UID, free within 48 h of the user's last interaction",
+        since: None,
+        until: None,
+        confidence: "[SDK] [2nd]",
+        instead: "",
+    },
+    Service {
+        channel: "oa_transaction",
+        what: "OA transaction message by UID",
+        since: None,
+        until: Some(MAR_1_2026),
+        confidence: "[2nd]",
+        instead: "oa_template (a ZBS transactional template by UID) or zns",
+    },
+    Service {
+        channel: "oa_promotion",
+        what: "OA personal promotion message by UID",
+        since: None,
+        until: Some(MAR_1_2026),
+        confidence: "[2nd]",
+        instead: "oa_template (a ZBS post-sale template by UID) or zns",
+    },
+    Service {
+        channel: "oa_template",
+        what: "ZBS Template Message by UID (transactional or post-sale templates)",
+        since: Some(JAN_1_2026),
+        until: None,
+        confidence: "[3rd], request shape UNCONFIRMED",
+        instead: "",
+    },
+    Service {
+        channel: "zns",
+        what: "ZNS template message by phone (ZBS Template Message since 2026-01-01)",
+        since: None,
+        until: None,
+        confidence: "[SDK] [2nd]",
+        instead: "",
+    },
+];
+
+/// Whether a campaign may use `channel` at `now`: Err says why not (the service stopped, or is
+/// not there yet), with the confidence of the fact.
+pub fn service_available(channel: &str, now: i64) -> Result<(), String> {
+    let Some(s) = SERVICES.iter().find(|s| s.channel == channel) else {
+        return Err(format!("no Zalo service behind channel {channel:?}"));
+    };
+    if let Some((until, date)) = s.until
+        && now >= until
+    {
+        return Err(format!("{channel}: Zalo stopped the {} on {date} {}; use {}", s.what, s.confidence, s.instead));
+    }
+    if let Some((since, date)) = s.since
+        && now < since
+    {
+        return Err(format!("{channel}: the {} exists from {date} {}", s.what, s.confidence));
+    }
+    Ok(())
+}
+
 /// Zalo's OA (and Graph) error codes that the senders, the policy and the simulator compare
 /// against or answer with. [SDK/2nd]
 pub mod oa_error {
@@ -126,6 +212,19 @@ mod tests {
         assert_eq!(night_ends(two_am), ELEVEN_PM + 7 * HOUR_MS);
         assert!(!is_night(ELEVEN_PM + 7 * HOUR_MS));
         assert!(!is_night(ELEVEN_PM - HOUR_MS - 1), "21:59:59 is day");
+    }
+
+    #[test]
+    fn the_uid_services_zalo_stopped_are_refused_with_the_date_and_the_source() {
+        let e = service_available("oa_promotion", MAR_1_2026.0).unwrap_err();
+        assert!(e.contains("stopped") && e.contains("2026-03-01") && e.contains("[2nd]") && e.contains("oa_template"), "{e}");
+        assert!(service_available("oa_transaction", ELEVEN_PM).is_err());
+        assert!(service_available("oa_promotion", MAR_1_2026.0 - 1).is_ok(), "the day before it stopped");
+        for ok in ["oa_consultation", "oa_template", "zns"] {
+            assert!(service_available(ok, ELEVEN_PM).is_ok(), "{ok}");
+        }
+        assert!(service_available("oa_template", JAN_1_2026.0 - 1).is_err(), "ZBS by UID from 2026-01-01");
+        assert!(service_available("sms", ELEVEN_PM).is_err());
     }
 
     #[test]

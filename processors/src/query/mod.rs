@@ -9,10 +9,14 @@
 //! - `view`: the materialised view and the engagement snapshots;
 //! - `summaries`: what the answers compute, as pure functions;
 //! - `metrics`: the `zcdp_campaign_*` gauges;
+//! - `admin`: the campaigns as data (`/v1/admin/campaigns…`, admin key), and `preview`: whom a
+//!   definition would reach now;
 //! - `report`: the report page (`/report`, `report.html`, one static file that reads this API)
 //!   and its sign-in, which keeps the admin key out of every URL.
 
+mod admin;
 mod metrics;
+mod preview;
 pub mod report;
 mod store;
 pub mod summaries;
@@ -104,6 +108,8 @@ pub struct QueryApi {
     sessions: Sessions,
     segments: Arc<crate::segments::Segments>,
     producer: rdkafka::producer::FutureProducer,
+    /// The campaign definitions (`zmp.campaigns.v1`), followed: the admin API reads and writes them.
+    catalog: Arc<sinks::definitions::Catalog>,
     /// One-time report links already opened (subject → expiry).
     used_links: std::sync::Mutex<HashMap<String, i64>>,
     /// The view's follower and the snapshot refresh; taken (and awaited) by [`QueryApi::shutdown`].
@@ -157,14 +163,16 @@ impl QueryApi {
             })
         };
         let producer = kafka.producer_config().create().context("creating the erasure requests' producer")?;
+        let (catalog, definitions) = sinks::definitions::Catalog::spawn(kafka, "query");
         Ok(Arc::new(QueryApi {
             view,
             keys,
             sessions,
             segments,
             producer,
+            catalog,
             used_links: Default::default(),
-            tasks: std::sync::Mutex::new(vec![follow, refresh]),
+            tasks: std::sync::Mutex::new(vec![follow, refresh, definitions]),
             stopped,
         }))
     }
@@ -212,6 +220,7 @@ impl QueryApi {
             .route("/report/sign-in", axum::routing::post(report::sign_in).get(report::open_link))
             .route("/report/sign-out", axum::routing::post(report::sign_out))
             .route("/report/links", axum::routing::post(report::link))
+            .merge(admin::routes())
             .with_state(self.clone())
     }
 
@@ -245,7 +254,7 @@ struct Key<const MIN: u8>(Caller);
 
 /// The routes of a secret (or admin) key: any user's profile, segments, engagement, campaigns.
 type SecretKey = Key<1>;
-/// The routes of an admin key: erasure.
+/// The routes of an admin key: erasure, the campaigns' definitions.
 type AdminKey = Key<2>;
 
 impl<const MIN: u8> FromRequestParts<Arc<QueryApi>> for Key<MIN> {

@@ -218,8 +218,103 @@ pub struct CampaignSummary {
     pub carts_recovered: i64,
     pub recovered_revenue_vnd: i64,
     pub recovery_rate: Option<f64>,
+    /// Entrants held out (the control group): nothing sent.
+    pub held_out: i64,
     pub window_ms: i64,
     pub as_of: i64,
+    /// The treatment and control groups and what the campaign adds (docs/messaging.md,
+    /// *Lift*); null before anyone entered.
+    pub lift: Option<LiftSummary>,
+}
+
+/// A campaign's treatment group (entrants not held out, whatever the policy then decided) against
+/// its control group (held out): conversion rates, the lift with a 95 % interval, and what the
+/// campaign added in orders and revenue. Rates and lifts are fractions (0.05 = 5 %); a figure
+/// that cannot be computed yet (an empty group, no control conversions) is null.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LiftSummary {
+    pub entrants: i64,
+    pub treatment: i64,
+    pub control: i64,
+    pub treatment_converted: i64,
+    pub control_converted: i64,
+    pub treatment_conversion_rate: Option<f64>,
+    pub control_conversion_rate: Option<f64>,
+    /// Treatment rate − control rate.
+    pub absolute_lift: Option<f64>,
+    /// Its 95 % interval (normal approximation, unpooled standard error).
+    pub absolute_lift_ci95: Option<[f64; 2]>,
+    /// (Treatment rate − control rate) / control rate.
+    pub relative_lift: Option<f64>,
+    /// Its 95 % interval (on the log of the rate ratio: Katz).
+    pub relative_lift_ci95: Option<[f64; 2]>,
+    /// Whether the absolute interval leaves out zero.
+    pub significant: bool,
+    pub treatment_orders: i64,
+    pub control_orders: i64,
+    pub treatment_revenue_vnd: i64,
+    pub control_revenue_vnd: i64,
+    /// Conversions, orders and revenue beyond what the treatment group would have done without
+    /// the campaign: its figure − the control's scaled to the treatment's size.
+    pub incremental_conversions: Option<f64>,
+    pub incremental_orders: Option<f64>,
+    pub incremental_revenue_vnd: Option<f64>,
+    /// The campaign's cost over its incremental orders (null unless some were added).
+    pub cost_per_incremental_order_vnd: Option<f64>,
+}
+
+/// z for a two-sided 95 % interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// The lift of a campaign from its two groups' counts, and its cost (see [`LiftSummary`]).
+#[allow(clippy::too_many_arguments)]
+pub fn lift(
+    treatment: i64,
+    treatment_converted: i64,
+    control: i64,
+    control_converted: i64,
+    orders: [i64; 2],
+    revenue_vnd: [i64; 2],
+    cost_vnd: i64,
+) -> LiftSummary {
+    let (nt, xt, nc, xc) = (treatment as f64, treatment_converted as f64, control as f64, control_converted as f64);
+    let pt = (treatment > 0).then(|| xt / nt);
+    let pc = (control > 0).then(|| xc / nc);
+    let mut l = LiftSummary {
+        entrants: treatment + control,
+        treatment,
+        control,
+        treatment_converted,
+        control_converted,
+        treatment_conversion_rate: pt,
+        control_conversion_rate: pc,
+        treatment_orders: orders[0],
+        control_orders: orders[1],
+        treatment_revenue_vnd: revenue_vnd[0],
+        control_revenue_vnd: revenue_vnd[1],
+        ..Default::default()
+    };
+    let (Some(pt), Some(pc)) = (pt, pc) else { return l };
+    let diff = pt - pc;
+    let se = (pt * (1.0 - pt) / nt + pc * (1.0 - pc) / nc).sqrt();
+    l.absolute_lift = Some(diff);
+    l.absolute_lift_ci95 = Some([diff - Z95 * se, diff + Z95 * se]);
+    l.significant = se > 0.0 && (diff - Z95 * se > 0.0 || diff + Z95 * se < 0.0);
+    if pc > 0.0 {
+        l.relative_lift = Some(diff / pc);
+        if pt > 0.0 {
+            let log_rr = (pt / pc).ln();
+            let se_log = ((1.0 - pt) / xt + (1.0 - pc) / xc).sqrt();
+            l.relative_lift_ci95 = Some([(log_rr - Z95 * se_log).exp() - 1.0, (log_rr + Z95 * se_log).exp() - 1.0]);
+        }
+    }
+    let scale = nt / nc;
+    l.incremental_conversions = Some(xt - xc * scale);
+    let orders = orders[0] as f64 - orders[1] as f64 * scale;
+    l.incremental_orders = Some(orders);
+    l.incremental_revenue_vnd = Some(revenue_vnd[0] as f64 - revenue_vnd[1] as f64 * scale);
+    l.cost_per_incremental_order_vnd = (orders > 0.0).then(|| cost_vnd as f64 / orders);
+    l
 }
 
 /// Sums a campaign's partitions.
@@ -241,6 +336,7 @@ pub fn summarise(campaign: &str, parts: &[&CampaignResult]) -> CampaignSummary {
         s.carts_triggered += r.carts_triggered;
         s.carts_recovered += r.carts_recovered;
         s.recovered_revenue_vnd = s.recovered_revenue_vnd.saturating_add(r.recovered_revenue_vnd);
+        s.held_out += r.held_out;
         s.window_ms = s.window_ms.max(r.window_ms);
         s.as_of = s.as_of.max(r.as_of);
     }
@@ -248,6 +344,19 @@ pub fn summarise(campaign: &str, parts: &[&CampaignResult]) -> CampaignSummary {
     s.revenue_per_vnd = ratio(s.revenue_vnd, s.cost_vnd);
     s.conversion_rate = ratio(s.conversions, s.sent);
     s.recovery_rate = ratio(s.carts_recovered, s.carts_triggered);
+    let sum = |f: fn(&CampaignResult) -> i64| parts.iter().fold(0i64, |a, r| a.saturating_add(f(r)));
+    let (nt, nc) = (sum(|r| r.entrants_treatment), sum(|r| r.entrants_control));
+    if nt + nc > 0 {
+        s.lift = Some(lift(
+            nt,
+            sum(|r| r.converted_treatment),
+            nc,
+            sum(|r| r.converted_control),
+            [sum(|r| r.orders_treatment), sum(|r| r.orders_control)],
+            [sum(|r| r.revenue_treatment_vnd), sum(|r| r.revenue_control_vnd)],
+            s.cost_vnd,
+        ));
+    }
     s
 }
 
@@ -360,5 +469,43 @@ mod tests {
         let r = recommend(None, &top, 1);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].reason, "trending");
+    }
+
+    /// The worked example of docs/messaging.md (*Lift*), figures computed by hand.
+    #[test]
+    fn lift_on_numbers_worked_by_hand() {
+        // 1,000 entrants, 10 % held out: 900 treated of whom 90 ordered (10 %), 100 held out of
+        // whom 5 ordered (5 %). Orders 120 / 6, revenue 36,000,000 / 1,500,000 VND; cost 49,500.
+        let l = lift(900, 90, 100, 5, [120, 6], [36_000_000, 1_500_000], 49_500);
+        let close = |a: f64, b: f64| (a - b).abs() < 5e-6;
+        assert_eq!((l.entrants, l.treatment, l.control), (1000, 900, 100));
+        assert!(close(l.treatment_conversion_rate.unwrap(), 0.10) && close(l.control_conversion_rate.unwrap(), 0.05));
+        // 0.10 − 0.05; SE = √(0.1·0.9/900 + 0.05·0.95/100) = √0.000575 = 0.0239792;
+        // 1.959964 × SE = 0.0469983: [0.0030017, 0.0969983].
+        assert!(close(l.absolute_lift.unwrap(), 0.05));
+        let [lo, hi] = l.absolute_lift_ci95.unwrap();
+        assert!(close(lo, 0.0030017) && close(hi, 0.0969983), "{lo} {hi}");
+        assert!(l.significant);
+        // 0.05 / 0.05 = +100 %; ln 2 ± 1.959964 × √(0.9/90 + 0.95/5) = 0.693147 ± 0.876523:
+        // e^−0.183375 − 1 = −0.167544, e^1.569670 − 1 = 3.805061.
+        assert!(close(l.relative_lift.unwrap(), 1.0));
+        let [lo, hi] = l.relative_lift_ci95.unwrap();
+        assert!(close(lo, -0.167544) && close(hi, 3.805061), "{lo} {hi}");
+        // The control scaled to the treatment's size (× 9): 90 − 45, 120 − 54, 36.0M − 13.5M;
+        // 49,500 / 66 = 750 VND an incremental order.
+        assert!(close(l.incremental_conversions.unwrap(), 45.0));
+        assert!(close(l.incremental_orders.unwrap(), 66.0));
+        assert!(close(l.incremental_revenue_vnd.unwrap(), 22_500_000.0));
+        assert!(close(l.cost_per_incremental_order_vnd.unwrap(), 750.0));
+    }
+
+    #[test]
+    fn lift_says_nothing_it_cannot_compute() {
+        // No control group: rates, no lift.
+        let l = lift(50, 5, 0, 0, [5, 0], [100, 0], 0);
+        assert_eq!((l.treatment_conversion_rate, l.control_conversion_rate, l.absolute_lift), (Some(0.1), None, None));
+        // No control conversions: an absolute lift, no relative one; no orders added, no cost per.
+        let l = lift(10, 0, 10, 0, [0, 0], [0, 0], 500);
+        assert_eq!((l.absolute_lift, l.relative_lift, l.significant, l.cost_per_incremental_order_vnd), (Some(0.0), None, false, None));
     }
 }

@@ -283,6 +283,19 @@ impl View {
         }
     }
 
+    /// Calls `f` with every profile of `app` in the view, in key order.
+    pub fn each_profile(&self, app: &str, mut f: impl FnMut(Profile)) {
+        let scanned = self.db.scan(PROFILE, &app_user_key(app, ""), None, |_, v| {
+            if let Some(p) = decode::<Profile>(v) {
+                f(p);
+            }
+            true
+        });
+        if let Err(e) = scanned {
+            tracing::error!(error = %e, "query view: reading an app's profiles");
+        }
+    }
+
     pub fn profile(&self, app: &str, user: &str) -> Option<Arc<Profile>> {
         self.user_record(PROFILE, app, user)
     }

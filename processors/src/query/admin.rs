@@ -1,0 +1,184 @@
+//! The admin API: an app's campaigns as data (`/v1/admin/campaigns…`), with its admin key only.
+//! Every write is a new version of the definition in `zmp.campaigns.v1`
+//! ([`sinks::definitions`]), checked whole first; the sinks follow the topic and apply it within a
+//! second or two. An app sees and changes only its own definitions and the seed (`config/
+//! campaigns.toml`, app `*`); changing a seed campaign makes the app its own copy.
+//!
+//! - `GET /v1/admin/campaigns`: the campaigns in force for the app;
+//! - `POST /v1/admin/campaigns`: a new campaign (409 if the name is taken);
+//! - `GET/PUT /v1/admin/campaigns/{name}`: one, read or replaced (created if absent);
+//! - `POST /v1/admin/campaigns/{name}/pause` and `/resume`;
+//! - `POST /v1/admin/campaigns/preview`: whom a definition would reach now (`preview`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use schemas::derived::Definition;
+use schemas::keys::Caller;
+use sinks::campaigns::{Campaign, FieldError, from_json};
+use sinks::definitions::{self, CAMPAIGN};
+
+use super::{AdminKey, Key, QueryApi, error};
+
+/// The largest definition accepted, in bytes.
+pub const MAX_DEFINITION_BYTES: usize = 32 * 1024;
+
+pub fn routes() -> Router<Arc<QueryApi>> {
+    Router::new()
+        .route("/v1/admin/campaigns", get(list).post(create))
+        .route("/v1/admin/campaigns/preview", post(super::preview::preview))
+        .route("/v1/admin/campaigns/{name}", get(read).put(replace))
+        .route("/v1/admin/campaigns/{name}/pause", post(pause))
+        .route("/v1/admin/campaigns/{name}/resume", post(resume))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BYTES))
+}
+
+/// A definition as the API shows it.
+fn shown(d: &Definition) -> Value {
+    json!({
+        "name": d.name,
+        "version": d.version,
+        "paused": d.paused,
+        "source": if d.app_id == Definition::SEED_APP { "seed" } else { "app" },
+        "updated_at": d.updated_at,
+        "updated_by": d.updated_by,
+        "definition": serde_json::from_str::<Value>(&d.definition).unwrap_or(Value::Null),
+    })
+}
+
+fn not_ready() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the campaign definitions are still being read; try again in a moment")
+}
+
+/// 422 naming the field.
+pub(crate) fn invalid(e: &FieldError) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "invalid_definition", "field": e.field, "message": e.to_string()})))
+        .into_response()
+}
+
+/// The body as a JSON object, with `name` filled from the path (or checked against it).
+pub(crate) fn body_definition(body: &Bytes, name: Option<&str>) -> Result<Value, FieldError> {
+    let whole = |why: String| FieldError { field: String::new(), why };
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| whole(format!("the body is not JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(whole("the body must be a JSON object: the campaign's definition".into()));
+    };
+    if let Some(name) = name {
+        match obj.get("name") {
+            None => {
+                obj.insert("name".into(), Value::String(name.to_string()));
+            }
+            Some(Value::String(n)) if n == name => {}
+            Some(_) => return Err(FieldError { field: "name".into(), why: format!("must be the name in the path, {name:?}") }),
+        }
+    }
+    Ok(v)
+}
+
+/// The body's definition, checked whole: the definition as JSON and the campaign, or the 422.
+pub(crate) fn checked(body: &Bytes, name: Option<&str>) -> Result<(Value, Campaign), Box<Response>> {
+    let v = body_definition(body, name).map_err(|e| Box::new(invalid(&e)))?;
+    let c = from_json(&v).map_err(|e| Box::new(invalid(&e)))?;
+    Ok((v, c))
+}
+
+async fn list(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey) -> Response {
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    let list: Vec<Value> = api.catalog.effective(&app, CAMPAIGN).iter().map(shown).collect();
+    Json(json!({"campaigns": list})).into_response()
+}
+
+async fn read(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey, Path(name): Path<String>) -> Response {
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    match api.catalog.get(&app, CAMPAIGN, &name) {
+        Some(d) => Json(shown(&d)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown_campaign", "no campaign of that name for this app"),
+    }
+}
+
+async fn create(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, body: Bytes) -> Response {
+    let (v, c) = match checked(&body, None) {
+        Ok(ok) => ok,
+        Err(r) => return *r,
+    };
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    if api.catalog.get(&caller.app, CAMPAIGN, &c.name).is_some() {
+        return error(
+            StatusCode::CONFLICT,
+            "campaign_exists",
+            &format!("a campaign named {:?} exists; PUT /v1/admin/campaigns/{} changes it", c.name, c.name),
+        );
+    }
+    save(&api, &caller, &c.name, v.to_string(), None).await.map_or_else(|r| r, |d| (StatusCode::CREATED, Json(shown(&d))).into_response())
+}
+
+async fn replace(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>, body: Bytes) -> Response {
+    let v = match checked(&body, Some(&name)) {
+        Ok((v, _)) => v,
+        Err(r) => return *r,
+    };
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    save(&api, &caller, &name, v.to_string(), None).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
+}
+
+async fn pause(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+    set_paused(&api, &caller, &name, true).await
+}
+
+async fn resume(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+    set_paused(&api, &caller, &name, false).await
+}
+
+async fn set_paused(api: &QueryApi, caller: &Caller, name: &str, paused: bool) -> Response {
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    let Some(d) = api.catalog.get(&caller.app, CAMPAIGN, name) else {
+        return error(StatusCode::NOT_FOUND, "unknown_campaign", "no campaign of that name for this app");
+    };
+    if d.paused == paused {
+        return Json(shown(&d)).into_response();
+    }
+    save(api, caller, name, d.definition, Some(paused)).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
+}
+
+/// Writes the app's next version of `name`: after its own last one, and after the seed's when
+/// it takes the seed's place (so a decision's version names one definition). `paused`: None
+/// keeps what it was.
+async fn save(api: &QueryApi, caller: &Caller, name: &str, definition: String, paused: Option<bool>) -> Result<Definition, Response> {
+    let own = api.catalog.own(&caller.app, CAMPAIGN, name);
+    let seed = api.catalog.own(Definition::SEED_APP, CAMPAIGN, name);
+    let version = own.iter().chain(seed.iter()).map(|d| d.version).max().unwrap_or(0) + 1;
+    let d = Definition {
+        app_id: caller.app.clone(),
+        kind: CAMPAIGN.into(),
+        name: name.to_string(),
+        version,
+        paused: paused.unwrap_or_else(|| own.or(seed).is_some_and(|d| d.paused)),
+        definition,
+        updated_at: schemas::time::now_ms(),
+        updated_by: caller.key_id.clone(),
+    };
+    match definitions::write(&api.producer, &api.catalog, d).await {
+        Ok(d) => {
+            tracing::info!(app = %d.app_id, campaign = %d.name, version = d.version, paused = d.paused, key_id = %d.updated_by, "campaign definition written");
+            Ok(d)
+        }
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}"))),
+    }
+}
