@@ -735,3 +735,174 @@ oauth_url = "{b}"
     assert_eq!(to(&sim_b), ["oa-b-ok"]);
     sink.stop().await.unwrap();
 }
+
+/// Every step kind of a journey (issue 22). Entered at 10:00: step 1 by OA at once; step 2
+/// waits 23 h (09:00 the next day); step 3 waits until 10:30; step 4 goes on only for users with
+/// a phone; step 5 a ZNS voucher. A user who orders on the way leaves at the next step
+/// (`goal_reached`); one without a phone leaves at the branch.
+const JOURNEY: &str = r#"
+[limits]
+package = "premium"
+frequency_cap = 10
+
+[[campaign]]
+name = "cart_journey"
+trigger = "cart_abandoned"
+purpose = "marketing"
+exit_goal = "order_placed"
+channel = "oa_consultation"
+text = "Chào {name}, giỏ {cart_value} đ"
+steps = [
+  { wait = "23h" },
+  { wait_until = "10:30" },
+  { branch = { if = "has_phone", else = "exit" } },
+  { send = { channel = "zns", template_id = "voucher_v1", data = { name = "{name}", value = "{cart_value}" } } },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_waits_branches_and_ends_at_its_goal() {
+    let env = Env::new(JOURNEY, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    let mut users = [
+        profile("a", true, true, Some(recent), Some("84900000011")),
+        profile("b", true, true, Some(recent), Some("84900000012")),
+        profile("c", true, true, Some(recent), None),
+    ];
+    // b's order two hours after its cart's trigger (the profile as the processors will have it by
+    // the time the first wait ends; written before the sink starts, so it has read it).
+    users[1].last_order_at = Some(TEN_AM + 2 * HOUR);
+    users[1].orders = 1;
+    for p in &users {
+        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
+        env.put_profile(p).await;
+    }
+    let sink = env.sink(4000).await;
+    for p in &users {
+        env.put(&p.user_key, &cart(&p.user_key, &format!("t-{}", p.user_key), TEN_AM)).await;
+    }
+    let first = eventually(Duration::from_secs(30), "step 1 sent and step 2 waiting for all three", || async {
+        let w: Vec<MessageEvent> = env.messages().await.into_iter().filter(|m| m.status == "waiting").collect();
+        (w.len() >= 3).then_some(w)
+    })
+    .await;
+    assert!(first.iter().all(|w| w.retry_at == Some(TEN_AM + 23 * HOUR) && w.channel == "journey" && w.trigger_id.ends_with("#step2")));
+    assert_eq!(env.sim.received().iter().filter(|r| r.kind == "cs").count(), 3);
+
+    // 09:00 the next day: the waits end; a and c wait again until 10:30; b has reached the goal.
+    env.now.store(TEN_AM + 23 * HOUR, Ordering::SeqCst);
+    let second = eventually(Duration::from_secs(30), "step 3's waits and b's end", || async {
+        let m = env.messages().await;
+        let w: Vec<MessageEvent> = m.iter().filter(|m| m.status == "waiting" && m.trigger_id.ends_with("#step3")).cloned().collect();
+        let b_end = m.iter().find(|m| m.user_key == "b" && m.reason.as_deref() == Some("goal_reached")).cloned();
+        (w.len() == 2).then_some((w, b_end?))
+    })
+    .await;
+    let half_past_ten_next_day = TEN_AM + 24 * HOUR + HOUR / 2;
+    assert!(second.0.iter().all(|w| w.retry_at == Some(half_past_ten_next_day) && w.user_key != "b"), "{second:?}");
+    assert!(second.1.trigger_id.ends_with("#step3"), "b leaves before step 3: {:?}", second.1);
+    // 10:30: a has a phone and gets the voucher by ZNS; c has none and leaves at the branch.
+    env.now.store(half_past_ten_next_day, Ordering::SeqCst);
+    let zns = eventually(Duration::from_secs(30), "the voucher", || async {
+        env.sim.received().into_iter().find(|r| r.kind == "zns")
+    })
+    .await;
+    assert_eq!((zns.to.as_str(), zns.body["template_id"].as_str()), ("84900000011", Some("voucher_v1")));
+    let sent = eventually(Duration::from_secs(30), "the voucher recorded", || async {
+        env.messages().await.into_iter().find(|m| m.status == "sent" && m.channel == "zns")
+    })
+    .await;
+    assert_eq!((sent.user_key.as_str(), sent.trigger_id.as_str()), ("a", "t-a#step5"));
+    let received = env.sim.received();
+    assert_eq!(received.len(), 4, "three first messages, one voucher: {received:?}");
+    let resumed = env.messages().await.into_iter().filter(|m| m.status == "resumed").count();
+    assert_eq!(resumed, 5, "3 waits of step 2, 2 of step 3, each closed once");
+    sink.stop().await.unwrap();
+}
+
+const ONE_HOUR_JOURNEY_V1: &str = r#"
+[limits]
+package = "premium"
+frequency_cap = 10
+
+[[campaign]]
+name = "follow_up"
+trigger = "cart_abandoned"
+purpose = "marketing"
+reentry = "once"
+channel = "oa_consultation"
+text = "v1 first"
+steps = [
+  { wait = "1h" },
+  { send = { channel = "zns", template_id = "v1_second" } },
+]
+"#;
+
+/// A journey under way keeps the version it started with after the campaign is changed, and
+/// survives its member killed during the wait: the next member sends step 3 once, and step 1 is
+/// not sent again. A user enters once (`reentry = "once"`); a new user gets the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_keeps_its_version_survives_a_killed_member_and_is_entered_once() {
+    let env = Env::new(ONE_HOUR_JOURNEY_V1, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    for u in ["a", "d"] {
+        let p = profile(u, true, true, Some(recent), Some(if u == "a" { "84900000021" } else { "84900000022" }));
+        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
+        env.put_profile(&p).await;
+    }
+    let sink = env.sink(4000).await;
+    env.put("a", &cart("a", "t-a", TEN_AM)).await;
+    eventually(Duration::from_secs(30), "a's wait", || async {
+        env.messages().await.into_iter().find(|m| m.status == "waiting" && m.user_key == "a").map(|_| ())
+    })
+    .await;
+    // The member dies during the wait.
+    sink.kill();
+    // The campaign changes (the admin API writes this record): version 2 for app demo.
+    let v2 = json!({"name": "follow_up", "trigger": "cart_abandoned", "purpose": "marketing", "reentry": "once",
+        "channel": "oa_consultation", "text": "v2 first", "steps": [{"wait": "1h"}, {"send": {"channel": "zns", "template_id": "v2_second"}}]});
+    let catalog = sinks::definitions::Catalog::default();
+    let d = schemas::derived::Definition {
+        app_id: "demo".into(),
+        kind: "campaign".into(),
+        name: "follow_up".into(),
+        version: 2,
+        paused: false,
+        definition: v2.to_string(),
+        updated_at: TEN_AM,
+        updated_by: "test".into(),
+    };
+    sinks::definitions::write(&env.producer, &catalog, d).await.unwrap();
+    let sink = env.sink(4000).await;
+    // a enters again (another cart): refused, it entered once. d enters: version 2.
+    env.put("a", &cart("a", "t-a2", TEN_AM + 10 * 60_000)).await;
+    env.put("d", &cart("d", "t-d", TEN_AM + 10 * 60_000)).await;
+    eventually(Duration::from_secs(30), "d's first message", || async {
+        env.sim.received().into_iter().find(|r| r.to == "oa-d").map(|r| assert_eq!(r.body["message"]["text"], "v2 first"))
+    })
+    .await;
+    // An hour later: a's step 3 under version 1, once; d's under version 2.
+    env.now.store(TEN_AM + 2 * HOUR, Ordering::SeqCst);
+    let templates = eventually(Duration::from_secs(30), "both second messages", || async {
+        let z: Vec<(String, String)> = env
+            .sim
+            .received()
+            .into_iter()
+            .filter(|r| r.kind == "zns")
+            .map(|r| (r.to.clone(), r.body["template_id"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        (z.len() >= 2).then_some(z)
+    })
+    .await;
+    assert!(templates.contains(&("84900000021".into(), "v1_second".into())), "a keeps version 1: {templates:?}");
+    assert!(templates.contains(&("84900000022".into(), "v2_second".into())), "d runs version 2: {templates:?}");
+    let received = env.sim.received();
+    let to_a: Vec<&str> = received.iter().filter(|r| r.to == "oa-a" || r.to == "84900000021").map(|r| r.kind.as_str()).collect();
+    assert_eq!(to_a, ["cs", "zns"], "a: step 1 once, step 3 once, nothing for its second cart: {received:?}");
+    let messages = env.messages().await;
+    assert!(!messages.iter().any(|m| m.trigger_id.starts_with("t-a2")), "a's second cart is no entry: {messages:?}");
+    let versions: Vec<(String, Option<i64>)> =
+        messages.iter().filter(|m| m.status == "sent").map(|m| (m.user_key.clone(), m.campaign_version)).collect();
+    assert!(versions.iter().all(|(u, v)| *v == Some(if u == "a" { 1 } else { 2 })), "{versions:?}");
+    sink.stop().await.unwrap();
+}

@@ -259,12 +259,14 @@ impl CampaignResults {
         // The first record of a campaign's decision on an occurrence is the user's entry; a
         // held_out record puts it in the control group. Order updates answer an order: no entry.
         let control = m.is(MessageStatus::HeldOut);
+        // A journey's later steps are recorded under `<trigger id>#step<n>`: one entry, one cart.
+        let trigger_id = m.trigger_id.rsplit_once("#step").map_or(m.trigger_id.as_str(), |(base, _)| base);
         if m.trigger != ORDER_STATUS_TRIGGER && m.status().is_some() {
             let mut entries = self.entries(ctx, app, &m.user_key)?;
-            if !entries.iter().any(|e| e.trigger_id == m.trigger_id && e.campaign == m.campaign) {
+            if !entries.iter().any(|e| e.trigger_id == trigger_id && e.campaign == m.campaign) {
                 entries.push(Entered {
                     campaign: m.campaign.clone(),
-                    trigger_id: m.trigger_id.clone(),
+                    trigger_id: trigger_id.to_string(),
                     at: m.at,
                     control,
                     converted: false,
@@ -276,8 +278,8 @@ impl CampaignResults {
             }
             self.put_entries(ctx, app, &m.user_key, entries, state.latest)?;
         }
-        if m.trigger == CART_TRIGGER && !state.carts.iter().any(|c| c.trigger_id == m.trigger_id && c.campaign == m.campaign) {
-            state.carts.push(CartSeen { campaign: m.campaign.clone(), trigger_id: m.trigger_id.clone(), at: m.at, recovered: false });
+        if m.trigger == CART_TRIGGER && !state.carts.iter().any(|c| c.trigger_id == trigger_id && c.campaign == m.campaign) {
+            state.carts.push(CartSeen { campaign: m.campaign.clone(), trigger_id: trigger_id.to_string(), at: m.at, recovered: false });
             self.totals(ctx, app, &m.campaign, m.at)?.carts_triggered += 1;
         }
         let newly_sent = m.is(MessageStatus::Sent) && state.messages[i].sent_at.is_none();

@@ -231,10 +231,14 @@ pub enum MessageStatus {
     /// The user is in the campaign's holdout group for this entry: nothing is sent (cost 0);
     /// the entry counts in the control group's conversions.
     HeldOut,
+    /// A journey waits until `retry_at` before its next step (`data`: the variables).
+    Waiting,
+    /// A journey's wait is over: its next step follows.
+    Resumed,
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 8] = [
+    pub const ALL: [MessageStatus; 10] = [
         MessageStatus::Sending,
         MessageStatus::Sent,
         MessageStatus::Failed,
@@ -243,6 +247,8 @@ impl MessageStatus {
         MessageStatus::Deferred,
         MessageStatus::Delivered,
         MessageStatus::HeldOut,
+        MessageStatus::Waiting,
+        MessageStatus::Resumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -255,6 +261,8 @@ impl MessageStatus {
             MessageStatus::Deferred => "deferred",
             MessageStatus::Delivered => "delivered",
             MessageStatus::HeldOut => "held_out",
+            MessageStatus::Waiting => "waiting",
+            MessageStatus::Resumed => "resumed",
         }
     }
 

@@ -133,6 +133,143 @@ pub struct Campaign {
     /// What counts as a conversion: `order_placed` (the only goal yet, and the default).
     #[serde(default)]
     pub goal: Option<String>,
+    /// A journey: what follows the first message (which is step 1), numbered from 2 — sends,
+    /// waits and branches (docs/messaging.md, *Journeys*).
+    #[serde(default)]
+    pub steps: Vec<JourneyStep>,
+    /// Checked before every step after the first: the user reached it since entering — the
+    /// journey ends there (`goal_reached`). `order_placed`: an order after the entry.
+    #[serde(default)]
+    pub exit_goal: Option<String>,
+    /// Who may enter again: `every_trigger` (the default: each trigger occurrence is an entry),
+    /// `once` (a user enters once, as far back as `zmp.messages.v1` keeps: 40 days), or
+    /// `after:<duration>` (not again within that long of the last entry, e.g. `after:7d`).
+    #[serde(default)]
+    pub reentry: Option<String>,
+}
+
+/// One step of a journey after its first message: exactly one of the four.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyStep {
+    /// A message, like the campaign's first (with its own fallback).
+    #[serde(default)]
+    pub send: Option<Box<SendStep>>,
+    /// A wait, e.g. `23h`, `2d` (1 minute to 30 days).
+    #[serde(default)]
+    pub wait: Option<String>,
+    /// A wait until the next time of day in Vietnam, `HH:MM`.
+    #[serde(default)]
+    pub wait_until: Option<String>,
+    /// A branch on what is true of the user now.
+    #[serde(default)]
+    pub branch: Option<Branch>,
+}
+
+/// A journey's message: a step (channel, template…) and its fallback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendStep {
+    #[serde(flatten)]
+    pub step: Step,
+    #[serde(default)]
+    pub fallback: Option<Step>,
+}
+
+/// `if` holds: go to `then` (default: the next step); else to `else` (default: the next step).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    #[serde(rename = "if")]
+    pub condition: Condition,
+    #[serde(default)]
+    pub then: Option<Goto>,
+    #[serde(default, rename = "else")]
+    pub otherwise: Option<Goto>,
+}
+
+/// What a branch asks of the user, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Placed an order since entering the journey.
+    Converted,
+    /// Follows the shop's OA.
+    FollowsOa,
+    /// Has a verified phone.
+    HasPhone,
+}
+
+/// Where a branch goes: a later step's number, `next` or `exit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Goto {
+    Step(usize),
+    Word(String),
+}
+
+/// What a journey step is, checked.
+#[derive(Debug, Clone, Copy)]
+pub enum StepKind<'a> {
+    Send(&'a SendStep),
+    Wait(i64),
+    WaitUntil { hour: i64, minute: i64 },
+    Branch(&'a Branch),
+}
+
+/// Who may enter again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    EveryTrigger,
+    Once,
+    After(i64),
+}
+
+/// Most steps a journey has after its first message.
+pub const MAX_STEPS: usize = 10;
+
+impl JourneyStep {
+    /// The step's kind; Err names what is wrong (checked whole by [`check`] first).
+    pub fn kind(&self) -> Result<StepKind<'_>, String> {
+        let given = usize::from(self.send.is_some())
+            + usize::from(self.wait.is_some())
+            + usize::from(self.wait_until.is_some())
+            + usize::from(self.branch.is_some());
+        if given != 1 {
+            return Err("a step is exactly one of send, wait, wait_until, branch".into());
+        }
+        if let Some(s) = &self.send {
+            return Ok(StepKind::Send(s));
+        }
+        if let Some(w) = &self.wait {
+            let d = schemas::duration::parse_duration(w)?;
+            let ms = d.as_millis() as i64;
+            if !(60_000..=30 * 86_400_000).contains(&ms) {
+                return Err(format!("{w:?}: between 1m and 30d"));
+            }
+            return Ok(StepKind::Wait(ms));
+        }
+        if let Some(t) = &self.wait_until {
+            let parsed = t.split_once(':').and_then(|(h, m)| {
+                let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+                ((0..24).contains(&h) && (0..60).contains(&m) && t.len() == 5).then_some((h, m))
+            });
+            let (hour, minute) = parsed.ok_or_else(|| format!("{t:?}: a time of day in Vietnam, HH:MM"))?;
+            return Ok(StepKind::WaitUntil { hour, minute });
+        }
+        Ok(StepKind::Branch(self.branch.as_ref().expect("one is given")))
+    }
+}
+
+impl Goto {
+    /// The step number it goes to from step `at` (`next`: at + 1); None: the journey ends.
+    pub fn target(&self, at: usize) -> Option<usize> {
+        match self {
+            Goto::Step(n) => Some(*n),
+            Goto::Word(w) if w == "next" => Some(at + 1),
+            Goto::Word(_) => None,
+        }
+    }
 }
 
 /// The goals a campaign may have.
@@ -155,6 +292,23 @@ fn yes() -> bool {
 }
 
 impl Campaign {
+    /// The journey's step `n` (2 and on; step 1 is the campaign's first message).
+    pub fn step(&self, n: usize) -> Option<&JourneyStep> {
+        n.checked_sub(2).and_then(|i| self.steps.get(i))
+    }
+
+    /// Who may enter again (checked by [`check`]).
+    pub fn reentry(&self) -> Reentry {
+        match self.reentry.as_deref() {
+            Some("once") => Reentry::Once,
+            Some(r) => r
+                .strip_prefix("after:")
+                .and_then(|d| schemas::duration::parse_duration(d).ok())
+                .map_or(Reentry::EveryTrigger, |d| Reentry::After(d.as_millis() as i64)),
+            None => Reentry::EveryTrigger,
+        }
+    }
+
     pub fn promotional(&self) -> bool {
         self.promotional.unwrap_or(self.trigger != Trigger::OrderStatus)
     }
@@ -313,7 +467,73 @@ pub fn check(c: &Campaign) -> Result<(), FieldError> {
     if (c.trigger == Trigger::SegmentEntered) != c.segment.is_some() {
         return Err(field_error("segment", "required for trigger segment_entered, and only for it"));
     }
-    for (which, step) in std::iter::once(("", &c.primary)).chain(c.fallback.iter().map(|f| ("fallback.", f))) {
+    check_send(c, "", &c.primary, c.fallback.as_ref())?;
+    if c.steps.len() > MAX_STEPS {
+        return Err(field_error("steps", format!("at most {MAX_STEPS} steps after the first message")));
+    }
+    for (i, step) in c.steps.iter().enumerate() {
+        let n = i + 2;
+        let at = format!("steps[{i}]");
+        let kind = step.kind().map_err(|why| field_error(at.clone(), why))?;
+        match kind {
+            StepKind::Send(s) => check_send(c, &format!("{at}.send."), &s.step, s.fallback.as_ref())?,
+            StepKind::Branch(b) => {
+                for (f, g) in [("then", &b.then), ("else", &b.otherwise)] {
+                    let Some(g) = g else { continue };
+                    let ok = match g {
+                        // Forward only: a journey always ends.
+                        Goto::Step(t) => *t > n && *t <= c.steps.len() + 1,
+                        Goto::Word(w) => w == "next" || w == "exit",
+                    };
+                    if !ok {
+                        return Err(field_error(
+                            format!("{at}.branch.{f}"),
+                            format!("\"next\", \"exit\", or a later step's number ({} to {})", n + 1, c.steps.len() + 1),
+                        ));
+                    }
+                }
+            }
+            StepKind::Wait(_) | StepKind::WaitUntil { .. } => {
+                if n == c.steps.len() + 1 {
+                    return Err(field_error(at, "a journey does not end with a wait"));
+                }
+            }
+        }
+    }
+    if let Some(g) = &c.exit_goal
+        && !GOALS.contains(&g.as_str())
+    {
+        return Err(field_error("exit_goal", format!("{g:?}: use one of {}", GOALS.join(", "))));
+    }
+    if let Some(r) = &c.reentry {
+        let ok = r == "every_trigger"
+            || r == "once"
+            || r.strip_prefix("after:").is_some_and(|d| schemas::duration::parse_duration(d).is_ok_and(|d| d.as_secs() >= 60));
+        if !ok {
+            return Err(field_error("reentry", format!("{r:?}: every_trigger, once, or after:<duration> (e.g. after:7d)")));
+        }
+    }
+    if let Some(p) = c.holdout_percent {
+        if p > 90 {
+            return Err(field_error("holdout_percent", format!("{p}: at most 90 (a share of the entrants, in per cent)")));
+        }
+        if p > 0 && c.trigger == Trigger::OrderStatus {
+            return Err(field_error("holdout_percent", "an order's status is owed to the customer: nobody is held out of it"));
+        }
+    }
+    if let Some(g) = &c.goal
+        && !GOALS.contains(&g.as_str())
+    {
+        return Err(field_error("goal", format!("{g:?}: use one of {}", GOALS.join(", "))));
+    }
+    Ok(())
+}
+
+/// Checks one message of a campaign (its first, or a journey's send step) and its fallback;
+/// `prefix` is where it is in the definition (`steps.2.send.`).
+fn check_send(c: &Campaign, prefix: &str, primary: &Step, fallback: Option<&Step>) -> Result<(), FieldError> {
+    let fallback_at = format!("{prefix}fallback.");
+    for (which, step) in std::iter::once((prefix, primary)).chain(fallback.map(|f| (fallback_at.as_str(), f))) {
         let at = |f: &str| format!("{which}{f}");
         if step.channel.needs_template_id() && step.template_id.as_deref().is_none_or(str::is_empty) {
             return Err(field_error(at("template_id"), format!("channel {} needs a template_id", step.channel.name())));
@@ -344,21 +564,8 @@ pub fn check(c: &Campaign) -> Result<(), FieldError> {
             }
         }
     }
-    if c.fallback.as_ref().is_some_and(|f| f.channel.channel().by_uid()) {
-        return Err(field_error("fallback.channel", "the fallback must be zns: it is for users OA messages cannot reach"));
-    }
-    if let Some(p) = c.holdout_percent {
-        if p > 90 {
-            return Err(field_error("holdout_percent", format!("{p}: at most 90 (a share of the entrants, in per cent)")));
-        }
-        if p > 0 && c.trigger == Trigger::OrderStatus {
-            return Err(field_error("holdout_percent", "an order's status is owed to the customer: nobody is held out of it"));
-        }
-    }
-    if let Some(g) = &c.goal
-        && !GOALS.contains(&g.as_str())
-    {
-        return Err(field_error("goal", format!("{g:?}: use one of {}", GOALS.join(", "))));
+    if fallback.is_some_and(|f| f.channel.channel().by_uid()) {
+        return Err(field_error(format!("{prefix}fallback.channel"), "the fallback must be zns: it is for users OA messages cannot reach"));
     }
     Ok(())
 }
@@ -479,5 +686,57 @@ mod tests {
         assert_eq!(render("Chào {name}, giỏ {cart_value} đ {{ok}} {missing}.", &vars), "Chào Lan, giỏ 350.000 đ {ok} .");
         assert_eq!(variables("a {x} {{y}} {z}").unwrap(), vec!["x", "z"]);
         assert!(variables("a {x").is_err());
+    }
+
+    #[test]
+    fn journeys_are_checked_step_by_step_with_the_field_named() {
+        let base = json!({"name": "j", "trigger": "cart_abandoned", "purpose": "marketing", "channel": "oa_consultation", "text": "hi"});
+        let with = |steps: Value, extra: Value| {
+            let mut v = base.clone();
+            v["steps"] = steps;
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            from_json(&v)
+        };
+        let ok = with(
+            json!([{"wait": "23h"}, {"wait_until": "09:30"}, {"branch": {"if": "has_phone", "else": "exit"}},
+                   {"send": {"channel": "zns", "template_id": "t", "data": {"v": "{cart_value}"}}}]),
+            json!({"exit_goal": "order_placed", "reentry": "after:7d"}),
+        )
+        .unwrap();
+        assert_eq!(ok.steps.len(), 4);
+        assert!(matches!(ok.step(2).unwrap().kind(), Ok(StepKind::Wait(82_800_000))));
+        assert!(matches!(ok.step(3).unwrap().kind(), Ok(StepKind::WaitUntil { hour: 9, minute: 30 })));
+        assert_eq!(ok.reentry(), Reentry::After(7 * 86_400_000));
+        let field = |steps: Value, extra: Value| with(steps, extra).unwrap_err().field;
+        assert_eq!(field(json!([{"wait": "1h", "wait_until": "09:00"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
+        assert_eq!(field(json!([{"wait": "40d"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
+        assert_eq!(field(json!([{"wait_until": "25:00"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
+        assert_eq!(field(json!([{"send": {"channel": "zns"}}]), json!({})), "steps[0].send.template_id");
+        assert_eq!(field(json!([{"send": {"channel": "zns", "template_id": "t", "data": {"x": "{order_id}"}}}]), json!({})), "steps[0].send.data.x");
+        assert_eq!(field(json!([{"send": {"channel": "oa_promotion", "text": "x"}}]), json!({})), "steps[0].send.channel");
+        // Branches go forward only, to a step that exists.
+        assert_eq!(field(json!([{"branch": {"if": "follows_oa", "then": 2}}, {"wait": "1h"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0].branch.then");
+        assert_eq!(field(json!([{"branch": {"if": "follows_oa", "else": 9}}]), json!({})), "steps[0].branch.else");
+        assert_eq!(field(json!([{"send": {"channel": "zns", "template_id": "t"}}, {"wait": "1h"}]), json!({})), "steps[1]");
+        assert_eq!(field(json!([{"branch": {"if": "rich"}}]), json!({})), "steps[0].branch.if");
+        assert_eq!(field(json!([]), json!({"exit_goal": "happiness"})), "exit_goal");
+        assert_eq!(field(json!([]), json!({"reentry": "sometimes"})), "reentry");
+    }
+
+    #[test]
+    fn the_shipped_journeys_load() {
+        let c = Campaigns::load(None).unwrap();
+        let cart = c.by_name("cart_reminder").unwrap();
+        assert_eq!((cart.steps.len(), cart.holdout_percent, cart.exit_goal.as_deref()), (2, Some(10), Some("order_placed")));
+        let welcome = c.by_name("welcome").unwrap();
+        assert_eq!((welcome.steps.len(), welcome.reentry()), (6, Reentry::Once));
+        // Every shipped campaign uses only services Zalo still runs.
+        for camp in &c.campaigns {
+            for ch in std::iter::once(camp.primary.channel).chain(camp.fallback.iter().map(|f| f.channel)) {
+                assert!(crate::zalo_rules::service_available(ch.name(), schemas::time::now_ms()).is_ok(), "{}", camp.name);
+            }
+        }
     }
 }

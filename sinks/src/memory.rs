@@ -20,6 +20,8 @@ pub struct UserState {
     pub sent: Vec<Sent>,
     /// Message ids decided for good (sent, suppressed, failed, unknown) or being sent.
     pub decided: HashSet<String>,
+    /// By campaign: when the user last entered it, and on which trigger (the re-entry rule).
+    pub entries: HashMap<String, (i64, String)>,
 }
 
 /// The key the sink knows a user by: `app/user` ([`schemas::topics::app_user_key`]), as in
@@ -128,8 +130,16 @@ impl PartitionState {
     /// Applies one `zmp.messages.v1` record (rebuild and live alike).
     pub fn apply(&mut self, rec: &MessageEvent) {
         let u = self.users.entry(member(&rec.app_id, &rec.user_key)).or_default();
+        // A campaign's first record on an occurrence (not a later step's, not a receipt) is an
+        // entry.
+        if !rec.campaign.is_empty() && !rec.trigger_id.contains("#step") && !rec.is(MessageStatus::Delivered) {
+            let last = u.entries.entry(rec.campaign.clone()).or_insert((rec.at, rec.trigger_id.clone()));
+            if rec.at >= last.0 {
+                *last = (rec.at, rec.trigger_id.clone());
+            }
+        }
         match rec.status() {
-            Some(MessageStatus::Deferred) => {
+            Some(MessageStatus::Deferred | MessageStatus::Waiting) => {
                 if let Some(at) = rec.retry_at
                     && !u.decided.contains(&rec.message_id)
                 {

@@ -32,7 +32,7 @@ use schemas::kafka::Kafka;
 use schemas::time::Clock;
 use schemas::topics::Topic;
 
-use crate::campaigns::{Campaign, Campaigns, ChannelName, content, held_out};
+use crate::campaigns::{Campaign, Campaigns, ChannelName, Condition, Reentry, StepKind, content, held_out};
 use crate::definitions::{self, CAMPAIGN, Catalog};
 use crate::memory::{PartitionState, dedup_key, member, oa_address, phone_address, profile_member, rebuild};
 use crate::policy::{self, Decision, Recipient};
@@ -502,20 +502,38 @@ impl Engine {
             return self.write(partition, &closed).await;
         };
         let (version, campaign) = versioned.unwrap_or((live.version(), live.campaign));
-        let step = if campaign.primary.channel.name() == rec.channel { 0 } else { 1 };
-        // The deferred record kept the variables the first attempt rendered.
+        let (base, n) = journey_step_of(&rec.trigger_id);
+        // The deferred record kept the variables the first attempt rendered (and the entry time).
+        let vars: serde_json::Map<String, Value> = rec.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+        let entry = vars.get(ENTRY_VAR).and_then(Value::as_i64).unwrap_or(rec.at);
         let occurrence = Occurrence {
-            app: rec.app_id,
-            user: rec.user_key,
+            app: rec.app_id.clone(),
+            user: rec.user_key.clone(),
             trigger: campaign.trigger,
-            id: rec.trigger_id,
-            at: rec.at,
-            vars: rec.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
+            id: base.to_string(),
+            at: entry,
+            vars,
             segment: campaign.segment.clone(),
             // Its source was accepted when it was first decided.
             trust: schemas::event::Trust::Server,
         };
-        self.run_campaign(partition, &campaign, version, occurrence, step).await
+        if rec.is(MessageStatus::Waiting) {
+            // A journey's wait is over: closed, then the journey goes on from the next step.
+            let mut closed = rec;
+            closed.set_status(MessageStatus::Resumed);
+            closed.retry_at = None;
+            closed.data = None;
+            closed.at = (self.clock)();
+            self.write(partition, &closed).await?;
+            return self.run_journey(partition, &campaign, version, occurrence, n + 1, 0).await;
+        }
+        // A send deferred by the night ban: the channel it was deferred on (its fallback's?).
+        let primary = match n {
+            1 => Some(&campaign.primary),
+            _ => campaign.step(n).and_then(|s| s.send.as_ref()).map(|s| &s.step),
+        };
+        let from = if primary.is_some_and(|p| p.channel.name() == rec.channel) { 0 } else { 1 };
+        self.run_journey(partition, &campaign, version, occurrence, n, from).await
     }
 
     /// Decides the jobs whose profile has caught up (or whose wait is over), in arrival order.
@@ -602,9 +620,133 @@ impl Engine {
                 self.write(partition, &rec).await?;
                 continue;
             }
-            self.run_campaign(partition, c, version, occurrence.clone(), 0).await?;
+            if !self.may_enter(partition, c, &occurrence) {
+                METRICS.ignored.with_label_values(&[occurrence.trigger.name(), "no_reentry"]).inc();
+                continue;
+            }
+            let mut entering = occurrence.clone();
+            entering.vars.insert(ENTRY_VAR.into(), json!(occurrence.at));
+            self.run_journey(partition, c, version, entering, 1, 0).await?;
         }
         Ok(())
+    }
+
+    /// The campaign's re-entry rule: whether the user may enter it on this occurrence.
+    fn may_enter(&self, partition: i32, c: &Campaign, occurrence: &Occurrence) -> bool {
+        let who = member(&occurrence.app, &occurrence.user);
+        let Some(last) = self.parts.get(&partition).and_then(|p| p.user(&who)).and_then(|u| u.entries.get(&c.name)) else {
+            return true;
+        };
+        // The same occurrence again (a replay) is dedup's to catch.
+        if last.1 == occurrence.id {
+            return true;
+        }
+        match c.reentry() {
+            Reentry::EveryTrigger => true,
+            Reentry::Once => false,
+            Reentry::After(ms) => (self.clock)() - last.0 >= ms,
+        }
+    }
+
+    /// Whether the user placed an order after `entry` (a journey's exit goal, its `converted`),
+    /// and by now (an order time ahead of the clock is not yet one).
+    fn converted(&self, partition: i32, occurrence: &Occurrence, entry: i64) -> bool {
+        let who = member(&occurrence.app, &occurrence.user);
+        let now = (self.clock)();
+        self.parts.get(&partition).and_then(|p| p.profile(&who)).and_then(|p| p.last_order_at).is_some_and(|t| t > entry && t <= now)
+    }
+
+    /// Runs a campaign's journey for one occurrence from step `n` (1: its first message; for a
+    /// send, from its channel `from`: 0 the step's own, 1 its fallback) until a wait, a
+    /// deferral or the end. A step already decided (a replay, a restart) is passed over, so the
+    /// journey goes on from where it was, no step done twice and none lost. Before each step
+    /// after the first, the exit goal: reached, the journey ends (`goal_reached`).
+    async fn run_journey(
+        &mut self,
+        partition: i32,
+        c: &Campaign,
+        version: i64,
+        occurrence: Occurrence,
+        mut n: usize,
+        mut from: usize,
+    ) -> anyhow::Result<()> {
+        let entry = occurrence.vars.get(ENTRY_VAR).and_then(Value::as_i64).unwrap_or(occurrence.at);
+        let who = member(&occurrence.app, &occurrence.user);
+        loop {
+            let (step, fallback) = if n == 1 {
+                (&c.primary, c.fallback.as_ref())
+            } else {
+                let Some(js) = c.step(n) else { return Ok(()) };
+                let kind = match js.kind() {
+                    Ok(k) => k,
+                    // Checked when written; nothing to run.
+                    Err(_) => return Ok(()),
+                };
+                if c.exit_goal.is_some() && self.converted(partition, &occurrence, entry) {
+                    let mid = step_message_id(&occurrence, &c.name, n, JOURNEY_CHANNEL);
+                    if !self.decided(partition, &who, &mid) {
+                        let mut rec = self.journey_record(&mid, c, version, &occurrence, n, MessageStatus::Suppressed);
+                        rec.reason = Some("goal_reached".into());
+                        self.write(partition, &rec).await?;
+                    }
+                    return Ok(());
+                }
+                match kind {
+                    StepKind::Send(s) => (&s.step, s.fallback.as_ref()),
+                    StepKind::Wait(_) | StepKind::WaitUntil { .. } => {
+                        let mid = step_message_id(&occurrence, &c.name, n, JOURNEY_CHANNEL);
+                        if self.decided(partition, &who, &mid) {
+                            n += 1;
+                            continue;
+                        }
+                        if self.parts.get(&partition).is_some_and(|p| p.deferred.values().any(|d| d.message_id == mid)) {
+                            return Ok(());
+                        }
+                        let now = (self.clock)();
+                        let until = match kind {
+                            StepKind::Wait(ms) => now + ms,
+                            StepKind::WaitUntil { hour, minute } => next_vn_time(now, hour, minute),
+                            _ => unreachable!("a wait"),
+                        };
+                        let mut rec = self.journey_record(&mid, c, version, &occurrence, n, MessageStatus::Waiting);
+                        rec.retry_at = Some(until);
+                        rec.data = Some(Value::Object(occurrence.vars.clone()).to_string());
+                        return self.write(partition, &rec).await;
+                    }
+                    StepKind::Branch(b) => {
+                        let holds = match b.condition {
+                            Condition::Converted => self.converted(partition, &occurrence, entry),
+                            Condition::FollowsOa => recipient(self.parts.get(&partition).and_then(|p| p.profile(&who))).follows_oa,
+                            Condition::HasPhone => recipient(self.parts.get(&partition).and_then(|p| p.profile(&who))).phone.is_some(),
+                        };
+                        let go = if holds { &b.then } else { &b.otherwise };
+                        match go.as_ref().map_or(Some(n + 1), |g| g.target(n)) {
+                            Some(next) => {
+                                n = next;
+                                continue;
+                            }
+                            None => return Ok(()),
+                        }
+                    }
+                }
+            };
+            let sends: Vec<&crate::campaigns::Step> = std::iter::once(step).chain(fallback).collect();
+            match self.run_campaign(partition, c, version, occurrence.clone(), n, &sends, from).await? {
+                Ran::Done if !c.steps.is_empty() => {
+                    n += 1;
+                    from = 0;
+                }
+                Ran::Done | Ran::Waiting => return Ok(()),
+            }
+        }
+    }
+
+    /// A journey's own record (a wait, or its end at the goal) for step `n`.
+    fn journey_record(&self, mid: &str, c: &Campaign, version: i64, occurrence: &Occurrence, n: usize, status: MessageStatus) -> MessageEvent {
+        let mut rec = self.record(mid, c, version, occurrence, ChannelName::Zns, status, None);
+        rec.channel = JOURNEY_CHANNEL.to_string();
+        rec.trigger_id = step_trigger_id(&occurrence.id, n);
+        rec
     }
 
     fn decided(&self, partition: i32, who: &str, mid: &str) -> bool {
@@ -642,15 +784,21 @@ impl Engine {
 
     /// One campaign for one occurrence: the primary channel, then the fallback when the primary
     /// cannot reach the user. Each step: dedup, the policy, a record, and the send.
+    /// One message of a campaign for one occurrence, step `n` of its journey: its channel, then
+    /// the fallback when the channel cannot reach the user (`sends`, from `first`). Each: dedup,
+    /// the policy, a record, and the send. `Waiting` when it was deferred (the night ban).
+    #[allow(clippy::too_many_arguments)]
     async fn run_campaign(
         &mut self,
         partition: i32,
         c: &Campaign,
         version: i64,
         mut occurrence: Occurrence,
+        n: usize,
+        sends: &[&crate::campaigns::Step],
         first_step: usize,
-    ) -> anyhow::Result<()> {
-        let steps: Vec<_> = std::iter::once(&c.primary).chain(c.fallback.iter()).collect();
+    ) -> anyhow::Result<Ran> {
+        let steps = sends;
         let mut vars = std::mem::take(&mut occurrence.vars);
         let user = occurrence.user.as_str();
         let who = member(&occurrence.app, user);
@@ -665,15 +813,18 @@ impl Engine {
         vars.entry("user_key").or_insert_with(|| json!(user));
         vars.entry("campaign").or_insert_with(|| json!(c.name));
         let recipient = recipient(profile.as_ref());
-        for step in steps.into_iter().skip(first_step) {
+        let trigger_id = step_trigger_id(&occurrence.id, n);
+        for step in steps.iter().skip(first_step) {
             let channel = step.channel;
-            let mid = message_id(&occurrence, &c.name, channel);
+            let mid = step_message_id(&occurrence, &c.name, n, channel.name());
             if self.decided(partition, &who, &mid) {
-                METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
-                return Ok(());
+                if n == 1 {
+                    METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
+                }
+                return Ok(Ran::Done);
             }
             let now = (self.clock)();
-            let key = dedup_key(&c.name, &occurrence.id);
+            let key = dedup_key(&c.name, &trigger_id);
             let req = policy::Request {
                 trigger_id: &key,
                 campaign: &c.name,
@@ -696,6 +847,7 @@ impl Engine {
             };
             let decision = policy::decide(&req, &to, history, &self.campaigns.limits);
             let mut rec = self.record(&mid, c, version, &occurrence, channel, MessageStatus::Sending, None);
+            rec.trigger_id = trigger_id.clone();
             rec.template_id = step.template_id.clone();
             match decision {
                 Decision::Suppress(reason) => {
@@ -705,14 +857,15 @@ impl Engine {
                     if reason.worth_fallback() {
                         continue;
                     }
-                    return Ok(());
+                    return Ok(Ran::Done);
                 }
                 Decision::Defer { until, reason } => {
                     rec.set_status(MessageStatus::Deferred);
                     rec.reason = Some(reason.code().into());
                     rec.retry_at = Some(until);
                     rec.data = Some(Value::Object(vars.clone()).to_string());
-                    return self.write(partition, &rec).await;
+                    self.write(partition, &rec).await?;
+                    return Ok(Ran::Waiting);
                 }
                 Decision::Send { cost_vnd } => {
                     rec.data = Some(Value::Object(vars.clone()).to_string());
@@ -744,7 +897,7 @@ impl Engine {
                             rec.cost_vnd = cost_vnd;
                             rec.zalo_message_id = Some(accepted.message_id);
                             self.write(partition, &rec).await?;
-                            return Ok(());
+                            return Ok(Ran::Done);
                         }
                         Err(ZaloError::TokenFile(why)) => {
                             // Sending on would rotate tokens that a restart cannot find. The
@@ -761,7 +914,7 @@ impl Engine {
                                 _ => "zalo_no_answer".to_string(),
                             });
                             self.write(partition, &rec).await?;
-                            return Ok(());
+                            return Ok(Ran::Done);
                         }
                         Err(e) => {
                             rec.set_status(MessageStatus::Failed);
@@ -771,13 +924,13 @@ impl Engine {
                             if unreachable_by_oa(&e) {
                                 continue;
                             }
-                            return Ok(());
+                            return Ok(Ran::Done);
                         }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(Ran::Done)
     }
 
     /// Writes a record to `zmp.messages.v1` (the user's partition) and waits for Kafka's ack;
@@ -848,6 +1001,52 @@ fn short(e: &ZaloError) -> String {
 /// The stable id of one occurrence's message from one campaign on one channel.
 pub fn message_id(occurrence: &Occurrence, campaign: &str, channel: ChannelName) -> String {
     stable_id(&[&occurrence.app, &occurrence.user, campaign, &occurrence.id, channel.name()])
+}
+
+/// What a step of a journey did: decided (go on), or waiting (a deferral: its record resumes it).
+enum Ran {
+    Done,
+    Waiting,
+}
+
+/// The template variable that carries when the user entered the journey (epoch ms); kept in
+/// the records that resume it (waits, deferrals).
+const ENTRY_VAR: &str = "_journey_entry";
+
+/// The channel of a journey's own records (its waits, its end at the goal).
+pub const JOURNEY_CHANNEL: &str = "journey";
+
+/// The trigger id a journey's step `n` is recorded under: the occurrence's for the first
+/// message (as before journeys), `<id>#step<n>` after it — one send per trigger and step, ever.
+pub fn step_trigger_id(id: &str, n: usize) -> String {
+    if n <= 1 { id.to_string() } else { format!("{id}#step{n}") }
+}
+
+/// The occurrence's trigger id and the step number of a record's `trigger_id`.
+pub fn journey_step_of(trigger_id: &str) -> (&str, usize) {
+    match trigger_id.rsplit_once("#step").and_then(|(base, n)| Some((base, n.parse::<usize>().ok()?))) {
+        Some((base, n)) if n >= 2 => (base, n),
+        _ => (trigger_id, 1),
+    }
+}
+
+/// The stable id of step `n`'s message on `channel` (or of its wait, on [`JOURNEY_CHANNEL`]):
+/// the first message's is [`message_id`]'s, as before journeys.
+fn step_message_id(occurrence: &Occurrence, campaign: &str, n: usize, channel: &str) -> String {
+    if n <= 1 {
+        stable_id(&[&occurrence.app, &occurrence.user, campaign, &occurrence.id, channel])
+    } else {
+        stable_id(&[&occurrence.app, &occurrence.user, campaign, &step_trigger_id(&occurrence.id, n), channel])
+    }
+}
+
+/// The first time after `now` that is `hour:minute` in Vietnam.
+pub fn next_vn_time(now: i64, hour: i64, minute: i64) -> i64 {
+    use schemas::time::{DAY_MS, HOUR_MS, VN_OFFSET_MS};
+    let local = now + VN_OFFSET_MS;
+    let day = local - local.rem_euclid(DAY_MS);
+    let at = day + hour * HOUR_MS + minute * 60_000;
+    (if at > local { at } else { at + DAY_MS }) - VN_OFFSET_MS
 }
 
 /// The ZNS tracking id (≤ 48 chars): the message id's first 16 hex, a dot, and the user key when
