@@ -75,6 +75,10 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
         (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi {order_id}"}), "text"),
         (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi", "colour": "red"}), "colour"),
         (json!({"name": "x", "trigger": "birthday", "channel": "oa_promotion", "title": "t", "text": "hi"}), "channel"),
+        // What the operator's file may say but an admin key may not: no consent purpose, or the
+        // public write key's word starting a send.
+        (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi"}), "purpose"),
+        (json!({"name": "x", "trigger": "order_status", "sources": ["unverified"], "channel": "zns", "template_id": "t"}), "sources"),
     ];
     for (def, field) in bad {
         let (status, body) = admin_post("/v1/admin/campaigns", def.clone()).await;
@@ -225,6 +229,12 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     assert_eq!((status, resumed["paused"].as_bool(), resumed["version"].as_i64()), (200, Some(false), Some(3)));
     let (status, _) = admin_post("/v1/admin/campaigns/nope/pause", json!({})).await;
     assert_eq!(status, 404);
+    // The app's own removed: nothing of that name in force (no seed of it); then unknown.
+    let del = || c.delete(format!("{base}/v1/admin/campaigns/cart_probe")).bearer_auth(&admin).send();
+    let r = del().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"removed": true, "in_force": null}));
+    assert_eq!(del().await.unwrap().status(), 404);
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }

@@ -261,7 +261,10 @@ impl CampaignResults {
         let control = m.is(MessageStatus::HeldOut);
         // A journey's later steps are recorded under `<trigger id>#step<n>`: one entry, one cart.
         let trigger_id = m.trigger_id.rsplit_once("#step").map_or(m.trigger_id.as_str(), |(base, _)| base);
-        if m.trigger != ORDER_STATUS_TRIGGER && m.status().is_some() {
+        // Suppressed whole before the campaign ran (too old, or no OA for the app): no entry in
+        // either group (the holdout is decided after those).
+        let whole = matches!(m.reason.as_deref(), Some("stale_trigger" | "no_oa_for_app"));
+        if m.trigger != ORDER_STATUS_TRIGGER && m.status().is_some() && !whole {
             let mut entries = self.entries(ctx, app, &m.user_key)?;
             if !entries.iter().any(|e| e.trigger_id == trigger_id && e.campaign == m.campaign) {
                 entries.push(Entered {

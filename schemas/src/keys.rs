@@ -147,8 +147,12 @@ impl Keys {
                     anyhow::bail!("{flag} entry for app {app:?} has an empty app id or key");
                 }
                 // App ids are parts of keys (`app/user/purpose`, `app/campaign/…`).
-                if app.contains(['/', '\u{1f}']) || app.chars().any(char::is_whitespace) {
+                if app.contains(['/', '\u{1f}']) || app.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     anyhow::bail!("{flag}: app id {app:?} may not contain '/', spaces or control characters");
+                }
+                // `*` is every app's (the seed of the campaign definitions, zmp.campaigns.v1).
+                if app == "*" {
+                    anyhow::bail!("{flag}: \"*\" is not an app id (it stands for every app)");
                 }
                 let d = digest(key);
                 if let Some(other) = entries.iter().find(|e| same(&e.digest, &d)) {

@@ -225,6 +225,9 @@ pub enum Reentry {
     After(i64),
 }
 
+/// The highest price a template may say it costs, in VND (ZNS templates cost a few hundred).
+pub const MAX_PRICE_VND: i64 = 100_000;
+
 /// Most steps a journey has after its first message.
 pub const MAX_STEPS: usize = 10;
 
@@ -543,6 +546,9 @@ fn check_send(c: &Campaign, prefix: &str, primary: &Step, fallback: Option<&Step
         }
         if step.button_title.is_some() != step.button_url.is_some() {
             return Err(field_error(at("button_url"), "button_title and button_url go together"));
+        }
+        if step.price_vnd.is_some_and(|p| !(0..=MAX_PRICE_VND).contains(&p)) {
+            return Err(field_error(at("price_vnd"), format!("0 to {MAX_PRICE_VND} VND a message")));
         }
         if let Err(why) = crate::zalo_rules::service_available(step.channel.name(), schemas::time::now_ms()) {
             return Err(field_error(at("channel"), why));

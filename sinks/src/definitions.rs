@@ -73,6 +73,9 @@ struct State {
     campaigns: HashMap<String, Arc<Campaign>>,
     /// Every campaign version read: (app, name, version).
     versions: HashMap<(String, String, i64), Arc<Campaign>>,
+    /// The highest version read per key, removed ones included: a definition written again
+    /// after its removal goes on from there, so a version names one definition.
+    highest: HashMap<String, i64>,
 }
 
 /// What `zmp.campaigns.v1` says, kept current by following it.
@@ -101,6 +104,11 @@ impl Catalog {
             tracing::warn!(key, "zmp.campaigns.v1: a record under another key than its own; skipped");
             return;
         }
+        // A writer applies its own record at once; the follower may bring an older one after
+        // a newer (another replica's): versions only go forward.
+        if s.records.get(key).is_some_and(|old| old.version > d.version) {
+            return;
+        }
         if d.kind == CAMPAIGN {
             let parsed = serde_json::from_str::<Value>(&d.definition).map_err(|e| e.to_string()).and_then(|v| from_json(&v).map_err(|e| e.to_string()));
             match parsed {
@@ -118,6 +126,8 @@ impl Catalog {
                 }
             }
         }
+        let top = s.highest.entry(key.to_string()).or_default();
+        *top = (*top).max(d.version);
         let labels = [self.reader.as_str(), &d.app_id, &d.kind, &d.name];
         VERSION.with_label_values(&labels).set(d.version);
         PAUSED.with_label_values(&labels).set(i64::from(d.paused));
@@ -181,6 +191,11 @@ impl Catalog {
         }
     }
 
+    /// The highest version `app`'s own `kind/name` ever had here (0: none).
+    pub fn highest(&self, app: &str, kind: &str, name: &str) -> i64 {
+        self.state.read().expect("catalog lock").highest.get(&definition_key(app, kind, name)).copied().unwrap_or(0)
+    }
+
     /// The latest record of `app`'s own definition `kind/name` (not the seed's).
     pub fn own(&self, app: &str, kind: &str, name: &str) -> Option<Definition> {
         self.state.read().expect("catalog lock").records.get(&definition_key(app, kind, name)).cloned()
@@ -205,13 +220,13 @@ impl Catalog {
         s.records.get(&definition_key(app, kind, name)).or_else(|| s.records.get(&definition_key(Definition::SEED_APP, kind, name))).cloned()
     }
 
-    /// The campaign `name` in force for `app` (paused or not).
+    /// The campaign `name` in force for `app` (paused or not): the app's own when it has one —
+    /// None if this member cannot run that one, never the seed in its place — else the seed's.
     pub fn campaign(&self, app: &str, name: &str) -> Option<Live> {
         let s = self.state.read().expect("catalog lock");
-        [app, Definition::SEED_APP].into_iter().find_map(|a| {
-            let key = definition_key(a, CAMPAIGN, name);
-            Some(Live { record: s.records.get(&key)?.clone(), campaign: s.campaigns.get(&key)?.clone() })
-        })
+        let own = definition_key(app, CAMPAIGN, name);
+        let key = if s.records.contains_key(&own) { own } else { definition_key(Definition::SEED_APP, CAMPAIGN, name) };
+        Some(Live { record: s.records.get(&key)?.clone(), campaign: s.campaigns.get(&key)?.clone() })
     }
 
     /// Version `version` of `app`'s campaign `name` (its own, or the seed's).
@@ -225,9 +240,24 @@ impl Catalog {
         self.effective(app, CAMPAIGN)
             .into_iter()
             .filter(|d| !d.paused)
-            .filter_map(|d| self.campaign(app, &d.name).filter(|l| l.record.version == d.version))
+            .filter_map(|d| self.campaign(app, &d.name).filter(|l| l.record.app_id == d.app_id))
             .filter(|l| l.campaign.trigger == trigger && l.campaign.enabled)
             .collect()
+    }
+
+    /// How many definitions of `kind` `app` has of its own (not the seed's).
+    pub fn own_count(&self, app: &str, kind: &str) -> usize {
+        self.state.read().expect("catalog lock").records.values().filter(|d| d.app_id == app && d.kind == kind).count()
+    }
+
+    /// Removes `app`'s own definition `kind/name` (the seed's, if any, applies again).
+    pub async fn remove_own(&self, producer: &FutureProducer, app: &str, kind: &str, name: &str) -> anyhow::Result<bool> {
+        let key = definition_key(app, kind, name);
+        if !self.state.read().expect("catalog lock").records.contains_key(&key) {
+            return Ok(false);
+        }
+        remove(producer, self, &key).await?;
+        Ok(true)
     }
 
     /// Whether any app has a campaign (paused or not) on `trigger`: triggers no campaign wants
@@ -277,7 +307,7 @@ pub async fn seed(kafka: &Kafka, catalog: &Catalog, kind: &str, seeds: &[(String
             app_id: Definition::SEED_APP.into(),
             kind: kind.into(),
             name: name.clone(),
-            version: old.map_or(1, |o| o.version + 1),
+            version: catalog.highest(Definition::SEED_APP, kind, name) + 1,
             paused: false,
             definition,
             updated_at: now,

@@ -487,7 +487,7 @@ impl Engine {
         let live = self.catalog.campaign(&rec.app_id, &rec.campaign);
         let gone = match &live {
             None => Some("campaign_removed"),
-            Some(l) if l.paused() => Some("campaign_paused"),
+            Some(l) if l.paused() || !l.campaign.enabled => Some("campaign_paused"),
             // Its app's OA was taken out of the configuration since.
             Some(_) if !self.clients.contains_key(&rec.app_id) => Some("no_oa_for_app"),
             Some(_) => None,
@@ -610,8 +610,9 @@ impl Engine {
             }
             if c.holdout_percent.is_some_and(|p| held_out(&occurrence.app, &occurrence.user, &c.name, p)) {
                 // The control group: nothing is sent and nothing counts against a quota; the
-                // record makes the entry count (and dedups it like any decision).
-                let mid = message_id(&occurrence, &c.name, c.primary.channel);
+                // record makes the entry count (and dedups it like any decision, whatever the
+                // campaign's channel becomes in a later version).
+                let mid = step_message_id(&occurrence, &c.name, 1, HELD_OUT_CHANNEL);
                 if self.decided(partition, &member(&occurrence.app, &occurrence.user), &mid) {
                     METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                     continue;
@@ -1015,6 +1016,9 @@ const ENTRY_VAR: &str = "_journey_entry";
 
 /// The channel of a journey's own records (its waits, its end at the goal).
 pub const JOURNEY_CHANNEL: &str = "journey";
+
+/// What a held-out entry's message id is made with, in place of a channel.
+const HELD_OUT_CHANNEL: &str = "held_out";
 
 /// The trigger id a journey's step `n` is recorded under: the occurrence's for the first
 /// message (as before journeys), `<id>#step<n>` after it — one send per trigger and step, ever.

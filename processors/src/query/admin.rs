@@ -7,6 +7,7 @@
 //! - `GET /v1/admin/campaigns`: the campaigns in force for the app;
 //! - `POST /v1/admin/campaigns`: a new campaign (409 if the name is taken);
 //! - `GET/PUT /v1/admin/campaigns/{name}`: one, read or replaced (created if absent);
+//! - `DELETE /v1/admin/campaigns/{name}`: the app's own removed (the seed's applies again);
 //! - `POST /v1/admin/campaigns/{name}/pause` and `/resume`;
 //! - `POST /v1/admin/campaigns/preview`: whom a definition would reach now (`preview`).
 
@@ -29,12 +30,14 @@ use super::{AdminKey, Key, QueryApi, error};
 
 /// The largest definition accepted, in bytes.
 pub const MAX_DEFINITION_BYTES: usize = 32 * 1024;
+/// Most campaigns of an app's own (every reader keeps them all, and their names are metric labels).
+pub const MAX_CAMPAIGNS_PER_APP: usize = 100;
 
 pub fn routes() -> Router<Arc<QueryApi>> {
     Router::new()
         .route("/v1/admin/campaigns", get(list).post(create))
         .route("/v1/admin/campaigns/preview", post(super::preview::preview))
-        .route("/v1/admin/campaigns/{name}", get(read).put(replace))
+        .route("/v1/admin/campaigns/{name}", get(read).put(replace).delete(revert))
         .route("/v1/admin/campaigns/{name}/pause", post(pause))
         .route("/v1/admin/campaigns/{name}/resume", post(resume))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BYTES))
@@ -85,8 +88,27 @@ pub(crate) fn body_definition(body: &Bytes, name: Option<&str>) -> Result<Value,
 /// The body's definition, checked whole: the definition as JSON and the campaign, or the 422.
 pub(crate) fn checked(body: &Bytes, name: Option<&str>) -> Result<(Value, Campaign), Box<Response>> {
     let v = body_definition(body, name).map_err(|e| Box::new(invalid(&e)))?;
-    let c = from_json(&v).map_err(|e| Box::new(invalid(&e)))?;
+    let c = from_json(&v).and_then(|c| admin_may_define(&c).map(|()| c)).map_err(|e| Box::new(invalid(&e)))?;
     Ok((v, c))
+}
+
+/// What a definition from the API may not do that the operator's file may: open a campaign to
+/// the public write key's word (`sources` with `unverified`: anyone could make the shop message
+/// anyone), or send marketing without a consent purpose.
+fn admin_may_define(c: &Campaign) -> Result<(), FieldError> {
+    if c.sources.as_ref().is_some_and(|s| s.contains(&schemas::event::Trust::Unverified)) {
+        return Err(FieldError {
+            field: "sources".into(),
+            why: "\"unverified\" (anyone with the public write key) may not start a campaign defined through the API".into(),
+        });
+    }
+    if c.trigger != sinks::triggers::Trigger::OrderStatus && c.purpose.as_deref().is_none_or(str::is_empty) {
+        return Err(FieldError {
+            field: "purpose".into(),
+            why: "a campaign on this trigger needs the consent purpose its users must have granted (e.g. marketing)".into(),
+        });
+    }
+    Ok(())
 }
 
 async fn list(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey) -> Response {
@@ -115,6 +137,9 @@ async fn create(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, body: B
     if !api.catalog.caught_up() {
         return not_ready();
     }
+    if api.catalog.own_count(&caller.app, CAMPAIGN) >= MAX_CAMPAIGNS_PER_APP {
+        return error(StatusCode::CONFLICT, "too_many_campaigns", &format!("an app has at most {MAX_CAMPAIGNS_PER_APP} campaigns of its own"));
+    }
     if api.catalog.get(&caller.app, CAMPAIGN, &c.name).is_some() {
         return error(
             StatusCode::CONFLICT,
@@ -133,7 +158,28 @@ async fn replace(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(n
     if !api.catalog.caught_up() {
         return not_ready();
     }
+    if api.catalog.own(&caller.app, CAMPAIGN, &name).is_none() && api.catalog.own_count(&caller.app, CAMPAIGN) >= MAX_CAMPAIGNS_PER_APP {
+        return error(StatusCode::CONFLICT, "too_many_campaigns", &format!("an app has at most {MAX_CAMPAIGNS_PER_APP} campaigns of its own"));
+    }
     save(&api, &caller, &name, v.to_string(), None).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
+}
+
+/// Removes the app's own definition: the seed's of the same name, if any, applies again.
+async fn revert(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+    if !api.catalog.caught_up() {
+        return not_ready();
+    }
+    match api.catalog.remove_own(&api.producer, &caller.app, CAMPAIGN, &name).await {
+        Ok(true) => {
+            tracing::info!(app = %caller.app, campaign = %name, key_id = %caller.key_id, "campaign definition removed");
+            match api.catalog.get(&caller.app, CAMPAIGN, &name) {
+                Some(seed) => Json(json!({"removed": true, "in_force": shown(&seed)})).into_response(),
+                None => Json(json!({"removed": true, "in_force": null})).into_response(),
+            }
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "unknown_campaign", "this app has no campaign of its own of that name"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}")),
+    }
 }
 
 async fn pause(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
@@ -154,6 +200,13 @@ async fn set_paused(api: &QueryApi, caller: &Caller, name: &str, paused: bool) -
     if d.paused == paused {
         return Json(shown(&d)).into_response();
     }
+    // Resumed, it runs again: it must still check (a Zalo service may have stopped since).
+    if !paused {
+        let parsed = serde_json::from_str::<Value>(&d.definition).map_err(|e| FieldError { field: String::new(), why: e.to_string() });
+        if let Err(e) = parsed.and_then(|v| from_json(&v)) {
+            return invalid(&e);
+        }
+    }
     save(api, caller, name, d.definition, Some(paused)).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
 }
 
@@ -163,7 +216,7 @@ async fn set_paused(api: &QueryApi, caller: &Caller, name: &str, paused: bool) -
 async fn save(api: &QueryApi, caller: &Caller, name: &str, definition: String, paused: Option<bool>) -> Result<Definition, Response> {
     let own = api.catalog.own(&caller.app, CAMPAIGN, name);
     let seed = api.catalog.own(Definition::SEED_APP, CAMPAIGN, name);
-    let version = own.iter().chain(seed.iter()).map(|d| d.version).max().unwrap_or(0) + 1;
+    let version = api.catalog.highest(&caller.app, CAMPAIGN, name).max(seed.as_ref().map_or(0, |d| d.version)) + 1;
     let d = Definition {
         app_id: caller.app.clone(),
         kind: CAMPAIGN.into(),

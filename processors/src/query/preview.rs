@@ -99,13 +99,22 @@ fn one(c: &Campaign, app: &str, p: &Profile, now: i64, out: &mut Preview) {
     }
 }
 
-/// The preview of `c` over `profiles` (each user once).
-pub fn count<'a>(c: &Campaign, app: &str, profiles: impl Iterator<Item = &'a Profile>, audience: u64, now: i64) -> Preview {
-    let mut out = Preview { audience, ..Default::default() };
+/// The preview of `c` over `profiles` (each user once) out of an audience of `audience`, as
+/// [`over_audience`] counts the view's (the tests' way in).
+#[cfg(test)]
+fn count<'a>(c: &Campaign, app: &str, profiles: impl Iterator<Item = &'a Profile>, audience: u64, now: i64) -> Preview {
+    let mut out = Preview::default();
     for p in profiles {
         out.scanned += 1;
         one(c, app, p, now, &mut out);
     }
+    finish(&mut out, audience);
+    out
+}
+
+/// Scales the counts of a sample to the audience; says what is not estimated.
+fn finish(out: &mut Preview, audience: u64) {
+    out.audience = audience;
     out.sampled = out.scanned < audience;
     if out.sampled && out.scanned > 0 {
         let f = audience as f64 / out.scanned as f64;
@@ -118,8 +127,10 @@ pub fn count<'a>(c: &Campaign, app: &str, profiles: impl Iterator<Item = &'a Pro
         out.estimated_cost_vnd = (out.estimated_cost_vnd as f64 * f).round() as i64;
     }
     out.not_estimated = vec!["monthly_promotion_quota", "daily_promotion_quota", "frequency_cap", "recipient_cap"];
-    out
 }
+
+/// One preview at a time per replica: each reads up to [`MAX_SCANNED`] profiles.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 pub(crate) async fn preview(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, body: Bytes) -> Response {
     let (v, c) = match checked(&body, None) {
@@ -129,32 +140,35 @@ pub(crate) async fn preview(State(api): State<Arc<QueryApi>>, Key(caller): Admin
     let view = api.view().clone();
     let app = caller.app.clone();
     let now = schemas::time::now_ms();
-    let answer = tokio::task::spawn_blocking(move || {
-        let (profiles, audience) = audience_of(&view, &app, &c);
-        count(&c, &app, profiles.iter(), audience, now)
-    })
-    .await;
+    let _one = RUNNING.acquire().await.expect("never closed");
+    let answer = tokio::task::spawn_blocking(move || over_audience(&view, &app, &c, now)).await;
     match answer {
         Ok(p) => Json(json!({"campaign": v.get("name"), "preview": p})).into_response(),
         Err(e) => super::error(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "preview_failed", &e.to_string()),
     }
 }
 
-/// The profiles the campaign would consider (at most [`MAX_SCANNED`]) and how many there are.
-fn audience_of(view: &super::View, app: &str, c: &Campaign) -> (Vec<Profile>, u64) {
-    let mut out = Vec::new();
-    let mut total = 0u64;
+/// The preview over the users the campaign would consider (the app's, or the segment's
+/// members with a profile), each put through the policy as it is read; past [`MAX_SCANNED`],
+/// only counted.
+fn over_audience(view: &super::View, app: &str, c: &Campaign, now: i64) -> Preview {
+    let mut out = Preview::default();
+    let mut audience = 0u64;
+    let mut take = |p: &Profile, out: &mut Preview| {
+        audience += 1;
+        if out.scanned < MAX_SCANNED as u64 {
+            out.scanned += 1;
+            one(c, app, p, now, out);
+        }
+    };
     if c.trigger == Trigger::SegmentEntered {
         let segment = c.segment.as_deref().unwrap_or_default();
         let mut after: Option<String> = None;
         loop {
             let (page, more) = view.members(app, segment, after.as_deref(), 1000);
             for m in page.iter().filter(|m: &&Arc<AudienceChange>| m.member) {
-                total += 1;
-                if out.len() < MAX_SCANNED
-                    && let Some(p) = view.profile(app, &m.user_key)
-                {
-                    out.push(p.as_ref().clone());
+                if let Some(p) = view.profile(app, &m.user_key) {
+                    take(&p, &mut out);
                 }
             }
             after = page.last().map(|m| m.user_key.clone());
@@ -163,16 +177,11 @@ fn audience_of(view: &super::View, app: &str, c: &Campaign) -> (Vec<Profile>, u6
             }
         }
     } else {
-        view.each_profile(app, |p| {
-            total += 1;
-            if out.len() < MAX_SCANNED {
-                out.push(p);
-            }
-        });
+        view.each_profile(app, |p| take(&p, &mut out));
     }
-    (out, total)
+    finish(&mut out, audience);
+    out
 }
-
 
 #[cfg(test)]
 mod tests {
