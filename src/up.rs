@@ -84,7 +84,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let topology = processors::topology(&process)?;
+    // Segments as data: the file is the seed of zmp.campaigns.v1, and the members follow it.
+    let (segments, segment_follower) = processors::live_segments(&kafka, &process).await?;
+    let topology = processors::topology_with(&process, segments)?;
     let names = topology.processor_names().iter().map(|n| n.replace('_', " ")).collect::<Vec<_>>().join(", ");
     // Ready means processing: the first order after the keys are printed must not wait for the
     // consumer group's first assignment (about 3 s), so this waits for a task to run (on the
@@ -263,6 +265,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         "stopping the processors"
     });
+    segment_follower.abort();
     if let Some(dir) = run_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -397,8 +400,9 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     let ops = tokio::spawn(server::serve(listener, server::with_ops(routes, &http), server::Limits::of(&http), shutdown.clone()));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;
     say(format!("zcdp: metrics on http://{addr}/metrics  (GET /healthz)"));
+    let (segments, segment_follower) = processors::live_segments(&kafka, &process).await?;
     let member = tokio::select! {
-        m = Member::start(&kafka, &process, processors::topology(&process)?, None) => m?,
+        m = Member::start(&kafka, &process, processors::topology_with(&process, segments)?, None) => m?,
         _ = shutdown.wait() => return Ok(()),
     };
     tracing::info!(member = %member.name, bootstrap = %kafka.bootstrap, "processor member running");
@@ -407,6 +411,7 @@ pub async fn run_process(kafka: KafkaArgs, process: ProcessArgs, http: HttpArgs)
     shutdown.wait().await;
     watch.abort();
     let stopped = tokio::task::spawn_blocking(move || member.stop()).await?;
+    segment_follower.abort();
     ops.await??;
     stopped
 }

@@ -2,7 +2,9 @@
 //! holdout created with the admin key while zcdp runs; forty users who abandon carts each get
 //! either a sent message or a `held_out` record, once; `GET /v1/campaigns` shows both groups and
 //! a lift with its interval; after `pause` nothing new goes out; the preview answers with counts
-//! and a cost; bad definitions are refused with the field named; other keys may not touch it.
+//! and a cost; bad definitions are refused with the field named; other keys may not touch it. A
+//! segment defined the same way takes in its users without a restart, and lets them go when
+//! removed.
 
 mod support;
 
@@ -235,6 +237,35 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"removed": true, "in_force": null}));
     assert_eq!(del().await.unwrap().status(), 404);
+
+    // Segments as data: a segment defined while zcdp runs takes in the users it holds for (the
+    // buyers above) at the processors' next commit, without their next event; removed, it lets
+    // them go.
+    let (status, body) = admin_post("/v1/admin/segments", json!({"name": "api_buyers", "when": [{"fact": "shoe_size", "op": ">", "value": 1}]})).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("when[0].fact")), "{body}");
+    let segment = json!({"name": "api_buyers", "description": "ordered at least once", "when": [{"fact": "orders", "op": ">=", "value": 1}]});
+    let (status, created) = admin_post("/v1/admin/segments", segment).await;
+    assert_eq!((status, created["source"].as_str()), (201, Some("app")), "{created}");
+    let size = || {
+        let (c, url, key) = (c.clone(), format!("{base}/v1/segments"), secret.clone());
+        async move {
+            let v: Value = c.get(url).bearer_auth(key).send().await.ok()?.json().await.ok()?;
+            v["segments"].as_array()?.iter().find(|s| s["name"] == "api_buyers").and_then(|s| s["size"].as_i64())
+        }
+    };
+    eventually(Duration::from_secs(60), "the buyers in the new segment", || async { (size().await? == n_buyers).then_some(()) }).await;
+    let members: Value =
+        c.get(format!("{base}/v1/segments/api_buyers/members")).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len() as i64, n_buyers, "{members}");
+    let r = c.delete(format!("{base}/v1/admin/segments/api_buyers")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(60), "the segment emptied", || async {
+        let (c, url, key) = (c.clone(), format!("{base}/v1/segments/api_buyers/members"), secret.clone());
+        let v: Value = c.get(url).bearer_auth(key).send().await.ok()?.json().await.ok()?;
+        // Gone from the definitions, or still listed with nobody in it.
+        (v["error"] == "unknown_segment" || v["members"].as_array().is_some_and(Vec::is_empty)).then_some(())
+    })
+    .await;
     let (status, _) = zcdp.terminate();
     assert!(status.success());
 }

@@ -38,7 +38,12 @@ use runtime::Processor;
 /// The processors every task runs, in timer-kind order (a processor's index is the kind of its
 /// timers: append, never reorder), from the flags. Fails if the segments file does not load.
 pub fn topology(args: &ProcessArgs) -> anyhow::Result<Topology> {
-    let segments = segments::loaded(args.segments.as_deref())?;
+    topology_with(args, segments::Source::Fixed(segments::loaded(args.segments.as_deref())?))
+}
+
+/// [`topology`] with the segments from `source` (the members of `zcdp process` and `zcdp up`:
+/// `zmp.campaigns.v1`, followed live).
+pub fn topology_with(args: &ProcessArgs, segments: segments::Source) -> anyhow::Result<Topology> {
     let (gap, half_life, top_n) = (args.session_gap.as_millis() as i64, args.interest_half_life.as_millis() as i64, args.interest_top_n);
     let (cart_timeout, window) = (args.cart_timeout.as_millis() as i64, args.attribution_window.as_millis() as i64);
     Topology::new(move || -> Vec<Box<dyn Processor>> {
@@ -51,4 +56,25 @@ pub fn topology(args: &ProcessArgs) -> anyhow::Result<Topology> {
             Box::new(activity::Activity::new()),
         ]
     })
+}
+
+/// The segments of a member that follows `zmp.campaigns.v1`: writes the segments file (or the
+/// shipped one) there as the seed when it differs, and returns the live source with the
+/// follower's task (to abort at stop).
+pub async fn live_segments(kafka: &schemas::kafka::Kafka, args: &ProcessArgs) -> anyhow::Result<(segments::Source, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context as _;
+    let text = match &args.segments {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading the segments file {}", p.display()))?,
+        None => segments::SHIPPED.to_string(),
+    };
+    // Checked whole first, as before: a mistake stops the member with the segment named.
+    segments::Segments::parse(&text).context("in the segments file")?;
+    let seeds = segments::Segments::seeds(&text)?;
+    let (catalog, follower) = sinks::definitions::Catalog::start(kafka, "process", std::time::Duration::from_secs(60)).await?;
+    let source = args.segments.as_ref().map_or("config/segments.toml".to_string(), |p| p.display().to_string());
+    let seeded = sinks::definitions::seed(kafka, &catalog, sinks::definitions::SEGMENT, &seeds, &source).await?;
+    if seeded > 0 {
+        tracing::info!(seeded, source, "segments seeded in zmp.campaigns.v1");
+    }
+    Ok((segments::Source::Live(std::sync::Arc::new(segments::LiveSegments::new(catalog))), follower))
 }

@@ -119,6 +119,8 @@ pub struct Segment {
     pub description: String,
     pub purpose: Option<String>,
     pub rules: Vec<Rule>,
+    /// Paused by an admin (`zmp.campaigns.v1`): not evaluated; its members stay as they were.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -167,44 +169,77 @@ impl Segments {
         let file: File = toml::from_str(text)?;
         let mut list = Vec::new();
         for s in file.segment {
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                bail!("segment name {:?}: use letters, digits, _ and - only (it is part of Kafka keys and file names)", s.name);
-            }
             if list.iter().any(|x: &Segment| x.name == s.name) {
                 bail!("segment {:?} is defined twice", s.name);
             }
-            if s.when.is_empty() {
-                bail!("segment {:?} has no rules (`when`)", s.name);
-            }
-            let mut rules = Vec::new();
-            for r in s.when {
-                let fact = parse_fact(&r.fact).with_context(|| format!("segment {:?}", s.name))?;
-                let op = match r.op.as_str() {
-                    "<" => Op::Lt,
-                    "<=" => Op::Le,
-                    ">" => Op::Gt,
-                    ">=" => Op::Ge,
-                    "==" => Op::Eq,
-                    "!=" => Op::Ne,
-                    other => bail!("segment {:?}: op {other:?} is not one of < <= > >= == !=", s.name),
-                };
-                let value = match (&fact, r.value) {
-                    (Fact::Since { .. } | Fact::Number(_), toml::Value::Integer(i)) => Value::Num(i as f64),
-                    (Fact::Since { .. } | Fact::Number(_), toml::Value::Float(f)) => Value::Num(f),
-                    (Fact::Text(_), toml::Value::String(t)) if matches!(op, Op::Eq | Op::Ne) => Value::Text(t),
-                    (Fact::Flag(_), toml::Value::Boolean(b)) if matches!(op, Op::Eq | Op::Ne) => Value::Bool(b),
-                    (_, v) => bail!("segment {:?}: fact {:?} cannot be compared with {op:?} to {v}", s.name, r.fact),
-                };
-                rules.push(Rule { fact, op, value });
-            }
-            list.push(Segment { name: s.name, description: s.description, purpose: s.purpose, rules });
+            let name = s.name.clone();
+            list.push(parse_one(s).map_err(|e| anyhow::anyhow!("segment {name:?}: {e}"))?);
         }
         Ok(Segments { list })
+    }
+
+    /// The file's segments as JSON definitions (name, definition), in its order: the seed of
+    /// `zmp.campaigns.v1` (kind `segment`).
+    pub fn seeds(text: &str) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+        let table: toml::Table = toml::from_str(text)?;
+        let mut out = Vec::new();
+        if let Some(toml::Value::Array(list)) = table.get("segment") {
+            for t in list {
+                let name = t.get("name").and_then(toml::Value::as_str).unwrap_or_default().to_string();
+                out.push((name, serde_json::to_value(t)?));
+            }
+        }
+        Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
+}
+
+/// One segment checked whole; the error names the field.
+fn parse_one(s: FileSegment) -> Result<Segment, sinks::campaigns::FieldError> {
+    use sinks::campaigns::FieldError;
+    let err = |field: String, why: String| FieldError { field, why };
+    if s.name.is_empty() || s.name.len() > 64 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(err("name".into(), format!("{:?}: 1 to 64 letters, digits, _ and - (it is part of Kafka keys and file names)", s.name)));
+    }
+    if s.when.is_empty() {
+        return Err(err("when".into(), "no rules: a segment needs at least one".into()));
+    }
+    if s.when.len() > 20 {
+        return Err(err("when".into(), "at most 20 rules".into()));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in s.when.into_iter().enumerate() {
+        let at = |f: &str| format!("when[{i}].{f}");
+        let fact = parse_fact(&r.fact).map_err(|e| err(at("fact"), e.to_string()))?;
+        let op = match r.op.as_str() {
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            other => return Err(err(at("op"), format!("{other:?} is not one of < <= > >= == !="))),
+        };
+        let value = match (&fact, r.value) {
+            (Fact::Since { .. } | Fact::Number(_), toml::Value::Integer(i)) => Value::Num(i as f64),
+            (Fact::Since { .. } | Fact::Number(_), toml::Value::Float(f)) if f.is_finite() => Value::Num(f),
+            (Fact::Text(_), toml::Value::String(t)) if matches!(op, Op::Eq | Op::Ne) => Value::Text(t),
+            (Fact::Flag(_), toml::Value::Boolean(b)) if matches!(op, Op::Eq | Op::Ne) => Value::Bool(b),
+            (_, v) => return Err(err(at("value"), format!("fact {:?} cannot be compared with {op:?} to {v}", r.fact))),
+        };
+        rules.push(Rule { fact, op, value });
+    }
+    Ok(Segment { name: s.name, description: s.description, purpose: s.purpose, rules, paused: false })
+}
+
+/// A segment from its JSON definition (the admin API's, `zmp.campaigns.v1`'s), checked whole,
+/// the field at fault named.
+pub fn from_json(value: &serde_json::Value) -> Result<Segment, sinks::campaigns::FieldError> {
+    let s: FileSegment = sinks::campaigns::deserialize_named(value)?;
+    parse_one(s)
 }
 
 /// The segments of a file (or the shipped ones), read once per process: every task of a member
@@ -220,6 +255,66 @@ pub fn loaded(path: Option<&Path>) -> anyhow::Result<std::sync::Arc<Segments>> {
     let s = std::sync::Arc::new(Segments::load(path)?);
     loaded.insert(key, s.clone());
     Ok(s)
+}
+
+/// Where a member's segments come from: a file read once (tests, tools), or `zmp.campaigns.v1`
+/// followed live, per app: the seed's (the file's) and the app's own, paused ones marked.
+#[derive(Clone)]
+pub enum Source {
+    Fixed(std::sync::Arc<Segments>),
+    Live(std::sync::Arc<LiveSegments>),
+}
+
+/// The segments in force per app, rebuilt from the catalog when it moved.
+pub struct LiveSegments {
+    catalog: std::sync::Arc<sinks::definitions::Catalog>,
+    by_app: std::sync::Mutex<std::collections::HashMap<String, (u64, std::sync::Arc<Segments>)>>,
+}
+
+impl LiveSegments {
+    pub fn new(catalog: std::sync::Arc<sinks::definitions::Catalog>) -> LiveSegments {
+        LiveSegments { catalog, by_app: Default::default() }
+    }
+}
+
+impl Source {
+    /// The segments in force for `app`.
+    pub fn for_app(&self, app: &str) -> std::sync::Arc<Segments> {
+        let live = match self {
+            Source::Fixed(s) => return s.clone(),
+            Source::Live(l) => l,
+        };
+        let generation = live.catalog.generation(sinks::definitions::SEGMENT);
+        let mut by_app = live.by_app.lock().expect("segments lock");
+        if let Some((g, s)) = by_app.get(app)
+            && *g == generation
+        {
+            return s.clone();
+        }
+        let mut list = Vec::new();
+        for d in live.catalog.effective(app, sinks::definitions::SEGMENT) {
+            // Checked when written; one this version cannot read is left out (and said).
+            match serde_json::from_str::<serde_json::Value>(&d.definition).map_err(|e| e.to_string()).and_then(|v| from_json(&v).map_err(|e| e.to_string())) {
+                Ok(mut seg) if seg.name == d.name => {
+                    seg.paused = d.paused;
+                    list.push(seg);
+                }
+                Ok(_) => tracing::warn!(app, segment = %d.name, "a segment definition whose name is not its key's; left out"),
+                Err(why) => tracing::warn!(app, segment = %d.name, %why, "a segment definition this member cannot evaluate; left out"),
+            }
+        }
+        let s = std::sync::Arc::new(Segments { list });
+        by_app.insert(app.to_string(), (generation, s.clone()));
+        s
+    }
+
+    /// Moves when the definitions may have changed (never, for a file).
+    pub fn generation(&self) -> u64 {
+        match self {
+            Source::Fixed(_) => 0,
+            Source::Live(l) => l.catalog.generation(sinks::definitions::SEGMENT),
+        }
+    }
 }
 
 /// What the rules are evaluated against: a profile's facts at a time.
@@ -391,6 +486,26 @@ when = [{ fact = "orders", op = "~", value = 1 }]"#,
         ] {
             let err = format!("{:#}", Segments::parse(text).unwrap_err());
             assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_segment_from_json_is_checked_with_the_field_named_and_the_file_seeds_it() {
+        let ok = from_json(&serde_json::json!({"name": "vip", "when": [{"fact": "monetary_score", "op": ">=", "value": 4}]})).unwrap();
+        assert_eq!((ok.name.as_str(), ok.rules.len(), ok.paused), ("vip", 1, false));
+        let field = |v: serde_json::Value| from_json(&v).unwrap_err().field;
+        assert_eq!(field(serde_json::json!({"name": "a b", "when": [{"fact": "orders", "op": ">", "value": 1}]})), "name");
+        assert_eq!(field(serde_json::json!({"name": "x", "when": []})), "when");
+        assert_eq!(field(serde_json::json!({"name": "x", "when": [{"fact": "shoe_size", "op": ">", "value": 1}]})), "when[0].fact");
+        assert_eq!(field(serde_json::json!({"name": "x", "when": [{"fact": "orders", "op": "~", "value": 1}]})), "when[0].op");
+        assert_eq!(field(serde_json::json!({"name": "x", "when": [{"fact": "orders", "op": ">", "value": "many"}]})), "when[0].value");
+        assert_eq!(field(serde_json::json!({"name": "x", "colour": "red", "when": []})), "colour");
+        assert_eq!(field(serde_json::json!({"when": []})), "name");
+        let seeds = Segments::seeds(SHIPPED).unwrap();
+        let shipped = Segments::parse(SHIPPED).unwrap();
+        assert_eq!(seeds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), shipped.list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+        for ((_, v), s) in seeds.iter().zip(&shipped.list) {
+            assert_eq!(&from_json(v).unwrap(), s, "a seed reads back as the file's segment");
         }
     }
 }

@@ -579,21 +579,29 @@ fn check_send(c: &Campaign, prefix: &str, primary: &Step, fallback: Option<&Step
 /// A campaign from its JSON definition (the admin API's, `zmp.campaigns.v1`'s), checked whole.
 /// A field of the wrong type or value, an unknown or missing one, is named.
 pub fn from_json(value: &Value) -> Result<Campaign, FieldError> {
-    let c: Campaign = serde_path_to_error::deserialize(value).map_err(|e| {
+    let c: Campaign = deserialize_named(value)?;
+    check(&c)?;
+    Ok(c)
+}
+
+/// Reads a definition from JSON; a member of the wrong type or value, an unknown or a missing
+/// one, is named in the error's field (a dotted path).
+pub fn deserialize_named<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde names a missing or unknown member in its message, not in the path.
         let named = ["missing field `", "unknown field `"].iter().find_map(|p| inner.split_once(p)).and_then(|(_, r)| r.split_once('`'));
         let field = match (named, path.as_str()) {
             (Some((f, _)), "." | "") => f.to_string(),
+            // Already the path's last member (an unknown one, outside a flattened struct).
+            (Some((f, _)), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
             (Some((f, _)), p) => format!("{p}.{f}"),
             (None, ".") => String::new(),
             (None, p) => p.to_string(),
         };
         field_error(field, inner)
-    })?;
-    check(&c)?;
-    Ok(c)
+    })
 }
 
 /// The `{variable}` names in a template (`{{` and `}}` are literal braces).

@@ -85,12 +85,17 @@ pub struct Catalog {
     caught_up: AtomicBool,
     /// Who reads it (the metrics' `reader` label): `sink`, `query`.
     reader: String,
+    /// Per kind (campaigns, segments), one more at every record of it applied: readers that
+    /// derive something from the definitions (the processors' segments) rebuild it when it moved.
+    generations: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Catalog {
     /// Applies one record of the topic (None: a tombstone of `key`).
     pub fn apply(&self, key: &str, record: Option<Definition>) {
         let mut s = self.state.write().expect("catalog lock");
+        let of_kind = record.as_ref().map(|d| d.kind.clone()).or_else(|| s.records.get(key).map(|d| d.kind.clone()));
+        self.generations[usize::from(of_kind.as_deref() != Some(CAMPAIGN))].fetch_add(1, Ordering::AcqRel);
         let Some(d) = record else {
             if let Some(old) = s.records.remove(key) {
                 let labels = [self.reader.as_str(), &old.app_id, &old.kind, &old.name];
@@ -138,9 +143,14 @@ impl Catalog {
         self.caught_up.load(Ordering::Acquire)
     }
 
+    /// Moves whenever a record of `kind` is applied.
+    pub fn generation(&self, kind: &str) -> u64 {
+        self.generations[usize::from(kind != CAMPAIGN)].load(Ordering::Acquire)
+    }
+
     /// Starts following the topic from its beginning, in a task; [`Catalog::caught_up`] says
     /// when what it held at the start is read.
-    /// `reader`: who reads it, `sink` or `query` (metrics, and the consumer's name).
+    /// `reader`: who reads it, `sink`, `query` or `process` (metrics, and the consumer's name).
     pub fn spawn(kafka: &Kafka, reader: &str) -> (Arc<Catalog>, tokio::task::JoinHandle<()>) {
         let catalog = Arc::new(Catalog { reader: reader.to_string(), ..Default::default() });
         let purpose = format!("{reader}-campaigns");

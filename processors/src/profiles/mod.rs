@@ -24,7 +24,7 @@ use schemas::topics::{Topic, app_user_key};
 
 use crate::runtime::processor::{Ctx, Processor, split_user_key, user_key};
 use crate::runtime::store::{Change, KvCache, TaskDb};
-use crate::segments::Segments;
+use crate::segments::{Segments, Source};
 use facts::ProfileFacts;
 use state::{ProfileState, next_change, next_month_start, sha256_hex};
 
@@ -38,7 +38,10 @@ pub const STORE: &str = "profiles";
 pub struct Profiles {
     session_gap_ms: i64,
     cart_timeout_ms: i64,
-    segments: Arc<Segments>,
+    segments: Source,
+    /// The segments' generation last evaluated against: when it moves (an admin changed a
+    /// segment), every user of the task is evaluated again at the next commit.
+    evaluated_generation: u64,
     cache: KvCache<ProfileState>,
     /// Each user's pending timer. It may be earlier than the user's next boundary (most events
     /// move the boundaries later, and moving the timer on every event would cost more than an
@@ -49,35 +52,49 @@ pub struct Profiles {
 }
 
 impl Profiles {
-    pub fn new(session_gap_ms: i64, cart_timeout_ms: i64, segments: Arc<Segments>) -> Profiles {
-        Profiles { session_gap_ms, cart_timeout_ms, segments, cache: KvCache::new(STORE), scheduled: HashMap::new() }
+    pub fn new(session_gap_ms: i64, cart_timeout_ms: i64, segments: Source) -> Profiles {
+        let evaluated_generation = segments.generation();
+        Profiles { session_gap_ms, cart_timeout_ms, segments, evaluated_generation, cache: KvCache::new(STORE), scheduled: HashMap::new() }
+    }
+
+    /// The segments in force for the user of `key`.
+    fn segments_of(&self, key: &[u8]) -> Arc<Segments> {
+        self.segments.for_app(split_user_key(key).map_or("", |(app, _)| app))
     }
 
     /// The next boundary after the state's evaluation time, the segments' included.
-    fn next_change(&self, s: &ProfileState) -> Option<i64> {
+    fn next_change(&self, key: &[u8], s: &ProfileState) -> Option<i64> {
+        let segments = self.segments_of(key);
         let facts = ProfileFacts { s, cart_timeout_ms: self.cart_timeout_ms };
         let mut more = Vec::new();
-        for seg in &self.segments.list {
+        for seg in segments.list.iter().filter(|g| !g.paused) {
             for r in &seg.rules {
                 r.boundaries(&facts, &mut more);
             }
         }
-        if s.birthday.is_some() && self.segments.list.iter().any(|g| g.uses_birthday()) {
+        if s.birthday.is_some() && segments.list.iter().any(|g| g.uses_birthday()) {
             more.push(next_month_start(s.as_of));
         }
         next_change(s, s.as_of, &more)
     }
 
-    /// Evaluates the user's segments at the state's time and emits entries and exits.
+    /// Evaluates the user's segments at the state's time and emits entries and exits: a paused
+    /// segment keeps its members as they were; one no longer defined lets its members go.
     fn evaluate(&self, ctx: &mut Ctx<'_>, key: &[u8], s: &mut ProfileState) -> anyhow::Result<()> {
-        if self.segments.is_empty() {
+        let segments = self.segments_of(key);
+        if segments.is_empty() && s.segments.is_empty() {
             return Ok(());
         }
         let Some((app, user)) = split_user_key(key) else { return Ok(()) };
         let at = s.as_of;
         let now: Vec<String> = {
             let facts = ProfileFacts { s, cart_timeout_ms: self.cart_timeout_ms };
-            self.segments.list.iter().filter(|g| g.holds(&facts, at)).map(|g| g.name.clone()).collect()
+            segments
+                .list
+                .iter()
+                .filter(|g| if g.paused { s.segments.contains(&g.name) } else { g.holds(&facts, at) })
+                .map(|g| g.name.clone())
+                .collect()
         };
         if now == s.segments {
             return Ok(());
@@ -86,12 +103,14 @@ impl Profiles {
             Some(p) => (Some(sha256_hex(p)), Some(sha256_hex(&format!("+{p}")))),
             None => (None, None),
         };
-        for g in &self.segments.list {
-            let (was, is) = (s.segments.contains(&g.name), now.contains(&g.name));
+        let gone = s.segments.iter().filter(|name| !segments.list.iter().any(|g| &g.name == *name));
+        let names: Vec<&String> = segments.list.iter().map(|g| &g.name).chain(gone).collect();
+        for name in names {
+            let (was, is) = (s.segments.contains(name), now.contains(name));
             if was != is {
                 let change = AudienceChange {
                     app_id: app.to_string(),
-                    segment: g.name.clone(),
+                    segment: name.clone(),
                     user_key: user.to_string(),
                     member: is,
                     at,
@@ -104,6 +123,33 @@ impl Profiles {
             }
         }
         s.segments = now;
+        Ok(())
+    }
+
+    /// When the segments' definitions moved since the last look (an admin created, changed,
+    /// paused or removed one), every user of the task is evaluated again at their state's time:
+    /// members enter and leave within a commit, not at their next event. Only the users whose
+    /// memberships change are written.
+    fn reevaluate_if_redefined(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        let generation = self.segments.generation();
+        if generation == self.evaluated_generation {
+            return Ok(());
+        }
+        self.evaluated_generation = generation;
+        let mut keys: Vec<Vec<u8>> = self.cache.committed(ctx.db)?.into_iter().map(|(k, _)| k).collect();
+        keys.extend(self.cache.dirty_keys().map(|(k, _)| k.clone()));
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let Some(mut state) = self.cache.get(ctx.db, &key)?.cloned() else { continue };
+            let before = state.segments.clone();
+            self.evaluate(ctx, &key, &mut state)?;
+            let next = self.next_change(&key, &state);
+            if state.segments != before {
+                *self.cache.entry(ctx.db, &key)? = Some(state);
+            }
+            self.ensure_timer(ctx, &key, next);
+        }
         Ok(())
     }
 
@@ -158,7 +204,7 @@ impl Processor for Profiles {
         state.update(event, self.session_gap_ms);
         let mut state = std::mem::take(state);
         self.evaluate(ctx, &key, &mut state)?;
-        let next = self.next_change(&state);
+        let next = self.next_change(&key, &state);
         *self.cache.entry(ctx.db, &key)?.as_mut().expect("present") = state;
         self.ensure_timer(ctx, &key, next);
         Ok(())
@@ -171,12 +217,12 @@ impl Processor for Profiles {
             self.scheduled.remove(key);
         }
         let Some(state) = self.cache.get(ctx.db, key)?.cloned() else { return Ok(()) };
-        let next = match self.next_change(&state) {
+        let next = match self.next_change(key, &state) {
             Some(boundary) if boundary <= deadline => {
                 let mut state = self.cache.entry(ctx.db, key)?.take().expect("present");
                 state.as_of = state.as_of.max(deadline);
                 self.evaluate(ctx, key, &mut state)?;
-                let next = self.next_change(&state);
+                let next = self.next_change(key, &state);
                 *self.cache.entry(ctx.db, key)? = Some(state);
                 next
             }
@@ -188,14 +234,19 @@ impl Processor for Profiles {
 
     fn timers(&self, db: &TaskDb, out: &mut Vec<(i64, Vec<u8>)>) -> anyhow::Result<()> {
         for (key, state) in self.cache.committed(db)? {
-            if let Some(t) = self.next_change(&state) {
+            if let Some(t) = self.next_change(&key, &state) {
                 out.push((t, key));
             }
         }
         Ok(())
     }
 
+    fn wants_commit(&self) -> bool {
+        self.segments.generation() != self.evaluated_generation
+    }
+
     fn before_commit(&mut self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        self.reevaluate_if_redefined(ctx)?;
         self.emit_changed(ctx)
     }
 

@@ -28,7 +28,7 @@ impl Harness {
     fn with_segments(segments: Segments) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db = TaskDb::open(dir.path(), &[STORE]).unwrap();
-        let profiles = Profiles::new(GAP, 3600 * 1000, Arc::new(segments));
+        let profiles = Profiles::new(GAP, 3600 * 1000, crate::segments::Source::Fixed(Arc::new(segments)));
         Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles }
     }
 
@@ -387,4 +387,65 @@ fn order_values_past_what_an_i64_holds_saturate() {
     assert!(p.average_order_value > 0);
     h.feed(cancel("u", T0 + 2 * D, "o2"));
     assert_eq!(h.profile("u").revenue, i64::MAX - 10_000_000_000_000);
+}
+
+/// Segments as data (issue 22): a segment an admin defines, pauses and removes while the member
+/// runs is applied to every user of the task at the next commit — entries on definition, none
+/// while paused, exits on removal — without their next event.
+#[test]
+fn segments_defined_paused_and_removed_live_are_applied_at_the_next_commit() {
+    use schemas::derived::Definition;
+    use sinks::definitions::{Catalog, SEGMENT};
+    let catalog = Arc::new(Catalog::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = TaskDb::open(dir.path(), &[STORE]).unwrap();
+    let source = crate::segments::Source::Live(Arc::new(crate::segments::LiveSegments::new(catalog.clone())));
+    let mut h = Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles: Profiles::new(GAP, 3600 * 1000, source) };
+    h.feed(order("buyer", T0, "o1", None, 100_000));
+    h.feed(page("browser", T0));
+    h.profile("buyer");
+    assert!(h.audience().is_empty(), "no segment defined yet");
+    let def = |version: i64, paused: bool, min_orders: i64| Definition {
+        app_id: "demo".into(),
+        kind: SEGMENT.into(),
+        name: "buyers".into(),
+        version,
+        paused,
+        definition: serde_json::json!({"name": "buyers", "when": [{"fact": "orders", "op": ">=", "value": min_orders}]}).to_string(),
+        updated_at: T0,
+        updated_by: "admin".into(),
+    };
+    let commit = |h: &mut Harness| {
+        let mut ctx = Ctx { db: &h.db, timers: &mut h.timers, outputs: &mut h.outputs, kind: 0, task: 0 };
+        h.profiles.before_commit(&mut ctx).unwrap();
+        let mut changes = Vec::new();
+        h.profiles.take_dirty(&mut changes).unwrap();
+        h.db.write(&changes, None, false).unwrap();
+    };
+    // Defined: the buyer enters at the next commit, the browser does not.
+    let d = def(1, false, 1);
+    catalog.apply(&d.key(), Some(d));
+    commit(&mut h);
+    assert_eq!(h.audience(), vec![("buyers".to_string(), true, T0)]);
+    // Paused and changed to need two orders: nobody leaves or enters while paused.
+    let d = def(2, true, 2);
+    catalog.apply(&d.key(), Some(d));
+    commit(&mut h);
+    assert!(h.audience().is_empty(), "paused: members stay as they were");
+    // Resumed: the buyer (one order) no longer holds, and leaves.
+    let d = def(3, false, 2);
+    catalog.apply(&d.key(), Some(d));
+    commit(&mut h);
+    assert_eq!(h.audience(), vec![("buyers".to_string(), false, T0)]);
+    // Back to one order, then removed: in, then out.
+    let d = def(4, false, 1);
+    catalog.apply(&d.key(), Some(d.clone()));
+    commit(&mut h);
+    assert_eq!(h.audience(), vec![("buyers".to_string(), true, T0)]);
+    catalog.apply(&d.key(), None);
+    commit(&mut h);
+    assert_eq!(h.audience(), vec![("buyers".to_string(), false, T0)], "a segment removed lets its members go");
+    // Nothing changed: a commit re-evaluates nobody.
+    commit(&mut h);
+    assert!(h.audience().is_empty());
 }

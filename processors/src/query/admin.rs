@@ -1,15 +1,18 @@
-//! The admin API: an app's campaigns as data (`/v1/admin/campaigns…`), with its admin key only.
-//! Every write is a new version of the definition in `zmp.campaigns.v1`
-//! ([`sinks::definitions`]), checked whole first; the sinks follow the topic and apply it within a
-//! second or two. An app sees and changes only its own definitions and the seed (`config/
-//! campaigns.toml`, app `*`); changing a seed campaign makes the app its own copy.
+//! The admin API: an app's campaigns and segments as data (`/v1/admin/campaigns…`,
+//! `/v1/admin/segments…`), with its admin key only. Every write is a new version of the
+//! definition in `zmp.campaigns.v1` ([`sinks::definitions`]), checked whole first; the sinks
+//! (campaigns) and the processor members (segments) follow the topic and apply it within a
+//! second or two. An app sees and changes only its own definitions and the seed (the config
+//! files, app `*`); changing a seed definition makes the app its own copy.
 //!
-//! - `GET /v1/admin/campaigns`: the campaigns in force for the app;
-//! - `POST /v1/admin/campaigns`: a new campaign (409 if the name is taken);
-//! - `GET/PUT /v1/admin/campaigns/{name}`: one, read or replaced (created if absent);
-//! - `DELETE /v1/admin/campaigns/{name}`: the app's own removed (the seed's applies again);
-//! - `POST /v1/admin/campaigns/{name}/pause` and `/resume`;
-//! - `POST /v1/admin/campaigns/preview`: whom a definition would reach now (`preview`).
+//! For each of the two kinds, under `/v1/admin/campaigns` and `/v1/admin/segments`:
+//! - `GET …`: the definitions in force for the app;
+//! - `POST …`: a new one (409 if the name is taken);
+//! - `GET/PUT …/{name}`: one, read or replaced (created if absent);
+//! - `DELETE …/{name}`: the app's own removed (the seed's applies again);
+//! - `POST …/{name}/pause` and `/resume`;
+//!
+//! and `POST /v1/admin/campaigns/preview`: whom a campaign would reach now (`preview`).
 
 use std::sync::Arc;
 
@@ -24,22 +27,35 @@ use serde_json::{Value, json};
 use schemas::derived::Definition;
 use schemas::keys::Caller;
 use sinks::campaigns::{Campaign, FieldError, from_json};
-use sinks::definitions::{self, CAMPAIGN};
+use sinks::definitions::{self, CAMPAIGN, SEGMENT};
 
 use super::{AdminKey, Key, QueryApi, error};
 
 /// The largest definition accepted, in bytes.
 pub const MAX_DEFINITION_BYTES: usize = 32 * 1024;
-/// Most campaigns of an app's own (every reader keeps them all, and their names are metric labels).
-pub const MAX_CAMPAIGNS_PER_APP: usize = 100;
+/// Most definitions of each kind of an app's own (every reader keeps them all, and campaign
+/// names are metric labels).
+pub const MAX_PER_APP: usize = 100;
+
+/// The kind of the routes: 0 campaigns, 1 segments.
+const CAMPAIGNS: u8 = 0;
+const SEGMENTS: u8 = 1;
+
+fn kind(k: u8) -> &'static str {
+    if k == SEGMENTS { SEGMENT } else { CAMPAIGN }
+}
 
 pub fn routes() -> Router<Arc<QueryApi>> {
     Router::new()
-        .route("/v1/admin/campaigns", get(list).post(create))
+        .route("/v1/admin/campaigns", get(list::<CAMPAIGNS>).post(create::<CAMPAIGNS>))
         .route("/v1/admin/campaigns/preview", post(super::preview::preview))
-        .route("/v1/admin/campaigns/{name}", get(read).put(replace).delete(revert))
-        .route("/v1/admin/campaigns/{name}/pause", post(pause))
-        .route("/v1/admin/campaigns/{name}/resume", post(resume))
+        .route("/v1/admin/campaigns/{name}", get(read::<CAMPAIGNS>).put(replace::<CAMPAIGNS>).delete(revert::<CAMPAIGNS>))
+        .route("/v1/admin/campaigns/{name}/pause", post(pause::<CAMPAIGNS>))
+        .route("/v1/admin/campaigns/{name}/resume", post(resume::<CAMPAIGNS>))
+        .route("/v1/admin/segments", get(list::<SEGMENTS>).post(create::<SEGMENTS>))
+        .route("/v1/admin/segments/{name}", get(read::<SEGMENTS>).put(replace::<SEGMENTS>).delete(revert::<SEGMENTS>))
+        .route("/v1/admin/segments/{name}/pause", post(pause::<SEGMENTS>))
+        .route("/v1/admin/segments/{name}/resume", post(resume::<SEGMENTS>))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BYTES))
 }
 
@@ -57,7 +73,15 @@ fn shown(d: &Definition) -> Value {
 }
 
 fn not_ready() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the campaign definitions are still being read; try again in a moment")
+    error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the definitions are still being read; try again in a moment")
+}
+
+fn unknown(k: u8) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("unknown_{}", kind(k)), &format!("no {} of that name for this app", kind(k)))
+}
+
+fn too_many(k: u8) -> Response {
+    error(StatusCode::CONFLICT, &format!("too_many_{}s", kind(k)), &format!("an app has at most {MAX_PER_APP} {}s of its own", kind(k)))
 }
 
 /// 422 naming the field.
@@ -71,7 +95,7 @@ pub(crate) fn body_definition(body: &Bytes, name: Option<&str>) -> Result<Value,
     let whole = |why: String| FieldError { field: String::new(), why };
     let mut v: Value = serde_json::from_slice(body).map_err(|e| whole(format!("the body is not JSON: {e}")))?;
     let Some(obj) = v.as_object_mut() else {
-        return Err(whole("the body must be a JSON object: the campaign's definition".into()));
+        return Err(whole("the body must be a JSON object: the definition".into()));
     };
     if let Some(name) = name {
         match obj.get("name") {
@@ -85,11 +109,29 @@ pub(crate) fn body_definition(body: &Bytes, name: Option<&str>) -> Result<Value,
     Ok(v)
 }
 
-/// The body's definition, checked whole: the definition as JSON and the campaign, or the 422.
+/// The body's campaign, checked whole: the definition as JSON and the campaign, or the 422.
 pub(crate) fn checked(body: &Bytes, name: Option<&str>) -> Result<(Value, Campaign), Box<Response>> {
     let v = body_definition(body, name).map_err(|e| Box::new(invalid(&e)))?;
     let c = from_json(&v).and_then(|c| admin_may_define(&c).map(|()| c)).map_err(|e| Box::new(invalid(&e)))?;
     Ok((v, c))
+}
+
+/// A definition of kind `k` checked whole: its name, or what is wrong.
+fn check_definition(k: u8, v: &Value) -> Result<String, FieldError> {
+    if k == SEGMENTS {
+        Ok(crate::segments::from_json(v)?.name)
+    } else {
+        let c = from_json(v)?;
+        admin_may_define(&c)?;
+        Ok(c.name)
+    }
+}
+
+/// The body's definition of kind `k`, checked whole: the JSON and its name, or the 422.
+fn checked_kind(k: u8, body: &Bytes, name: Option<&str>) -> Result<(Value, String), Box<Response>> {
+    let v = body_definition(body, name).map_err(|e| Box::new(invalid(&e)))?;
+    let name = check_definition(k, &v).map_err(|e| Box::new(invalid(&e)))?;
+    Ok((v, name))
 }
 
 /// What a definition from the API may not do that the operator's file may: open a campaign to
@@ -111,91 +153,89 @@ fn admin_may_define(c: &Campaign) -> Result<(), FieldError> {
     Ok(())
 }
 
-async fn list(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey) -> Response {
+async fn list<const K: u8>(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey) -> Response {
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    let list: Vec<Value> = api.catalog.effective(&app, CAMPAIGN).iter().map(shown).collect();
-    Json(json!({"campaigns": list})).into_response()
+    let list: Vec<Value> = api.catalog.effective(&app, kind(K)).iter().map(shown).collect();
+    Json(json!({ format!("{}s", kind(K)): list })).into_response()
 }
 
-async fn read(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey, Path(name): Path<String>) -> Response {
+async fn read<const K: u8>(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): AdminKey, Path(name): Path<String>) -> Response {
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    match api.catalog.get(&app, CAMPAIGN, &name) {
+    match api.catalog.get(&app, kind(K), &name) {
         Some(d) => Json(shown(&d)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "unknown_campaign", "no campaign of that name for this app"),
+        None => unknown(K),
     }
 }
 
-async fn create(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, body: Bytes) -> Response {
-    let (v, c) = match checked(&body, None) {
+async fn create<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, body: Bytes) -> Response {
+    let (v, name) = match checked_kind(K, &body, None) {
         Ok(ok) => ok,
         Err(r) => return *r,
     };
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    if api.catalog.own_count(&caller.app, CAMPAIGN) >= MAX_CAMPAIGNS_PER_APP {
-        return error(StatusCode::CONFLICT, "too_many_campaigns", &format!("an app has at most {MAX_CAMPAIGNS_PER_APP} campaigns of its own"));
+    if api.catalog.own_count(&caller.app, kind(K)) >= MAX_PER_APP {
+        return too_many(K);
     }
-    if api.catalog.get(&caller.app, CAMPAIGN, &c.name).is_some() {
+    if api.catalog.get(&caller.app, kind(K), &name).is_some() {
         return error(
             StatusCode::CONFLICT,
-            "campaign_exists",
-            &format!("a campaign named {:?} exists; PUT /v1/admin/campaigns/{} changes it", c.name, c.name),
+            &format!("{}_exists", kind(K)),
+            &format!("a {} named {name:?} exists; PUT /v1/admin/{}s/{name} changes it", kind(K), kind(K)),
         );
     }
-    save(&api, &caller, &c.name, v.to_string(), None).await.map_or_else(|r| r, |d| (StatusCode::CREATED, Json(shown(&d))).into_response())
+    save(&api, &caller, K, &name, v.to_string(), None).await.map_or_else(|r| r, |d| (StatusCode::CREATED, Json(shown(&d))).into_response())
 }
 
-async fn replace(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>, body: Bytes) -> Response {
-    let v = match checked(&body, Some(&name)) {
+async fn replace<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>, body: Bytes) -> Response {
+    let v = match checked_kind(K, &body, Some(&name)) {
         Ok((v, _)) => v,
         Err(r) => return *r,
     };
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    if api.catalog.own(&caller.app, CAMPAIGN, &name).is_none() && api.catalog.own_count(&caller.app, CAMPAIGN) >= MAX_CAMPAIGNS_PER_APP {
-        return error(StatusCode::CONFLICT, "too_many_campaigns", &format!("an app has at most {MAX_CAMPAIGNS_PER_APP} campaigns of its own"));
+    if api.catalog.own(&caller.app, kind(K), &name).is_none() && api.catalog.own_count(&caller.app, kind(K)) >= MAX_PER_APP {
+        return too_many(K);
     }
-    save(&api, &caller, &name, v.to_string(), None).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
+    save(&api, &caller, K, &name, v.to_string(), None).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
 }
 
 /// Removes the app's own definition: the seed's of the same name, if any, applies again.
-async fn revert(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+async fn revert<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    match api.catalog.remove_own(&api.producer, &caller.app, CAMPAIGN, &name).await {
+    match api.catalog.remove_own(&api.producer, &caller.app, kind(K), &name).await {
         Ok(true) => {
-            tracing::info!(app = %caller.app, campaign = %name, key_id = %caller.key_id, "campaign definition removed");
-            match api.catalog.get(&caller.app, CAMPAIGN, &name) {
-                Some(seed) => Json(json!({"removed": true, "in_force": shown(&seed)})).into_response(),
-                None => Json(json!({"removed": true, "in_force": null})).into_response(),
-            }
+            tracing::info!(app = %caller.app, kind = kind(K), name = %name, key_id = %caller.key_id, "definition removed");
+            let in_force = api.catalog.get(&caller.app, kind(K), &name).map_or(Value::Null, |d| shown(&d));
+            Json(json!({"removed": true, "in_force": in_force})).into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, "unknown_campaign", "this app has no campaign of its own of that name"),
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("unknown_{}", kind(K)), &format!("this app has no {} of its own of that name", kind(K))),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}")),
     }
 }
 
-async fn pause(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
-    set_paused(&api, &caller, &name, true).await
+async fn pause<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+    set_paused(&api, &caller, K, &name, true).await
 }
 
-async fn resume(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
-    set_paused(&api, &caller, &name, false).await
+async fn resume<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): AdminKey, Path(name): Path<String>) -> Response {
+    set_paused(&api, &caller, K, &name, false).await
 }
 
-async fn set_paused(api: &QueryApi, caller: &Caller, name: &str, paused: bool) -> Response {
+async fn set_paused(api: &QueryApi, caller: &Caller, k: u8, name: &str, paused: bool) -> Response {
     if !api.catalog.caught_up() {
         return not_ready();
     }
-    let Some(d) = api.catalog.get(&caller.app, CAMPAIGN, name) else {
-        return error(StatusCode::NOT_FOUND, "unknown_campaign", "no campaign of that name for this app");
+    let Some(d) = api.catalog.get(&caller.app, kind(k), name) else {
+        return unknown(k);
     };
     if d.paused == paused {
         return Json(shown(&d)).into_response();
@@ -203,23 +243,23 @@ async fn set_paused(api: &QueryApi, caller: &Caller, name: &str, paused: bool) -
     // Resumed, it runs again: it must still check (a Zalo service may have stopped since).
     if !paused {
         let parsed = serde_json::from_str::<Value>(&d.definition).map_err(|e| FieldError { field: String::new(), why: e.to_string() });
-        if let Err(e) = parsed.and_then(|v| from_json(&v)) {
+        if let Err(e) = parsed.and_then(|v| check_definition(k, &v)) {
             return invalid(&e);
         }
     }
-    save(api, caller, name, d.definition, Some(paused)).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
+    save(api, caller, k, name, d.definition, Some(paused)).await.map_or_else(|r| r, |d| Json(shown(&d)).into_response())
 }
 
 /// Writes the app's next version of `name`: after its own last one, and after the seed's when
 /// it takes the seed's place (so a decision's version names one definition). `paused`: None
 /// keeps what it was.
-async fn save(api: &QueryApi, caller: &Caller, name: &str, definition: String, paused: Option<bool>) -> Result<Definition, Response> {
-    let own = api.catalog.own(&caller.app, CAMPAIGN, name);
-    let seed = api.catalog.own(Definition::SEED_APP, CAMPAIGN, name);
-    let version = api.catalog.highest(&caller.app, CAMPAIGN, name).max(seed.as_ref().map_or(0, |d| d.version)) + 1;
+async fn save(api: &QueryApi, caller: &Caller, k: u8, name: &str, definition: String, paused: Option<bool>) -> Result<Definition, Response> {
+    let own = api.catalog.own(&caller.app, kind(k), name);
+    let seed = api.catalog.own(Definition::SEED_APP, kind(k), name);
+    let version = api.catalog.highest(&caller.app, kind(k), name).max(seed.as_ref().map_or(0, |d| d.version)) + 1;
     let d = Definition {
         app_id: caller.app.clone(),
-        kind: CAMPAIGN.into(),
+        kind: kind(k).into(),
         name: name.to_string(),
         version,
         paused: paused.unwrap_or_else(|| own.or(seed).is_some_and(|d| d.paused)),
@@ -229,7 +269,7 @@ async fn save(api: &QueryApi, caller: &Caller, name: &str, definition: String, p
     };
     match definitions::write(&api.producer, &api.catalog, d).await {
         Ok(d) => {
-            tracing::info!(app = %d.app_id, campaign = %d.name, version = d.version, paused = d.paused, key_id = %d.updated_by, "campaign definition written");
+            tracing::info!(app = %d.app_id, kind = %d.kind, name = %d.name, version = d.version, paused = d.paused, key_id = %d.updated_by, "definition written");
             Ok(d)
         }
         Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}"))),

@@ -203,6 +203,18 @@ impl QueryApi {
         self.keys.apps()
     }
 
+    /// The segments defined for `app`: the segments file's, then those of `zmp.campaigns.v1`
+    /// (the app's own, and the seed's) not in it.
+    fn segment_names(&self, app: &str) -> Vec<String> {
+        let mut names: Vec<String> = self.segments.list.iter().map(|s| s.name.clone()).collect();
+        for d in self.catalog.effective(app, sinks::definitions::SEGMENT) {
+            if !names.contains(&d.name) {
+                names.push(d.name);
+            }
+        }
+        names
+    }
+
     /// The API's routes (`zcdp up` merges them with the gateway's).
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
@@ -420,8 +432,8 @@ async fn segment_members(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if !api.segments.list.iter().any(|s| s.name == name) {
-        let names: Vec<&str> = api.segments.list.iter().map(|s| s.name.as_str()).collect();
+    let names = api.segment_names(&app);
+    if !names.contains(&name) {
         return error(StatusCode::NOT_FOUND, "unknown_segment", &format!("no segment {name:?}; defined: {}", names.join(", ")));
     }
     let limit = match limit(&q, 1000, MAX_MEMBERS) {
@@ -443,7 +455,7 @@ async fn activity_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }
 async fn segments_route(State(api): State<Arc<QueryApi>>, Key(Caller { app, .. }): SecretKey) -> Response {
     let sizes = api.view.segment_sizes(&app);
     let list: Vec<Value> =
-        api.segments.list.iter().map(|s| json!({"name": s.name, "size": sizes.get(s.name.as_str()).copied().unwrap_or(0)})).collect();
+        api.segment_names(&app).iter().map(|s| json!({"name": s, "size": sizes.get(s.as_str()).copied().unwrap_or(0)})).collect();
     Json(json!({"app_id": app, "segments": list})).into_response()
 }
 

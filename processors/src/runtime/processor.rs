@@ -70,6 +70,11 @@ pub trait Processor: Send {
     fn before_commit(&mut self, _ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether it has work for a commit without any new input (a segment redefined): the task
+    /// commits then even if nothing else changed.
+    fn wants_commit(&self) -> bool {
+        false
+    }
     /// Called every `--emit-interval` between commits: emits the latest output of what changed
     /// since the last call (profiles, interests), so readers need not wait for the commit.
     /// Outputs depend only on the state, so one written again after a crash is the same record.

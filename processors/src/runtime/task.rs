@@ -386,9 +386,9 @@ impl Task {
         Ok(n)
     }
 
-    /// Whether the task changed since its last commit.
+    /// Whether the task changed since its last commit (or a processor has work for one).
     pub fn dirty(&self) -> bool {
-        self.dirty
+        self.dirty || self.processors.iter().any(|p| p.wants_commit())
     }
 
     /// The processors emit the latest outputs of what changed since they last did
