@@ -162,7 +162,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let http = tokio::spawn(server::serve(listener, app, server::Limits::of(&args.http), shutdown.clone()));
     let metrics_apart = server::serve_metrics_apart(&args.http, shutdown.clone()).await?;
     say(format!(
-        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events, /v1/session, /v1/users/phone; GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}}; /v1/admin/campaigns with the admin key)"
+        "zcdp: HTTP API on http://{addr}  (POST /v1/batch, /v1/events, /v1/session, /v1/users/phone; GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /metrics, /readyz, /schemas/ids/{{id}}; DELETE /v1/users/{{id}}; /v1/admin/campaigns, /v1/admin/segments with the admin key)"
     ));
     say(format!("zcdp: report page: http://{addr}/report (sign in with the admin key)"));
     // One line per key, exactly `<kind> key for app <app>: <key>`: people and scripts read them.
@@ -433,7 +433,7 @@ pub async fn run_serve(
     let api = QueryApi::start(&kafka, &query, keys, sessions, segments.as_deref())?;
     let (listener, addr) = server::bind(&http.http).await?;
     say(format!(
-        "zcdp: query API on http://{addr}  (GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}}; /v1/admin/campaigns with the admin key)"
+        "zcdp: query API on http://{addr}  (GET /v1/me/profile, /v1/me/recommendations, /v1/users/{{id}}/profile, /v1/users/{{id}}/recommendations, /v1/segments, /v1/segments/{{name}}/members, /v1/engagement, /v1/activity, /v1/campaigns, /report, /readyz, /metrics; DELETE /v1/users/{{id}}; /v1/admin/campaigns, /v1/admin/segments with the admin key)"
     ));
     let routes = api.routes().merge(api.probes(ingest::http::OPENAPI));
     let _metrics_apart = server::serve_metrics_apart(&http, shutdown.clone()).await?;

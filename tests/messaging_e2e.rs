@@ -906,3 +906,65 @@ async fn a_journey_keeps_its_version_survives_a_killed_member_and_is_entered_onc
     assert!(versions.iter().all(|(u, v)| *v == Some(if u == "a" { 1 } else { 2 })), "{versions:?}");
     sink.stop().await.unwrap();
 }
+
+const SEGMENT_BRANCH: &str = r#"
+[limits]
+package = "premium"
+frequency_cap = 10
+
+[[campaign]]
+name = "vip_follow_up"
+trigger = "cart_abandoned"
+purpose = "marketing"
+channel = "oa_consultation"
+text = "Chào {name}"
+steps = [
+  { branch = { if = "in_segment:high_value", else = "exit" } },
+  { send = { channel = "zns", template_id = "vip_voucher_v1" } },
+]
+
+# Shows when the sink has read a segment entry: a purpose nobody granted, so it only records.
+[[campaign]]
+name = "probe"
+trigger = "segment_entered"
+segment = "high_value"
+purpose = "surveys"
+channel = "oa_consultation"
+text = "x"
+"#;
+
+/// A journey's `in_segment` branch reads the segment memberships of `zmp.audiences.v1` (those
+/// written before the member started, and those that come): only the member of the segment
+/// goes on to the voucher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_branches_on_a_segment() {
+    let env = Env::new(SEGMENT_BRANCH, SimConfig::default()).await;
+    let recent = TEN_AM - HOUR;
+    for (u, phone) in [("vip", "84900000031"), ("plain", "84900000032"), ("late", "84900000033")] {
+        let p = profile(u, true, true, Some(recent), Some(phone));
+        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
+        env.put_profile(&p).await;
+    }
+    // vip was in high_value before the member started; late enters while it runs.
+    env.put_audience(&entered("vip", TEN_AM - HOUR)).await;
+    let sink = env.sink(4000).await;
+    env.put_audience(&entered("late", TEN_AM - 1)).await;
+    eventually(Duration::from_secs(30), "late's entry read by the sink (the probe's record)", || async {
+        env.messages().await.into_iter().find(|m| m.campaign == "probe" && m.user_key == "late").map(|_| ())
+    })
+    .await;
+    for u in ["vip", "plain", "late"] {
+        env.put(u, &cart(u, &format!("t-{u}"), TEN_AM)).await;
+    }
+    let zns = eventually(Duration::from_secs(30), "the vouchers", || async {
+        let z: Vec<String> = env.sim.received().into_iter().filter(|r| r.kind == "zns").map(|r| r.to).collect();
+        (z.len() >= 2).then_some(z)
+    })
+    .await;
+    let mut zns = zns;
+    zns.sort();
+    assert_eq!(zns, ["84900000031", "84900000033"], "the segment's members only");
+    let cs = env.sim.received().into_iter().filter(|r| r.kind == "cs").count();
+    assert_eq!(cs, 3);
+    sink.stop().await.unwrap();
+}

@@ -188,9 +188,10 @@ pub struct Branch {
     pub otherwise: Option<Goto>,
 }
 
-/// What a branch asks of the user, now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What a branch asks of the user, now: `converted`, `follows_oa`, `has_phone` or
+/// `in_segment:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Condition {
     /// Placed an order since entering the journey.
     Converted,
@@ -198,6 +199,26 @@ pub enum Condition {
     FollowsOa,
     /// Has a verified phone.
     HasPhone,
+    /// Is in the segment now (`zmp.audiences.v1`).
+    InSegment(String),
+}
+
+impl TryFrom<String> for Condition {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Condition, String> {
+        match s.as_str() {
+            "converted" => Ok(Condition::Converted),
+            "follows_oa" => Ok(Condition::FollowsOa),
+            "has_phone" => Ok(Condition::HasPhone),
+            _ => match s.strip_prefix("in_segment:") {
+                Some(seg) if !seg.is_empty() && seg.len() <= 64 && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
+                    Ok(Condition::InSegment(seg.to_string()))
+                }
+                _ => Err(format!("{s:?}: converted, follows_oa, has_phone or in_segment:<segment>")),
+            },
+        }
+    }
 }
 
 /// Where a branch goes: a later step's number, `next` or `exit`.
@@ -735,6 +756,9 @@ mod tests {
         assert_eq!(field(json!([{"branch": {"if": "follows_oa", "else": 9}}]), json!({})), "steps[0].branch.else");
         assert_eq!(field(json!([{"send": {"channel": "zns", "template_id": "t"}}, {"wait": "1h"}]), json!({})), "steps[1]");
         assert_eq!(field(json!([{"branch": {"if": "rich"}}]), json!({})), "steps[0].branch.if");
+        assert_eq!(field(json!([{"branch": {"if": "in_segment:"}}]), json!({})), "steps[0].branch.if");
+        let seg = with(json!([{"branch": {"if": "in_segment:vip", "else": "exit"}}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({}));
+        assert!(matches!(seg.unwrap().step(2).unwrap().kind(), Ok(StepKind::Branch(b)) if b.condition == Condition::InSegment("vip".into())));
         assert_eq!(field(json!([]), json!({"exit_goal": "happiness"})), "exit_goal");
         assert_eq!(field(json!([]), json!({"reentry": "sometimes"})), "reentry");
     }

@@ -22,6 +22,8 @@ pub struct UserState {
     pub decided: HashSet<String>,
     /// By campaign: when the user last entered it, and on which trigger (the re-entry rule).
     pub entries: HashMap<String, (i64, String)>,
+    /// The segments the user is in (`zmp.audiences.v1`): a journey's `in_segment` branch.
+    pub segments: HashSet<String>,
 }
 
 /// The key the sink knows a user by: `app/user` ([`schemas::topics::app_user_key`]), as in
@@ -99,6 +101,16 @@ impl PartitionState {
                     u.profile = None;
                 }
             }
+        }
+    }
+
+    /// A segment entry or exit (`zmp.audiences.v1`, read at assignment and as it comes).
+    pub fn set_member(&mut self, who: &str, segment: &str, member: bool) {
+        let u = self.users.entry(who.to_string()).or_default();
+        if member {
+            u.segments.insert(segment.to_string());
+        } else {
+            u.segments.remove(segment);
         }
     }
 

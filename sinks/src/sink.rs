@@ -345,12 +345,14 @@ impl Engine {
             tracing::info!(partitions = ?new, "sink: rebuilding state from zmp.messages.v1 and zmp.profiles.v1");
             let kafka = self.kafka.clone();
             let parts = new.clone();
-            let (messages, profiles) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (messages, profiles, audiences) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let m = kafka.read_partitions_to_end(Topic::Messages.name(), Some(&parts), Duration::from_secs(300))?;
                 let p = kafka.read_partitions_to_end(Topic::Profiles.name(), Some(&parts), Duration::from_secs(300))?;
-                Ok((m, p))
+                let a = kafka.read_partitions_to_end(Topic::Audiences.name(), Some(&parts), Duration::from_secs(300))?;
+                Ok((m, p, a))
             })
             .await??;
+            let audiences = audiences.0;
             let mut fresh: HashMap<i32, PartitionState> = new.iter().map(|p| (*p, PartitionState::default())).collect();
             let records = messages.0.iter().filter_map(|m| Some((m.partition(), decode::<MessageEvent>(m.payload()?).ok()?)));
             let open = rebuild(&mut fresh, records);
@@ -359,6 +361,12 @@ impl Engine {
                 let profile = m.payload().and_then(|b| decode::<Profile>(b).ok());
                 if let Some(who) = profile_member(&key, profile.as_ref()) {
                     fresh.get_mut(&m.partition()).expect("new partition").set_profile(&who, profile);
+                }
+            }
+            // Who is in which segment now: the latest record of each key.
+            for m in &audiences {
+                if let (Some(c), Some(part)) = (m.payload().and_then(|b| decode::<AudienceChange>(b).ok()), fresh.get_mut(&m.partition())) {
+                    part.set_member(&member(&c.app_id, &c.user_key), &c.segment, c.member);
                 }
             }
             for part in fresh.values_mut() {
@@ -406,10 +414,16 @@ impl Engine {
                 Ok(InputEvent::Order(o)) => triggers::order::occurrence(&o),
                 _ => return Ok(()),
             },
-            Topic::Audiences => match decode::<AudienceChange>(payload).ok().as_ref().and_then(triggers::audience::occurrence) {
-                Some(o) => o,
-                None => return Ok(()),
-            },
+            Topic::Audiences => {
+                let change = decode::<AudienceChange>(payload).ok();
+                if let (Some(c), Some(part)) = (&change, self.parts.get_mut(&partition)) {
+                    part.set_member(&member(&c.app_id, &c.user_key), &c.segment, c.member);
+                }
+                match change.as_ref().and_then(triggers::audience::occurrence) {
+                    Some(o) => o,
+                    None => return Ok(()),
+                }
+            }
             _ => return Ok(()),
         };
         if !self.catalog.any_for_trigger(occurrence.trigger) {
@@ -715,10 +729,13 @@ impl Engine {
                         return self.write(partition, &rec).await;
                     }
                     StepKind::Branch(b) => {
-                        let holds = match b.condition {
+                        let holds = match &b.condition {
                             Condition::Converted => self.converted(partition, &occurrence, entry),
                             Condition::FollowsOa => recipient(self.parts.get(&partition).and_then(|p| p.profile(&who))).follows_oa,
                             Condition::HasPhone => recipient(self.parts.get(&partition).and_then(|p| p.profile(&who))).phone.is_some(),
+                            Condition::InSegment(seg) => {
+                                self.parts.get(&partition).and_then(|p| p.user(&who)).is_some_and(|u| u.segments.contains(seg))
+                            }
                         };
                         let go = if holds { &b.then } else { &b.otherwise };
                         match go.as_ref().map_or(Some(n + 1), |g| g.target(n)) {
