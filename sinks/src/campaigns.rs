@@ -379,6 +379,18 @@ fn day() -> i64 {
     24
 }
 
+impl LimitsConfig {
+    /// The policy's limits from a seeded `[limits]` (JSON); the defaults where it cannot be read.
+    pub fn policy_limits(v: &Value) -> crate::policy::Limits {
+        let c: LimitsConfig = serde_json::from_value(v.clone()).unwrap_or_default();
+        crate::policy::Limits {
+            package: OaPackage::parse(&c.package).unwrap_or(OaPackage::Basic),
+            frequency_cap: c.frequency_cap,
+            recipient_daily_cap: c.recipient_daily_cap,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig { package: basic(), frequency_cap: two(), max_trigger_age_hours: day(), recipient_daily_cap: five() }
@@ -403,6 +415,8 @@ pub struct Campaigns {
     /// The enabled campaigns as JSON definitions (name, definition), in the file's order: the
     /// seed written to `zmp.campaigns.v1` ([`crate::definitions`]).
     pub seeds: Vec<(String, Value)>,
+    /// The `[limits]` table as JSON (`{}` without one): seeded too, for the campaign preview.
+    pub limits_seed: Value,
 }
 
 /// The shipped default (`config/campaigns.toml`).
@@ -440,9 +454,11 @@ impl Campaigns {
                 }
             }
         }
+        let limits_seed = table.get("limits").map(serde_json::to_value).transpose()?.unwrap_or_else(|| serde_json::json!({}));
         Ok(Campaigns {
             campaigns: f.campaign.into_iter().filter(|c| c.enabled).collect(),
             seeds,
+            limits_seed,
             limits: crate::policy::Limits {
                 package,
                 frequency_cap: f.limits.frequency_cap,

@@ -43,6 +43,8 @@ static PAUSED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
 });
 
 pub const CAMPAIGN: &str = "campaign";
+/// The sinks' `[limits]` (one record, `*/limits/limits`): what the campaign preview applies.
+pub const LIMITS: &str = "limits";
 pub const SEGMENT: &str = "segment";
 
 /// A campaign in force for an app: its definition record and the campaign it reads as.
@@ -85,7 +87,7 @@ pub struct Catalog {
     caught_up: AtomicBool,
     /// Who reads it (the metrics' `reader` label): `sink`, `query`.
     reader: String,
-    /// Per kind (campaigns, segments), one more at every record of it applied: readers that
+    /// Per kind (segments; everything else), one more at every record of it applied: readers that
     /// derive something from the definitions (the processors' segments) rebuild it when it moved.
     generations: [std::sync::atomic::AtomicU64; 2],
 }
@@ -95,7 +97,7 @@ impl Catalog {
     pub fn apply(&self, key: &str, record: Option<Definition>) {
         let mut s = self.state.write().expect("catalog lock");
         let of_kind = record.as_ref().map(|d| d.kind.clone()).or_else(|| s.records.get(key).map(|d| d.kind.clone()));
-        self.generations[usize::from(of_kind.as_deref() != Some(CAMPAIGN))].fetch_add(1, Ordering::AcqRel);
+        self.generations[usize::from(of_kind.as_deref() == Some(SEGMENT))].fetch_add(1, Ordering::AcqRel);
         let Some(d) = record else {
             if let Some(old) = s.records.remove(key) {
                 let labels = [self.reader.as_str(), &old.app_id, &old.kind, &old.name];
@@ -145,7 +147,7 @@ impl Catalog {
 
     /// Moves whenever a record of `kind` is applied.
     pub fn generation(&self, kind: &str) -> u64 {
-        self.generations[usize::from(kind != CAMPAIGN)].load(Ordering::Acquire)
+        self.generations[usize::from(kind == SEGMENT)].load(Ordering::Acquire)
     }
 
     /// Starts following the topic from its beginning, in a task; [`Catalog::caught_up`] says

@@ -174,7 +174,8 @@ impl Sink {
         let campaigns = Campaigns::load(args.campaigns.as_deref())?;
         let (catalog, follower) = Catalog::start(kafka, "sink", Duration::from_secs(60)).await?;
         let source = args.campaigns.as_ref().map_or("config/campaigns.toml".to_string(), |p| p.display().to_string());
-        let seeded = definitions::seed(kafka, &catalog, CAMPAIGN, &campaigns.seeds, &source).await?;
+        let mut seeded = definitions::seed(kafka, &catalog, CAMPAIGN, &campaigns.seeds, &source).await?;
+        seeded += definitions::seed(kafka, &catalog, definitions::LIMITS, &[("limits".into(), campaigns.limits_seed.clone())], &source).await?;
         if seeded > 0 {
             tracing::info!(seeded, source, "campaigns seeded in zmp.campaigns.v1");
         }

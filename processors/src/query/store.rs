@@ -7,7 +7,10 @@
 //! - `i` + topic key (`app/user`): the latest interests;
 //! - `a` + topic key (`app/segment/user`): a segment member (byte order = user order within a
 //!   segment, which paging relies on);
-//! - `o` + topic + `\0` + partition: the next offset to read there;
+//! - `s` + `app/user`: the user's messages sent in the last 40 days (`zmp.messages.v1`), for the
+//!   campaign preview's quotas and caps: 9 bytes each, the time (big-endian ms) and a flag byte
+//!   (bit 0 promotional, bits 1–2 the channel: 0 consultation, 1 transaction, 2 promotion or
+//!   template, 3 ZNS);
 //! - `mcluster`, `msaved`: the cluster the records came from, and when the view last had read
 //!   the topics to their end (the resume's age check: a tombstone written since then is younger).
 //!
@@ -23,6 +26,7 @@ use rocksdb::{BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, Wr
 pub const PROFILE: u8 = b'p';
 pub const INTERESTS: u8 = b'i';
 pub const AUDIENCE: u8 = b'a';
+pub const SENDS: u8 = b's';
 const OFFSET: u8 = b'o';
 const CLUSTER: &[u8] = b"mcluster";
 const SAVED: &[u8] = b"msaved";

@@ -16,7 +16,7 @@ use schemas::kafka::Kafka;
 use schemas::topics::{Topic, app_user_key};
 
 use super::metrics::{CAMPAIGN_METRICS, VIEW_METRICS};
-use super::store::{AUDIENCE, INTERESTS, PROFILE, ViewDb};
+use super::store::{AUDIENCE, INTERESTS, PROFILE, SENDS, ViewDb};
 use super::summaries::{self, ActivitySummary, CampaignSummary, Engagement, engagement, summarise};
 use super::tally::Tally;
 
@@ -27,7 +27,46 @@ const RESUME_WITHIN_MS: i64 = 12 * 3_600_000;
 
 /// The topics whose records the view keeps on disk (and resumes after a restart); the others are
 /// a few records a partition, read whole at each start.
-const KEPT: [Topic; 3] = [Topic::Profiles, Topic::Interests, Topic::Audiences];
+const KEPT: [Topic; 4] = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::Messages];
+
+/// How far back the sends kept per user reach (the monthly promotion quota looks at a month).
+const SENDS_FOR_MS: i64 = 40 * schemas::time::DAY_MS;
+/// Most sends kept per user.
+const MAX_SENDS: usize = 60;
+
+/// A send as the view keeps it (see `store.rs`): when, the channel's class, promotional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Send {
+    pub at: i64,
+    pub channel: u8,
+    pub promotional: bool,
+}
+
+fn channel_class(channel: &str) -> Option<u8> {
+    Some(match channel {
+        "oa_consultation" => 0,
+        "oa_transaction" => 1,
+        "oa_promotion" | "oa_template" => 2,
+        "zns" => 3,
+        _ => return None,
+    })
+}
+
+fn encode_sends(sends: &[Send]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sends.len() * 9);
+    for s in sends {
+        out.extend_from_slice(&s.at.to_be_bytes());
+        out.push(u8::from(s.promotional) | (s.channel << 1));
+    }
+    out
+}
+
+fn decode_sends(bytes: &[u8]) -> Vec<Send> {
+    bytes
+        .chunks_exact(9)
+        .map(|c| Send { at: i64::from_be_bytes(c[..8].try_into().expect("8 bytes")), promotional: c[8] & 1 == 1, channel: (c[8] >> 1) & 3 })
+        .collect()
+}
 
 /// The materialised view: the latest profile, interests and segment memberships of every user
 /// (on disk, [`ViewDb`]), per-app engagement tallies and snapshots, campaign results and activity
@@ -124,6 +163,10 @@ impl View {
         let mut tallies = self.tallies.write().expect("view lock");
         let old = self.db.get(kind, key)?;
         self.db.put(kind, key, new.as_ref().and(payload), Some(at))?;
+        // An erased user (the profile's tombstone): their sends go too.
+        if kind == PROFILE && payload.is_none() {
+            self.db.put(SENDS, key, None, None)?;
+        }
         let tally = tallies.entry(app.to_string()).or_default();
         if let Some(Ok(old)) = old.map(|bytes| UserRecord::decode(kind, &bytes)) {
             old.contribute(tally, -1);
@@ -138,6 +181,32 @@ impl View {
     }
 
     /// A segment membership change or its tombstone under topic key `key`.
+    /// A `zmp.messages.v1` record: a send (or a send whose answer was lost, which the sinks
+    /// count as one) joins the user's recent sends.
+    fn apply_message(&self, payload: Option<&[u8]>, at: (&str, i32, i64)) -> anyhow::Result<()> {
+        let m = payload.and_then(decode::<schemas::derived::MessageEvent>);
+        let counted = m.as_ref().filter(|m| m.status == "sent" || m.status == "unknown").and_then(|m| Some((m, channel_class(&m.channel)?)));
+        let Some((m, channel)) = counted else { return self.db.read(at.0, at.1, at.2) };
+        let key = app_user_key(&m.app_id, &m.user_key);
+        let mut sends = self.db.get(SENDS, &key)?.map(|b| decode_sends(&b)).unwrap_or_default();
+        sends.push(Send { at: m.at, channel, promotional: m.promotional });
+        sends.retain(|s| m.at - s.at < SENDS_FOR_MS);
+        let excess = sends.len().saturating_sub(MAX_SENDS);
+        sends.drain(..excess);
+        self.db.put(SENDS, &key, Some(&encode_sends(&sends)), Some(at))
+    }
+
+    /// The user's sends of the last 40 days (the newest 60), oldest first.
+    pub fn sends(&self, app: &str, user: &str) -> Vec<Send> {
+        match self.db.get(SENDS, &app_user_key(app, user)) {
+            Ok(v) => v.map(|b| decode_sends(&b)).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "query view: reading a user's sends");
+                Vec::new()
+            }
+        }
+    }
+
     fn apply_audience(&self, key: &str, payload: Option<&[u8]>, at: (&str, i32, i64)) -> anyhow::Result<()> {
         let Some((app, segment, _)) = schemas::topics::split_audience_key(key) else { return self.db.read(at.0, at.1, at.2) };
         let member = match payload.map(schemas::codec::decode::<AudienceChange>) {
@@ -383,12 +452,13 @@ impl View {
         Ok(None)
     }
 
-    /// Follows the compacted topics forever; caught up once it has read what they held when it
-    /// started. Profiles, interests and audiences are read from where the kept records end when
-    /// the view can resume ([`View::resume`]), from the beginning otherwise; campaign results and
-    /// activity (in memory) from the beginning, always.
+    /// Follows the topics forever; caught up once it has read what they held when it started.
+    /// Profiles, interests, audiences and messages (each user's recent sends, for the campaign
+    /// preview) are read from where the kept records end when the view can resume
+    /// ([`View::resume`]), from the beginning otherwise; campaign results and activity (in
+    /// memory) from the beginning, always.
     pub async fn follow(self: Arc<Self>, kafka: Kafka) -> anyhow::Result<()> {
-        let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::CampaignResults, Topic::Activity];
+        let topics = [Topic::Profiles, Topic::Interests, Topic::Audiences, Topic::Messages, Topic::CampaignResults, Topic::Activity];
         // Metadata calls, RocksDB reads and the rebuild block: off the async workers.
         let resumed = {
             let (view, kafka) = (self.clone(), kafka.clone());
@@ -426,6 +496,7 @@ impl View {
                 Topic::Profiles => self.apply_user_record(PROFILE, &key, msg.payload(), at)?,
                 Topic::Interests => self.apply_user_record(INTERESTS, &key, msg.payload(), at)?,
                 Topic::Audiences => self.apply_audience(&key, msg.payload(), at)?,
+                Topic::Messages => self.apply_message(msg.payload(), at)?,
                 _ => {
                     let applied = match msg.payload() {
                         None if topic == Topic::CampaignResults => Ok(drop(self.campaigns.write().expect("view lock").remove(&key))),
