@@ -744,6 +744,7 @@ const JOURNEY: &str = r#"
 [limits]
 package = "premium"
 frequency_cap = 10
+max_trigger_age_hours = 48
 
 [[campaign]]
 name = "cart_journey"
@@ -815,8 +816,43 @@ async fn a_journey_waits_branches_and_ends_at_its_goal() {
     assert_eq!((sent.user_key.as_str(), sent.trigger_id.as_str()), ("a", "t-a#step5"));
     let received = env.sim.received();
     assert_eq!(received.len(), 4, "three first messages, one voucher: {received:?}");
-    let resumed = env.messages().await.into_iter().filter(|m| m.status == "resumed").count();
-    assert_eq!(resumed, 5, "3 waits of step 2, 2 of step 3, each closed once");
+    // Each wait is closed once the step after it has its record.
+    let messages = eventually(Duration::from_secs(30), "every wait closed", || async {
+        let m = env.messages().await;
+        (m.iter().filter(|m| m.status == "resumed" && m.reason.is_none()).count() >= 5).then_some(m)
+    })
+    .await;
+    let waits_closed = messages.iter().filter(|m| m.status == "resumed" && m.reason.is_none()).count();
+    assert_eq!(waits_closed, 5, "3 waits of step 2, 2 of step 3, each closed once");
+    let branches: Vec<(String, Option<String>)> =
+        messages.iter().filter(|m| m.status == "resumed" && m.reason.is_some()).map(|m| (m.user_key.clone(), m.reason.clone())).collect();
+    assert_eq!(branches.len(), 2, "{branches:?}");
+    assert!(branches.contains(&("a".into(), Some("goto:5".into()))) && branches.contains(&("c".into(), Some("goto:exit".into()))));
+    // The same triggers again (a replay, within their age): every step is passed over as
+    // decided, the branches taken as recorded — c has a phone now, and still exits.
+    let mut c_now = users[2].clone();
+    c_now.phone = Some("84900000013".into());
+    c_now.phone_verified = true;
+    c_now.as_of = half_past_ten_next_day;
+    env.put_profile(&c_now).await;
+    for p in &users {
+        env.put(&p.user_key, &cart(&p.user_key, &format!("t-{}", p.user_key), TEN_AM)).await;
+    }
+    // Each user's next cart, after the replay on the same partition: once its first message is
+    // recorded, the replay before it was decided.
+    for p in &users {
+        env.put(&p.user_key, &cart(&p.user_key, &format!("t2-{}", p.user_key), half_past_ten_next_day)).await;
+    }
+    let after = eventually(Duration::from_secs(30), "the next carts' first messages", || async {
+        let m = env.messages().await;
+        (m.iter().filter(|m| m.trigger_id.starts_with("t2-") && m.status == "sent").count() == 3).then_some(m)
+    })
+    .await;
+    // (Records of one time, from several partitions, come in no fixed order: compare as sets.)
+    let new: Vec<&MessageEvent> = after.iter().filter(|m| !messages.contains(m)).collect();
+    assert!(new.iter().all(|m| m.trigger_id.starts_with("t2-")), "the replay wrote nothing: {new:?}");
+    let received = env.sim.received();
+    assert_eq!(received.len(), 4 + 3, "the replay sent nothing; the next carts one message each: {received:?}");
     sink.stop().await.unwrap();
 }
 

@@ -299,8 +299,12 @@ impl Source {
                     seg.paused = d.paused;
                     list.push(seg);
                 }
-                Ok(_) => tracing::warn!(app, segment = %d.name, "a segment definition whose name is not its key's; left out"),
-                Err(why) => tracing::warn!(app, segment = %d.name, %why, "a segment definition this member cannot evaluate; left out"),
+                // One this member cannot read (a newer version's fact, during an upgrade) is
+                // held as paused: its members stay, none enter or leave here.
+                Ok(_) | Err(_) => {
+                    tracing::warn!(app, segment = %d.name, "a segment definition this member cannot evaluate: its members are kept as they are");
+                    list.push(Segment { name: d.name.clone(), description: String::new(), purpose: None, rules: Vec::new(), paused: true });
+                }
             }
         }
         let s = std::sync::Arc::new(Segments { list });

@@ -24,6 +24,18 @@ pub struct UserState {
     pub entries: HashMap<String, (i64, String)>,
     /// The segments the user is in (`zmp.audiences.v1`): a journey's `in_segment` branch.
     pub segments: HashSet<String>,
+    /// Message ids decided in a way that lets the step's fallback be tried (an OA channel that
+    /// cannot reach the user): a walk over the step goes on to the fallback.
+    pub fell_through: HashSet<String>,
+    /// A journey's branch taken, by the branch's message id: the step it went to, None for exit.
+    pub gotos: HashMap<String, Option<usize>>,
+    /// The campaign version a journey entered with, by `campaign \x1f trigger id`.
+    pub journey_versions: HashMap<String, i64>,
+}
+
+/// The key of a journey in [`UserState::journey_versions`].
+pub fn journey_key(campaign: &str, trigger_id: &str) -> String {
+    format!("{campaign}\u{1f}{trigger_id}")
 }
 
 /// The key the sink knows a user by: `app/user` ([`schemas::topics::app_user_key`]), as in
@@ -49,8 +61,10 @@ pub fn profile_member(key: &str, profile: Option<&Profile>) -> Option<String> {
 pub struct PartitionState {
     /// By [`member`] key.
     pub users: HashMap<String, UserState>,
-    /// (retry_at, message id) → the deferred record.
-    pub deferred: BTreeMap<(i64, String), MessageEvent>,
+    /// (retry_at, message id) → the deferred record (a night-ban deferral or a journey's wait).
+    deferred: BTreeMap<(i64, String), MessageEvent>,
+    /// Message id → its retry_at in `deferred`: lookups and removals without a scan.
+    deferred_at: HashMap<String, i64>,
     /// (when, member, which): birthday and next-purchase checks.
     pub timers: BTreeSet<(i64, String, ProfileTimer)>,
     /// Send times of the last day per app and address (`app/phone:84…`, `app/oa:<id>`), whoever's
@@ -114,6 +128,33 @@ impl PartitionState {
         }
     }
 
+    /// The deferral or wait of message `mid`, if one is pending.
+    pub fn is_pending(&self, mid: &str) -> bool {
+        self.deferred_at.contains_key(mid)
+    }
+
+    /// The next pending deferral or wait due by `now`, taken out.
+    pub fn pop_due(&mut self, now: i64) -> Option<MessageEvent> {
+        let (&(at, _), _) = self.deferred.first_key_value()?;
+        if at > now {
+            return None;
+        }
+        let (_, rec) = self.deferred.pop_first().expect("first");
+        self.deferred_at.remove(&rec.message_id);
+        Some(rec)
+    }
+
+    /// How many deferrals and waits are pending.
+    pub fn pending(&self) -> usize {
+        self.deferred.len()
+    }
+
+    fn drop_pending(&mut self, mid: &str) {
+        if let Some(at) = self.deferred_at.remove(mid) {
+            self.deferred.remove(&(at, mid.to_string()));
+        }
+    }
+
     /// Messages sent to `address` in the 24 hours before `now`.
     pub fn sent_to_address(&self, address: &str, now: i64) -> u32 {
         self.by_address.get(address).map_or(0, |v| v.iter().filter(|t| now - **t < DAY_MS).count() as u32)
@@ -144,18 +185,32 @@ impl PartitionState {
         let u = self.users.entry(member(&rec.app_id, &rec.user_key)).or_default();
         // A campaign's first record on an occurrence (not a later step's, not a receipt) is an
         // entry.
-        if !rec.campaign.is_empty() && !rec.trigger_id.contains("#step") && !rec.is(MessageStatus::Delivered) {
+        // entry (one suppressed whole before the campaign ran — too old, no OA — is none); its
+        // time is its first record's.
+        let whole = matches!(rec.reason.as_deref(), Some("stale_trigger" | "no_oa_for_app"));
+        if !rec.campaign.is_empty() && !rec.trigger_id.contains("#step") && !rec.is(MessageStatus::Delivered) && !whole {
             let last = u.entries.entry(rec.campaign.clone()).or_insert((rec.at, rec.trigger_id.clone()));
-            if rec.at >= last.0 {
+            if rec.trigger_id != last.1 && rec.at >= last.0 {
                 *last = (rec.at, rec.trigger_id.clone());
             }
+            if let Some(v) = rec.campaign_version {
+                u.journey_versions.entry(journey_key(&rec.campaign, &rec.trigger_id)).or_insert(v);
+            }
+        }
+        if crate::policy::falls_through(&rec.status, rec.reason.as_deref(), rec.zalo_error) {
+            u.fell_through.insert(rec.message_id.clone());
+        }
+        if let Some(goto) = rec.reason.as_deref().and_then(|r| r.strip_prefix("goto:")) {
+            u.gotos.insert(rec.message_id.clone(), goto.parse::<usize>().ok());
         }
         match rec.status() {
             Some(MessageStatus::Deferred | MessageStatus::Waiting) => {
                 if let Some(at) = rec.retry_at
                     && !u.decided.contains(&rec.message_id)
                 {
+                    self.drop_pending(&rec.message_id);
                     self.deferred.insert((at, rec.message_id.clone()), rec.clone());
+                    self.deferred_at.insert(rec.message_id.clone(), at);
                 }
                 return;
             }
@@ -183,7 +238,7 @@ impl PartitionState {
             _ => {}
         }
         u.decided.insert(rec.message_id.clone());
-        self.deferred.retain(|(_, m), _| m != &rec.message_id);
+        self.drop_pending(&rec.message_id);
     }
 }
 
@@ -248,6 +303,6 @@ mod tests {
         assert!(part.decided(&u, "a") && part.decided(&u, "b") && !part.decided(&u, "d"));
         assert_eq!(part.user(&u).unwrap().sent.len(), 1, "one send counts against the quotas");
         assert_eq!(part.user(&u).unwrap().sent[0].trigger_id, "c/t-a");
-        assert_eq!(part.deferred.len(), 1, "the deferral waits for its time");
+        assert_eq!(part.pending(), 1, "the deferral waits for its time");
     }
 }

@@ -127,14 +127,40 @@ pub enum Reason {
     RecipientCap,
 }
 
+/// Whether a `zmp.messages.v1` decision lets its step's fallback be tried: suppressed for a
+/// reason the fallback answers ([`Reason::worth_fallback`]), or refused by Zalo for the recipient
+/// on an OA channel.
+pub fn falls_through(status: &str, reason: Option<&str>, zalo_error: Option<i64>) -> bool {
+    match status {
+        "suppressed" => reason.is_some_and(|r| Reason::FALLBACK.iter().any(|f| f.code() == r)),
+        "failed" => zalo_error.is_some_and(unreachable_by_oa),
+        _ => false,
+    }
+}
+
+/// Zalo refused the recipient on an OA channel: worth the fallback.
+pub fn unreachable_by_oa(code: i64) -> bool {
+    use crate::zalo_rules::oa_error;
+    matches!(
+        code,
+        oa_error::NOT_FOLLOWER
+            | oa_error::NO_INTERACTION_7_DAYS
+            | oa_error::OUT_OF_QUOTA
+            | oa_error::USER_INACTIVE
+            | oa_error::INTERACTION_EXPIRED
+            | oa_error::USER_RESTRICTED
+    )
+}
+
 impl Reason {
+    /// The reasons the fallback answers.
+    pub const FALLBACK: [Reason; 5] =
+        [Reason::NotFollower, Reason::UnverifiedOaUser, Reason::OutsideUidWindow, Reason::MonthlyPromotionQuota, Reason::DailyPromotionQuota];
+
     /// The OA channel cannot reach the user (or may not now): the fallback (ZNS by phone) is
     /// tried.
     pub fn worth_fallback(self) -> bool {
-        matches!(
-            self,
-            Reason::NotFollower | Reason::UnverifiedOaUser | Reason::OutsideUidWindow | Reason::MonthlyPromotionQuota | Reason::DailyPromotionQuota
-        )
+        Reason::FALLBACK.contains(&self)
     }
 
     pub fn code(self) -> &'static str {

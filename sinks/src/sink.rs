@@ -34,11 +34,10 @@ use schemas::topics::Topic;
 
 use crate::campaigns::{Campaign, Campaigns, ChannelName, Condition, Reentry, StepKind, content, held_out};
 use crate::definitions::{self, CAMPAIGN, Catalog};
-use crate::memory::{PartitionState, dedup_key, member, oa_address, phone_address, profile_member, rebuild};
+use crate::memory::{PartitionState, dedup_key, journey_key, member, oa_address, phone_address, profile_member, rebuild};
 use crate::policy::{self, Decision, Recipient};
 use crate::triggers::{self, Occurrence};
 use crate::zalo::{ZaloClient, ZaloError};
-use crate::zalo_rules::oa_error;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SinkArgs {
@@ -301,6 +300,9 @@ impl Engine {
                 },
                 _ = tick.tick() => {}
             }
+            // A rebalance's callback ran inside recv(): no job or timer of a partition taken
+            // away is acted on after it.
+            self.take_assignment().await?;
             self.run_due_jobs().await?;
             self.run_timers().await?;
             if last_commit.elapsed() >= Duration::from_secs(1) {
@@ -392,7 +394,7 @@ impl Engine {
                     self.profile_triggers(*p, &u).await?;
                 }
             }
-            METRICS.deferred.set(self.parts.values().map(|p| p.deferred.len() as i64).sum());
+            METRICS.deferred.set(self.parts.values().map(|p| p.pending() as i64).sum());
         }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in &self.profile_pos {
@@ -481,18 +483,14 @@ impl Engine {
         // Deferrals whose time has come.
         let mut due = Vec::new();
         for (p, part) in &mut self.parts {
-            while let Some((k, _)) = part.deferred.first_key_value() {
-                if k.0 > now {
-                    break;
-                }
-                let (_, rec) = part.deferred.pop_first().expect("first");
+            while let Some(rec) = part.pop_due(now) {
                 due.push((*p, rec));
             }
         }
         for (p, rec) in due {
             self.resume_deferred(p, rec).await?;
         }
-        METRICS.deferred.set(self.parts.values().map(|p| p.deferred.len() as i64).sum());
+        METRICS.deferred.set(self.parts.values().map(|p| p.pending() as i64).sum());
         Ok(())
     }
 
@@ -533,14 +531,16 @@ impl Engine {
             trust: schemas::event::Trust::Server,
         };
         if rec.is(MessageStatus::Waiting) {
-            // A journey's wait is over: closed, then the journey goes on from the next step.
+            // A journey's wait is over: the journey goes on from the next step, and only once
+            // that step has its record is the wait closed — a member stopped in between finds
+            // the wait still open and walks on again (what was decided is passed over).
+            self.run_journey(partition, &campaign, version, occurrence, n + 1, 0).await?;
             let mut closed = rec;
             closed.set_status(MessageStatus::Resumed);
             closed.retry_at = None;
             closed.data = None;
             closed.at = (self.clock)();
-            self.write(partition, &closed).await?;
-            return self.run_journey(partition, &campaign, version, occurrence, n + 1, 0).await;
+            return self.write(partition, &closed).await;
         }
         // A send deferred by the night ban: the channel it was deferred on (its fallback's?).
         let primary = match n {
@@ -623,6 +623,10 @@ impl Engine {
                 self.write(partition, &rec).await?;
                 continue;
             }
+            if !self.may_enter(partition, c, &occurrence) {
+                METRICS.ignored.with_label_values(&[occurrence.trigger.name(), "no_reentry"]).inc();
+                continue;
+            }
             if c.holdout_percent.is_some_and(|p| held_out(&occurrence.app, &occurrence.user, &c.name, p)) {
                 // The control group: nothing is sent and nothing counts against a quota; the
                 // record makes the entry count (and dedups it like any decision, whatever the
@@ -636,10 +640,20 @@ impl Engine {
                 self.write(partition, &rec).await?;
                 continue;
             }
-            if !self.may_enter(partition, c, &occurrence) {
-                METRICS.ignored.with_label_values(&[occurrence.trigger.name(), "no_reentry"]).inc();
-                continue;
-            }
+            // A journey under way (this occurrence entered before: a replay, a re-derived
+            // trigger) walks on under the version it entered with.
+            let who = member(&occurrence.app, &occurrence.user);
+            let entered = self
+                .parts
+                .get(&partition)
+                .and_then(|p| p.user(&who))
+                .and_then(|u| u.journey_versions.get(&journey_key(&c.name, &occurrence.id)).copied())
+                .filter(|v| *v != version)
+                .and_then(|v| Some((v, self.catalog.campaign_version(&occurrence.app, &c.name, v)?)));
+            let (version, c) = match &entered {
+                Some((v, old)) => (*v, old.as_ref()),
+                None => (version, c),
+            };
             let mut entering = occurrence.clone();
             entering.vars.insert(ENTRY_VAR.into(), json!(occurrence.at));
             self.run_journey(partition, c, version, entering, 1, 0).await?;
@@ -715,7 +729,7 @@ impl Engine {
                             n += 1;
                             continue;
                         }
-                        if self.parts.get(&partition).is_some_and(|p| p.deferred.values().any(|d| d.message_id == mid)) {
+                        if self.parts.get(&partition).is_some_and(|p| p.is_pending(&mid)) {
                             return Ok(());
                         }
                         let now = (self.clock)();
@@ -730,6 +744,17 @@ impl Engine {
                         return self.write(partition, &rec).await;
                     }
                     StepKind::Branch(b) => {
+                        // Taken once: a later walk (a replay, a re-derived trigger) follows it.
+                        let mid = step_message_id(&occurrence, &c.name, n, JOURNEY_CHANNEL);
+                        if let Some(taken) = self.parts.get(&partition).and_then(|p| p.user(&who)).and_then(|u| u.gotos.get(&mid).copied()) {
+                            match taken {
+                                Some(next) => {
+                                    n = next;
+                                    continue;
+                                }
+                                None => return Ok(()),
+                            }
+                        }
                         let holds = match &b.condition {
                             Condition::Converted => self.converted(partition, &occurrence, entry),
                             Condition::FollowsOa => recipient(self.parts.get(&partition).and_then(|p| p.profile(&who))).follows_oa,
@@ -739,7 +764,11 @@ impl Engine {
                             }
                         };
                         let go = if holds { &b.then } else { &b.otherwise };
-                        match go.as_ref().map_or(Some(n + 1), |g| g.target(n)) {
+                        let target = go.as_ref().map_or(Some(n + 1), |g| g.target(n));
+                        let mut rec = self.journey_record(&mid, c, version, &occurrence, n, MessageStatus::Resumed);
+                        rec.reason = Some(target.map_or("goto:exit".to_string(), |t| format!("goto:{t}")));
+                        self.write(partition, &rec).await?;
+                        match target {
                             Some(next) => {
                                 n = next;
                                 continue;
@@ -836,7 +865,16 @@ impl Engine {
         for step in steps.iter().skip(first_step) {
             let channel = step.channel;
             let mid = step_message_id(&occurrence, &c.name, n, channel.name());
+            if self.parts.get(&partition).is_some_and(|p| p.is_pending(&mid)) {
+                // Deferred (the night ban): its resumption goes on from there.
+                return Ok(Ran::Waiting);
+            }
             if self.decided(partition, &who, &mid) {
+                // Decided before (a replay, a restart): the fallback if it fell through to it,
+                // else the step is done.
+                if self.parts.get(&partition).and_then(|p| p.user(&who)).is_some_and(|u| u.fell_through.contains(&mid)) {
+                    continue;
+                }
                 if n == 1 {
                     METRICS.duplicates.with_label_values(&[occurrence.trigger.name()]).inc();
                 }
@@ -940,7 +978,7 @@ impl Engine {
                             rec.zalo_error = e.code();
                             rec.reason = Some(short(&e));
                             self.write(partition, &rec).await?;
-                            if unreachable_by_oa(&e) {
+                            if e.code().is_some_and(policy::unreachable_by_oa) {
                                 continue;
                             }
                             return Ok(Ran::Done);
@@ -998,20 +1036,6 @@ pub fn recipient(p: Option<&Profile>) -> Recipient {
     }
 }
 
-/// Zalo refused the recipient on an OA channel: worth the fallback.
-fn unreachable_by_oa(e: &ZaloError) -> bool {
-    matches!(
-        e.code(),
-        Some(
-            oa_error::NOT_FOLLOWER
-                | oa_error::NO_INTERACTION_7_DAYS
-                | oa_error::OUT_OF_QUOTA
-                | oa_error::USER_INACTIVE
-                | oa_error::INTERACTION_EXPIRED
-                | oa_error::USER_RESTRICTED
-        )
-    )
-}
 
 fn short(e: &ZaloError) -> String {
     e.to_string().chars().take(200).collect()

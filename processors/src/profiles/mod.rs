@@ -53,7 +53,13 @@ pub struct Profiles {
 
 impl Profiles {
     pub fn new(session_gap_ms: i64, cart_timeout_ms: i64, segments: Source) -> Profiles {
-        let evaluated_generation = segments.generation();
+        // Followed live, the definitions may have changed while this task was elsewhere or
+        // stopped (nothing records what its users were evaluated against): its first commit
+        // evaluates every user again. A file does not change.
+        let evaluated_generation = match &segments {
+            Source::Fixed(_) => segments.generation(),
+            Source::Live(_) => u64::MAX,
+        };
         Profiles { session_gap_ms, cart_timeout_ms, segments, evaluated_generation, cache: KvCache::new(STORE), scheduled: HashMap::new() }
     }
 
@@ -87,7 +93,7 @@ impl Profiles {
         }
         let Some((app, user)) = split_user_key(key) else { return Ok(()) };
         let at = s.as_of;
-        let now: Vec<String> = {
+        let mut now: Vec<String> = {
             let facts = ProfileFacts { s, cart_timeout_ms: self.cart_timeout_ms };
             segments
                 .list
@@ -96,7 +102,11 @@ impl Profiles {
                 .map(|g| g.name.clone())
                 .collect()
         };
-        if now == s.segments {
+        // Compared as sets: the definitions' order is not the members'.
+        now.sort();
+        let mut was = s.segments.clone();
+        was.sort();
+        if now == was {
             return Ok(());
         }
         let (sha, sha_e164) = match &s.phone {
