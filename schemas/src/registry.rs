@@ -221,7 +221,7 @@ const ROWS: &[Row] = &[
         topic: Topic::Messages,
         version: 2,
         source: include_str!("../avro/zmp.messages.v1/v2.avsc"),
-        fingerprint: "f732ce21a4fd844413970087fe0ae62a582355880a5229d09b97353d48b62890",
+        fingerprint: "a915e91e62eda96e3bd4e8ae7f3188104d703063c64b658a8e8ca6a3007d968a",
     },
     Row {
         id: 25,
