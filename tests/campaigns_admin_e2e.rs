@@ -73,7 +73,10 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     let bad = [
         (json!({"name": "x", "trigger": "lunch", "channel": "zns", "template_id": "t"}), "trigger"),
         (json!({"name": "x", "trigger": "cart_abandoned", "channel": "zns"}), "template_id"),
-        (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi", "holdout_percent": 95}), "holdout_percent"),
+        (
+            json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi", "holdout_percent": 95}),
+            "holdout_percent",
+        ),
         (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi {order_id}"}), "text"),
         (json!({"name": "x", "trigger": "cart_abandoned", "channel": "oa_consultation", "text": "hi", "colour": "red"}), "colour"),
         (json!({"name": "x", "trigger": "birthday", "channel": "oa_promotion", "title": "t", "text": "hi"}), "channel"),
@@ -90,7 +93,8 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     assert!(stopped["message"].as_str().unwrap().contains("stopped"), "{stopped}");
     // Other keys: no.
     for (key, status) in [(&write, 403), (&secret, 403)] {
-        let r = c.post(format!("{base}/v1/admin/campaigns")).bearer_auth(key).json(&cart_campaign("y", "marketing", 0)).send().await.unwrap();
+        let r =
+            c.post(format!("{base}/v1/admin/campaigns")).bearer_auth(key).json(&cart_campaign("y", "marketing", 0)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status);
     }
     assert_eq!(c.get(format!("{base}/v1/admin/campaigns")).send().await.unwrap().status(), 401);
@@ -108,7 +112,9 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     };
     post_as(&secret, users.iter().map(|u| ev(u, "consent_changed", json!({"purpose": "marketing", "granted": true}))).collect()).await;
     for u in &users {
-        let r = c.post(format!("{sim}/sim/oa_events")).json(&json!({"event_name": "follow", "user_id": format!("oa-{u}"), "user_id_by_app": u}));
+        let r = c
+            .post(format!("{sim}/sim/oa_events"))
+            .json(&json!({"event_name": "follow", "user_id": format!("oa-{u}"), "user_id_by_app": u}));
         assert!(r.send().await.unwrap().status().is_success());
     }
     let profile = |u: String| {
@@ -156,7 +162,8 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
             .then_some(())
     })
     .await;
-    let cart = |u: &str| ev(u, "cart_item_added", json!({"cart_id": format!("c-{u}"), "product_id": "cf-suada", "quantity": 1, "price": 100_000}));
+    let cart =
+        |u: &str| ev(u, "cart_item_added", json!({"cart_id": format!("c-{u}"), "product_id": "cf-suada", "quantity": 1, "price": 100_000}));
     let get_campaign = |name: &'static str| {
         let (c, url, key) = (c.clone(), format!("{base}/v1/campaigns"), secret.clone());
         async move {
@@ -185,8 +192,12 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     // Some of each group order: conversions in both, a lift with its interval.
     let (treated, held): (Vec<&String>, Vec<&String>) = users.iter().partition(|u| per_user.contains_key(&format!("oa-{u}")));
     let order = |u: &str| {
-        ev(u, "order_placed", json!({"order_id": format!("o-{u}"), "cart_id": format!("c-{u}"), "total": 100_000,
-            "items": [{"product_id": "cf-suada", "quantity": 1, "price": 100_000}]}))
+        ev(
+            u,
+            "order_placed",
+            json!({"order_id": format!("o-{u}"), "cart_id": format!("c-{u}"), "total": 100_000,
+            "items": [{"product_id": "cf-suada", "quantity": 1, "price": 100_000}]}),
+        )
     };
     let buyers: Vec<Value> = treated.iter().take(treated.len() / 2 + 1).chain(held.iter().take(1)).map(|u| order(u)).collect();
     let n_buyers = buyers.len() as i64;
@@ -216,7 +227,9 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
         m.contains("zcdp_definition_paused{app=\"demo\",kind=\"campaign\",name=\"cart_api\",reader=\"sink\"} 1").then_some(())
     })
     .await;
-    let later = |u: &str| ev(u, "cart_item_added", json!({"cart_id": format!("c2-{u}"), "product_id": "cf-suada", "quantity": 1, "price": 100_000}));
+    let later = |u: &str| {
+        ev(u, "cart_item_added", json!({"cart_id": format!("c2-{u}"), "product_id": "cf-suada", "quantity": 1, "price": 100_000}))
+    };
     post_as(&write, users.iter().map(|u| later(u)).collect()).await;
     eventually(Duration::from_secs(90), "the probe deciding the new carts", || async {
         (get_campaign("cart_probe").await?["suppressed"]["no_consent"] == 80).then_some(())
@@ -241,9 +254,11 @@ async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses()
     // Segments as data: a segment defined while zcdp runs takes in the users it holds for (the
     // buyers above) at the processors' next commit, without their next event; removed, it lets
     // them go.
-    let (status, body) = admin_post("/v1/admin/segments", json!({"name": "api_buyers", "when": [{"fact": "shoe_size", "op": ">", "value": 1}]})).await;
+    let (status, body) =
+        admin_post("/v1/admin/segments", json!({"name": "api_buyers", "when": [{"fact": "shoe_size", "op": ">", "value": 1}]})).await;
     assert_eq!((status, body["field"].as_str()), (422, Some("when[0].fact")), "{body}");
-    let segment = json!({"name": "api_buyers", "description": "ordered at least once", "when": [{"fact": "orders", "op": ">=", "value": 1}]});
+    let segment =
+        json!({"name": "api_buyers", "description": "ordered at least once", "when": [{"fact": "orders", "op": ">=", "value": 1}]});
     let (status, created) = admin_post("/v1/admin/segments", segment).await;
     assert_eq!((status, created["source"].as_str()), (201, Some("app")), "{created}");
     let size = || {

@@ -804,10 +804,8 @@ async fn a_journey_waits_branches_and_ends_at_its_goal() {
     assert!(second.1.trigger_id.ends_with("#step3"), "b leaves before step 3: {:?}", second.1);
     // 10:30: a has a phone and gets the voucher by ZNS; c has none and leaves at the branch.
     env.now.store(half_past_ten_next_day, Ordering::SeqCst);
-    let zns = eventually(Duration::from_secs(30), "the voucher", || async {
-        env.sim.received().into_iter().find(|r| r.kind == "zns")
-    })
-    .await;
+    let zns =
+        eventually(Duration::from_secs(30), "the voucher", || async { env.sim.received().into_iter().find(|r| r.kind == "zns") }).await;
     assert_eq!((zns.to.as_str(), zns.body["template_id"].as_str()), ("84900000011", Some("voucher_v1")));
     let sent = eventually(Duration::from_secs(30), "the voucher recorded", || async {
         env.messages().await.into_iter().find(|m| m.status == "sent" && m.channel == "zns")

@@ -164,7 +164,9 @@ async fn the_report_page_shows_what_the_api_says_after_a_minute_of_demo_traffic(
     let shown = numbers(rendered);
 
     // Every panel has data.
-    for prefix in ["users", "dau", "mau", "events.", "funnel.", "cohort.", "product.", "category.", "segment.", "carts.", "campaign.", "lift."] {
+    for prefix in
+        ["users", "dau", "mau", "events.", "funnel.", "cohort.", "product.", "category.", "segment.", "carts.", "campaign.", "lift."]
+    {
         assert!(shown.keys().any(|k| k.starts_with(prefix)), "no {prefix} number on the page");
     }
     assert!(!rendered.contains("no data yet") && !rendered.contains("no campaign has run yet"), "an empty panel: {rendered}");

@@ -61,7 +61,10 @@ pub fn topology_with(args: &ProcessArgs, segments: segments::Source) -> anyhow::
 /// The segments of a member that follows `zmp.campaigns.v1`: writes the segments file (or the
 /// shipped one) there as the seed when it differs, and returns the live source with the
 /// follower's task (to abort at stop).
-pub async fn live_segments(kafka: &schemas::kafka::Kafka, args: &ProcessArgs) -> anyhow::Result<(segments::Source, tokio::task::JoinHandle<()>)> {
+pub async fn live_segments(
+    kafka: &schemas::kafka::Kafka,
+    args: &ProcessArgs,
+) -> anyhow::Result<(segments::Source, tokio::task::JoinHandle<()>)> {
     use anyhow::Context as _;
     let text = match &args.segments {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading the segments file {}", p.display()))?,

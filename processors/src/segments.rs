@@ -202,7 +202,10 @@ fn parse_one(s: FileSegment) -> Result<Segment, sinks::campaigns::FieldError> {
     use sinks::campaigns::FieldError;
     let err = |field: String, why: String| FieldError { field, why };
     if s.name.is_empty() || s.name.len() > 64 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(err("name".into(), format!("{:?}: 1 to 64 letters, digits, _ and - (it is part of Kafka keys and file names)", s.name)));
+        return Err(err(
+            "name".into(),
+            format!("{:?}: 1 to 64 letters, digits, _ and - (it is part of Kafka keys and file names)", s.name),
+        ));
     }
     if s.when.is_empty() {
         return Err(err("when".into(), "no rules: a segment needs at least one".into()));
@@ -294,7 +297,10 @@ impl Source {
         let mut list = Vec::new();
         for d in live.catalog.effective(app, sinks::definitions::SEGMENT) {
             // Checked when written; one this version cannot read is left out (and said).
-            match serde_json::from_str::<serde_json::Value>(&d.definition).map_err(|e| e.to_string()).and_then(|v| from_json(&v).map_err(|e| e.to_string())) {
+            match serde_json::from_str::<serde_json::Value>(&d.definition)
+                .map_err(|e| e.to_string())
+                .and_then(|v| from_json(&v).map_err(|e| e.to_string()))
+            {
                 Ok(mut seg) if seg.name == d.name => {
                     seg.paused = d.paused;
                     list.push(seg);
@@ -507,7 +513,10 @@ when = [{ fact = "orders", op = "~", value = 1 }]"#,
         assert_eq!(field(serde_json::json!({"when": []})), "name");
         let seeds = Segments::seeds(SHIPPED).unwrap();
         let shipped = Segments::parse(SHIPPED).unwrap();
-        assert_eq!(seeds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), shipped.list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+        assert_eq!(
+            seeds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            shipped.list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+        );
         for ((_, v), s) in seeds.iter().zip(&shipped.list) {
             assert_eq!(&from_json(v).unwrap(), s, "a seed reads back as the file's segment");
         }

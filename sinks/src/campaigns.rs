@@ -212,7 +212,9 @@ impl TryFrom<String> for Condition {
             "follows_oa" => Ok(Condition::FollowsOa),
             "has_phone" => Ok(Condition::HasPhone),
             _ => match s.strip_prefix("in_segment:") {
-                Some(seg) if !seg.is_empty() && seg.len() <= 64 && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
+                Some(seg)
+                    if !seg.is_empty() && seg.len() <= 64 && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
                     Ok(Condition::InSegment(seg.to_string()))
                 }
                 _ => Err(format!("{s:?}: converted, follows_oa, has_phone or in_segment:<segment>")),
@@ -592,7 +594,8 @@ fn check_send(c: &Campaign, prefix: &str, primary: &Step, fallback: Option<&Step
         }
         let known = |v: &str| PROFILE_VARIABLES.contains(&v) || c.trigger.variables().contains(&v);
         let texts = [("title", step.title.as_ref()), ("text", step.text.as_ref()), ("button_url", step.button_url.as_ref())];
-        let texts = texts.into_iter().filter_map(|(f, t)| Some((f.to_string(), t?))).chain(step.data.iter().map(|(k, v)| (format!("data.{k}"), v)));
+        let texts =
+            texts.into_iter().filter_map(|(f, t)| Some((f.to_string(), t?))).chain(step.data.iter().map(|(k, v)| (format!("data.{k}"), v)));
         for (f, t) in texts {
             for v in variables(t).map_err(|e| field_error(at(&f), e.to_string()))? {
                 if !known(v) {
@@ -600,7 +603,12 @@ fn check_send(c: &Campaign, prefix: &str, primary: &Step, fallback: Option<&Step
                         at(&f),
                         format!(
                             "unknown variable {{{v}}}; this trigger has {}",
-                            PROFILE_VARIABLES.iter().chain(c.trigger.variables()).map(|v| format!("{{{v}}}")).collect::<Vec<_>>().join(", ")
+                            PROFILE_VARIABLES
+                                .iter()
+                                .chain(c.trigger.variables())
+                                .map(|v| format!("{{{v}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ));
                 }
@@ -761,20 +769,37 @@ mod tests {
         assert!(matches!(ok.step(3).unwrap().kind(), Ok(StepKind::WaitUntil { hour: 9, minute: 30 })));
         assert_eq!(ok.reentry(), Reentry::After(7 * 86_400_000));
         let field = |steps: Value, extra: Value| with(steps, extra).unwrap_err().field;
-        assert_eq!(field(json!([{"wait": "1h", "wait_until": "09:00"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
+        assert_eq!(
+            field(json!([{"wait": "1h", "wait_until": "09:00"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})),
+            "steps[0]"
+        );
         assert_eq!(field(json!([{"wait": "40d"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
         assert_eq!(field(json!([{"wait_until": "25:00"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0]");
         assert_eq!(field(json!([{"send": {"channel": "zns"}}]), json!({})), "steps[0].send.template_id");
-        assert_eq!(field(json!([{"send": {"channel": "zns", "template_id": "t", "data": {"x": "{order_id}"}}}]), json!({})), "steps[0].send.data.x");
+        assert_eq!(
+            field(json!([{"send": {"channel": "zns", "template_id": "t", "data": {"x": "{order_id}"}}}]), json!({})),
+            "steps[0].send.data.x"
+        );
         assert_eq!(field(json!([{"send": {"channel": "oa_promotion", "text": "x"}}]), json!({})), "steps[0].send.channel");
         // Branches go forward only, to a step that exists.
-        assert_eq!(field(json!([{"branch": {"if": "follows_oa", "then": 2}}, {"wait": "1h"}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({})), "steps[0].branch.then");
+        assert_eq!(
+            field(
+                json!([{"branch": {"if": "follows_oa", "then": 2}}, {"wait": "1h"}, {"send": {"channel": "zns", "template_id": "t"}}]),
+                json!({})
+            ),
+            "steps[0].branch.then"
+        );
         assert_eq!(field(json!([{"branch": {"if": "follows_oa", "else": 9}}]), json!({})), "steps[0].branch.else");
         assert_eq!(field(json!([{"send": {"channel": "zns", "template_id": "t"}}, {"wait": "1h"}]), json!({})), "steps[1]");
         assert_eq!(field(json!([{"branch": {"if": "rich"}}]), json!({})), "steps[0].branch.if");
         assert_eq!(field(json!([{"branch": {"if": "in_segment:"}}]), json!({})), "steps[0].branch.if");
-        let seg = with(json!([{"branch": {"if": "in_segment:vip", "else": "exit"}}, {"send": {"channel": "zns", "template_id": "t"}}]), json!({}));
-        assert!(matches!(seg.unwrap().step(2).unwrap().kind(), Ok(StepKind::Branch(b)) if b.condition == Condition::InSegment("vip".into())));
+        let seg = with(
+            json!([{"branch": {"if": "in_segment:vip", "else": "exit"}}, {"send": {"channel": "zns", "template_id": "t"}}]),
+            json!({}),
+        );
+        assert!(
+            matches!(seg.unwrap().step(2).unwrap().kind(), Ok(StepKind::Branch(b)) if b.condition == Condition::InSegment("vip".into()))
+        );
         assert_eq!(field(json!([]), json!({"exit_goal": "happiness"})), "exit_goal");
         assert_eq!(field(json!([]), json!({"reentry": "sometimes"})), "reentry");
     }

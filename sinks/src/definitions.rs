@@ -117,7 +117,9 @@ impl Catalog {
             return;
         }
         if d.kind == CAMPAIGN {
-            let parsed = serde_json::from_str::<Value>(&d.definition).map_err(|e| e.to_string()).and_then(|v| from_json(&v).map_err(|e| e.to_string()));
+            let parsed = serde_json::from_str::<Value>(&d.definition)
+                .map_err(|e| e.to_string())
+                .and_then(|v| from_json(&v).map_err(|e| e.to_string()));
             match parsed {
                 Ok(c) if c.name == d.name => {
                     let c = Arc::new(c);
@@ -229,7 +231,10 @@ impl Catalog {
     /// The definition of `kind/name` in force for `app`.
     pub fn get(&self, app: &str, kind: &str, name: &str) -> Option<Definition> {
         let s = self.state.read().expect("catalog lock");
-        s.records.get(&definition_key(app, kind, name)).or_else(|| s.records.get(&definition_key(Definition::SEED_APP, kind, name))).cloned()
+        s.records
+            .get(&definition_key(app, kind, name))
+            .or_else(|| s.records.get(&definition_key(Definition::SEED_APP, kind, name)))
+            .cloned()
     }
 
     /// The campaign `name` in force for `app` (paused or not): the app's own when it has one —
@@ -358,7 +363,9 @@ mod tests {
     #[test]
     fn an_apps_own_definition_overrides_the_seed_and_every_version_stays_known() {
         let c = Catalog::default();
-        for d in [def("*", "thanks", 1, false, "seed"), def("shop", "thanks", 1, false, "mine v1"), def("shop", "thanks", 2, false, "mine v2")] {
+        for d in
+            [def("*", "thanks", 1, false, "seed"), def("shop", "thanks", 1, false, "mine v1"), def("shop", "thanks", 2, false, "mine v2")]
+        {
             c.apply(&d.key(), Some(d.clone()));
         }
         let live = c.campaign("shop", "thanks").unwrap();

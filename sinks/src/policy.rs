@@ -154,8 +154,13 @@ pub fn unreachable_by_oa(code: i64) -> bool {
 
 impl Reason {
     /// The reasons the fallback answers.
-    pub const FALLBACK: [Reason; 5] =
-        [Reason::NotFollower, Reason::UnverifiedOaUser, Reason::OutsideUidWindow, Reason::MonthlyPromotionQuota, Reason::DailyPromotionQuota];
+    pub const FALLBACK: [Reason; 5] = [
+        Reason::NotFollower,
+        Reason::UnverifiedOaUser,
+        Reason::OutsideUidWindow,
+        Reason::MonthlyPromotionQuota,
+        Reason::DailyPromotionQuota,
+    ];
 
     /// The OA channel cannot reach the user (or may not now): the fallback (ZNS by phone) is
     /// tried.

@@ -174,7 +174,8 @@ impl Sink {
         let (catalog, follower) = Catalog::start(kafka, "sink", Duration::from_secs(60)).await?;
         let source = args.campaigns.as_ref().map_or("config/campaigns.toml".to_string(), |p| p.display().to_string());
         let mut seeded = definitions::seed(kafka, &catalog, CAMPAIGN, &campaigns.seeds, &source).await?;
-        seeded += definitions::seed(kafka, &catalog, definitions::LIMITS, &[("limits".into(), campaigns.limits_seed.clone())], &source).await?;
+        seeded +=
+            definitions::seed(kafka, &catalog, definitions::LIMITS, &[("limits".into(), campaigns.limits_seed.clone())], &source).await?;
         if seeded > 0 {
             tracing::info!(seeded, source, "campaigns seeded in zmp.campaigns.v1");
         }
@@ -746,7 +747,8 @@ impl Engine {
                     StepKind::Branch(b) => {
                         // Taken once: a later walk (a replay, a re-derived trigger) follows it.
                         let mid = step_message_id(&occurrence, &c.name, n, JOURNEY_CHANNEL);
-                        if let Some(taken) = self.parts.get(&partition).and_then(|p| p.user(&who)).and_then(|u| u.gotos.get(&mid).copied()) {
+                        if let Some(taken) = self.parts.get(&partition).and_then(|p| p.user(&who)).and_then(|u| u.gotos.get(&mid).copied())
+                        {
                             match taken {
                                 Some(next) => {
                                     n = next;
@@ -790,7 +792,15 @@ impl Engine {
     }
 
     /// A journey's own record (a wait, or its end at the goal) for step `n`.
-    fn journey_record(&self, mid: &str, c: &Campaign, version: i64, occurrence: &Occurrence, n: usize, status: MessageStatus) -> MessageEvent {
+    fn journey_record(
+        &self,
+        mid: &str,
+        c: &Campaign,
+        version: i64,
+        occurrence: &Occurrence,
+        n: usize,
+        status: MessageStatus,
+    ) -> MessageEvent {
         let mut rec = self.record(mid, c, version, occurrence, ChannelName::Zns, status, None);
         rec.channel = JOURNEY_CHANNEL.to_string();
         rec.trigger_id = step_trigger_id(&occurrence.id, n);
@@ -1035,7 +1045,6 @@ pub fn recipient(p: Option<&Profile>) -> Recipient {
         sent_to_address_last_day: 0,
     }
 }
-
 
 fn short(e: &ZaloError) -> String {
     e.to_string().chars().take(200).collect()

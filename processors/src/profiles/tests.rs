@@ -400,7 +400,8 @@ fn segments_defined_paused_and_removed_live_are_applied_at_the_next_commit() {
     let dir = tempfile::tempdir().unwrap();
     let db = TaskDb::open(dir.path(), &[STORE]).unwrap();
     let source = crate::segments::Source::Live(Arc::new(crate::segments::LiveSegments::new(catalog.clone())));
-    let mut h = Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles: Profiles::new(GAP, 3600 * 1000, source) };
+    let mut h =
+        Harness { _dir: dir, db, timers: Timers::default(), outputs: Vec::new(), profiles: Profiles::new(GAP, 3600 * 1000, source) };
     h.feed(order("buyer", T0, "o1", None, 100_000));
     h.feed(page("browser", T0));
     h.profile("buyer");

@@ -217,7 +217,9 @@ async fn revert<const K: u8>(State(api): State<Arc<QueryApi>>, Key(caller): Admi
             let in_force = api.catalog.get(&caller.app, kind(K), &name).map_or(Value::Null, |d| shown(&d));
             Json(json!({"removed": true, "in_force": in_force})).into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("unknown_{}", kind(K)), &format!("this app has no {} of its own of that name", kind(K))),
+        Ok(false) => {
+            error(StatusCode::NOT_FOUND, &format!("unknown_{}", kind(K)), &format!("this app has no {} of its own of that name", kind(K)))
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", &format!("{e:#}")),
     }
 }
@@ -253,7 +255,14 @@ async fn set_paused(api: &QueryApi, caller: &Caller, k: u8, name: &str, paused: 
 /// Writes the app's next version of `name`: after its own last one, and after the seed's when
 /// it takes the seed's place (so a decision's version names one definition). `paused`: None
 /// keeps what it was.
-async fn save(api: &QueryApi, caller: &Caller, k: u8, name: &str, definition: String, paused: Option<bool>) -> Result<Definition, Response> {
+async fn save(
+    api: &QueryApi,
+    caller: &Caller,
+    k: u8,
+    name: &str,
+    definition: String,
+    paused: Option<bool>,
+) -> Result<Definition, Response> {
     let own = api.catalog.own(&caller.app, kind(k), name);
     let seed = api.catalog.own(Definition::SEED_APP, kind(k), name);
     let version = api.catalog.highest(&caller.app, kind(k), name).max(seed.as_ref().map_or(0, |d| d.version)) + 1;

@@ -91,7 +91,9 @@ fn one(c: &Campaign, app: &str, p: &Profile, known: &Known<'_>, now: i64, out: &
                 out.deferred_night += 1;
                 *out.reach_by_channel.entry(step.channel.name().to_string()).or_default() += 1;
                 // The price then is the price now (the window may close by 06:00: a lower bound).
-                if let Decision::Send { cost_vnd } = policy::decide(&Request { at: sinks::zalo_rules::night_ends(now), ..req }, &to, history, limits) {
+                if let Decision::Send { cost_vnd } =
+                    policy::decide(&Request { at: sinks::zalo_rules::night_ends(now), ..req }, &to, history, limits)
+                {
                     out.estimated_cost_vnd = out.estimated_cost_vnd.saturating_add(cost_vnd);
                 }
                 return;
@@ -177,7 +179,12 @@ fn over_audience(view: &super::View, app: &str, c: &Campaign, limits: &Limits, n
             let history: Vec<Sent> = view
                 .sends(app, &p.user_key)
                 .into_iter()
-                .map(|s| Sent { at: s.at, channel: CHANNELS[usize::from(s.channel & 3)], promotional: s.promotional, trigger_id: String::new() })
+                .map(|s| Sent {
+                    at: s.at,
+                    channel: CHANNELS[usize::from(s.channel & 3)],
+                    promotional: s.promotional,
+                    trigger_id: String::new(),
+                })
                 .collect();
             one(c, app, p, &Known { history: &history, limits }, now, out);
         }
@@ -247,10 +254,10 @@ mod tests {
     #[test]
     fn a_preview_counts_reach_by_channel_suppressions_by_reason_and_cost() {
         let users = [
-            user("a", true, true, false),   // OA: free within 48 h
-            user("b", true, false, true),   // not a follower: ZNS, 300
-            user("c", true, false, false),  // neither: no phone (the fallback's reason)
-            user("d", false, true, true),   // no consent
+            user("a", true, true, false),  // OA: free within 48 h
+            user("b", true, false, true),  // not a follower: ZNS, 300
+            user("c", true, false, false), // neither: no phone (the fallback's reason)
+            user("d", false, true, true),  // no consent
         ];
         let p = count(&campaign(None), "shop", users.iter().map(|u| (u, &[][..])), 4, DAY);
         assert_eq!((p.scanned, p.reach, p.held_out, p.estimated_cost_vnd), (4, 2, 0, 300));
@@ -278,7 +285,8 @@ mod tests {
         // Two promotions today already: the frequency cap (2) refuses the OA step, and it is no
         // reason to try ZNS.
         let user = user("a", true, true, true);
-        let sent = |h: i64| Sent { at: DAY - h * 3_600_000, channel: Channel::OaConsultation, promotional: true, trigger_id: String::new() };
+        let sent =
+            |h: i64| Sent { at: DAY - h * 3_600_000, channel: Channel::OaConsultation, promotional: true, trigger_id: String::new() };
         let history = [sent(1), sent(2)];
         let p = count(&campaign(None), "shop", [(&user, &history[..])].into_iter(), 1, DAY);
         assert_eq!((p.reach, p.suppressed.get("frequency_cap").copied()), (0, Some(1)));

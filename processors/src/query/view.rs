@@ -185,7 +185,8 @@ impl View {
     /// count as one) joins the user's recent sends.
     fn apply_message(&self, payload: Option<&[u8]>, at: (&str, i32, i64)) -> anyhow::Result<()> {
         let m = payload.and_then(decode::<schemas::derived::MessageEvent>);
-        let counted = m.as_ref().filter(|m| m.status == "sent" || m.status == "unknown").and_then(|m| Some((m, channel_class(&m.channel)?)));
+        let counted =
+            m.as_ref().filter(|m| m.status == "sent" || m.status == "unknown").and_then(|m| Some((m, channel_class(&m.channel)?)));
         let Some((m, channel)) = counted else { return self.db.read(at.0, at.1, at.2) };
         let key = app_user_key(&m.app_id, &m.user_key);
         let mut sends = self.db.get(SENDS, &key)?.map(|b| decode_sends(&b)).unwrap_or_default();
