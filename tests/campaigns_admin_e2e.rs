@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use schemas::testing::eventually;
-use support::Zcdp;
+use support::UpWithCampaigns;
 
 /// Only limits: the campaigns come from the API. Frequency cap high, so every entrant can be sent.
 const LIMITS: &str = "[limits]\npackage = \"premium\"\nfrequency_cap = 50\nrecipient_daily_cap = 50\n";
@@ -34,29 +34,8 @@ fn cart_campaign(name: &str, purpose: &str, holdout: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_created_by_the_api_holds_out_half_measures_lift_and_pauses() {
-    let data = tempfile::tempdir().unwrap();
-    let limits = data.path().join("campaigns.toml");
-    std::fs::write(&limits, LIMITS).unwrap();
-    let data_dir = data.path().join("d");
-    let mut zcdp = Zcdp::spawn(&[
-        "up",
-        "--http",
-        "127.0.0.1:0",
-        "--cart-timeout",
-        "2s",
-        "--engagement-refresh",
-        "200ms",
-        "--campaigns",
-        limits.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ]);
-    let line = zcdp.wait_line("/sim/received");
-    let received_url = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    let sim = received_url.trim_end_matches("/sim/received").to_string();
-    let line = zcdp.wait_line("HTTP API on http://");
-    let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
-    zcdp.wait_keys();
+    let up = UpWithCampaigns::start(LIMITS, &[]);
+    let (mut zcdp, base, sim, received_url) = (up.zcdp, up.base, up.sim, up.received_url);
     zcdp.wait_line("zcdp: running");
     let (write, secret, admin) = (zcdp.key("write").to_string(), zcdp.key("secret").to_string(), zcdp.key("admin").to_string());
     let c = reqwest::Client::new();

@@ -236,8 +236,21 @@ async fn one_round(kafka: &Kafka, args: &ProcessBenchArgs, n: usize, round: usiz
     Ok(Round { bare_secs: bare, processed_secs, restored, restore_secs, per_store, idle_expired, committing })
 }
 
-/// Seconds to read and decode `n` input records with a plain consumer.
+/// Seconds to read and decode `n` input records with a plain consumer, from the beginning of
+/// every input partition.
 fn bare_consume_decode(kafka: &Kafka, n: usize) -> anyhow::Result<f64> {
+    let mut tpl = TopicPartitionList::new();
+    for t in INPUTS {
+        for p in 0..kafka.partitions {
+            tpl.add_partition_offset(t.name(), p, Offset::Beginning)?;
+        }
+    }
+    bare_consume_decode_from(kafka, &tpl, n)
+}
+
+/// Seconds to read and decode `n` input records with a plain consumer from the positions of
+/// `tpl` (the baseline both `bench process` and `bench scale` compare the processors with).
+pub(super) fn bare_consume_decode_from(kafka: &Kafka, tpl: &TopicPartitionList, n: usize) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = kafka
         .client_config()
         .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
@@ -247,20 +260,14 @@ fn bare_consume_decode(kafka: &Kafka, n: usize) -> anyhow::Result<f64> {
         .set("queued.min.messages", "100000")
         .set("fetch.wait.max.ms", "10")
         .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for t in INPUTS {
-        for p in 0..kafka.partitions {
-            tpl.add_partition_offset(t.name(), p, Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    consumer.assign(tpl)?;
     let mut seen = 0usize;
     let mut start = None;
     let mut last = Instant::now();
     while seen < n {
         anyhow::ensure!(
             last.elapsed() < Duration::from_secs(60),
-            "the bare consumer read {seen} of {n} records, then nothing for a minute: the broker is too slow or unreachable"
+            "the bare consumer read {seen} of {n} records, then nothing for a minute: the broker is too slow, unreachable, or no longer holds them"
         );
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;

@@ -91,37 +91,11 @@ fn input_watermarks(kafka: &Kafka) -> anyhow::Result<Vec<(&'static str, i32, i64
 
 /// Seconds to read and decode the `n` input records written after `from`, with a plain consumer.
 fn bare_consume_decode(kafka: &Kafka, from: &[(&'static str, i32, i64)], n: usize) -> anyhow::Result<f64> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("queued.min.messages", "100000")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
     let mut tpl = TopicPartitionList::new();
     for (t, p, o) in from {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
     }
-    consumer.assign(&tpl)?;
-    let (mut seen, mut start) = (0usize, None);
-    let mut last = Instant::now();
-    while seen < n {
-        anyhow::ensure!(
-            last.elapsed() < Duration::from_secs(60),
-            "the bare consumer read {seen} of {n} records, then nothing for a minute: the broker is too slow or no longer holds them"
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            last = Instant::now();
-            let m = m?;
-            start.get_or_insert_with(Instant::now);
-            let topic = INPUTS.iter().find(|t| t.name() == m.topic()).context("input topic")?;
-            std::hint::black_box(schemas::codec::decode_input(*topic, m.payload().unwrap_or_default())?);
-            seen += 1;
-        }
-    }
-    Ok(start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0))
+    super::process::bare_consume_decode_from(kafka, &tpl, n)
 }
 
 fn processed() -> u64 {

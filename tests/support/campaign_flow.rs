@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use schemas::testing::eventually;
 
-use super::Zcdp;
+use super::UpWithCampaigns;
 
 /// Not promotional, so the night ban (22:00–06:00 Vietnam time) does not defer it whenever CI runs.
 const CAMPAIGNS: &str = r#"
@@ -32,31 +32,8 @@ fn ev(user: &str, kind: &str, props: Value) -> Value {
 /// the user's order, credited to the campaign; a cart nobody could be messaged about (no consent)
 /// and then ordered counted as recovered too, in `GET /v1/campaigns` and `/metrics`.
 pub async fn campaign_flow(extra: &[&str]) {
-    let data = tempfile::tempdir().unwrap();
-    let campaigns = data.path().join("campaigns.toml");
-    std::fs::write(&campaigns, CAMPAIGNS).unwrap();
-    let data_dir = data.path().join("d");
-    let mut args = vec![
-        "up",
-        "--http",
-        "127.0.0.1:0",
-        "--cart-timeout",
-        "2s",
-        "--engagement-refresh",
-        "200ms",
-        "--campaigns",
-        campaigns.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let mut zcdp = Zcdp::spawn(&args);
-    let line = zcdp.wait_line("/sim/received");
-    let received_url = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    let sim = received_url.trim_end_matches("/sim/received").to_string();
-    let line = zcdp.wait_line("HTTP API on http://");
-    let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
-    zcdp.wait_keys();
+    let up = UpWithCampaigns::start(CAMPAIGNS, extra);
+    let (zcdp, base, sim, received_url) = (up.zcdp, up.base, up.sim, up.received_url);
     let (write, secret) = (zcdp.key("write").to_string(), zcdp.key("secret").to_string());
     let c = reqwest::Client::new();
     let post_as = |key: &str, events: Vec<Value>| {

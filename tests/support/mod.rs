@@ -135,6 +135,50 @@ impl Zcdp {
     }
 }
 
+/// `zcdp up` with a campaigns file (carts abandoned 2 s after their last change, engagement
+/// refreshed every 200 ms, its own data dir) and `extra` flags, its start-up lines read up to
+/// the keys: where its Zalo simulator and its HTTP API are.
+pub struct UpWithCampaigns {
+    pub zcdp: Zcdp,
+    /// `http://…` of the HTTP API.
+    pub base: String,
+    /// `http://…` of the simulator, and its `/sim/received`.
+    pub sim: String,
+    pub received_url: String,
+    _data: tempfile::TempDir,
+}
+
+impl UpWithCampaigns {
+    pub fn start(campaigns: &str, extra: &[&str]) -> UpWithCampaigns {
+        let data = tempfile::tempdir().unwrap();
+        let file = data.path().join("campaigns.toml");
+        std::fs::write(&file, campaigns).unwrap();
+        let data_dir = data.path().join("d");
+        let mut args = vec![
+            "up",
+            "--http",
+            "127.0.0.1:0",
+            "--cart-timeout",
+            "2s",
+            "--engagement-refresh",
+            "200ms",
+            "--campaigns",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut zcdp = Zcdp::spawn(&args);
+        let line = zcdp.wait_line("/sim/received");
+        let received_url = line.split("GET ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        let sim = received_url.trim_end_matches("/sim/received").to_string();
+        let line = zcdp.wait_line("HTTP API on http://");
+        let base = format!("http://{}", line.split("HTTP API on http://").nth(1).unwrap().split_whitespace().next().unwrap());
+        zcdp.wait_keys();
+        UpWithCampaigns { zcdp, base, sim, received_url, _data: data }
+    }
+}
+
 impl Drop for Zcdp {
     fn drop(&mut self) {
         let _ = self.child.kill();
