@@ -10,28 +10,20 @@
  *
  * Not in the core bundle: the tracker imports only the types derived from it.
  */
+/** A cart or order line: `!` required. */
+export const ITEM = { product_id: "text!", product_name: "text", category: "text", quantity: "int!", price: "money!" } as const;
+
+/** A line added to or removed from a cart: the cart, and the line. */
+const CART_LINE = { cart_id: "text!", ...ITEM } as const;
+
 export const CATALOG = {
   page_viewed: { page_title: "text" },
   product_viewed: { product_id: "text!", product_name: "text", category: "text", price: "money", dwell_ms: "int" },
   product_clicked: { product_id: "text!", list_id: "text" },
   search: { query: "text!", results_count: "int" },
   product_shared: { product_id: "text!", share_channel: "text" },
-  cart_item_added: {
-    cart_id: "text!",
-    product_id: "text!",
-    product_name: "text",
-    category: "text",
-    quantity: "int!",
-    price: "money!",
-  },
-  cart_item_removed: {
-    cart_id: "text!",
-    product_id: "text!",
-    product_name: "text",
-    category: "text",
-    quantity: "int!",
-    price: "money!",
-  },
+  cart_item_added: CART_LINE,
+  cart_item_removed: CART_LINE,
   cart_item_updated: { cart_id: "text!", product_id: "text!", quantity: "int!" },
   cart_viewed: { cart_id: "text!", items: "items", cart_value: "money" },
   checkout_started: { cart_id: "text!", items: "items", cart_value: "money" },
@@ -85,9 +77,6 @@ export const CONTEXT_KEYS = [
 
 /** The members of `user`. */
 export const USER_KEYS = ["zalo_id", "anonymous_id", "oa_user_id"] as const;
-
-/** A cart or order line: `!` required. */
-export const ITEM = { product_id: "text!", product_name: "text", category: "text", quantity: "int!", price: "money!" } as const;
 
 /** identify's traits the SDK sends (the contract's `phone` trait is refused from the write key). */
 export const TRAITS = { name: "text", gender: "text", birthday: "text", email: "text", city: "text" } as const;

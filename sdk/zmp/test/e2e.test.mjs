@@ -23,6 +23,18 @@ import { fakeZmp, storedQueue, waitFor } from "./fake.mjs";
 const BIN = process.env.ZCDP_BIN;
 const TANSU = process.env.ZCDP_TEST_TANSU;
 
+/** Five product views while the gateway is away: after two failed sends they wait in the fake
+ * nativeStorage. Their event ids. */
+async function queueWhileAway(tracker, zmp, errors) {
+  const offline = [];
+  for (let i = 0; i < 5; i++) offline.push(tracker.track("product_viewed", { product_id: `offline-${i}`, price: 10000 }));
+  assert.ok((await tracker.flush()) >= 5, "the events wait");
+  await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
+  const waiting = storedQueue(zmp).map((e) => e.event_id);
+  for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+  return offline;
+}
+
 /** Starts `zcdp up` on a free port and reads what it prints: the HTTP address, the simulator's
  * address and the keys (`<kind> key for app <app>: <key>`). */
 async function startZcdp(flags = [], given = undefined) {
@@ -237,12 +249,7 @@ test("the SDK against zcdp up: a shopper's session ends up in the profile; the q
 
     // 2. The gateway stops: events wait in the (fake) nativeStorage, then arrive once.
     await proxy.stop();
-    const offline = [];
-    for (let i = 0; i < 5; i++) offline.push(tracker.track("product_viewed", { product_id: `offline-${i}`, price: 10000 }));
-    assert.ok((await tracker.flush()) >= 5, "the events wait");
-    await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
-    const waiting = storedQueue(zmp).map((e) => e.event_id);
-    for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+    const offline = await queueWhileAway(tracker, zmp, errors);
     const down = Date.now();
     await proxy.start();
     await waitFor(() => offline.every((id) => proxy.delivered().has(id)), 120e3, "the queued events after the gateway came back");
@@ -298,12 +305,7 @@ test("zcdp itself stopped and started again, on a real broker that keeps its top
     // zcdp stops (SIGTERM): the gateway is gone; the shopper goes on browsing.
     const write = zcdp.keys.write;
     await zcdp.stop({ keep: true });
-    const offline = [];
-    for (let i = 0; i < 5; i++) offline.push(tracker.track("product_viewed", { product_id: `offline-${i}`, price: 10000 }));
-    assert.ok((await tracker.flush()) >= 5, "the events wait");
-    await waitFor(() => errors.filter((e) => e.kind === "retry" && e.code === "network_error").length >= 2, 30e3, "two failed sends");
-    const waiting = storedQueue(zmp).map((e) => e.event_id);
-    for (const id of offline) assert.ok(waiting.includes(id), "each waits in nativeStorage");
+    const offline = await queueWhileAway(tracker, zmp, errors);
 
     // zcdp starts again on the same broker and data dir (the same keys and session secret).
     zcdp = await startZcdp(flags, dir);
