@@ -126,6 +126,13 @@ impl Env {
             .unwrap();
     }
 
+    /// A user who follows the OA: at the simulator (with the profile's last interaction) and in
+    /// their profile, as the processors write it.
+    async fn put_follower(&self, p: &Profile) {
+        self.follower(p.oa_user_id.as_deref().expect("an OA user id"), p.oa_last_interaction.expect("an interaction")).await;
+        self.put_profile(p).await;
+    }
+
     async fn messages(&self) -> Vec<MessageEvent> {
         let kafka = self.kafka.clone();
         let records =
@@ -562,8 +569,7 @@ async fn a_send_without_an_answer_is_recorded_unknown_and_never_repeated() {
     let recent = TEN_AM - HOUR;
     let users = [profile("a", true, true, Some(recent), Some("84900000011")), profile("b", true, true, Some(recent), Some("84900000012"))];
     for p in &users {
-        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
-        env.put_profile(p).await;
+        env.put_follower(p).await;
     }
     env.sim.add_faults(sinks::simulator::Fault::Status(500), 1);
     env.sim.add_faults(sinks::simulator::Fault::Delay(Duration::from_secs(8)), 1);
@@ -775,8 +781,7 @@ async fn a_journey_waits_branches_and_ends_at_its_goal() {
     users[1].last_order_at = Some(TEN_AM + 2 * HOUR);
     users[1].orders = 1;
     for p in &users {
-        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
-        env.put_profile(p).await;
+        env.put_follower(p).await;
     }
     let sink = env.sink(4000).await;
     for p in &users {
@@ -881,8 +886,7 @@ async fn a_journey_keeps_its_version_survives_a_killed_member_and_is_entered_onc
     let recent = TEN_AM - HOUR;
     for u in ["a", "d"] {
         let p = profile(u, true, true, Some(recent), Some(if u == "a" { "84900000021" } else { "84900000022" }));
-        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
-        env.put_profile(&p).await;
+        env.put_follower(&p).await;
     }
     let sink = env.sink(4000).await;
     env.put("a", &cart("a", "t-a", TEN_AM)).await;
@@ -976,8 +980,7 @@ async fn a_journey_branches_on_a_segment() {
     let recent = TEN_AM - HOUR;
     for (u, phone) in [("vip", "84900000031"), ("plain", "84900000032"), ("late", "84900000033")] {
         let p = profile(u, true, true, Some(recent), Some(phone));
-        env.follower(p.oa_user_id.as_deref().unwrap(), recent).await;
-        env.put_profile(&p).await;
+        env.put_follower(&p).await;
     }
     // vip was in high_value before the member started; late enters while it runs.
     env.put_audience(&entered("vip", TEN_AM - HOUR)).await;
