@@ -80,6 +80,14 @@ struct State {
     highest: HashMap<String, i64>,
 }
 
+impl State {
+    /// The key of the definition in force for `app`: its own when it has one, else the seed's.
+    fn key_in_force(&self, app: &str, kind: &str, name: &str) -> String {
+        let own = definition_key(app, kind, name);
+        if self.records.contains_key(&own) { own } else { definition_key(Definition::SEED_APP, kind, name) }
+    }
+}
+
 /// What `zmp.campaigns.v1` says, kept current by following it.
 #[derive(Default)]
 pub struct Catalog {
@@ -231,18 +239,14 @@ impl Catalog {
     /// The definition of `kind/name` in force for `app`.
     pub fn get(&self, app: &str, kind: &str, name: &str) -> Option<Definition> {
         let s = self.state.read().expect("catalog lock");
-        s.records
-            .get(&definition_key(app, kind, name))
-            .or_else(|| s.records.get(&definition_key(Definition::SEED_APP, kind, name)))
-            .cloned()
+        s.records.get(&s.key_in_force(app, kind, name)).cloned()
     }
 
     /// The campaign `name` in force for `app` (paused or not): the app's own when it has one —
     /// None if this member cannot run that one, never the seed in its place — else the seed's.
     pub fn campaign(&self, app: &str, name: &str) -> Option<Live> {
         let s = self.state.read().expect("catalog lock");
-        let own = definition_key(app, CAMPAIGN, name);
-        let key = if s.records.contains_key(&own) { own } else { definition_key(Definition::SEED_APP, CAMPAIGN, name) };
+        let key = s.key_in_force(app, CAMPAIGN, name);
         Some(Live { record: s.records.get(&key)?.clone(), campaign: s.campaigns.get(&key)?.clone() })
     }
 

@@ -129,6 +129,9 @@ fn check_definition(k: u8, v: &Value) -> Result<String, FieldError> {
 
 /// The body's definition of kind `k`, checked whole: the JSON and its name, or the 422.
 fn checked_kind(k: u8, body: &Bytes, name: Option<&str>) -> Result<(Value, String), Box<Response>> {
+    if k == CAMPAIGNS {
+        return checked(body, name).map(|(v, c)| (v, c.name));
+    }
     let v = body_definition(body, name).map_err(|e| Box::new(invalid(&e)))?;
     let name = check_definition(k, &v).map_err(|e| Box::new(invalid(&e)))?;
     Ok((v, name))
