@@ -38,11 +38,19 @@ pub struct ProcessBenchArgs {
 
 /// Realistic events with times spread like a day of a shop: 50 ms apart on average.
 fn history(n: usize) -> anyhow::Result<Vec<schemas::event::InputEvent>> {
-    let mut shoppers = Shoppers::new(11, 20_000, 300);
-    let start: i64 = 1_767_225_600_000;
+    shopper_events(11, 20_000, n, 0)
+}
+
+/// 2026-01-01T00:00:00Z: when the generated histories start (in event time).
+const HISTORY_START: i64 = 1_767_225_600_000;
+
+/// `n` events of `users` demo shoppers (`seed` picks them), 50 ms apart in event time from
+/// [`HISTORY_START`] + `first` × 50 ms, read and checked as the gateway does.
+pub(super) fn shopper_events(seed: u64, users: usize, n: usize, first: usize) -> anyhow::Result<Vec<schemas::event::InputEvent>> {
+    let mut shoppers = Shoppers::new(seed, users, 300);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let t = start + i as i64 * 50;
+        let t = HISTORY_START + (first + i) as i64 * 50;
         let now: DateTime<Utc> = DateTime::from_timestamp_millis(t).context("time")?;
         let json = shoppers.next_event(now);
         let receipt = Receipt { app_id: "demo", received_at: t, sent_at: None };

@@ -56,24 +56,9 @@ const WAVE_USERS: usize = 5_000;
 /// The secret key the bench reads the replica with.
 const READ_KEY: &str = "bench-scale-secret-key-0123456789";
 
-/// History starts here (2026-01-01), events 50 ms apart in event time.
-const HISTORY_START: i64 = 1_767_225_600_000;
-
 fn wave_events(wave: usize, users: usize, per_user: usize, first: usize) -> anyhow::Result<Vec<InputEvent>> {
     // A seed per wave: its shoppers' ids (`dev-<seed>-…`, Zalo ids from the seed) are its own.
-    let mut shoppers = Shoppers::new(1 + wave as u64, users, 300);
-    let mut out = Vec::with_capacity(users * per_user);
-    for i in 0..users * per_user {
-        let t = HISTORY_START + (first + i) as i64 * 50;
-        let now: DateTime<Utc> = DateTime::from_timestamp_millis(t).context("time")?;
-        let json = shoppers.next_event(now);
-        let receipt = Receipt { app_id: "demo", received_at: t, sent_at: None };
-        match parse_event(&json.to_string(), &receipt) {
-            Ok(p) => out.push(p.event()),
-            Err(r) => anyhow::bail!("generated event rejected: {}", r.message),
-        }
-    }
-    Ok(out)
+    super::process::shopper_events(1 + wave as u64, users, users * per_user, first)
 }
 
 /// Each input partition's (start, end).
